@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'UDP_FAILED'
   | 'NATIVE_NOT_BUILT'
   | 'NETCONFIG_FAILED'
+  | 'CONTROL_SOCKET_IN_USE'
   | 'ID_INVALID'
   | 'PREFIX_INVALID'
   | 'KEY_INVALID'

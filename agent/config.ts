@@ -1,0 +1,104 @@
+import { z } from 'zod';
+import { MSG, isInterfaceName, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
+import { DATA_PORT, MAX_INSTANCE_ID } from '../shared/wire/header.ts';
+
+/**
+ * The agent's configuration: one YAML file, validated once at start-up into a frozen object.
+ * Every default lives in DEFAULTS; examples/agent.yaml documents each key.
+ */
+export const DEFAULTS = {
+  tun: { name: 'rn0', mtu: 1400, offload: false, batchSize: 64 },
+  listenPort: DATA_PORT,
+  realm: { instanceId: 0 },
+  routing: { tableBase: 4341, rulePriority: 4341 },
+  limits: { mapCacheEntries: 65_536 },
+  log: { level: 'info', format: 'pretty' },
+  /** Abstract unix socket: private to the network namespace, gone when the agent exits. */
+  control: { socket: '@realmnet/agent' },
+} as const;
+
+const ip = z.string().refine(isIpAddress, { message: MSG.ip });
+const port = z.number().int().min(1, MSG.port).max(65535, MSG.port);
+const priority = z.number().int().min(0).max(255);
+const weight = z.number().int().min(0).max(255);
+
+const locator = z.strictObject({
+  address: ip,
+  port: port.default(DATA_PORT),
+  priority: priority.default(1),
+  weight: weight.default(1),
+});
+
+const uplink = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, 'is not an uplink name (letters, digits, "_.-", e.g. ispa)'),
+  /** The Linux interface the uplink leaves through; with `gateway`, the agent adds source-policy routing. */
+  interface: z.string().refine(isInterfaceName, { message: MSG.ifname }).optional(),
+  locator: ip,
+  gateway: ip.optional(),
+  priority: priority.default(1),
+  weight: weight.default(1),
+});
+
+const peer = z.strictObject({
+  hostId: z.string().refine(isIpv6Address, { message: MSG.ipv6 }),
+  locators: z.array(locator).min(1, 'needs at least one locator'),
+});
+
+export const AgentConfigSchema = z
+  .strictObject({
+    hostId: z.string().refine(isIpv6Address, { message: MSG.ipv6 }),
+    realm: z
+      .strictObject({
+        prefixes: z.array(z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix })).min(1, 'needs at least one prefix, e.g. ["fd00::/8"]'),
+        instanceId: z.number().int().min(0).max(MAX_INSTANCE_ID).default(DEFAULTS.realm.instanceId),
+      }),
+    tun: z
+      .strictObject({
+        name: z.string().refine(isInterfaceName, { message: MSG.ifname }).default(DEFAULTS.tun.name),
+        mtu: z.number().int().min(1280, 'must be at least 1280 (the IPv6 minimum)').max(65000).default(DEFAULTS.tun.mtu),
+        offload: z.boolean().default(DEFAULTS.tun.offload),
+        batchSize: z.number().int().min(1).max(256).default(DEFAULTS.tun.batchSize),
+      })
+      .prefault({}),
+    listenPort: port.default(DEFAULTS.listenPort),
+    uplinks: z.array(uplink).min(1, 'needs at least one uplink, e.g. [{ name: ispa, locator: 192.0.2.1 }]'),
+    peers: z.array(peer).default([]),
+    routing: z
+      .strictObject({
+        tableBase: z.number().int().min(1).max(0x7fffffff).default(DEFAULTS.routing.tableBase),
+        rulePriority: z.number().int().min(1).max(32000).default(DEFAULTS.routing.rulePriority),
+      })
+      .prefault({}),
+    limits: z.strictObject({ mapCacheEntries: z.number().int().min(1).default(DEFAULTS.limits.mapCacheEntries) }).prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(DEFAULTS.log.level),
+        format: z.enum(['json', 'pretty']).default(DEFAULTS.log.format),
+      })
+      .prefault({}),
+    control: z.strictObject({ socket: z.string().min(1).default(DEFAULTS.control.socket) }).prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    const names = new Set<string>();
+    c.uplinks.forEach((u, i) => {
+      if (names.has(u.name)) ctx.addIssue({ code: 'custom', path: ['uplinks', i, 'name'], message: `"${u.name}" is used by two uplinks (names must be unique)` });
+      names.add(u.name);
+      if (u.gateway !== undefined && u.interface === undefined)
+        ctx.addIssue({ code: 'custom', path: ['uplinks', i, 'interface'], message: 'is missing: source-policy routing via a gateway needs the interface name (e.g. eth0)' });
+    });
+    const ids = new Set<string>();
+    c.peers.forEach((p, i) => {
+      if (ids.has(p.hostId)) ctx.addIssue({ code: 'custom', path: ['peers', i, 'hostId'], message: `"${p.hostId}" is listed twice` });
+      ids.add(p.hostId);
+    });
+  });
+
+export type AgentConfig = DeepReadonly<z.output<typeof AgentConfigSchema>>;
+
+export function loadAgentConfig(file: string): AgentConfig {
+  return loadConfigFile(AgentConfigSchema, file);
+}
+
+export function parseAgentConfig(raw: unknown): AgentConfig {
+  return parseConfigObject(AgentConfigSchema, raw);
+}

@@ -1,0 +1,104 @@
+import { Command } from 'commander';
+import { systemClock } from '../shared/clock.ts';
+import { SystemError } from '../shared/errors.ts';
+import { createLogger } from '../shared/log.ts';
+import { createAgent, type AgentStatus } from './agent.ts';
+import { loadAgentConfig, DEFAULTS } from './config.ts';
+import { queryControl, startControlServer } from './control.ts';
+import { createIpCommand } from './netconfig.ts';
+import { openTun } from './tun/tun.ts';
+import { openUdp } from './uplinks/socket.ts';
+import { formatStatus } from './status-format.ts';
+
+/** The agent's composition root: argv and config in, real devices wired, signals handled. */
+export async function runAgent(configPath: string, overrides: { logLevel?: string } = {}): Promise<void> {
+  const config = loadAgentConfig(configPath);
+  if (process.getuid?.() !== 0) {
+    throw new SystemError('NOT_ROOT', 'realmnet agent must run as root: it creates a TUN device and installs routes', 'run it with sudo, or as root');
+  }
+  const level = (overrides.logLevel ?? config.log.level) as typeof config.log.level;
+  const log = createLogger({ level, format: config.log.format });
+  const agent = createAgent(config, { openTun, openUdp, net: createIpCommand(log), log: log.child({ module: 'agent' }), clock: systemClock });
+  await agent.start();
+  let control;
+  try {
+    control = await startControlServer(config.control.socket, () => agent.status());
+  } catch (e) {
+    await agent.stop();
+    throw e;
+  }
+
+  // First signal: stop cleanly within a deadline. Second signal: leave at once.
+  let stopping = false;
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      log.info({ signal: sig }, 'stopping');
+      const deadline = setTimeout(() => {
+        log.error('clean stop took longer than 5 s: exiting');
+        process.exit(1);
+      }, 5000);
+      deadline.unref();
+      control.close();
+      agent.stop().then(resolve, (e: unknown) => {
+        log.error({ err: e }, 'error while stopping');
+        resolve();
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    // The readers keep the loop alive; SIGHUP is ignored rather than killing an overlay in use.
+    process.on('SIGHUP', () => log.info('SIGHUP ignored (restart the agent to reload its config)'));
+  });
+}
+
+export function agentCommand(): Command {
+  return new Command('agent')
+    .summary('run the host agent: TUN device, data plane, uplinks')
+    .description(
+      `Run the realmnet agent on this host (as root).
+
+The agent creates a TUN device, gives it this host's ID (an IPv6 address) and routes the realm's
+ID prefixes into it - only those: the default route and all other traffic are left alone. Packets
+to a host ID are looked up in the map-cache, wrapped in an 8-byte LISP data header and sent in UDP
+(port ${DEFAULTS.listenPort}) from one of this host's uplinks to one of the peer's locators.
+Each uplink gets its own socket bound to its address, plus source-policy routing
+("ip rule from LOCATOR table N") so it really leaves through its own interface.
+
+Stop it with Ctrl-C or SIGTERM: the TUN device, its routes and the policy rules are removed.`,
+    )
+    .requiredOption('-c, --config <file>', 'YAML configuration file (see examples/agent.yaml)')
+    .option('--log-level <level>', 'override log.level from the config: trace|debug|info|warn|error')
+    .addHelpText(
+      'after',
+      `
+Example:
+  realmnet agent --config /etc/realmnet/agent.yaml
+  ip netns exec mh realmnet agent -c mh.yaml --log-level debug
+
+Exit codes: 0 clean stop, 1 runtime or config error, 2 usage error.`,
+    )
+    .action(async (opts: { config: string; logLevel?: string }) => {
+      await runAgent(opts.config, { logLevel: opts.logLevel });
+    });
+}
+
+export function statusCommand(): Command {
+  return new Command('status')
+    .summary("show a running agent's state: ID, uplinks, map-cache, counters")
+    .description(
+      `Ask the agent running in this network namespace for its state and print it as tables:
+its host ID, its uplinks and their locators, the map-cache (host ID, locators, chosen path, age),
+traffic counters and the drop counters by reason.`,
+    )
+    .option('-s, --socket <path>', 'control socket of the agent ("@name" is an abstract socket)', DEFAULTS.control.socket)
+    .option('--json', 'print the raw JSON document (for scripts)')
+    .action(async (opts: { socket: string; json?: boolean }) => {
+      const st = (await queryControl(opts.socket, 'status')) as AgentStatus;
+      process.stdout.write(opts.json ? JSON.stringify(st, null, 2) + '\n' : formatStatus(st));
+    });
+}

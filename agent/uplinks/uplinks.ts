@@ -1,0 +1,91 @@
+import { familyOf, type Family } from '../../shared/locator.ts';
+import type { Logger } from '../../shared/log.ts';
+import { policyRoutes, type NetConfig, type PolicyRoute } from '../netconfig.ts';
+import type { UdpBatchSocket, UdpOptions } from './socket.ts';
+
+/**
+ * The host's uplinks: one UDP socket per uplink, bound to that uplink's locator on the data port,
+ * and source-policy routing so that each socket leaves through its own interface. Later the monitor
+ * flips `up`; for now every configured uplink is up.
+ */
+export interface UplinkConfig {
+  readonly name: string;
+  readonly interface?: string;
+  readonly locator: string;
+  readonly gateway?: string;
+  readonly priority: number;
+  readonly weight: number;
+}
+
+export interface Uplink {
+  readonly name: string;
+  readonly interface: string | undefined;
+  readonly locator: string;
+  readonly family: Family;
+  readonly priority: number;
+  readonly weight: number;
+  readonly socket: UdpBatchSocket;
+  up: boolean;
+}
+
+export interface UplinksDeps {
+  readonly openUdp: (opts: UdpOptions) => UdpBatchSocket | Promise<UdpBatchSocket>;
+  readonly net: NetConfig;
+  readonly log: Logger;
+}
+
+export interface UplinksOptions {
+  readonly port: number;
+  readonly batchSize: number;
+  readonly maxDatagram: number;
+  readonly tableBase: number;
+  readonly rulePriority: number;
+}
+
+export class Uplinks {
+  readonly list: Uplink[] = [];
+  private routes: PolicyRoute[] = [];
+
+  constructor(
+    private readonly configs: readonly UplinkConfig[],
+    private readonly opts: UplinksOptions,
+    private readonly deps: UplinksDeps,
+  ) {}
+
+  /** Opens every socket first (a port in use fails before anything is changed), then adds the routing. */
+  async start(): Promise<void> {
+    try {
+      for (const c of this.configs) {
+        const socket = await this.deps.openUdp({ address: c.locator, port: this.opts.port, batchSize: this.opts.batchSize, maxDatagram: this.opts.maxDatagram });
+        this.list.push({ name: c.name, interface: c.interface, locator: c.locator, family: familyOf(c.locator), priority: c.priority, weight: c.weight, socket, up: true });
+      }
+      this.routes = policyRoutes(this.configs, this.opts.tableBase, this.opts.rulePriority);
+      for (const r of this.routes) {
+        // A crashed earlier run may have left the same rule: remove it first so rules never pile up.
+        await this.runQuietly(r.remove);
+        for (const cmd of r.add) await this.deps.net.ip(cmd);
+        this.deps.log.info({ uplink: r.uplink }, 'source-policy routing installed');
+      }
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const u of this.list) u.socket.close();
+    this.list.length = 0;
+    for (const r of this.routes) await this.runQuietly(r.remove);
+    this.routes = [];
+  }
+
+  private async runQuietly(cmds: readonly string[][]): Promise<void> {
+    for (const c of cmds) {
+      try {
+        await this.deps.net.ip(c);
+      } catch {
+        // Already gone: nothing to undo.
+      }
+    }
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The data header: the LISP data-plane header of RFC 9300 section 5.1, 8 bytes, so that tshark's
+ * `lisp-data` dissector (UDP 4341) decodes our traffic, inner packet included.
+ *
+ *    0                   1                   2                   3
+ *   |N|L|E|V|I|R|K|K|            Nonce (24 bits)                    |
+ *   |                 Instance ID (24 bits)         |   LSBs (8)    |
+ *
+ * We always set N (a per-sender counter as nonce, which later lets a receiver drop duplicates) and
+ * I (the instance ID is the realm's instance, so two realms on one port never mix). L, E, V and the
+ * key bits stay zero. The one bit RFC 9300 leaves reserved, R, marks a frame that starts with a
+ * 10-byte virtio_net_hdr (offload mode: a TSO super-packet carried as one datagram); a receiver not
+ * in offload mode drops such frames.
+ */
+export const HEADER_LEN = 8;
+export const DATA_PORT = 4341;
+export const VNET_HDR_LEN = 10;
+
+export const FLAG_N = 0x80;
+export const FLAG_L = 0x40;
+export const FLAG_E = 0x20;
+export const FLAG_V = 0x10;
+export const FLAG_I = 0x08;
+export const FLAG_VNET = 0x04;
+const FLAGS_MUST_BE_ZERO = FLAG_L | FLAG_E | FLAG_V | 0x03;
+
+export const MAX_INSTANCE_ID = 0xffffff;
+
+/** Writes a header at `off`. Allocation-free; the caller guarantees 8 bytes of room. */
+export function writeHeader(buf: Uint8Array, off: number, nonce: number, instanceId: number, vnet: boolean): void {
+  buf[off] = FLAG_N | FLAG_I | (vnet ? FLAG_VNET : 0);
+  buf[off + 1] = (nonce >>> 16) & 0xff;
+  buf[off + 2] = (nonce >>> 8) & 0xff;
+  buf[off + 3] = nonce & 0xff;
+  buf[off + 4] = (instanceId >>> 16) & 0xff;
+  buf[off + 5] = (instanceId >>> 8) & 0xff;
+  buf[off + 6] = instanceId & 0xff;
+  buf[off + 7] = 0;
+}
+
+/**
+ * Result codes of checkHeader. A number rather than an object so the receive path allocates nothing;
+ * dataplane/drops.ts maps them to counter names.
+ */
+export const HeaderCheck = { Ok: 0, Truncated: 1, BadFlags: 2, WrongInstance: 3 } as const;
+export type HeaderCheck = (typeof HeaderCheck)[keyof typeof HeaderCheck];
+
+/** Validates the header of a datagram of `len` bytes at `off`. */
+export function checkHeader(buf: Uint8Array, off: number, len: number, instanceId: number): HeaderCheck {
+  if (len < HEADER_LEN) return HeaderCheck.Truncated;
+  const flags = buf[off];
+  if ((flags & FLAG_I) === 0 || (flags & FLAGS_MUST_BE_ZERO) !== 0) return HeaderCheck.BadFlags;
+  const iid = (buf[off + 4] << 16) | (buf[off + 5] << 8) | buf[off + 6];
+  if (iid !== instanceId) return HeaderCheck.WrongInstance;
+  return HeaderCheck.Ok;
+}
+
+export function headerHasVnet(buf: Uint8Array, off: number): boolean {
+  return (buf[off] & FLAG_VNET) !== 0;
+}
+
+export function headerNonce(buf: Uint8Array, off: number): number {
+  return (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3];
+}

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { parseAgentConfig } from '../../agent/config.ts';
+import { parseConfigText } from '../../shared/config.ts';
+import { AgentConfigSchema } from '../../agent/config.ts';
+import { ConfigError } from '../../shared/errors.ts';
+
+const good = {
+  hostId: 'fd00:1::a',
+  realm: { prefixes: ['fd00::/8'] },
+  uplinks: [{ name: 'ispa', interface: 'eth-a', locator: '192.0.2.1', gateway: '192.0.2.2' }],
+  peers: [{ hostId: 'fd00:1::c', locators: [{ address: '203.0.113.2' }] }],
+};
+
+function errorOf(raw: unknown): string {
+  try {
+    parseAgentConfig(raw);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as ConfigError).message;
+  }
+  throw new Error('expected a config error');
+}
+
+describe('agent config', () => {
+  it('fills defaults and freezes', () => {
+    const c = parseAgentConfig(good);
+    expect(c.tun).toEqual({ name: 'rn0', mtu: 1400, offload: false, batchSize: 64 });
+    expect(c.listenPort).toBe(4341);
+    expect(c.peers[0].locators[0]).toEqual({ address: '203.0.113.2', port: 4341, priority: 1, weight: 1 });
+    expect(Object.isFrozen(c.uplinks[0])).toBe(true);
+  });
+
+  it('names the key, the value and what is wrong, one line per problem', () => {
+    const msg = errorOf({ ...good, uplinks: [good.uplinks[0], { name: 'ispb', locator: '10.0.0.300' }] });
+    expect(msg).toBe('config error: uplinks[1].locator: "10.0.0.300" is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1)');
+    const two = errorOf({ ...good, hostId: '192.0.2.1', listenPort: 70000 });
+    expect(two.split('\n')).toHaveLength(2);
+    expect(two).toContain('config error: hostId: "192.0.2.1" is not an IPv6 address');
+    expect(two).toContain('config error: listenPort: 70000');
+  });
+
+  it('reports missing keys, unknown keys and duplicates', () => {
+    expect(errorOf({ realm: good.realm, uplinks: good.uplinks })).toMatch(/^config error: hostId: is missing/);
+    expect(errorOf({ ...good, uplink: [] })).toContain('unknown key "uplink"');
+    expect(errorOf({ ...good, uplinks: [good.uplinks[0], good.uplinks[0]] })).toContain('uplinks[1].name: "ispa" is used by two uplinks');
+    expect(errorOf({ ...good, uplinks: [{ name: 'x', locator: '192.0.2.1', gateway: '192.0.2.2' }] })).toContain('uplinks[0].interface: is missing');
+  });
+
+  it('explains broken YAML', () => {
+    expect(() => parseConfigText(AgentConfigSchema, 'hostId: [unclosed', 'a.yaml')).toThrow(/a.yaml is not valid YAML/);
+  });
+});
