@@ -1,6 +1,7 @@
 import type { TunDevice } from '../tun/tun.ts';
 import type { UdpBatchHandler } from '../uplinks/socket.ts';
-import { sameBytes16, type MapCache } from '../mapcache/cache.ts';
+import type { MapCache } from '../mapcache/cache.ts';
+import { sameBytes16 } from '../../shared/bytes.ts';
 import { HEADER_LEN, HeaderCheck, VNET_HDR_LEN, checkHeader, headerHasVnet } from '../../shared/wire/header.ts';
 import { Drop, type DropCounters } from './drops.ts';
 

@@ -1,3 +1,4 @@
+import { sameBytes16 } from '../../shared/bytes.ts';
 import type { Family } from '../../shared/locator.ts';
 
 /**
@@ -111,9 +112,4 @@ function hashAt(b: Uint8Array, off: number): number {
 
 function sameId(id: Uint8Array, buf: Uint8Array, off: number): boolean {
   return sameBytes16(id, 0, buf, off);
-}
-
-export function sameBytes16(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
-  for (let i = 15; i >= 0; i--) if (a[aOff + i] !== b[bOff + i]) return false;
-  return true;
 }

@@ -1,0 +1,113 @@
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, relative, dirname, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * The house rules of STYLE.md, checked on every import of every source file. A failure names the
+ * file, the line and the rule.
+ */
+const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
+const SOURCE_DIRS = ['agent', 'mapping-server', 'shared', 'cli', 'eval'];
+
+function walk(dir: string): string[] {
+  const out: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    const p = join(dir, n);
+    if (n === 'node_modules' || n === 'native') continue;
+    if (statSync(p).isDirectory()) out.push(...walk(p));
+    else if (n.endsWith('.ts') && !n.endsWith('.test.ts')) out.push(p);
+  }
+  return out;
+}
+
+interface Edge {
+  from: string;
+  to: string;
+  line: number;
+  typeOnly: boolean;
+}
+
+function importsOf(file: string): Edge[] {
+  const text = readFileSync(file, 'utf8');
+  const edges: Edge[] = [];
+  const re = /^\s*(import|export)\s+(type\s+)?[^'"]*?from\s+['"](\.[^'"]+)['"]|^\s*import\s+['"](\.[^'"]+)['"]|import\(\s*['"](\.[^'"]+)['"]\s*\)/gm;
+  for (const m of text.matchAll(re)) {
+    const spec = m[3] ?? m[4] ?? m[5];
+    const line = text.slice(0, m.index).split('\n').length;
+    edges.push({ from: relative(ROOT, file), to: relative(ROOT, resolve(dirname(file), spec)), line, typeOnly: Boolean(m[2]) });
+  }
+  return edges;
+}
+
+const files = SOURCE_DIRS.flatMap((d) => walk(join(ROOT, d)));
+const edges = files.flatMap(importsOf);
+const under = (p: string, dir: string) => p === dir || p.startsWith(dir + '/');
+
+function broken(rule: (e: Edge) => boolean): string[] {
+  return edges.filter(rule).map((e) => `${e.from}:${e.line} imports ${e.to}`);
+}
+
+describe('layout rules (STYLE.md)', () => {
+  it('finds the source files', () => {
+    expect(files.length).toBeGreaterThan(10);
+  });
+
+  it('shared/ imports nothing from agent/ or mapping-server/', () => {
+    expect(broken((e) => under(e.from, 'shared') && (under(e.to, 'agent') || under(e.to, 'mapping-server')))).toEqual([]);
+  });
+
+  it('agent/ and mapping-server/ never import each other', () => {
+    expect(
+      broken((e) => (under(e.from, 'agent') && under(e.to, 'mapping-server')) || (under(e.from, 'mapping-server') && under(e.to, 'agent'))),
+    ).toEqual([]);
+  });
+
+  it('agent/tun knows nothing of the overlay', () => {
+    expect(broken((e) => under(e.from, 'agent/tun') && !under(e.to, 'agent/tun') && !['shared/errors.ts', 'shared/native.ts'].includes(e.to))).toEqual([]);
+  });
+
+  it('dataplane/ takes only types from tun, uplinks and mapcache, and never runs msgpack', () => {
+    const bad = broken(
+      (e) =>
+        under(e.from, 'agent/dataplane') &&
+        !e.typeOnly &&
+        (under(e.to, 'agent/tun') || under(e.to, 'agent/uplinks') || under(e.to, 'agent/mapcache')),
+    );
+    expect(bad).toEqual([]);
+    const msgpack = files.filter((f) => under(relative(ROOT, f), 'agent/dataplane') && /msgpackr/.test(readFileSync(f, 'utf8')));
+    expect(msgpack).toEqual([]);
+  });
+
+  it('source never imports test/ or scripts/', () => {
+    expect(broken((e) => under(e.to, 'test') || under(e.to, 'scripts'))).toEqual([]);
+  });
+
+  it('has no import cycles', () => {
+    const graph = new Map<string, string[]>();
+    for (const e of edges) {
+      if (e.typeOnly) continue;
+      graph.set(e.from, [...(graph.get(e.from) ?? []), e.to]);
+    }
+    const cycles: string[] = [];
+    const state = new Map<string, 1 | 2>();
+    const stack: string[] = [];
+    const visit = (n: string) => {
+      state.set(n, 1);
+      stack.push(n);
+      for (const m of graph.get(n) ?? []) {
+        if (state.get(m) === 1) cycles.push([...stack.slice(stack.indexOf(m)), m].join(' → '));
+        else if (!state.has(m)) visit(m);
+      }
+      stack.pop();
+      state.set(n, 2);
+    };
+    for (const n of graph.keys()) if (!state.has(n)) visit(n);
+    expect(cycles).toEqual([]);
+  });
+});
