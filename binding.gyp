@@ -1,0 +1,23 @@
+{
+  # Built by `npm install` (scripts.install = node-gyp rebuild). Two small addons, one per I/O edge:
+  # inside (TUN) and outside (UDP). Both use node-addon-api without C++ exceptions: errors are
+  # thrown as JS errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
+  "target_defaults": {
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+    "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+    "cflags!": ["-O3"],
+    "cflags_cc!": ["-O3", "-std=gnu++17"],
+    "cflags": ["-O2", "-Wall", "-Wextra"],
+    "cflags_cc": ["-O2", "-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+  },
+  "targets": [
+    {
+      "target_name": "realmnet_tun",
+      "sources": ["agent/tun/native/tun.cc"]
+    },
+    {
+      "target_name": "realmnet_udp",
+      "sources": ["agent/uplinks/native/udp.cc"]
+    }
+  ]
+}
