@@ -1,0 +1,321 @@
+import { createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
+
+/**
+ * Authentication of the control protocol (docs/control-protocol.md, "Authentication"):
+ *
+ * 1. Session set-up. The client sends HELLO = its host ID, prefix length, Ed25519 public key, an
+ *    X25519 ephemeral public key and a nonce, signed with its host key. The RM checks that the ID is
+ *    the hash of the key (so the session proves the asker's host ID, and with it its realm), checks
+ *    the signature, and answers WELCOME = a session ID and its own X25519 ephemeral, signed with the
+ *    RM key. Both sides derive two 32-byte keys (client→RM, RM→client) with HKDF-SHA256 from the
+ *    X25519 shared secret. A replayed HELLO gets a WELCOME whose key the replayer cannot derive.
+ * 2. Every later message carries the session ID, a per-direction sequence number and a 16-byte
+ *    keyed-BLAKE2s MAC over the whole datagram. The receiver checks the MAC, then a sliding replay
+ *    window over the sequence numbers (as IPsec's ESP does).
+ *
+ * Keyed BLAKE2s-128 instead of HMAC-SHA256: each node:crypto call costs 1.5–5.5 µs on Node 20 with
+ * OpenSSL 3.0 here (createHmac 5.5 µs; even Hash.copy() 0.9 µs), which alone would cap the RM below
+ * 100k authenticated lookups/s. Keyed BLAKE2s is a MAC by design (RFC 7693 section 2.9; WireGuard
+ * uses it for mac1/mac2) and this implementation runs in about 1 µs for a small message. It is
+ * checked against Python's hashlib.blake2s (keyed) and node's blake2s256 (unkeyed) in the tests.
+ */
+
+// ---- keyed BLAKE2s MAC ---------------------------------------------------------------------------
+
+const IV = new Uint32Array([
+  0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+]);
+// prettier-ignore
+const SIGMA = new Uint8Array([
+  0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+  14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3,
+  11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4,
+  7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8,
+  9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13,
+  2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9,
+  12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11,
+  13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10,
+  6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5,
+  10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0,
+]);
+
+const h = new Uint32Array(8);
+const m = new Int32Array(16);
+const block = new Uint8Array(64);
+
+/** A MAC key: the 32-byte secret with its first block precomputed. Immutable. */
+export interface MacKey {
+  /** Chaining value after compressing the key block (keyed mode absorbs the key as block 0). */
+  readonly h0: Uint32Array;
+}
+
+export const MAC_LEN = 16;
+
+export function macKey(key: Uint8Array): MacKey {
+  if (key.length < 1 || key.length > 32) throw new RangeError('BLAKE2s key must be 1..32 bytes');
+  initState(key.length, MAC_LEN);
+  block.fill(0);
+  block.set(key);
+  // The key block is the first block; it is never the last one because a message follows, except
+  // for an empty message, which mac() handles by compressing the key block as final instead.
+  compress(block, 0, 64, false);
+  return Object.freeze({ h0: Uint32Array.from(h) });
+}
+
+/**
+ * BLAKE2s-128 of data[start, end) under key, written into out at outOff (16 bytes).
+ * Empty messages are not supported (the protocol never MACs one).
+ */
+export function mac(key: MacKey, data: Uint8Array, start: number, end: number, out: Uint8Array, outOff: number): void {
+  const len = end - start;
+  if (len <= 0) throw new RangeError('empty message');
+  h.set(key.h0);
+  let t = 64;
+  let off = start;
+  // All blocks but the last are full; the last one (1..64 bytes) is zero-padded and flagged final.
+  while (end - off > 64) {
+    t += 64;
+    compressFrom(data, off, t, false);
+    off += 64;
+  }
+  const rest = end - off;
+  for (let i = 0; i < rest; i++) block[i] = data[off + i];
+  for (let i = rest; i < 64; i++) block[i] = 0;
+  t += rest;
+  compress(block, 0, t, true);
+  for (let i = 0; i < 4; i++) {
+    const w = h[i];
+    out[outOff + 4 * i] = w & 0xff;
+    out[outOff + 4 * i + 1] = (w >>> 8) & 0xff;
+    out[outOff + 4 * i + 2] = (w >>> 16) & 0xff;
+    out[outOff + 4 * i + 3] = (w >>> 24) & 0xff;
+  }
+}
+
+/** Constant-time-ish comparison of the 16-byte tag at data[tagOff] with mac(data[start,end)). */
+export function macVerify(key: MacKey, data: Uint8Array, start: number, end: number, tagOff: number): boolean {
+  mac(key, data, start, end, tagScratch, 0);
+  let diff = 0;
+  for (let i = 0; i < MAC_LEN; i++) diff |= tagScratch[i] ^ data[tagOff + i];
+  return diff === 0;
+}
+const tagScratch = new Uint8Array(MAC_LEN);
+
+/** Plain (unkeyed or keyed) BLAKE2s with any output length 1..32, for tests and KDF-free uses. */
+export function blake2s(data: Uint8Array, outLen = 32, key?: Uint8Array): Uint8Array {
+  const keyLen = key?.length ?? 0;
+  initState(keyLen, outLen);
+  let t = 0;
+  let off = 0;
+  const out = new Uint8Array(outLen);
+  if (keyLen > 0) {
+    block.fill(0);
+    block.set(key as Uint8Array);
+    t = 64;
+    if (data.length === 0) {
+      compress(block, 0, t, true);
+      return extract(out, outLen);
+    }
+    compress(block, 0, t, false);
+  }
+  while (data.length - off > 64) {
+    t += 64;
+    compressFrom(data, off, t, false);
+    off += 64;
+  }
+  block.fill(0);
+  block.set(data.subarray(off));
+  t += data.length - off;
+  compress(block, 0, t, true);
+  return extract(out, outLen);
+}
+
+function extract(out: Uint8Array, outLen: number): Uint8Array {
+  for (let i = 0; i < outLen; i++) out[i] = (h[i >> 2] >>> (8 * (i & 3))) & 0xff;
+  return out;
+}
+
+function initState(keyLen: number, outLen: number): void {
+  h.set(IV);
+  h[0] ^= 0x01010000 ^ (keyLen << 8) ^ outLen;
+}
+
+function compressFrom(data: Uint8Array, off: number, t: number, last: boolean): void {
+  compress(data, off, t, last);
+}
+
+function compress(b: Uint8Array, off: number, t: number, last: boolean): void {
+  for (let i = 0; i < 16; i++) {
+    const o = off + 4 * i;
+    m[i] = b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24);
+  }
+  // The working vector lives in locals (V8 keeps them in registers); G is expanded inline, in the
+  // column then diagonal order of RFC 7693 section 3.2.
+  let v0 = h[0] | 0, v1 = h[1] | 0, v2 = h[2] | 0, v3 = h[3] | 0;
+  let v4 = h[4] | 0, v5 = h[5] | 0, v6 = h[6] | 0, v7 = h[7] | 0;
+  let v8 = IV[0] | 0, v9 = IV[1] | 0, v10 = IV[2] | 0, v11 = IV[3] | 0;
+  // t is at most 2^32 here (messages are limited to a datagram), so the high counter word stays 0.
+  let v12 = (IV[4] ^ t) | 0, v13 = IV[5] | 0, v14 = (last ? ~IV[6] : IV[6]) | 0, v15 = IV[7] | 0;
+  for (let s = 0; s < 160; s += 16) {
+    v0 = (v0 + v4 + m[SIGMA[s + 0]]) | 0; v12 ^= v0; v12 = (v12 >>> 16) | (v12 << 16);
+    v8 = (v8 + v12) | 0; v4 ^= v8; v4 = (v4 >>> 12) | (v4 << 20);
+    v0 = (v0 + v4 + m[SIGMA[s + 1]]) | 0; v12 ^= v0; v12 = (v12 >>> 8) | (v12 << 24);
+    v8 = (v8 + v12) | 0; v4 ^= v8; v4 = (v4 >>> 7) | (v4 << 25);
+    v1 = (v1 + v5 + m[SIGMA[s + 2]]) | 0; v13 ^= v1; v13 = (v13 >>> 16) | (v13 << 16);
+    v9 = (v9 + v13) | 0; v5 ^= v9; v5 = (v5 >>> 12) | (v5 << 20);
+    v1 = (v1 + v5 + m[SIGMA[s + 3]]) | 0; v13 ^= v1; v13 = (v13 >>> 8) | (v13 << 24);
+    v9 = (v9 + v13) | 0; v5 ^= v9; v5 = (v5 >>> 7) | (v5 << 25);
+    v2 = (v2 + v6 + m[SIGMA[s + 4]]) | 0; v14 ^= v2; v14 = (v14 >>> 16) | (v14 << 16);
+    v10 = (v10 + v14) | 0; v6 ^= v10; v6 = (v6 >>> 12) | (v6 << 20);
+    v2 = (v2 + v6 + m[SIGMA[s + 5]]) | 0; v14 ^= v2; v14 = (v14 >>> 8) | (v14 << 24);
+    v10 = (v10 + v14) | 0; v6 ^= v10; v6 = (v6 >>> 7) | (v6 << 25);
+    v3 = (v3 + v7 + m[SIGMA[s + 6]]) | 0; v15 ^= v3; v15 = (v15 >>> 16) | (v15 << 16);
+    v11 = (v11 + v15) | 0; v7 ^= v11; v7 = (v7 >>> 12) | (v7 << 20);
+    v3 = (v3 + v7 + m[SIGMA[s + 7]]) | 0; v15 ^= v3; v15 = (v15 >>> 8) | (v15 << 24);
+    v11 = (v11 + v15) | 0; v7 ^= v11; v7 = (v7 >>> 7) | (v7 << 25);
+    v0 = (v0 + v5 + m[SIGMA[s + 8]]) | 0; v15 ^= v0; v15 = (v15 >>> 16) | (v15 << 16);
+    v10 = (v10 + v15) | 0; v5 ^= v10; v5 = (v5 >>> 12) | (v5 << 20);
+    v0 = (v0 + v5 + m[SIGMA[s + 9]]) | 0; v15 ^= v0; v15 = (v15 >>> 8) | (v15 << 24);
+    v10 = (v10 + v15) | 0; v5 ^= v10; v5 = (v5 >>> 7) | (v5 << 25);
+    v1 = (v1 + v6 + m[SIGMA[s + 10]]) | 0; v12 ^= v1; v12 = (v12 >>> 16) | (v12 << 16);
+    v11 = (v11 + v12) | 0; v6 ^= v11; v6 = (v6 >>> 12) | (v6 << 20);
+    v1 = (v1 + v6 + m[SIGMA[s + 11]]) | 0; v12 ^= v1; v12 = (v12 >>> 8) | (v12 << 24);
+    v11 = (v11 + v12) | 0; v6 ^= v11; v6 = (v6 >>> 7) | (v6 << 25);
+    v2 = (v2 + v7 + m[SIGMA[s + 12]]) | 0; v13 ^= v2; v13 = (v13 >>> 16) | (v13 << 16);
+    v8 = (v8 + v13) | 0; v7 ^= v8; v7 = (v7 >>> 12) | (v7 << 20);
+    v2 = (v2 + v7 + m[SIGMA[s + 13]]) | 0; v13 ^= v2; v13 = (v13 >>> 8) | (v13 << 24);
+    v8 = (v8 + v13) | 0; v7 ^= v8; v7 = (v7 >>> 7) | (v7 << 25);
+    v3 = (v3 + v4 + m[SIGMA[s + 14]]) | 0; v14 ^= v3; v14 = (v14 >>> 16) | (v14 << 16);
+    v9 = (v9 + v14) | 0; v4 ^= v9; v4 = (v4 >>> 12) | (v4 << 20);
+    v3 = (v3 + v4 + m[SIGMA[s + 15]]) | 0; v14 ^= v3; v14 = (v14 >>> 8) | (v14 << 24);
+    v9 = (v9 + v14) | 0; v4 ^= v9; v4 = (v4 >>> 7) | (v4 << 25);
+  }
+  h[0] ^= v0 ^ v8; h[1] ^= v1 ^ v9; h[2] ^= v2 ^ v10; h[3] ^= v3 ^ v11;
+  h[4] ^= v4 ^ v12; h[5] ^= v5 ^ v13; h[6] ^= v6 ^ v14; h[7] ^= v7 ^ v15;
+}
+
+
+// ---- session keys ----------------------------------------------------------------------------
+
+export interface Ephemeral {
+  /** 32 raw bytes. */
+  readonly publicKey: Uint8Array;
+  readonly privateKey: KeyObject;
+}
+
+// DER prefixes of X25519 keys (RFC 8410): SubjectPublicKeyInfo.
+const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+
+export function createEphemeral(): Ephemeral {
+  const { publicKey, privateKey } = generateKeyPairSync('x25519');
+  const der = publicKey.export({ format: 'der', type: 'spki' });
+  return Object.freeze({ publicKey: Uint8Array.from(der.subarray(der.length - 32)), privateKey });
+}
+
+export interface SessionKeys {
+  /** MAC key for client → RM messages. */
+  readonly c2s: MacKey;
+  /** MAC key for RM → client messages. */
+  readonly s2c: MacKey;
+}
+
+/**
+ * Both sides call this with their own ephemeral private key and the peer's public share. Returns
+ * null when the peer's share is not a valid X25519 key (or the shared secret is all zero).
+ */
+export function deriveSessionKeys(
+  own: Ephemeral,
+  peerEphemeral: Uint8Array,
+  ctx: { sid: number; clientHostId: Uint8Array; clientEphemeral: Uint8Array; rmEphemeral: Uint8Array; nonce: Uint8Array },
+): SessionKeys | null {
+  if (peerEphemeral.length !== 32) return null;
+  let secret: Buffer;
+  try {
+    const peer = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerEphemeral]), format: 'der', type: 'spki' });
+    secret = diffieHellman({ privateKey: own.privateKey, publicKey: peer });
+  } catch {
+    return null;
+  }
+  // RFC 7748 section 6.1: reject the all-zero output of small-order points.
+  if (secret.every((b) => b === 0)) return null;
+  const sid = Buffer.alloc(4);
+  sid.writeUInt32BE(ctx.sid >>> 0);
+  const info = Buffer.concat([Buffer.from('realmnet/session/v1'), sid, ctx.clientHostId, ctx.clientEphemeral, ctx.rmEphemeral]);
+  const okm = new Uint8Array(hkdfSync('sha256', secret, ctx.nonce, info, 64));
+  return Object.freeze({ c2s: macKey(okm.subarray(0, 32)), s2c: macKey(okm.subarray(32, 64)) });
+}
+
+/** The bytes a client signs in HELLO (domain-separated from bindings and WELCOME). */
+export function helloSignedBytes(hostId: Uint8Array, prefixLen: number, publicKey: Uint8Array, ephemeral: Uint8Array, nonce: Uint8Array): Uint8Array {
+  return Buffer.concat([Buffer.from('realmnet/hello/v1'), hostId, Uint8Array.of(prefixLen), publicKey, ephemeral, nonce]);
+}
+
+/** The bytes the RM signs in WELCOME: they tie its share and the session ID to the client's HELLO. */
+export function welcomeSignedBytes(
+  sid: number,
+  rmEphemeral: Uint8Array,
+  clientHostId: Uint8Array,
+  clientEphemeral: Uint8Array,
+  nonce: Uint8Array,
+): Uint8Array {
+  const s = Buffer.alloc(4);
+  s.writeUInt32BE(sid >>> 0);
+  return Buffer.concat([Buffer.from('realmnet/welcome/v1'), s, rmEphemeral, clientHostId, clientEphemeral, nonce]);
+}
+
+export function randomNonce(): Uint8Array {
+  return new Uint8Array(randomBytes(16));
+}
+
+/** A random non-zero u32 session ID. */
+export function randomSid(): number {
+  for (;;) {
+    const v = randomBytes(4).readUInt32BE(0);
+    if (v !== 0) return v;
+  }
+}
+
+// ---- replay window -------------------------------------------------------------------------------
+
+export const REPLAY_WINDOW = 1024;
+
+/**
+ * Sliding window over received sequence numbers (RFC 4303 section 3.4.3 style): accepts each number
+ * once, and numbers up to REPLAY_WINDOW behind the highest seen (datagrams reorder). Call check()
+ * only after the MAC verified, so forged numbers cannot move the window.
+ */
+export class ReplayWindow {
+  private top = 0;
+  private readonly bits = new Uint8Array(REPLAY_WINDOW / 8);
+
+  /** True (and records seq) if seq is new; false for a replay or a number too old. */
+  check(seq: number): boolean {
+    if (seq <= 0) return false;
+    if (seq > this.top) {
+      const shift = seq - this.top;
+      if (shift >= REPLAY_WINDOW) this.bits.fill(0);
+      else for (let s = this.top + 1; s < seq; s++) this.clear(s);
+      this.top = seq;
+      this.set(seq);
+      return true;
+    }
+    if (this.top - seq >= REPLAY_WINDOW) return false;
+    if (this.get(seq)) return false;
+    this.set(seq);
+    return true;
+  }
+
+  private get(s: number): boolean {
+    const i = s % REPLAY_WINDOW;
+    return (this.bits[i >> 3] & (1 << (i & 7))) !== 0;
+  }
+  private set(s: number): void {
+    const i = s % REPLAY_WINDOW;
+    this.bits[i >> 3] |= 1 << (i & 7);
+  }
+  private clear(s: number): void {
+    const i = s % REPLAY_WINDOW;
+    this.bits[i >> 3] &= ~(1 << (i & 7));
+  }
+}
+

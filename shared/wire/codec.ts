@@ -1,0 +1,236 @@
+import { Packr, Unpackr } from 'msgpackr';
+import { MAC_LEN, mac, macVerify, type MacKey } from './auth.ts';
+import {
+  HEADER_LEN,
+  MAX_DATAGRAM,
+  MAX_IDS_PER_MESSAGE,
+  MsgType,
+  PROTOCOL_VERSION,
+  UNAUTHENTICATED_TYPES,
+  type ControlMessage,
+  type Decoded,
+  type Header,
+  type LocatorPref,
+  type MsgTypeName,
+} from './messages.ts';
+import { MAX_BINDING_LEN, MAX_LOCATORS } from '../binding.ts';
+
+/**
+ * The one edge where control datagrams become typed messages, in both directions.
+ *
+ *   header (12 bytes, fixed)  version u8 | type u8 | session ID u32 | sequence number u48
+ *   body                      one msgpack array (fields in the order of docs/control-protocol.md)
+ *   MAC (16 bytes)            keyed BLAKE2s-128 over header and body; only when session ID ≠ 0
+ *
+ * The header is fixed binary so that a receiver checks size, version, type, session and MAC before
+ * msgpack ever sees a byte from an unauthenticated sender (only HELLO bodies are unpacked
+ * unauthenticated, and they are small and rate-limited). Decoders never throw: they return a
+ * DropReason, which the caller counts.
+ */
+
+// useRecords: false — msgpackr's record extension would let a sender define structures in our
+// decoder; plain arrays and maps only. int64AsType 'number': sequence numbers stay below 2^53.
+const packr = new Packr({ useRecords: false, int64AsType: 'number', bundleStrings: false });
+const unpackr = new Unpackr({ useRecords: false, int64AsType: 'number', mapsAsObjects: false });
+
+const TYPE_BY_NUMBER: ReadonlyMap<number, MsgTypeName> = new Map(
+  (Object.entries(MsgType) as [MsgTypeName, number][]).map(([k, v]) => [v, k]),
+);
+
+export interface SendAuth {
+  readonly sid: number;
+  readonly seq: number;
+  readonly key: MacKey;
+}
+
+/** Encodes a message into a fresh Buffer. auth is required for every type but hello/welcome/reject. */
+export function encode(msg: ControlMessage, auth: SendAuth | null): Buffer {
+  const typeNo = MsgType[msg.type];
+  const authenticated = !UNAUTHENTICATED_TYPES.has(typeNo);
+  if (authenticated && auth === null) throw new Error(`${msg.type} needs a session`);
+  const body = packr.pack(bodyOf(msg));
+  const len = HEADER_LEN + body.length + (authenticated ? MAC_LEN : 0);
+  if (len > MAX_DATAGRAM) throw new RangeError(`${msg.type} is ${len} bytes, more than ${MAX_DATAGRAM}`);
+  const out = Buffer.allocUnsafe(len);
+  writeHeader(out, typeNo, authenticated && auth ? auth.sid : 0, authenticated && auth ? auth.seq : 0);
+  body.copy(out, HEADER_LEN);
+  if (authenticated && auth) mac(auth.key, out, 0, len - MAC_LEN, out, len - MAC_LEN);
+  return out;
+}
+
+export function writeHeader(out: Buffer, typeNo: number, sid: number, seq: number): void {
+  out[0] = PROTOCOL_VERSION;
+  out[1] = typeNo;
+  out.writeUInt32BE(sid >>> 0, 2);
+  out.writeUIntBE(seq, 6, 6);
+}
+
+/** Step 1: size, version, type, and whether a session is required. */
+export function decodeHeader(buf: Uint8Array): Decoded<Header> {
+  if (buf.length < HEADER_LEN + 1) return { ok: false, reason: 'tooShort' };
+  if (buf.length > MAX_DATAGRAM) return { ok: false, reason: 'tooLong' };
+  if (buf[0] !== PROTOCOL_VERSION) return { ok: false, reason: 'badVersion' };
+  const type = buf[1];
+  if (!TYPE_BY_NUMBER.has(type)) return { ok: false, reason: 'badType' };
+  const sid = ((buf[2] << 24) | (buf[3] << 16) | (buf[4] << 8) | buf[5]) >>> 0;
+  const seq = (buf[6] * 0x10000 + ((buf[7] << 8) | buf[8])) * 0x1000000 + ((buf[9] << 16) | (buf[10] << 8) | buf[11]);
+  const unauth = UNAUTHENTICATED_TYPES.has(type);
+  if (unauth !== (sid === 0)) return { ok: false, reason: 'badSession' };
+  if (!unauth && buf.length < HEADER_LEN + 1 + MAC_LEN) return { ok: false, reason: 'tooShort' };
+  return { ok: true, msg: { version: buf[0], type, sid, seq } };
+}
+
+/** Step 2 (sessions only): the MAC over everything before the last 16 bytes. */
+export function checkMac(buf: Uint8Array, key: MacKey): boolean {
+  const end = buf.length - MAC_LEN;
+  return macVerify(key, buf, 0, end, end);
+}
+
+/** Step 3: the msgpack body, validated field by field. */
+export function decodeBody(h: Header, buf: Uint8Array): Decoded<ControlMessage> {
+  const end = h.sid === 0 ? buf.length : buf.length - MAC_LEN;
+  let raw: unknown;
+  try {
+    // msgpackr throws on truncated or invalid data; anything it throws is a malformed datagram.
+    raw = unpackr.unpack(buf.subarray(HEADER_LEN, end));
+  } catch {
+    return MALFORMED;
+  }
+  if (!Array.isArray(raw)) return MALFORMED;
+  const msg = validate(TYPE_BY_NUMBER.get(h.type) as MsgTypeName, raw);
+  return msg === null ? MALFORMED : { ok: true, msg };
+}
+
+/** All three steps for callers that keep no replay state of their own (tests, tools). */
+export function decode(buf: Uint8Array, keyFor: (sid: number) => MacKey | undefined): Decoded<{ header: Header; msg: ControlMessage }> {
+  const h = decodeHeader(buf);
+  if (!h.ok) return h;
+  if (h.msg.sid !== 0) {
+    const key = keyFor(h.msg.sid);
+    if (key === undefined) return { ok: false, reason: 'badSession' };
+    if (!checkMac(buf, key)) return { ok: false, reason: 'badMac' };
+  }
+  const b = decodeBody(h.msg, buf);
+  if (!b.ok) return b;
+  return { ok: true, msg: { header: h.msg, msg: b.msg } };
+}
+
+/** The request ID (or push ID) of a message, for matching answers. */
+export function requestIdOf(m: ControlMessage): number {
+  return m.type === 'push' || m.type === 'pushAck' ? m.pushId : m.reqId;
+}
+
+const MALFORMED = { ok: false, reason: 'malformed' } as const;
+
+function bodyOf(m: ControlMessage): unknown[] {
+  switch (m.type) {
+    case 'hello':
+      return [m.reqId, m.hostId, m.prefixLen, m.publicKey, m.ephemeral, m.nonce, m.signature];
+    case 'welcome':
+      return [m.reqId, m.sid, m.rmPublicKey, m.ephemeral, m.signature];
+    case 'reject':
+      return [m.reqId, m.code];
+    case 'lookup':
+      return [m.reqId, m.hostId];
+    case 'lookupReply':
+      return [m.reqId, m.hostId, m.ttl, m.binding, prefsOut(m.prefs)];
+    case 'register':
+      return [m.reqId, m.binding];
+    case 'registerReply':
+      return [m.reqId, m.hostId, m.seq, m.status, m.expiresIn, m.refresh];
+    case 'subscribe':
+    case 'unsubscribe':
+      return [m.reqId, m.hostIds];
+    case 'subscribeReply':
+      return [m.reqId, m.accepted];
+    case 'unsubscribeReply':
+      return [m.reqId];
+    case 'push':
+      return [m.pushId, m.binding, m.ttl, prefsOut(m.prefs)];
+    case 'pushAck':
+      return [m.pushId];
+  }
+}
+
+function prefsOut(prefs: readonly LocatorPref[]): number[][] {
+  return prefs.map((p) => [p.index, p.priority, p.weight, p.up ? 1 : 0]);
+}
+
+function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
+  switch (type) {
+    case 'hello':
+      if (a.length !== 7 || !u32(a[0]) || !bin(a[1], 16) || !u8(a[2]) || !bin(a[3], 32) || !bin(a[4], 32) || !bin(a[5], 16) || !bin(a[6], 64)) return null;
+      return { type, reqId: a[0], hostId: a[1], prefixLen: a[2], publicKey: a[3], ephemeral: a[4], nonce: a[5], signature: a[6] };
+    case 'welcome':
+      if (a.length !== 5 || !u32(a[0]) || !u32(a[1]) || a[1] === 0 || !bin(a[2], 32) || !bin(a[3], 32) || !bin(a[4], 64)) return null;
+      return { type, reqId: a[0], sid: a[1], rmPublicKey: a[2], ephemeral: a[3], signature: a[4] };
+    case 'reject':
+      if (a.length !== 2 || !u32(a[0]) || !u8(a[1])) return null;
+      return { type, reqId: a[0], code: a[1] };
+    case 'lookup':
+      if (a.length !== 2 || !u32(a[0]) || !bin(a[1], 16)) return null;
+      return { type, reqId: a[0], hostId: a[1] };
+    case 'lookupReply': {
+      if (a.length !== 5 || !u32(a[0]) || !bin(a[1], 16) || !u32(a[2]) || !(a[3] === null || binMax(a[3], MAX_BINDING_LEN))) return null;
+      const prefs = prefsIn(a[4]);
+      if (prefs === null) return null;
+      return { type, reqId: a[0], hostId: a[1], ttl: a[2], binding: a[3], prefs };
+    }
+    case 'register':
+      if (a.length !== 2 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN)) return null;
+      return { type, reqId: a[0], binding: a[1] };
+    case 'registerReply':
+      if (a.length !== 6 || !u32(a[0]) || !bin(a[1], 16) || !safeUint(a[2]) || !u8(a[3]) || !u32(a[4]) || !u32(a[5])) return null;
+      return { type, reqId: a[0], hostId: a[1], seq: a[2], status: a[3], expiresIn: a[4], refresh: a[5] };
+    case 'subscribe':
+    case 'unsubscribe': {
+      if (a.length !== 2 || !u32(a[0]) || !Array.isArray(a[1])) return null;
+      const ids: unknown[] = a[1];
+      if (ids.length < 1 || ids.length > MAX_IDS_PER_MESSAGE || !ids.every((x) => bin(x, 16))) return null;
+      return { type, reqId: a[0], hostIds: ids as Uint8Array[] };
+    }
+    case 'subscribeReply':
+      if (a.length !== 2 || !u32(a[0]) || !u32(a[1])) return null;
+      return { type, reqId: a[0], accepted: a[1] };
+    case 'unsubscribeReply':
+      if (a.length !== 1 || !u32(a[0])) return null;
+      return { type, reqId: a[0] };
+    case 'push': {
+      if (a.length !== 4 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN) || !u32(a[2])) return null;
+      const prefs = prefsIn(a[3]);
+      if (prefs === null) return null;
+      return { type, pushId: a[0], binding: a[1], ttl: a[2], prefs };
+    }
+    case 'pushAck':
+      if (a.length !== 1 || !u32(a[0])) return null;
+      return { type, pushId: a[0] };
+  }
+}
+
+function prefsIn(x: unknown): LocatorPref[] | null {
+  if (!Array.isArray(x) || x.length > MAX_LOCATORS) return null;
+  const out: LocatorPref[] = [];
+  for (const p of x as unknown[]) {
+    if (!Array.isArray(p) || p.length !== 4) return null;
+    const [index, priority, weight, up] = p as unknown[];
+    if (!u8(index) || index >= MAX_LOCATORS || !u8(priority) || !u8(weight) || (up !== 0 && up !== 1)) return null;
+    out.push({ index, priority, weight, up: up === 1 });
+  }
+  return out;
+}
+
+function u8(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0xff;
+}
+function u32(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0xffffffff;
+}
+function safeUint(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+function bin(x: unknown, len: number): x is Uint8Array {
+  return x instanceof Uint8Array && x.length === len;
+}
+function binMax(x: unknown, max: number): x is Uint8Array {
+  return x instanceof Uint8Array && x.length > 0 && x.length <= max;
+}

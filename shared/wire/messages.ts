@@ -1,0 +1,245 @@
+/**
+ * Control messages between agents (RM clients) and the Realm Manager: one discriminated union,
+ * decoded at one edge (codec.ts). docs/control-protocol.md is the reference for every field.
+ *
+ * Byte strings (IDs, keys, signed bindings) are Uint8Array. A binding travels as its signed wire
+ * form (shared/binding.ts) and is decoded and verified by whoever uses it, never trusted as is.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Largest control datagram, sent or accepted: 1280 (the IPv6 minimum MTU) - 40 (IPv6) - 8 (UDP),
+ * so a control message is never fragmented on any path.
+ */
+export const MAX_DATAGRAM = 1232;
+/** version, type, session ID (u32), sequence number (u48). */
+export const HEADER_LEN = 12;
+/** Most IDs in one subscribe / unsubscribe. 32 × 17 bytes leaves room under MAX_DATAGRAM. */
+export const MAX_IDS_PER_MESSAGE = 32;
+
+/** Message type numbers on the wire. Never renumber; add. */
+export const MsgType = {
+  hello: 1,
+  welcome: 2,
+  reject: 3,
+  lookup: 10,
+  lookupReply: 11,
+  register: 12,
+  registerReply: 13,
+  subscribe: 14,
+  subscribeReply: 15,
+  unsubscribe: 16,
+  unsubscribeReply: 17,
+  push: 20,
+  pushAck: 21,
+} as const;
+export type MsgTypeName = keyof typeof MsgType;
+
+/** Types sent without a session (sid 0, no MAC). Everything else needs a session and its MAC. */
+export const UNAUTHENTICATED_TYPES: ReadonlySet<number> = new Set([MsgType.hello, MsgType.welcome, MsgType.reject]);
+
+/** Client → RM, no session: proves the client holds the key of hostId and offers an X25519 share. */
+export interface Hello {
+  readonly type: 'hello';
+  readonly reqId: number;
+  /** 16 bytes. */
+  readonly hostId: Uint8Array;
+  /** Length of the prefix hostId was derived under (shared/ids.ts). */
+  readonly prefixLen: number;
+  /** Ed25519, 32 bytes. */
+  readonly publicKey: Uint8Array;
+  /** X25519 ephemeral public key, 32 bytes. */
+  readonly ephemeral: Uint8Array;
+  /** 16 random bytes. */
+  readonly nonce: Uint8Array;
+  /** Ed25519 over helloSignedBytes(). */
+  readonly signature: Uint8Array;
+}
+
+/** RM → client, no session: the session ID and the RM's X25519 share, signed by the RM's key. */
+export interface Welcome {
+  readonly type: 'welcome';
+  readonly reqId: number;
+  readonly sid: number;
+  /** The RM's Ed25519 key, 32 bytes (clients may pin it). */
+  readonly rmPublicKey: Uint8Array;
+  readonly ephemeral: Uint8Array;
+  /** Ed25519 over welcomeSignedBytes(). */
+  readonly signature: Uint8Array;
+}
+
+export const RejectCode = {
+  /** The session ID is not (or no longer) known: run a new hello. */
+  sessionUnknown: 1,
+  /** The RM has no room for another session now: retry later. */
+  busy: 2,
+} as const;
+export type RejectCodeValue = (typeof RejectCode)[keyof typeof RejectCode];
+
+/** RM → client, no session: a request could not be tied to a session. Unauthenticated: a hint only. */
+export interface Reject {
+  readonly type: 'reject';
+  readonly reqId: number;
+  readonly code: number;
+}
+
+export interface Lookup {
+  readonly type: 'lookup';
+  readonly reqId: number;
+  readonly hostId: Uint8Array;
+}
+
+/** A policy adjustment for one locator of the binding (by index): realm policy on uplink use. */
+export interface LocatorPref {
+  readonly index: number;
+  readonly priority: number;
+  readonly weight: number;
+  readonly up: boolean;
+}
+
+/**
+ * The answer to a lookup. binding null = negative answer: unknown ID, expired, or not allowed to this
+ * asker (the three are indistinguishable on purpose: location privacy). ttl is how long the asker may
+ * cache the answer, in seconds.
+ */
+export interface LookupReply {
+  readonly type: 'lookupReply';
+  readonly reqId: number;
+  readonly hostId: Uint8Array;
+  readonly ttl: number;
+  readonly binding: Uint8Array | null;
+  readonly prefs: readonly LocatorPref[];
+}
+
+export interface Register {
+  readonly type: 'register';
+  readonly reqId: number;
+  /** Signed binding, wire form. */
+  readonly binding: Uint8Array;
+}
+
+export const RegisterStatus = {
+  /** Stored durably (or an identical refresh). */
+  ok: 0,
+  /** The sequence number is lower than the stored one, or equal with different content. */
+  stale: 1,
+  /** Bad signature, or the ID is not the hash of the key. */
+  forged: 2,
+  /** The ID is outside this realm and its sub-realms, or the prefix length is not one of theirs. */
+  notInRealm: 3,
+  /** The binding is not the session holder's own. */
+  notOwner: 4,
+  /** Structurally invalid binding. */
+  malformed: 5,
+  /** The store failed or is full; retry later. */
+  unavailable: 6,
+} as const;
+export type RegisterStatusValue = (typeof RegisterStatus)[keyof typeof RegisterStatus];
+
+export interface RegisterReply {
+  readonly type: 'registerReply';
+  readonly reqId: number;
+  readonly hostId: Uint8Array;
+  /** The sequence number now stored for hostId (0 if none). */
+  readonly seq: number;
+  readonly status: number;
+  /** Seconds until the registration expires unless refreshed; 0 when not registered. */
+  readonly expiresIn: number;
+  /** The refresh interval the RM asks for, in seconds. */
+  readonly refresh: number;
+}
+
+export interface Subscribe {
+  readonly type: 'subscribe';
+  readonly reqId: number;
+  readonly hostIds: readonly Uint8Array[];
+}
+
+/**
+ * accepted counts the IDs now followed (including ones the asker may not see: those are followed
+ * silently and never pushed, so the reply reveals nothing).
+ */
+export interface SubscribeReply {
+  readonly type: 'subscribeReply';
+  readonly reqId: number;
+  readonly accepted: number;
+}
+
+export interface Unsubscribe {
+  readonly type: 'unsubscribe';
+  readonly reqId: number;
+  readonly hostIds: readonly Uint8Array[];
+}
+
+export interface UnsubscribeReply {
+  readonly type: 'unsubscribeReply';
+  readonly reqId: number;
+}
+
+/** RM → subscriber: a new binding for an ID it follows. Retransmitted until acknowledged. */
+export interface Push {
+  readonly type: 'push';
+  readonly pushId: number;
+  readonly binding: Uint8Array;
+  readonly ttl: number;
+  readonly prefs: readonly LocatorPref[];
+}
+
+export interface PushAck {
+  readonly type: 'pushAck';
+  readonly pushId: number;
+}
+
+export type ControlMessage =
+  | Hello
+  | Welcome
+  | Reject
+  | Lookup
+  | LookupReply
+  | Register
+  | RegisterReply
+  | Subscribe
+  | SubscribeReply
+  | Unsubscribe
+  | UnsubscribeReply
+  | Push
+  | PushAck;
+
+/** Why a datagram was dropped. Each is a counter on both sides (`rx.drop.<reason>`). */
+export type DropReason =
+  | 'tooShort'
+  | 'tooLong'
+  | 'badVersion'
+  | 'badType'
+  | 'badSession'
+  | 'badMac'
+  | 'replay'
+  | 'malformed'
+  | 'unexpected'
+  | 'rateLimited';
+
+export const DROP_REASONS: readonly DropReason[] = [
+  'tooShort',
+  'tooLong',
+  'badVersion',
+  'badType',
+  'badSession',
+  'badMac',
+  'replay',
+  'malformed',
+  'unexpected',
+  'rateLimited',
+];
+
+export type Decoded<T> = { ok: true; msg: T } | { ok: false; reason: DropReason };
+
+/** The fixed header every datagram starts with. */
+export interface Header {
+  readonly version: number;
+  readonly type: number;
+  /** Session ID, 0 for hello / welcome / reject. */
+  readonly sid: number;
+  /** Per-session, per-direction sequence number (replay protection); 0 without a session. */
+  readonly seq: number;
+}
