@@ -1,0 +1,104 @@
+/**
+ * The native UDP socket (agent/uplinks/native/udp.cc) against the same compliance suite as MemoryNet,
+ * on loopback, plus what only the kernel does: binding an address the machine does not have, process
+ * exit after close(), and kernel fragmentation of 64 KB datagrams over a 1500-byte MTU (in a network
+ * namespace this file creates, so that part needs root).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isRealmnetError } from '../../shared/errors.ts';
+import { loadNative } from '../../shared/native.ts';
+import { openUdp } from '../../agent/uplinks/socket.ts';
+import { udpSuite } from '../helpers/udp-suite.ts';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+// Fail, not skip, when the addon is missing: a green run must mean the native path was tested.
+loadNative('realmnet_udp');
+
+udpSuite(
+  'native',
+  () => ({ open: openUdp, settle: () => new Promise((r) => setTimeout(r, 2)) }),
+  { v4: '127.0.0.1', v6: '::1' },
+);
+
+/** Runs an ES module snippet in a fresh node with tsx; returns status and output. */
+function runNode(code: string, args: string[] = [], prefix: string[] = []): { status: number | null; signal: string | null; out: string } {
+  const cmd = [...prefix, process.execPath, '--import', 'tsx', '--input-type=module', '-e', code, ...args];
+  const r = spawnSync(cmd[0], cmd.slice(1), { cwd: repoRoot, encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, signal: r.signal, out: `${r.stdout}${r.stderr}` };
+}
+
+describe('native UDP socket: kernel behaviour', () => {
+  it('binding an address not on this machine fails with UDP_ADDRESS_NOT_AVAILABLE', () => {
+    for (const address of ['192.0.2.55', '2001:db8::55']) {
+      let error: unknown;
+      try {
+        openUdp({ address, port: 4341 }).close();
+      } catch (e) {
+        error = e;
+      }
+      expect(isRealmnetError(error) && error.code).toBe('UDP_ADDRESS_NOT_AVAILABLE');
+      expect(isRealmnetError(error) && error.message).toContain(address);
+    }
+  });
+
+  it('an address that is not a literal fails with UDP_FAILED, without a DNS lookup', () => {
+    expect(() => openUdp({ address: 'localhost', port: 0 })).toThrow(/"localhost" is not an IPv4 or IPv6 address/);
+  });
+
+  it('the process exits by itself once a started socket is closed', () => {
+    const code = `
+      import { openUdp } from './agent/uplinks/socket.ts';
+      const s = openUdp({ address: '127.0.0.1', port: 0 });
+      s.start(() => {});
+      setTimeout(() => { s.close(); console.log('closed'); }, 50);`;
+    const r = runNode(code);
+    expect(r.out).toContain('closed');
+    expect(r).toMatchObject({ status: 0, signal: null });
+  });
+});
+
+describe('native UDP socket: 64 KB datagrams over a 1500-byte MTU (root, own netns)', () => {
+  const ns = `rnudp-${process.pid}`;
+
+  beforeAll(() => {
+    if (process.getuid?.() !== 0) {
+      throw new Error('this part needs root: it creates a network namespace to test kernel fragmentation; run the e2e tests as root');
+    }
+    execFileSync('ip', ['netns', 'add', ns]);
+    execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up', 'mtu', '1500']);
+  });
+
+  afterAll(() => {
+    spawnSync('ip', ['netns', 'del', ns]);
+  });
+
+  it('the kernel fragments a 64 KB datagram instead of failing with EMSGSIZE, in both families', () => {
+    const code = `
+      import { openUdp, addressToBytes } from './agent/uplinks/socket.ts';
+      for (const [address, size] of [['127.0.0.1', 65507], ['::1', 65527]]) {
+        const a = openUdp({ address, port: 0 });
+        const b = openUdp({ address, port: 0 });
+        let timer;
+        const got = await new Promise((resolve) => {
+          b.start((buf, lens, src, ports, count) => resolve(lens[0]));
+          const addrs = new Uint8Array(16);
+          addressToBytes(address, addrs, 0);
+          const sent = a.send(Buffer.alloc(size, 7), new Uint32Array([0]), new Uint32Array([size]), addrs, new Uint16Array([b.localPort]), 1);
+          if (sent !== 1) resolve('send failed: errno ' + a.stats.lastSendErrno);
+          timer = setTimeout(() => resolve('nothing arrived'), 3000);
+        });
+        clearTimeout(timer);
+        console.log(address, got);
+        a.close();
+        b.close();
+      }`;
+    const r = runNode(code, [], ['ip', 'netns', 'exec', ns]);
+    expect(r.out).toContain('127.0.0.1 65507');
+    expect(r.out).toContain('::1 65527');
+    expect(r.status).toBe(0);
+  });
+});
