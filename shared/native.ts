@@ -33,9 +33,7 @@ export interface NativeErrnoError extends Error {
 }
 
 export function isNativeErrnoError(e: unknown): e is NativeErrnoError {
-  if (!(e instanceof Error)) return false;
-  const fields: { errno?: unknown; syscall?: unknown } = e;
-  return typeof fields.errno === 'number' && typeof fields.syscall === 'string';
+  return e instanceof Error && 'errno' in e && typeof e.errno === 'number' && 'syscall' in e && typeof e.syscall === 'string';
 }
 
 const errnoNames = new Map<number, string>();
