@@ -80,6 +80,9 @@ class Udp : public Napi::ObjectWrap<Udp> {
   void Deliver(Napi::Env env, Napi::Function onBatch, Batch* b) {
     if (env != nullptr && !closed_) {
       onBatch.Call({Napi::Number::New(env, b->slot), Napi::Number::New(env, b->count)});
+      // Node-API would only print a deprecation warning for a throwing handler and go on; a bug in the
+      // data path must surface like any other uncaught exception instead.
+      if (env.IsExceptionPending()) napi_fatal_exception(env, env.GetAndClearPendingException().Value());
     }
     std::lock_guard<std::mutex> lock(mu_);
     inFlight_--;
