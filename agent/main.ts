@@ -62,12 +62,7 @@ export function agentCommand(): Command {
     .description(
       `Run the realmnet agent on this host (as root).
 
-The agent creates a TUN device, gives it this host's ID (an IPv6 address) and routes the realm's
-ID prefixes into it - only those: the default route and all other traffic are left alone. Packets
-to a host ID are looked up in the map-cache, wrapped in an 8-byte LISP data header and sent in UDP
-(port ${DEFAULTS.listenPort}) from one of this host's uplinks to one of the peer's locators.
-Each uplink gets its own socket bound to its address, plus source-policy routing
-("ip rule from LOCATOR table N") so it really leaves through its own interface.
+The agent creates a TUN device, gives it this host's ID (an IPv6 address) and routes the realm's ID prefixes into it - only those: the default route and all other traffic are left alone. Packets to a host ID are looked up in the map-cache, wrapped in an 8-byte LISP data header and sent in UDP (port ${DEFAULTS.listenPort}) from one of this host's uplinks to one of the peer's locators. Each uplink gets its own socket bound to its address, plus source-policy routing ("ip rule from LOCATOR table N") so it really leaves through its own interface.
 
 Stop it with Ctrl-C or SIGTERM: the TUN device, its routes and the policy rules are removed.`,
     )
@@ -91,9 +86,7 @@ export function statusCommand(): Command {
   return new Command('status')
     .summary("show a running agent's state: ID, uplinks, map-cache, counters")
     .description(
-      `Ask the agent running in this network namespace for its state and print it as tables:
-its host ID, its uplinks and their locators, the map-cache (host ID, locators, chosen path, age),
-traffic counters and the drop counters by reason.`,
+      `Ask the agent running in this network namespace for its state and print it as tables: its host ID, its uplinks and their locators, the map-cache (host ID, locators, chosen path, age), traffic counters and the drop counters by reason.`,
     )
     .option('-s, --socket <path>', 'control socket of the agent ("@name" is an abstract socket)', DEFAULTS.control.socket)
     .option('--json', 'print the raw JSON document (for scripts)')

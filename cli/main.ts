@@ -11,9 +11,7 @@ export function buildProgram(): Command {
     .description(
       `realmnet - multihoming for hosts through an ID/locator overlay organised in realms.
 
-Applications talk to stable host IDs (IPv6 addresses from the realm's prefix); the agent on each
-host maps them to the peer's current locators (the addresses of its uplinks) and carries the
-packets in UDP. When an uplink fails, traffic moves to another one: connections keep their IDs.`,
+Applications talk to stable host IDs (IPv6 addresses from the realm's prefix); the agent on each host maps them to the peer's current locators (the addresses of its uplinks) and carries the packets in UDP. When an uplink fails, traffic moves to another one: connections keep their IDs.`,
     )
     .version('0.1.0')
     .showSuggestionAfterError()
