@@ -1,0 +1,101 @@
+/**
+ * realmnet agent configurations for mh and ch on the standard testbed, built from its address
+ * constant so that the demo, e2e tests and benches never re-type an address. Shape: examples/agent.yaml.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { TESTBED } from './topology.ts';
+
+/** Host IDs on the testbed (realm prefix fd00::/8, a ULA range: DESIGN.md §4). */
+export const HOST_IDS = { mh: 'fd00:1::a', ch: 'fd00:1::c' } as const;
+export const REALM_PREFIXES = ['fd00::/8'] as const;
+export const DATA_PORT = 4341;
+
+export interface AgentConfigOptions {
+  /** tun.offload: TSO super-packets carried as one UDP datagram (default false). */
+  offload?: boolean;
+  /** tun.mtu (default 1400). */
+  mtu?: number;
+  /** Locators and gateways from the IPv6 underlay instead of IPv4. */
+  ipv6Underlay?: boolean;
+  /** realm.instanceId (default 1). */
+  instanceId?: number;
+  listenPort?: number;
+  tunName?: string;
+  logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  logFormat?: 'json' | 'pretty';
+}
+
+export interface UplinkConfig {
+  name: string;
+  interface: string;
+  locator: string;
+  gateway: string;
+  priority: number;
+  weight: number;
+}
+
+export interface LocatorConfig {
+  address: string;
+  port: number;
+  priority: number;
+  weight: number;
+}
+
+/** The YAML file's shape (the agent validates it with its own schema, agent/config.ts). */
+export interface AgentConfigFile {
+  hostId: string;
+  realm: { prefixes: string[]; instanceId: number };
+  tun: { name: string; mtu: number; offload: boolean };
+  listenPort: number;
+  uplinks: UplinkConfig[];
+  peers: { hostId: string; locators: LocatorConfig[] }[];
+  log: { level: string; format: 'json' | 'pretty' };
+}
+
+export function agentConfigs(opts: AgentConfigOptions = {}): { mh: AgentConfigFile; ch: AgentConfigFile } {
+  const fam = opts.ipv6Underlay ? 'v6' : 'v4';
+  const A = TESTBED;
+  const port = opts.listenPort ?? DATA_PORT;
+  const common = {
+    realm: { prefixes: [...REALM_PREFIXES], instanceId: opts.instanceId ?? 1 },
+    tun: { name: opts.tunName ?? 'rn0', mtu: opts.mtu ?? 1400, offload: opts.offload ?? false },
+    listenPort: port,
+    log: { level: opts.logLevel ?? 'info', format: opts.logFormat ?? 'json' },
+  };
+  const mh: AgentConfigFile = {
+    hostId: HOST_IDS.mh,
+    ...common,
+    uplinks: [
+      { name: 'ispa', interface: A.dev.mh.ispa, locator: A[fam].mh.ispa, gateway: A[fam].ispa.mh, priority: 1, weight: 1 },
+      { name: 'ispb', interface: A.dev.mh.ispb, locator: A[fam].mh.ispb, gateway: A[fam].ispb.mh, priority: 2, weight: 1 },
+    ],
+    peers: [{ hostId: HOST_IDS.ch, locators: [{ address: A[fam].ch.core, port, priority: 1, weight: 1 }] }],
+  };
+  const ch: AgentConfigFile = {
+    hostId: HOST_IDS.ch,
+    ...common,
+    uplinks: [{ name: 'core', interface: A.dev.ch.core, locator: A[fam].ch.core, gateway: A[fam].core.ch, priority: 1, weight: 1 }],
+    peers: [
+      {
+        hostId: HOST_IDS.mh,
+        locators: [
+          { address: A[fam].mh.ispa, port, priority: 1, weight: 1 },
+          { address: A[fam].mh.ispb, port, priority: 2, weight: 1 },
+        ],
+      },
+    ],
+  };
+  return { mh, ch };
+}
+
+/** Writes `mh.yaml` and `ch.yaml` into `dir` (created if needed) and returns their paths. */
+export async function writeAgentConfigs(dir: string, opts: AgentConfigOptions = {}): Promise<{ mh: string; ch: string }> {
+  await mkdir(dir, { recursive: true });
+  const { mh, ch } = agentConfigs(opts);
+  const paths = { mh: join(dir, 'mh.yaml'), ch: join(dir, 'ch.yaml') };
+  await writeFile(paths.mh, stringify(mh));
+  await writeFile(paths.ch, stringify(ch));
+  return paths;
+}
