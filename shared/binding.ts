@@ -54,12 +54,12 @@ export interface Binding {
 
 export const BINDING_MAGIC = Buffer.from('RNB1', 'latin1');
 export const MAX_LOCATORS = 8;
-export const MAX_UPLINK_NAME = 15;
+export const MAX_UPLINK_NAME = 32;
 export const MAX_BINDING_TTL = 86_400;
 const FIXED_LEN = 66;
 const SIG_LEN = 64;
 export const MAX_BINDING_LEN = FIXED_LEN + MAX_LOCATORS * (1 + 16 + 2 + 3 + 1 + MAX_UPLINK_NAME) + SIG_LEN;
-const UPLINK_RE = /^[A-Za-z0-9._-]{1,15}$/;
+const UPLINK_RE = /^[A-Za-z0-9._-]{1,32}$/;
 
 export interface BindingInput {
   /** The realm (or sub-realm) prefix the host ID lies in. */
@@ -235,7 +235,7 @@ function encodeBody(hostId: HostId, prefixLen: number, publicKey: Uint8Array, lo
     for (const [k, v] of [['priority', l.priority], ['weight', l.weight]] as const) {
       if (!Number.isInteger(v) || v < 0 || v > 255) throw invalid(`${where}.${k}: ${v} is not 0..255`);
     }
-    if (!UPLINK_RE.test(l.uplink)) throw invalid(`${where}.uplink: "${l.uplink}" must be 1-15 of A-Z a-z 0-9 . _ -`);
+    if (!UPLINK_RE.test(l.uplink)) throw invalid(`${where}.uplink: "${l.uplink}" must be 1-32 of A-Z a-z 0-9 . _ -`);
     if (l.state !== 'up' && l.state !== 'down') throw invalid(`${where}.state: must be "up" or "down"`);
     const tail = Buffer.alloc(6);
     tail.writeUInt16BE(l.port, 0);

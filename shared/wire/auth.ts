@@ -203,13 +203,10 @@ export interface Ephemeral {
   readonly privateKey: KeyObject;
 }
 
-// DER prefixes of X25519 keys (RFC 8410): SubjectPublicKeyInfo.
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
-
 export function createEphemeral(): Ephemeral {
   const { publicKey, privateKey } = generateKeyPairSync('x25519');
-  const der = publicKey.export({ format: 'der', type: 'spki' });
-  return Object.freeze({ publicKey: Uint8Array.from(der.subarray(der.length - 32)), privateKey });
+  const jwk = publicKey.export({ format: 'jwk' });
+  return Object.freeze({ publicKey: new Uint8Array(Buffer.from(jwk.x ?? '', 'base64url')), privateKey });
 }
 
 export interface SessionKeys {
@@ -231,7 +228,7 @@ export function deriveSessionKeys(
   if (peerEphemeral.length !== 32) return null;
   let secret: Buffer;
   try {
-    const peer = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerEphemeral]), format: 'der', type: 'spki' });
+    const peer = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(peerEphemeral).toString('base64url') }, format: 'jwk' });
     secret = diffieHellman({ privateKey: own.privateKey, publicKey: peer });
   } catch {
     return null;

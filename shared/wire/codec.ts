@@ -129,7 +129,7 @@ function bodyOf(m: ControlMessage): unknown[] {
     case 'welcome':
       return [m.reqId, m.sid, m.rmPublicKey, m.ephemeral, m.signature];
     case 'reject':
-      return [m.reqId, m.code];
+      return [m.reqId, m.code, m.sid];
     case 'lookup':
       return [m.reqId, m.hostId];
     case 'lookupReply':
@@ -165,8 +165,8 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       if (a.length !== 5 || !u32(a[0]) || !u32(a[1]) || a[1] === 0 || !bin(a[2], 32) || !bin(a[3], 32) || !bin(a[4], 64)) return null;
       return { type, reqId: a[0], sid: a[1], rmPublicKey: a[2], ephemeral: a[3], signature: a[4] };
     case 'reject':
-      if (a.length !== 2 || !u32(a[0]) || !u8(a[1])) return null;
-      return { type, reqId: a[0], code: a[1] };
+      if (a.length !== 3 || !u32(a[0]) || !u8(a[1]) || !u32(a[2])) return null;
+      return { type, reqId: a[0], code: a[1], sid: a[2] };
     case 'lookup':
       if (a.length !== 2 || !u32(a[0]) || !bin(a[1], 16)) return null;
       return { type, reqId: a[0], hostId: a[1] };

@@ -77,11 +77,16 @@ export const RejectCode = {
 } as const;
 export type RejectCodeValue = (typeof RejectCode)[keyof typeof RejectCode];
 
-/** RM → client, no session: a request could not be tied to a session. Unauthenticated: a hint only. */
+/**
+ * RM → client, no session: a message could not be tied to a session (sid: the session ID it
+ * carried), or a HELLO was refused (reqId: the HELLO's). Unauthenticated, so only a hint: a client
+ * reacts by running a new HELLO, never by trusting anything else in it.
+ */
 export interface Reject {
   readonly type: 'reject';
   readonly reqId: number;
   readonly code: number;
+  readonly sid: number;
 }
 
 export interface Lookup {

@@ -1,0 +1,168 @@
+import { z } from 'zod';
+import { MSG, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
+import { MAX_ID_PREFIX_LEN, parsePrefix, type Prefix } from '../shared/ids.ts';
+
+/**
+ * The Realm Manager's configuration: one YAML file, validated once into a frozen object. Every
+ * default lives in DEFAULTS; examples/rm.yaml documents each key (docs/control-protocol.md says why
+ * the limits are what they are).
+ */
+export const CONTROL_PORT = 4342;
+
+export const DEFAULTS = {
+  port: CONTROL_PORT,
+  listen: ['0.0.0.0', '::'],
+  key: 'rm.key',
+  store: {
+    path: 'rm.db',
+    /**
+     * FULL: an acknowledged registration survives power loss, not only a crash (WAL + NORMAL only
+     * survives a crash). Group commit makes it affordable: one fsync per batch, not per binding.
+     */
+    synchronous: 'full',
+    /** Registrations arriving within this window share one transaction (and one fsync). */
+    batchWindowMs: 2,
+    batchMax: 1024,
+  },
+  /** LISP's defaults: refresh every 60 s, expire after 180 s without refresh. */
+  registration: { refreshS: 60, expiryS: 180 },
+  lookup: { negativeTtlS: 60, maxTtlS: 3600 },
+  sessions: { max: 100_000, idleS: 600, hellosPerS: 2_000 },
+  subscriptions: { perSession: 4_096, total: 1_000_000 },
+  push: { retransmitMs: 200, maxAttempts: 6, maxPending: 200_000 },
+  rateLimit: { perSourcePerS: 20_000, burst: 40_000, maxSources: 65_536 },
+  sweep: { intervalMs: 1_000, batch: 50_000 },
+  log: { level: 'info', format: 'pretty' },
+} as const;
+
+const prefix = z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix });
+const idOrPrefix = z.string().refine((s) => isIpv6Prefix(s) || isIpv6Address(s), { message: 'is not a host ID or an ID prefix (e.g. fd00:1::/32 or fd00:1::a)' });
+const listenItem = z.union([
+  z.string().refine(isIpAddress, { message: MSG.ip }),
+  z.strictObject({ address: z.string().refine(isIpAddress, { message: MSG.ip }), port: z.number().int().min(0).max(65535, MSG.port) }),
+]);
+const positive = (d: number) => z.number().int().min(1).default(d);
+
+const uplinkPref = z.strictObject({
+  /** backup: priority raised to at least 200, so used only when every preferred locator is down; never: marked down. */
+  use: z.enum(['normal', 'backup', 'never']).default('normal'),
+  priority: z.number().int().min(0).max(255).optional(),
+  weight: z.number().int().min(0).max(255).optional(),
+});
+
+const lookupRule = z.strictObject({
+  /** Who asks: host IDs or ID prefixes (checked against the asker's authenticated host ID). */
+  askers: z.array(idOrPrefix).min(1, 'needs at least one asker ID or prefix'),
+  /** Whose locators they may learn: host IDs or prefixes inside this realm. */
+  targets: z.array(idOrPrefix).min(1, 'needs at least one target ID or prefix'),
+});
+
+export const RmConfigSchema = z
+  .strictObject({
+    realm: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'is not a realm name (letters, digits, "._-", e.g. acme)'),
+    prefix: prefix,
+    /** Sub-realms this RM serves too: host IDs may be derived under their (longer) prefixes. */
+    subRealms: z.array(z.strictObject({ name: z.string().min(1).max(63), prefix })).default([]),
+    listen: z.array(listenItem).min(1, 'needs at least one address, e.g. ["0.0.0.0", "::"]').default([...DEFAULTS.listen]),
+    port: z.number().int().min(0).max(65535, MSG.port).default(DEFAULTS.port),
+    /** The RM's Ed25519 key file (created with mode 0600 if missing); it signs session set-ups. */
+    key: z.string().min(1).default(DEFAULTS.key),
+    store: z
+      .strictObject({
+        path: z.string().min(1).default(DEFAULTS.store.path),
+        synchronous: z.enum(['full', 'normal']).default(DEFAULTS.store.synchronous),
+        batchWindowMs: z.number().min(0).max(1000).default(DEFAULTS.store.batchWindowMs),
+        batchMax: positive(DEFAULTS.store.batchMax),
+      })
+      .prefault({}),
+    registration: z
+      .strictObject({ refreshS: positive(DEFAULTS.registration.refreshS), expiryS: positive(DEFAULTS.registration.expiryS) })
+      .prefault({}),
+    lookup: z
+      .strictObject({ negativeTtlS: positive(DEFAULTS.lookup.negativeTtlS), maxTtlS: positive(DEFAULTS.lookup.maxTtlS) })
+      .prefault({}),
+    sessions: z
+      .strictObject({ max: positive(DEFAULTS.sessions.max), idleS: positive(DEFAULTS.sessions.idleS), hellosPerS: positive(DEFAULTS.sessions.hellosPerS) })
+      .prefault({}),
+    subscriptions: z
+      .strictObject({ perSession: positive(DEFAULTS.subscriptions.perSession), total: positive(DEFAULTS.subscriptions.total) })
+      .prefault({}),
+    push: z
+      .strictObject({
+        retransmitMs: positive(DEFAULTS.push.retransmitMs),
+        maxAttempts: positive(DEFAULTS.push.maxAttempts),
+        maxPending: positive(DEFAULTS.push.maxPending),
+      })
+      .prefault({}),
+    rateLimit: z
+      .strictObject({
+        perSourcePerS: positive(DEFAULTS.rateLimit.perSourcePerS),
+        burst: positive(DEFAULTS.rateLimit.burst),
+        maxSources: positive(DEFAULTS.rateLimit.maxSources),
+      })
+      .prefault({}),
+    sweep: z.strictObject({ intervalMs: positive(DEFAULTS.sweep.intervalMs), batch: positive(DEFAULTS.sweep.batch) }).prefault({}),
+    policy: z
+      .strictObject({
+        lookup: z
+          .strictObject({
+            /** Hosts inside this realm (and its sub-realms) may look up every host of the realm. */
+            sameRealm: z.enum(['allow', 'deny']).default('allow'),
+            rules: z.array(lookupRule).default([]),
+          })
+          .prefault({}),
+        /** Preferences on the realm's hosts' uplinks, by uplink name, applied to every binding served. */
+        uplinks: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,32}$/, 'is not an uplink name'), uplinkPref).default({}),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(DEFAULTS.log.level),
+        format: z.enum(['json', 'pretty']).default(DEFAULTS.log.format),
+      })
+      .prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    const len = Number(c.prefix.split('/')[1]);
+    if (isIpv6Prefix(c.prefix) && safePrefix(c.prefix) === null) {
+      ctx.addIssue({ code: 'custom', path: ['prefix'], input: c.prefix, message: 'has bits set after the prefix length (e.g. fd00:1::/32, not fd00:1::5/32)' });
+    }
+    if (len > MAX_ID_PREFIX_LEN) {
+      ctx.addIssue({ code: 'custom', path: ['prefix'], input: c.prefix, message: `is longer than /${MAX_ID_PREFIX_LEN} (host IDs need at least 64 hash bits)` });
+    }
+    if (c.registration.expiryS <= c.registration.refreshS) {
+      ctx.addIssue({ code: 'custom', path: ['registration', 'expiryS'], message: `must be longer than refreshS (${c.registration.refreshS}), e.g. 3 × refreshS` });
+    }
+    if (!isIpv6Prefix(c.prefix)) return;
+    const realm = safePrefix(c.prefix);
+    c.subRealms.forEach((s, i) => {
+      const sub = safePrefix(s.prefix);
+      if (realm === null || sub === null) return;
+      if (!realm.covers(sub) || sub.length > MAX_ID_PREFIX_LEN) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['subRealms', i, 'prefix'],
+          input: s.prefix,
+          message: `is not inside the realm prefix ${realm.toString()} with a length of at most /${MAX_ID_PREFIX_LEN}`,
+        });
+      }
+    });
+  });
+
+function safePrefix(s: string): Prefix | null {
+  try {
+    return parsePrefix(s);
+  } catch {
+    return null;
+  }
+}
+
+export type RmConfig = DeepReadonly<z.output<typeof RmConfigSchema>>;
+
+export function loadRmConfig(file: string): RmConfig {
+  return loadConfigFile(RmConfigSchema, file);
+}
+
+export function parseRmConfig(raw: unknown): RmConfig {
+  return parseConfigObject(RmConfigSchema, raw);
+}

@@ -1,0 +1,165 @@
+import type { LocatorPref } from '../shared/wire/messages.ts';
+import type { PendingPush, Session } from './sessions.ts';
+
+/**
+ * Subscriptions and push delivery.
+ *
+ * 1. A session follows IDs (subscribe); when a newer binding for one of them is committed, the RM
+ *    pushes it to every follower the realm policy lets see it (others follow silently: the subscribe
+ *    answer is the same, so it reveals nothing).
+ * 2. A push is retransmitted with exponential backoff until acknowledged or maxAttempts is reached.
+ *    Only the newest binding per (session, ID) is kept pending: a newer one replaces it.
+ * 3. Everything is bounded: follows per session, follows in total, pending pushes. Overflow is
+ *    counted by the caller from the return values.
+ */
+export type PushDecision = 'wait' | 'send' | 'giveUp';
+
+/** Pure: what to do with a pending push at time now. */
+export function decidePush(p: { attempts: number; nextAt: number }, now: number, maxAttempts: number): PushDecision {
+  if (now < p.nextAt) return 'wait';
+  return p.attempts >= maxAttempts ? 'giveUp' : 'send';
+}
+
+/** Pure: the wait after attempt n (1-based): base, 2×, 4×, … capped at 16× base. */
+export function pushBackoffMs(attempts: number, baseMs: number): number {
+  return baseMs * 2 ** Math.min(Math.max(attempts - 1, 0), 4);
+}
+
+export type SubscribeOutcome = 'added' | 'already' | 'sessionFull' | 'tableFull';
+
+export class Subscriptions {
+  private readonly byKey = new Map<string, Set<Session>>();
+  private count = 0;
+
+  constructor(
+    private readonly perSession: number,
+    private readonly max: number,
+  ) {}
+
+  get total(): number {
+    return this.count;
+  }
+
+  add(s: Session, key: string): SubscribeOutcome {
+    if (s.subs.has(key)) return 'already';
+    if (s.subs.size >= this.perSession) return 'sessionFull';
+    if (this.count >= this.max) return 'tableFull';
+    let set = this.byKey.get(key);
+    if (set === undefined) {
+      set = new Set();
+      this.byKey.set(key, set);
+    }
+    set.add(s);
+    s.subs.add(key);
+    this.count++;
+    return 'added';
+  }
+
+  remove(s: Session, key: string): void {
+    if (!s.subs.delete(key)) return;
+    this.count--;
+    const set = this.byKey.get(key);
+    if (set === undefined) return;
+    set.delete(s);
+    if (set.size === 0) this.byKey.delete(key);
+  }
+
+  dropSession(s: Session): void {
+    for (const key of [...s.subs]) this.remove(s, key);
+  }
+
+  followers(key: string): ReadonlySet<Session> | undefined {
+    return this.byKey.get(key);
+  }
+}
+
+export interface PushCounters {
+  sent: number;
+  retransmitted: number;
+  acked: number;
+  gaveUp: number;
+  replaced: number;
+  overflow: number;
+}
+
+export class PushQueue {
+  private readonly active = new Set<Session>();
+  private count = 0;
+  readonly counters: PushCounters = { sent: 0, retransmitted: 0, acked: 0, gaveUp: 0, replaced: 0, overflow: 0 };
+
+  constructor(
+    private readonly maxPending: number,
+    private readonly retransmitMs: number,
+    private readonly maxAttempts: number,
+    private readonly send: (s: Session, p: PendingPush) => void,
+  ) {}
+
+  get pending(): number {
+    return this.count;
+  }
+
+  /** Queues and sends at once. False when the queue is full (counted). */
+  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number): boolean {
+    const old = s.pushByKey.get(key);
+    if (old !== undefined) {
+      s.pushes.delete(old);
+      this.count--;
+      this.counters.replaced++;
+    } else if (this.count >= this.maxPending) {
+      this.counters.overflow++;
+      return false;
+    }
+    const pushId = s.nextPushId;
+    s.nextPushId = s.nextPushId >= 0xffffffff ? 1 : s.nextPushId + 1;
+    const p: PendingPush = { key, pushId, binding, ttl, prefs, attempts: 1, nextAt: now + pushBackoffMs(1, this.retransmitMs) };
+    s.pushes.set(pushId, p);
+    s.pushByKey.set(key, pushId);
+    this.count++;
+    this.active.add(s);
+    this.counters.sent++;
+    this.send(s, p);
+    return true;
+  }
+
+  /** True if pushId was pending for s. */
+  ack(s: Session, pushId: number): boolean {
+    const p = s.pushes.get(pushId);
+    if (p === undefined) return false;
+    this.remove(s, p);
+    this.counters.acked++;
+    return true;
+  }
+
+  /** Retransmits what is due; gives up on what has used its attempts. */
+  tick(now: number): void {
+    for (const s of this.active) {
+      for (const p of s.pushes.values()) {
+        const d = decidePush(p, now, this.maxAttempts);
+        if (d === 'wait') continue;
+        if (d === 'giveUp') {
+          this.remove(s, p);
+          this.counters.gaveUp++;
+          continue;
+        }
+        p.attempts++;
+        p.nextAt = now + pushBackoffMs(p.attempts, this.retransmitMs);
+        this.counters.retransmitted++;
+        this.send(s, p);
+      }
+    }
+  }
+
+  dropSession(s: Session): void {
+    this.count -= s.pushes.size;
+    s.pushes.clear();
+    s.pushByKey.clear();
+    this.active.delete(s);
+  }
+
+  private remove(s: Session, p: PendingPush): void {
+    s.pushes.delete(p.pushId);
+    if (s.pushByKey.get(p.key) === p.pushId) s.pushByKey.delete(p.key);
+    this.count--;
+    if (s.pushes.size === 0) this.active.delete(s);
+  }
+}
