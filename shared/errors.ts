@@ -24,6 +24,8 @@ export type ErrorCode =
   | 'BINDING_INVALID'
   | 'STORE_FAILED'
   | 'TIMEOUT'
+  | 'RM_CLIENT_BUSY'
+  | 'RM_CLIENT_STOPPED'
   | 'INTERNAL';
 
 export class RealmnetError extends Error {
