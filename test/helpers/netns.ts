@@ -10,7 +10,7 @@ import { execNs, spawnNs, type ExecOptions, type ExecResult, type NsProcess, typ
 export type { ExecOptions, ExecResult, NsProcess, SpawnOptions };
 
 /** The tools the testbed itself needs; pass more (e.g. 'nebula') for tests that use them. */
-export const TESTBED_TOOLS = ['ip', 'nft', 'tc', 'ping', 'iperf3'] as const;
+export const TESTBED_TOOLS = ['ip', 'nft', 'tc', 'ss', 'sysctl', 'ping', 'iperf3'] as const;
 
 function onPath(tool: string): boolean {
   for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter)) {
