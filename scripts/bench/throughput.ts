@@ -11,7 +11,7 @@
  * as "not available: <reason>" (null in the JSON) and the other rows still run.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, release, tmpdir } from 'node:os';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -286,7 +286,7 @@ function report(o: Options, rows: RowResult[]): void {
   console.log('\nCPU% is one process (agent or nebula) per end, 100 = one core, during the 1-stream runs.');
 }
 
-function toJson(o: Options, rows: RowResult[]): Record<string, unknown> {
+function toJson(o: Options, rows: RowResult[], load: { start: number; end: number }): Record<string, unknown> {
   const g = (n: RowName, k: 'singleGbps' | 'multiGbps'): number | null => rows.find((r) => r.name === n && r.available)?.[k] ?? null;
   const per = <V>(f: (r: RowResult) => V): Record<string, V> => Object.fromEntries(rows.map((r) => [r.name, f(r)]));
   return {
@@ -316,7 +316,9 @@ function toJson(o: Options, rows: RowResult[]): Record<string, unknown> {
       nebula_cipher: 'aes (AES-256-GCM)',
       realmnet_mtu: 1400,
     },
-    machine: { cpus: cpus().length, kernel: release(), node: process.version },
+    // Everything runs on this one box: a load average near or above the core count means other work
+    // competed with both ends and the overlay processes, and the figures are low.
+    machine: { cpus: cpus().length, kernel: release(), node: process.version, loadavg1_start: load.start, loadavg1_end: load.end },
     date: new Date().toISOString(),
   };
 }
@@ -332,6 +334,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  const loadStart = loadavg()[0] ?? 0;
   const tb = await up({ prefix: `rnb${process.pid % 100000}-` });
   const rows: RowResult[] = [];
   try {
@@ -340,7 +343,10 @@ export async function run(argv: string[]): Promise<number> {
     await tb.down();
   }
   report(o, rows);
-  const file = await writeResults('throughput', toJson(o, rows));
+  const load = { start: loadStart, end: loadavg()[0] ?? 0 };
+  const busy = Math.max(load.start, load.end) > cpus().length / 2;
+  console.log(`load average (1 min) ${load.start.toFixed(1)} at start, ${load.end.toFixed(1)} at end on ${cpus().length} CPUs${busy ? ': the box was busy, figures are low' : ''}.`);
+  const file = await writeResults('throughput', toJson(o, rows, load));
   console.log(`results: ${file}`);
   return 0;
 }
