@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 #   mptcpd         the MPTCP reference in failover comparisons
 #   procps         sysctl inside namespaces
 #   g++ make python3  node-gyp builds the native TUN addon from source at npm install
-PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula tshark mptcpd procps g++ make python3)
+#   fonts-dejavu-core text in the PNG figures (eval:routing, failover plots) rendered by resvg
+PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula tshark mptcpd procps g++ make python3 fonts-dejavu-core)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
