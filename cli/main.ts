@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { agentCommand, statusCommand } from '../agent/main.ts';
+import { rmCommand } from '../mapping-server/main.ts';
+import { keygenCommand } from './keygen.ts';
 import { isRealmnetError } from '../shared/errors.ts';
 
 /**
@@ -24,6 +26,8 @@ Config reference:  examples/agent.yaml      Errors and fixes:  docs/errors.md`,
     );
   program.addCommand(agentCommand());
   program.addCommand(statusCommand());
+  program.addCommand(rmCommand());
+  program.addCommand(keygenCommand());
   program.exitOverride();
   return program;
 }
