@@ -1,15 +1,20 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
 import { familyOf, hostIdBytes, locatorBytes } from '../shared/locator.ts';
+import type { HostId, Prefix } from '../shared/ids.ts';
+import type { KeyPair } from '../shared/keys.ts';
 import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';
 import { DropCounters, type DropName } from './dataplane/drops.ts';
 import { MapCache, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
+import type { RmClient } from './mapcache/client.ts';
+import { Resolver, type ResolverCounter } from './mapcache/resolver.ts';
 import { tunUpCommands, type NetConfig } from './netconfig.ts';
 import { choosePath } from './paths.ts';
+import { RmLink, type RmLinkStatus } from './rmlink.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
-import type { UdpBatchSocket, UdpOptions } from './uplinks/socket.ts';
+import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from './uplinks/socket.ts';
 import { Uplinks } from './uplinks/uplinks.ts';
 
 /**
@@ -17,22 +22,34 @@ import { Uplinks } from './uplinks/uplinks.ts';
  * dataplane/outside.ts.
  *
  * Start order: TUN (fails first if we lack privileges), its addresses and routes, the uplink sockets
- * and their policy routing, the map-cache, then the readers. Stop runs in reverse, and closing the
- * TUN fd makes the kernel remove the device and with it our routes.
+ * and their policy routing, the map-cache (static bindings), the Realm Manager link (registration,
+ * lookups, pushes), then the readers. Stop runs in reverse; closing the TUN fd makes the kernel
+ * remove the device and with it our routes.
  */
+export interface AgentIdentity {
+  readonly key: KeyPair;
+  readonly prefix: Prefix;
+  readonly hostId: HostId;
+}
+
 export interface AgentDeps {
   readonly openTun: (opts: TunOptions) => TunDevice;
   readonly openUdp: (opts: UdpOptions) => UdpBatchSocket | Promise<UdpBatchSocket>;
   readonly net: NetConfig;
   readonly log: Logger;
   readonly clock: Clock;
+  /** With a key: the host ID is derived from it, and the agent can register with an RM. */
+  readonly identity?: AgentIdentity;
+  /** An RM client for uplink i, bound to `locator` (tests pass in-process ones). */
+  readonly makeRmClient?: (uplink: number, locator: string) => RmClient;
 }
 
 export interface AgentStatus {
   readonly hostId: string;
   readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean };
   readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number }[];
-  readonly mapCache: readonly { readonly hostId: string; readonly source: string; readonly locators: readonly string[]; readonly path: string | null; readonly ageS: number }[];
+  readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number }) | null;
+  readonly mapCache: readonly { readonly hostId: string; readonly source: string; readonly seq: number; readonly locators: readonly string[]; readonly path: string | null; readonly ageS: number; readonly ttlS: number | null }[];
   readonly inside: Readonly<InsideStats>;
   readonly outside: Readonly<OutsideStats>;
   readonly drops: Readonly<Record<DropName, number>>;
@@ -42,18 +59,34 @@ export interface Agent {
   start(): Promise<void>;
   stop(): Promise<void>;
   status(): AgentStatus;
+  /** Signs a new binding from the uplinks' current state and registers it (no-op without an RM). */
+  reregister(): Promise<void>;
 }
 
 /** UDP payload limits: IPv4 65535 − 20 − 8; we size for the smaller so any uplink can carry any frame. */
 const MAX_DATAGRAM = 65_507;
+const SWEEP_MS = 1000;
+
+/** The host ID: from the key (identity) or the config; both given must agree. */
+export function resolveHostId(config: AgentConfig, identity: AgentIdentity | undefined): string {
+  if (identity === undefined) {
+    if (config.hostId === undefined) throw new Error('no host ID: config validation should have caught this');
+    return config.hostId;
+  }
+  return identity.hostId.toString();
+}
 
 export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
   const log = deps.log;
+  const hostId = resolveHostId(config, deps.identity);
   const drops = new DropCounters();
   const cache = new MapCache(config.limits.mapCacheEntries);
-  const myId = hostIdBytes(config.hostId);
+  const myId = hostIdBytes(hostId);
   let tun: TunDevice | null = null;
   let uplinks: Uplinks | null = null;
+  let rmLink: RmLink | null = null;
+  let resolver: Resolver | null = null;
+  let sweepTimer: NodeJS.Timeout | null = null;
   let inside: InsideStats = { packets: 0, bytes: 0, batches: 0 };
   const outside: OutsideStats = { packets: 0, bytes: 0, batches: 0 };
 
@@ -76,6 +109,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         path: choosePath(list.list, locators),
         source: 'static' as const,
         createdAt: now,
+        expiresAt: Infinity,
+        seq: 0,
       });
       if (!cache.set(entry)) log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');
       if (entry.path === null) log.warn({ hostId: p.hostId }, 'no uplink can reach any locator of this host (address families differ?)');
@@ -87,7 +122,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
       const t = deps.openTun({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, batchSize: config.tun.batchSize });
       tun = t;
       try {
-        for (const cmd of tunUpCommands({ name: t.name, mtu: config.tun.mtu, offload: config.tun.offload, hostId: config.hostId, prefixes: config.realm.prefixes })) {
+        for (const cmd of tunUpCommands({ name: t.name, mtu: config.tun.mtu, offload: config.tun.offload, hostId, prefixes: config.realm.prefixes })) {
           await deps.net.ip(cmd);
         }
         const ul = new Uplinks(
@@ -99,23 +134,74 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         await ul.start();
         loadStaticBindings(ul);
 
+        const outsideHandlers: UdpBatchHandler[] = [];
+        const rmCfg = config.rm;
+        const id = deps.identity;
+        let res: Resolver | null = null;
+        if (rmCfg !== undefined && id !== undefined && deps.makeRmClient !== undefined) {
+          const makeClient = deps.makeRmClient;
+          const link = new RmLink(ul.list, { listenPort: config.listenPort, bindingTtlS: rmCfg.bindingTtlS }, {
+            key: id.key,
+            prefix: id.prefix,
+            hostId: id.hostId,
+            makeClient: (i) => makeClient(i, ul.list[i].locator),
+            clock: deps.clock,
+            log: log.child({ module: 'rm' }),
+          });
+          rmLink = link;
+          res = new Resolver(
+            {
+              pendingPerId: rmCfg.pendingPerId,
+              pendingTotal: rmCfg.pendingTotal,
+              refreshBeforeExpiryMs: Math.min(10_000, (rmCfg.bindingTtlS * 1000) / 4),
+              maxNegative: config.limits.mapCacheEntries,
+              tunStride: t.stride,
+              tunHeadroom: t.headroom,
+              udpStride: ul.list[0].socket.stride,
+            },
+            {
+              rm: link,
+              cache,
+              uplinks: () => ul.list,
+              clock: deps.clock,
+              log: log.child({ module: 'mapcache' }),
+              reinjectInside: (buf, lengths, count) => ins.onBatch(buf, lengths, count),
+              reinjectOutside: (u, buf, lengths, addrs, ports, count) => outsideHandlers[u](buf, lengths, addrs, ports, count),
+            },
+          );
+          resolver = res;
+          link.onPush((a) => res?.applyPush(a));
+        }
+
+        const r = res;
         const ins = createInside(
           { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: t.stride, headroom: t.headroom },
-          { cache, sockets: ul.list.map((u) => u.socket), drops },
+          { cache, sockets: ul.list.map((u) => u.socket), drops, onMiss: r === null ? undefined : (buf, off, len, idOff) => r.missInside(buf, off, len, idOff) },
         );
         inside = ins.stats;
         const maxInner = config.tun.offload ? MAX_DATAGRAM : config.tun.mtu;
-        for (const u of ul.list) {
+        ul.list.forEach((u, i) => {
           const out = createOutside(
             { instanceId: config.realm.instanceId, offload: config.tun.offload, maxInner, batchSize: config.tun.batchSize, stride: u.socket.stride, hostId: myId },
-            { cache, tun: t, drops },
+            {
+              cache,
+              tun: t,
+              drops,
+              onUnknownSource: r === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => r.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
+            },
             outside, // all uplinks count into one outside: several doors, one house
           );
+          outsideHandlers.push(out.onBatch);
           u.socket.start(out.onBatch);
-        }
+        });
         t.start(ins.onBatch);
+        rmLink?.start();
+        if (r !== null) {
+          sweepTimer = setInterval(() => r.sweep(deps.clock.now()), SWEEP_MS);
+          sweepTimer.unref();
+        }
         log.info(
-          { hostId: config.hostId, tun: t.name, mtu: config.tun.mtu, offload: config.tun.offload, uplinks: ul.list.map((u) => `${u.name}=${u.locator}`).join(','), peers: cache.size },
+          { hostId, tun: t.name, mtu: config.tun.mtu, offload: config.tun.offload, uplinks: ul.list.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: rmCfg?.servers.map((s) => s.address).join(',') ?? 'none' },
           'agent up',
         );
       } catch (e) {
@@ -125,6 +211,11 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
     },
 
     async stop() {
+      if (sweepTimer !== null) clearInterval(sweepTimer);
+      sweepTimer = null;
+      resolver?.stop();
+      await rmLink?.stop();
+      rmLink = null;
       const t = tun;
       tun = null;
       t?.close();
@@ -133,10 +224,16 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
       log.info({ drops: drops.total(), insidePackets: inside.packets, outsidePackets: outside.packets }, 'agent stopped');
     },
 
+    async reregister() {
+      await rmLink?.register();
+    },
+
     status(): AgentStatus {
       const now = deps.clock.now();
+      const rl = rmLink;
+      const rs = resolver;
       return {
-        hostId: config.hostId,
+        hostId,
         tun: { name: tun?.name ?? config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload },
         uplinks: (uplinks?.list ?? []).map((u) => ({
           name: u.name,
@@ -148,12 +245,18 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
           rxPackets: u.socket.stats.rxPackets,
           sendErrors: u.socket.stats.sendErrors,
         })),
+        rm:
+          rl === null || rs === null
+            ? null
+            : { ...rl.status(), servers: (config.rm?.servers ?? []).map((s) => `${s.address}:${s.port}`), resolver: { ...rs.counters }, pendingIds: rs.pendingIds() },
         mapCache: cache.entries().map((e) => ({
           hostId: e.hostId,
           source: e.source,
-          locators: e.locators.map((l) => `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port} p${l.priority}`),
+          seq: e.seq,
+          locators: e.locators.map((l) => `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port} p${l.priority}${l.up ? '' : ' down'}`),
           path: e.path ? `${uplinks?.list[e.path.uplink]?.name ?? e.path.uplink} → ${e.path.locator.address}` : null,
           ageS: Math.round((now - e.createdAt) / 1000),
+          ttlS: Number.isFinite(e.expiresAt) ? Math.max(0, Math.round((e.expiresAt - now) / 1000)) : null,
         })),
         inside: { ...inside },
         outside: { ...outside },

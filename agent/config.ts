@@ -15,6 +15,7 @@ export const DEFAULTS = {
   log: { level: 'info', format: 'pretty' },
   /** Abstract unix socket: private to the network namespace, gone when the agent exits. */
   control: { socket: '@realmnet/agent' },
+  rm: { port: 4342, bindingTtlS: 120, pendingPerId: 32, pendingTotal: 1024, refreshBeforeExpiryS: 10 },
 } as const;
 
 const ip = z.string().refine(isIpAddress, { message: MSG.ip });
@@ -44,9 +45,37 @@ const peer = z.strictObject({
   locators: z.array(locator).min(1, 'needs at least one locator'),
 });
 
+const rmServer = z.strictObject({
+  address: ip,
+  port: port.default(DEFAULTS.rm.port),
+  /** The RM's public key (base64 of 32 bytes, from its key file): pins the RM's identity. */
+  publicKey: z
+    .string()
+    .refine((s) => Buffer.from(s, 'base64').length === 32, { message: 'is not a base64 Ed25519 public key (32 bytes; copy "publicKey" from the RM key file)' })
+    .optional(),
+});
+
 export const AgentConfigSchema = z
   .strictObject({
-    hostId: z.string().refine(isIpv6Address, { message: MSG.ipv6 }),
+    /** Static mode: the host ID itself. With `identity`, the ID is derived from the key and may be omitted. */
+    hostId: z.string().refine(isIpv6Address, { message: MSG.ipv6 }).optional(),
+    identity: z
+      .strictObject({
+        /** Key file made by `realmnet keygen`. */
+        key: z.string().min(1),
+        /** The realm (or sub-realm) prefix the host ID is derived under, e.g. fd00:1::/64. */
+        prefix: z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix }),
+      })
+      .optional(),
+    /** Realm Managers to register with and look up in; without them only static peers are reachable. */
+    rm: z
+      .strictObject({
+        servers: z.array(rmServer).min(1, 'needs at least one RM, e.g. [{ address: 203.0.113.66 }]'),
+        bindingTtlS: z.number().int().min(5).max(86_400).default(DEFAULTS.rm.bindingTtlS),
+        pendingPerId: z.number().int().min(0).max(4096).default(DEFAULTS.rm.pendingPerId),
+        pendingTotal: z.number().int().min(0).max(1_000_000).default(DEFAULTS.rm.pendingTotal),
+      })
+      .optional(),
     realm: z
       .strictObject({
         prefixes: z.array(z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix })).min(1, 'needs at least one prefix, e.g. ["fd00::/8"]'),
@@ -86,6 +115,10 @@ export const AgentConfigSchema = z
       if (u.gateway !== undefined && u.interface === undefined)
         ctx.addIssue({ code: 'custom', path: ['uplinks', i, 'interface'], message: 'is missing: source-policy routing via a gateway needs the interface name (e.g. eth0)' });
     });
+    if (c.hostId === undefined && c.identity === undefined)
+      ctx.addIssue({ code: 'custom', path: ['hostId'], message: 'is missing: set hostId (static bindings only) or identity.key and identity.prefix (the ID is derived from the key)' });
+    if (c.rm !== undefined && c.identity === undefined)
+      ctx.addIssue({ code: 'custom', path: ['identity'], message: 'is missing: registering with a Realm Manager needs a key (identity.key, made by `realmnet keygen`) and identity.prefix' });
     const ids = new Set<string>();
     c.peers.forEach((p, i) => {
       if (ids.has(p.hostId)) ctx.addIssue({ code: 'custom', path: ['peers', i, 'hostId'], message: `"${p.hostId}" is listed twice` });

@@ -11,6 +11,7 @@ import { Drop, type DropCounters } from './drops.ts';
  *    `headroom` free bytes in front of it (offload mode: the packet starts with a virtio_net_hdr).
  * 2. For each packet, check it is IPv6 and read its destination host ID in place.
  * 3. Look the ID up in the map-cache; the entry's path names the uplink and the remote locator.
+ *    On a miss the control plane may keep a copy while it asks the Realm Manager.
  * 4. Write the data header into the headroom, right in front of the packet (no copy).
  * 5. Queue (offset, length, locator) on that uplink's send batch.
  * 6. After the whole batch, send each uplink's queue with one sendmmsg, then count refusals.
@@ -35,6 +36,11 @@ export interface InsideDeps {
   /** Indexed like Path.uplink. */
   readonly sockets: readonly UdpBatchSocket[];
   readonly drops: DropCounters;
+  /**
+   * Called on a map-cache miss with the packet (frame at off, destination ID at idOff); returns true
+   * when the control plane kept a copy to send once the binding is known. The buffer is borrowed.
+   */
+  readonly onMiss?: (buf: Buffer, off: number, len: number, idOff: number) => boolean;
 }
 
 export interface InsideStats {
@@ -61,6 +67,7 @@ class SendQueue {
 export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: TunBatchHandler; stats: InsideStats } {
   if (opts.headroom < HEADER_LEN) throw new Error(`TUN headroom ${opts.headroom} < ${HEADER_LEN}`);
   const { cache, sockets, drops } = deps;
+  const onMiss = deps.onMiss ?? (() => false);
   const queues = sockets.map(() => new SendQueue(opts.batchSize));
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
   const minLen = ipOff + 40;
@@ -85,7 +92,7 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
       // 3. The destination ID is bytes 24..40 of the IPv6 header.
       const entry = cache.lookup(buf, off + ipOff + 24);
       if (entry === undefined) {
-        drops.add(Drop.InsideNoBinding);
+        if (!onMiss(buf, off, len, off + ipOff + 24)) drops.add(Drop.InsideNoBinding);
         continue;
       }
       const path = entry.path;

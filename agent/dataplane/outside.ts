@@ -36,6 +36,11 @@ export interface OutsideDeps {
   readonly cache: MapCache;
   readonly tun: TunDevice;
   readonly drops: DropCounters;
+  /**
+   * Called when the inner source ID has no binding (datagram i of the batch at off, source ID at
+   * idOff); returns true when the control plane kept a copy to check again once it knows the binding.
+   */
+  readonly onUnknownSource?: (buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number) => boolean;
 }
 
 export interface OutsideStats {
@@ -51,6 +56,7 @@ export function createOutside(
   stats: OutsideStats = { packets: 0, bytes: 0, batches: 0 },
 ): { onBatch: UdpBatchHandler; stats: OutsideStats } {
   const { cache, tun, drops } = deps;
+  const onUnknownSource = deps.onUnknownSource ?? (() => false);
   const offsets = new Uint32Array(opts.batchSize);
   const lens = new Uint32Array(opts.batchSize);
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
@@ -87,11 +93,11 @@ export function createOutside(
       }
       // 4. Source ID bound, and the datagram came from one of its locators.
       const entry = cache.lookup(buf, ip + 8);
+      const port = srcPorts[i];
       if (entry === undefined) {
-        drops.add(Drop.OutsideUnknownPeer);
+        if (!onUnknownSource(buf, off, len, srcAddrs, i * 16, port, ip + 8)) drops.add(Drop.OutsideUnknownPeer);
         continue;
       }
-      const port = srcPorts[i];
       const locs = entry.locators;
       let bound = false;
       for (let l = 0; l < locs.length; l++) {

@@ -36,6 +36,10 @@ export interface MapEntry {
   readonly path: Path | null;
   readonly source: 'static' | 'rm';
   readonly createdAt: number;
+  /** When the binding may no longer be used (clock ms); Infinity for static bindings. */
+  readonly expiresAt: number;
+  /** The binding's sequence number (0 for static bindings). */
+  readonly seq: number;
 }
 
 export class MapCache {

@@ -1,0 +1,267 @@
+import type { Clock } from '../../shared/clock.ts';
+import type { Logger } from '../../shared/log.ts';
+import { HostId } from '../../shared/ids.ts';
+import type { Locator } from '../../shared/binding.ts';
+import { familyOf, locatorBytes } from '../../shared/locator.ts';
+import { choosePath, type UplinkView } from '../paths.ts';
+import type { MapCache, MapEntry, BoundLocator } from './cache.ts';
+import type { BindingAnswer, LookupResult } from './client.ts';
+
+/**
+ * The control-plane half of the map-cache: it fills the cache from the Realm Manager.
+ *
+ * 1. The data plane misses (no binding for a destination, or a datagram from an unknown source ID)
+ *    and calls missInside / missOutside. A bounded number of packets is copied and kept per ID; the
+ *    rest are dropped and counted. One lookup per ID is in flight at a time.
+ * 2. A positive answer becomes an immutable MapEntry swapped into the cache; the kept packets go back
+ *    through the data plane's own batch handlers (so they are checked like any other). The ID is
+ *    followed (subscribe), and every pushed binding replaces the entry at once.
+ * 3. A negative answer is remembered for its TTL (a negative entry), so that traffic to an unknown
+ *    or forbidden ID does not become a lookup storm.
+ * 4. sweep(now) expires entries past their TTL and looks up again those about to expire. If the RM is
+ *    unreachable, forwarding goes on with cached bindings until they expire.
+ * Per-packet work happens only on a miss; the lookup itself is asynchronous.
+ */
+export interface ResolverLookup {
+  lookup(hostId: HostId): Promise<LookupResult>;
+  subscribe(hostIds: readonly HostId[]): Promise<number>;
+}
+
+export interface ResolverOptions {
+  readonly pendingPerId: number;
+  readonly pendingTotal: number;
+  /** Look an entry up again when it has less than this left. */
+  readonly refreshBeforeExpiryMs: number;
+  /** How many negative entries to remember at most. */
+  readonly maxNegative: number;
+  /** Layouts of the batches the data plane's handlers take. */
+  readonly tunStride: number;
+  readonly tunHeadroom: number;
+  readonly udpStride: number;
+}
+
+export interface ResolverDeps {
+  readonly rm: ResolverLookup;
+  readonly cache: MapCache;
+  readonly uplinks: () => readonly UplinkView[];
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** inside.onBatch: TUN-batch layout. */
+  readonly reinjectInside: (buf: Buffer, lengths: Uint32Array, count: number) => void;
+  /** outside.onBatch of the uplink the datagrams came in on. */
+  readonly reinjectOutside: (uplink: number, buf: Buffer, lengths: Uint32Array, srcAddrs: Uint8Array, srcPorts: Uint16Array, count: number) => void;
+}
+
+interface Waiting {
+  readonly inside: Buffer[];
+  readonly outside: { uplink: number; data: Buffer; src: Uint8Array; port: number }[];
+}
+
+export const RESOLVER_COUNTERS = ['lookups', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'expired', 'refreshed', 'negativeHits'] as const;
+export type ResolverCounter = (typeof RESOLVER_COUNTERS)[number];
+
+export class Resolver {
+  private readonly waiting = new Map<string, Waiting>();
+  private readonly negative = new Map<string, number>();
+  private readonly refreshing = new Set<string>();
+  private queuedTotal = 0;
+  private stopped = false;
+  readonly counters: Record<ResolverCounter, number> = Object.fromEntries(RESOLVER_COUNTERS.map((k) => [k, 0])) as Record<ResolverCounter, number>;
+
+  constructor(
+    private readonly opts: ResolverOptions,
+    private readonly deps: ResolverDeps,
+  ) {}
+
+  /** Data plane, inside: no binding for the destination ID at buf[idOff..]. Returns true if the packet was kept. */
+  missInside(buf: Uint8Array, off: number, len: number, idOff: number): boolean {
+    const key = hexAt(buf, idOff);
+    if (this.isNegative(key)) return false;
+    const w = this.waitFor(key, buf, idOff);
+    if (w === null) return false;
+    return this.keep(w.inside.length, () => w.inside.push(Buffer.from(buf.subarray(off, off + len))));
+  }
+
+  /** Data plane, outside: a datagram whose inner source ID (at idOff) has no binding. */
+  missOutside(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number): boolean {
+    const key = hexAt(buf, idOff);
+    if (this.isNegative(key)) return false;
+    const w = this.waitFor(key, buf, idOff);
+    if (w === null) return false;
+    return this.keep(w.outside.length, () =>
+      w.outside.push({ uplink, data: Buffer.from(buf.subarray(off, off + len)), src: Uint8Array.from(srcAddrs.subarray(srcOff, srcOff + 16)), port }),
+    );
+  }
+
+  /** A pushed (verified) binding: replace the entry at once. */
+  applyPush(answer: BindingAnswer): void {
+    this.counters.pushesApplied++;
+    this.install(answer);
+  }
+
+  /** Rebuild every entry's path (an uplink went up or down). */
+  repath(): void {
+    const ups = this.deps.uplinks();
+    for (const e of this.deps.cache.entries()) {
+      const path = choosePath(ups, e.locators);
+      if (path?.uplink !== e.path?.uplink || path?.locator !== e.path?.locator) this.deps.cache.set(Object.freeze({ ...e, path }));
+    }
+  }
+
+  /** One sweep: drop expired entries and negative entries, refresh those about to expire. */
+  sweep(now: number): void {
+    for (const e of this.deps.cache.entries()) {
+      if (e.source !== 'rm') continue;
+      if (e.expiresAt <= now) {
+        this.deps.cache.delete(e.id);
+        this.counters.expired++;
+        this.deps.log.info({ hostId: e.hostId }, 'binding expired (no answer from the RM in time)');
+      } else if (e.expiresAt - now <= this.opts.refreshBeforeExpiryMs) {
+        const id = HostId.fromBytes(e.id);
+        if (!this.refreshing.has(id.hex)) this.lookup(id, true);
+      }
+    }
+    for (const [k, until] of this.negative) if (until <= now) this.negative.delete(k);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.waiting.clear();
+    this.queuedTotal = 0;
+  }
+
+  pendingIds(): number {
+    return this.waiting.size;
+  }
+
+  // ---- inside the class ----
+
+  private isNegative(key: string): boolean {
+    const until = this.negative.get(key);
+    if (until === undefined) return false;
+    if (until > this.deps.clock.now()) {
+      this.counters.negativeHits++;
+      return true;
+    }
+    this.negative.delete(key);
+    return false;
+  }
+
+  /** The waiting list of an ID, starting its lookup if it is new. */
+  private waitFor(key: string, buf: Uint8Array, idOff: number): Waiting | null {
+    if (this.stopped) return null;
+    let w = this.waiting.get(key);
+    if (w === undefined) {
+      w = { inside: [], outside: [] };
+      this.waiting.set(key, w);
+      this.lookup(HostId.fromBytes(buf, idOff), false);
+    }
+    return w;
+  }
+
+  private keep(already: number, push: () => void): boolean {
+    if (already >= this.opts.pendingPerId || this.queuedTotal >= this.opts.pendingTotal) {
+      this.counters.queueOverflow++;
+      return false;
+    }
+    push();
+    this.queuedTotal++;
+    this.counters.queued++;
+    return true;
+  }
+
+  private lookup(id: HostId, refresh: boolean): void {
+    this.counters.lookups++;
+    if (refresh) this.refreshing.add(id.hex);
+    this.deps.rm.lookup(id).then(
+      (answer) => {
+        this.refreshing.delete(id.hex);
+        if (this.stopped) return;
+        if (answer.kind === 'binding') {
+          this.counters.positive++;
+          if (refresh) this.counters.refreshed++;
+          const first = !refresh && this.deps.cache.lookup(id.toBytes(), 0) === undefined;
+          this.install(answer);
+          if (first) this.deps.rm.subscribe([id]).catch((e: unknown) => this.deps.log.warn({ hostId: id.toString(), err: String(e) }, 'subscribe failed'));
+        } else {
+          this.counters.negative++;
+          if (this.negative.size < this.opts.maxNegative) this.negative.set(id.hex, this.deps.clock.now() + answer.ttl * 1000);
+        }
+        this.release(id.hex);
+      },
+      (e: unknown) => {
+        this.refreshing.delete(id.hex);
+        this.counters.failed++;
+        if (!this.stopped) this.deps.log.warn({ hostId: id.toString(), err: e instanceof Error ? e.message : String(e) }, 'lookup failed');
+        this.release(id.hex);
+      },
+    );
+  }
+
+  private install(answer: BindingAnswer): void {
+    const now = this.deps.clock.now();
+    const entry = entryFromAnswer(answer, this.deps.uplinks(), now);
+    const held = this.deps.cache.lookup(entry.id, 0);
+    // An older binding never replaces a newer one (a late lookup answer after a push).
+    if (held !== undefined && held.source === 'rm' && held.seq > entry.seq) return;
+    if (!this.deps.cache.set(entry)) {
+      this.deps.log.warn({ hostId: entry.hostId }, 'map-cache full: binding not cached (raise limits.mapCacheEntries)');
+      return;
+    }
+    this.negative.delete(answer.hostId.hex);
+  }
+
+  /** Sends the packets kept for an ID back through the data plane (or drops them if still unbound). */
+  private release(key: string): void {
+    const w = this.waiting.get(key);
+    if (w === undefined) return;
+    this.waiting.delete(key);
+    this.queuedTotal -= w.inside.length + w.outside.length;
+    if (w.inside.length > 0) {
+      const { tunStride: stride, tunHeadroom: headroom } = this.opts;
+      const buf = Buffer.alloc(w.inside.length * stride);
+      const lengths = new Uint32Array(w.inside.length);
+      w.inside.forEach((p, i) => {
+        buf.set(p, i * stride + headroom);
+        lengths[i] = p.length;
+      });
+      this.deps.reinjectInside(buf, lengths, w.inside.length);
+    }
+    for (const d of w.outside) {
+      const buf = Buffer.alloc(this.opts.udpStride);
+      buf.set(d.data, 0);
+      this.deps.reinjectOutside(d.uplink, buf, Uint32Array.of(d.data.length), d.src, Uint16Array.of(d.port), 1);
+    }
+  }
+}
+
+export function boundLocator(l: Locator): BoundLocator {
+  return Object.freeze({
+    address: l.address,
+    port: l.port,
+    family: familyOf(l.address),
+    bytes: locatorBytes(l.address),
+    priority: l.priority,
+    weight: l.weight,
+    // Priority 255 means "do not use" (LISP).
+    up: l.state === 'up' && l.priority < 255,
+  });
+}
+
+export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkView[], now: number): MapEntry {
+  const locators = Object.freeze(answer.locators.map(boundLocator));
+  return Object.freeze({
+    hostId: answer.hostId.toString(),
+    id: answer.hostId.toBytes(),
+    locators,
+    path: choosePath(uplinks, locators),
+    source: 'rm' as const,
+    createdAt: now,
+    expiresAt: now + answer.ttl * 1000,
+    seq: answer.binding.seq,
+  });
+}
+
+function hexAt(buf: Uint8Array, off: number): string {
+  return Buffer.from(buf.buffer, buf.byteOffset + off, 16).toString('hex');
+}

@@ -1,0 +1,131 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createAgent, type Agent } from '../../agent/agent.ts';
+import { parseAgentConfig } from '../../agent/config.ts';
+import { createRmClient } from '../../agent/mapcache/client.ts';
+import { MemoryTun } from '../../agent/tun/memory.ts';
+import { MemoryNet } from '../../agent/uplinks/memory.ts';
+import { systemClock } from '../../shared/clock.ts';
+import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
+import { generateKeyPair } from '../../shared/keys.ts';
+import { silentLogger } from '../../shared/log.ts';
+import { ipv6Packet } from '../helpers/packets.ts';
+import { REALM_PREFIX, startHarness, type Harness } from './rm-harness.ts';
+
+/**
+ * Agents with no static bindings find each other through an in-process Realm Manager: the data plane
+ * runs on fakes, the control protocol on real UDP over 127.0.0.1.
+ */
+let cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.reverse()) await c();
+  cleanup = [];
+});
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function agentOn(net: MemoryNet, rm: Harness, uplinks: { name: string; locator: string; priority?: number }[]) {
+  const key = generateKeyPair();
+  const prefix = parsePrefix(REALM_PREFIX);
+  const hostId = deriveHostId(prefix, key.publicKey);
+  const tun = new MemoryTun({ name: 'rn0' });
+  const config = parseAgentConfig({
+    identity: { key: 'unused-in-test.key', prefix: REALM_PREFIX },
+    realm: { prefixes: ['fd00::/8'], instanceId: 3 },
+    uplinks,
+    rm: { servers: [{ address: '127.0.0.1', port: rm.port }] },
+  });
+  const agent = createAgent(config, {
+    openTun: () => tun,
+    openUdp: (o) => net.open(o),
+    net: { ip: async () => undefined },
+    log: silentLogger,
+    clock: systemClock,
+    identity: { key, prefix, hostId },
+    makeRmClient: () =>
+      createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.rmKey.publicKey }], key, prefix, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
+  });
+  return { agent, tun, id: hostId.toString(), key };
+}
+
+async function started(a: { agent: Agent }): Promise<void> {
+  await a.agent.start();
+  cleanup.push(() => a.agent.stop());
+  await until(() => a.agent.status().rm?.registered === true);
+}
+
+describe('agent with a Realm Manager', () => {
+  it('registers, resolves a peer on the first packet, keeps that packet, and answers back', async () => {
+    const rm = await startHarness();
+    cleanup.push(() => rm.close());
+    const net = new MemoryNet();
+    const mh = agentOn(net, rm, [
+      { name: 'ispa', locator: '192.0.2.1', priority: 1 },
+      { name: 'ispb', locator: '192.0.2.65', priority: 2 },
+    ]);
+    const ch = agentOn(net, rm, [{ name: 'core', locator: '203.0.113.2' }]);
+    await started(mh);
+    await started(ch);
+
+    const first = ipv6Packet(mh.id, ch.id, Buffer.from('first packet'));
+    mh.tun.inject(first);
+    await until(() => ch.tun.written.length === 1);
+    expect(Buffer.compare(ch.tun.written[0], first)).toBe(0);
+    // ch did not know mh either: the datagram waited for ch's lookup of mh, then was checked.
+    const st = ch.agent.status();
+    expect(st.rm?.resolver.queued).toBe(1);
+    expect(st.mapCache.map((e) => e.hostId)).toContain(mh.id);
+    expect(st.mapCache.find((e) => e.hostId === mh.id)?.locators).toEqual(['192.0.2.1:4341 p1', '192.0.2.65:4341 p2']);
+
+    const reply = ipv6Packet(ch.id, mh.id, 64);
+    ch.tun.inject(reply);
+    await until(() => mh.tun.written.length === 1);
+    expect(Buffer.compare(mh.tun.written[0], reply)).toBe(0);
+    expect(mh.agent.status().drops['inside.noBinding']).toBe(0);
+  });
+
+  it('answers an unknown ID with a negative entry instead of a lookup per packet', async () => {
+    const rm = await startHarness();
+    cleanup.push(() => rm.close());
+    const net = new MemoryNet();
+    const mh = agentOn(net, rm, [{ name: 'ispa', locator: '192.0.2.1' }]);
+    await started(mh);
+    const ghost = 'fd00:1:0:0:dead:beef:0:1';
+    mh.tun.inject(ipv6Packet(mh.id, ghost));
+    await until(() => (mh.agent.status().rm?.resolver.negative ?? 0) === 1);
+    for (let i = 0; i < 50; i++) mh.tun.inject(ipv6Packet(mh.id, ghost));
+    await new Promise((r) => setTimeout(r, 50));
+    const st = mh.agent.status();
+    expect(st.rm?.resolver.lookups).toBe(1);
+    // 50, plus the first packet: it waited for the answer, which was negative, and was then dropped.
+    expect(st.rm?.resolver.negativeHits).toBe(51);
+    expect(st.drops['inside.noBinding']).toBe(51);
+  });
+
+  it('applies a pushed binding at once when the peer re-registers', async () => {
+    const rm = await startHarness();
+    cleanup.push(() => rm.close());
+    const net = new MemoryNet();
+    const mh = agentOn(net, rm, [
+      { name: 'ispa', locator: '192.0.2.1', priority: 1 },
+      { name: 'ispb', locator: '192.0.2.65', priority: 2 },
+    ]);
+    const ch = agentOn(net, rm, [{ name: 'core', locator: '203.0.113.2' }]);
+    await started(mh);
+    await started(ch);
+    ch.tun.inject(ipv6Packet(ch.id, mh.id));
+    await until(() => mh.tun.written.length === 1);
+    const seq0 = ch.agent.status().mapCache.find((e) => e.hostId === mh.id)?.seq ?? 0;
+    // mh signs and registers a new binding (as it will when an uplink changes): ch gets it pushed.
+    const before = mh.agent.status().rm?.seq ?? 0;
+    await mh.agent.reregister();
+    expect(mh.agent.status().rm?.seq ?? 0).toBeGreaterThan(before);
+    await until(() => (ch.agent.status().mapCache.find((e) => e.hostId === mh.id)?.seq ?? 0) > seq0);
+    expect(ch.agent.status().rm?.resolver.pushesApplied).toBeGreaterThanOrEqual(1);
+  });
+});
