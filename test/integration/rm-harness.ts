@@ -85,3 +85,117 @@ export function bindingFor(key: KeyPair, seq: number, o: { prefix?: string; loca
 }
 
 export { ManualClock };
+
+// ---- a raw session, for tests that send what a well-behaved client never would ----
+
+import { createSocket, type Socket } from 'node:dgram';
+import { deriveHostId, type HostId } from '../../shared/ids.ts';
+import { signBytes } from '../../shared/keys.ts';
+import { ReplayWindow, createEphemeral, deriveSessionKeys, helloSignedBytes, randomNonce, type SessionKeys } from '../../shared/wire/auth.ts';
+import { checkMac, decodeBody, decodeHeader, encode } from '../../shared/wire/codec.ts';
+import type { ControlMessage } from '../../shared/wire/messages.ts';
+
+export interface RawSession {
+  readonly hostId: HostId;
+  readonly key: KeyPair;
+  readonly sid: number;
+  readonly keys: SessionKeys;
+  readonly socket: Socket;
+  /** Encodes with the next sequence number and sends; returns the datagram (to replay it). */
+  send(m: ControlMessage): Buffer;
+  sendRaw(buf: Uint8Array): void;
+  /** The next authenticated message from the RM. */
+  next(timeoutMs?: number): Promise<ControlMessage>;
+  close(): Promise<void>;
+}
+
+export async function rawSession(port: number, o: { key?: KeyPair; prefix?: string } = {}): Promise<RawSession> {
+  const key = o.key ?? generateKeyPair();
+  const prefix = parsePrefix(o.prefix ?? REALM_PREFIX);
+  const hostId = deriveHostId(prefix, key.publicKey);
+  const socket = createSocket('udp4');
+  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+  const inbox: ControlMessage[] = [];
+  const waiters: ((m: ControlMessage) => void)[] = [];
+  let keys: SessionKeys | null = null;
+  const rx = new ReplayWindow();
+  const eph = createEphemeral();
+  const nonce = randomNonce();
+  const idb = hostId.toBytes();
+  let welcome: ((sid: number) => void) | null = null;
+  socket.on('message', (buf) => {
+    const h = decodeHeader(buf);
+    if (!h.ok) return;
+    if (h.msg.sid === 0) {
+      const b = decodeBody(h.msg, buf);
+      if (b.ok && b.msg.type === 'welcome' && welcome) {
+        keys = deriveSessionKeys(eph, b.msg.ephemeral, { sid: b.msg.sid, clientHostId: idb, clientEphemeral: eph.publicKey, rmEphemeral: b.msg.ephemeral, nonce });
+        welcome(b.msg.sid);
+      }
+      return;
+    }
+    if (keys === null || !checkMac(buf, keys.s2c) || !rx.check(h.msg.seq)) return;
+    const b = decodeBody(h.msg, buf);
+    if (!b.ok) return;
+    const w = waiters.shift();
+    if (w) w(b.msg);
+    else inbox.push(b.msg);
+  });
+  const hello = encode(
+    {
+      type: 'hello',
+      reqId: 1,
+      hostId: idb,
+      prefixLen: prefix.length,
+      publicKey: key.publicKey,
+      ephemeral: eph.publicKey,
+      nonce,
+      signature: signBytes(key, helloSignedBytes(idb, prefix.length, key.publicKey, eph.publicKey, nonce)),
+    },
+    null,
+  );
+  const sid = await new Promise<number>((resolve, reject) => {
+    welcome = resolve;
+    const t = setInterval(() => socket.send(hello, port, '127.0.0.1'), 100);
+    socket.send(hello, port, '127.0.0.1');
+    setTimeout(() => {
+      clearInterval(t);
+      reject(new Error('no welcome'));
+    }, 5000).unref();
+    const orig = welcome;
+    welcome = (s) => {
+      clearInterval(t);
+      orig(s);
+    };
+  });
+  let seq = 0;
+  const k = keys as unknown as SessionKeys;
+  return {
+    hostId,
+    key,
+    sid,
+    keys: k,
+    socket,
+    send(m) {
+      seq++;
+      const buf = encode(m, { sid, seq, key: k.c2s });
+      socket.send(buf, port, '127.0.0.1');
+      return buf;
+    },
+    sendRaw(buf) {
+      socket.send(buf, port, '127.0.0.1');
+    },
+    next(timeoutMs = 2000) {
+      const m = inbox.shift();
+      if (m) return Promise.resolve(m);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no answer')), timeoutMs);
+        waiters.push((x) => {
+          clearTimeout(t);
+          resolve(x);
+        });
+      });
+    },
+    close: () => new Promise<void>((r) => socket.close(() => r())),
+  };
+}
