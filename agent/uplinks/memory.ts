@@ -177,7 +177,8 @@ export class MemoryUdpSocket implements UdpBatchSocket {
   private readonly srcPorts: Uint16Array;
   private handler: UdpBatchHandler | null = null;
   private closed = false;
-  private counts = { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0 };
+  // No offloads in memory: each datagram is its own message, so gso/gro read false whatever the options.
+  private counts = { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0 };
 
   constructor(
     private readonly net: MemoryNet,

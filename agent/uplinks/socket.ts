@@ -8,6 +8,8 @@
 // 3. The slot goes back to the reader when onBatch returns: everything is borrowed, copy what you keep.
 // 4. send() hands a batch to sendmmsg; a full send buffer blocks it up to 20 ms (backpressure), then the
 //    rest of the batch is dropped and counted. Per-datagram errors are counted, never thrown.
+//    UDP GSO and GRO stay inside the addon: runs of same-size datagrams to one destination cross the
+//    kernel as one message, and coalesced receives are split back, so callers see datagrams only.
 // 5. close() stops the thread and closes the socket.
 import { isIP } from 'node:net';
 import { ConfigError, SystemError } from '../../shared/errors.ts';
@@ -27,6 +29,11 @@ export interface UdpOptions {
   /** Default 4 MiB each (SO_SNDBUFFORCE/SO_RCVBUFFORCE as root, else capped by net.core.[wr]mem_max). */
   sndbuf?: number;
   rcvbuf?: number;
+  /** UDP generic segmentation offload on send (Linux >= 4.18), default true. It is switched off for
+   *  good, on its own, if the kernel refuses it on this socket's route. */
+  gso?: boolean;
+  /** UDP generic receive offload (Linux >= 5.0), default true. */
+  gro?: boolean;
 }
 
 /** borrowed, like TunBatchHandler. Datagram i is buf[i*stride, i*stride+lengths[i]).
@@ -45,6 +52,15 @@ export interface UdpStats {
   /** Datagrams larger than maxDatagram, dropped. */
   readonly rxTruncated: number;
   readonly rxErrors: number;
+  /** Whether send() coalesces datagrams with UDP GSO now: false if switched off, unsupported by the
+   *  kernel, or refused on this socket's route (then it stays off). */
+  readonly gso: boolean;
+  /** GSO messages sent (each carried 2..64 datagrams, all counted in txPackets). */
+  readonly gsoMessages: number;
+  /** Whether the socket receives with UDP GRO. */
+  readonly gro: boolean;
+  /** Coalesced messages received and split (their datagrams are counted in rxPackets). */
+  readonly groMessages: number;
 }
 
 export interface UdpBatchSocket {
@@ -123,7 +139,7 @@ export function openUdp(opts: UdpOptions): UdpBatchSocket {
   const handle = new (binding().Udp)();
   let bound: { family: 4 | 6; port: number };
   try {
-    bound = handle.open(opts.address, opts.port, sndbuf, rcvbuf);
+    bound = handle.open(opts.address, opts.port, sndbuf, rcvbuf, opts.gso ?? true, opts.gro ?? true);
   } catch (e) {
     if (!isNativeErrnoError(e)) throw e;
     throw udpError(e.errno, e.syscall, opts.address, opts.port);
@@ -142,7 +158,7 @@ function canonicalAddress(address: string): string {
 
 /** The addon's surface (native/udp.cc). */
 interface NativeUdp {
-  open(address: string, port: number, sndbuf: number, rcvbuf: number): { family: 4 | 6; port: number };
+  open(address: string, port: number, sndbuf: number, rcvbuf: number, gso: boolean, gro: boolean): { family: 4 | 6; port: number };
   start(bufs: Buffer[], lens: Uint32Array[], addrs: Uint8Array[], ports: Uint16Array[], stride: number, maxDatagram: number, onBatch: (slot: number, count: number) => void): void;
   send(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, dstAddrs: Uint8Array, dstPorts: Uint16Array, count: number): number;
   stats(out: Float64Array): void;
@@ -162,7 +178,7 @@ class NativeUdpSocket implements UdpBatchSocket {
   private readonly slotLens: Uint32Array[] = [];
   private readonly slotAddrs: Uint8Array[] = [];
   private readonly slotPorts: Uint16Array[] = [];
-  private readonly counters = new Float64Array(8);
+  private readonly counters = new Float64Array(12);
   private handler: UdpBatchHandler | null = null;
   private closed = false;
 
@@ -204,7 +220,19 @@ class NativeUdpSocket implements UdpBatchSocket {
   get stats(): UdpStats {
     const c = this.counters;
     this.handle.stats(c);
-    return { rxPackets: c[0], rxBatches: c[1], txPackets: c[2], sendErrors: c[3], lastSendErrno: c[4], rxErrors: c[5], rxTruncated: c[6] };
+    return {
+      rxPackets: c[0],
+      rxBatches: c[1],
+      txPackets: c[2],
+      sendErrors: c[3],
+      lastSendErrno: c[4],
+      rxErrors: c[5],
+      rxTruncated: c[6],
+      gso: c[8] === 1,
+      gsoMessages: c[9],
+      gro: c[10] === 1,
+      groMessages: c[11],
+    };
   }
 
   close(): void {

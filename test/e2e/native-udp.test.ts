@@ -1,8 +1,9 @@
 /**
  * The native UDP socket (agent/uplinks/native/udp.cc) against the same compliance suite as MemoryNet,
  * on loopback, plus what only the kernel does: binding an address the machine does not have, process
- * exit after close(), and kernel fragmentation of 64 KB datagrams over a 1500-byte MTU (in a network
- * namespace this file creates, so that part needs root).
+ * exit after close(), and kernel fragmentation of 64 KB datagrams over a 1500-byte MTU, and how UDP
+ * GSO falls back when the kernel refuses it (in network namespaces this file creates, so those parts
+ * need root).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -20,7 +21,7 @@ loadNative('realmnet_udp');
 
 udpSuite(
   'native',
-  () => ({ open: openUdp, settle: () => new Promise((r) => setTimeout(r, 2)) }),
+  () => ({ open: openUdp, settle: () => new Promise((r) => setTimeout(r, 2)), offloads: true }),
   { v4: '127.0.0.1', v6: '::1' },
 );
 
@@ -100,5 +101,73 @@ describe('native UDP socket: 64 KB datagrams over a 1500-byte MTU (root, own net
     expect(r.out).toContain('127.0.0.1 65507');
     expect(r.out).toContain('::1 65527');
     expect(r.status).toBe(0);
+  });
+});
+
+describe('native UDP socket: GSO refused by the kernel (root, own netns)', () => {
+  const ns = `rngso-${process.pid}`;
+
+  beforeAll(() => {
+    if (process.getuid?.() !== 0) {
+      throw new Error('this part needs root: it creates a network namespace to change MTUs and routes; run the e2e tests as root');
+    }
+    execFileSync('ip', ['netns', 'add', ns]);
+    execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    // A route out of a non-loopback device, which a 127.0.0.1 source may not use (EINVAL).
+    execFileSync('ip', ['-n', ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1']);
+    execFileSync('ip', ['-n', ns, 'link', 'set', 'v0', 'up']);
+    execFileSync('ip', ['-n', ns, 'link', 'set', 'v1', 'up']);
+    execFileSync('ip', ['-n', ns, 'route', 'add', '192.0.2.0/24', 'dev', 'v0']);
+  });
+
+  afterAll(() => {
+    spawnSync('ip', ['netns', 'del', ns]);
+  });
+
+  // Sends `n` datagrams of `len` bytes, sequence-numbered, from a fresh socket to `to` (b's port unless
+  // given), then prints what b received and a's stats as one JSON line.
+  const script = `
+    import { openUdp, addressToBytes } from './agent/uplinks/socket.ts';
+    const [to, rounds] = [process.argv[1], Number(process.argv[2])];
+    const a = openUdp({ address: '127.0.0.1', port: 0 });
+    const b = openUdp({ address: '127.0.0.1', port: 0 });
+    const got = [];
+    b.start((buf, lens, src, ports, count) => { for (let i = 0; i < count; i++) got.push([buf.readUInt32BE(i * b.stride), lens[i]]); });
+    const n = 64, len = 1408, sent = [];
+    for (let r = 0; r < rounds; r++) {
+      const buf = Buffer.alloc(n * len), offsets = new Uint32Array(n), lengths = new Uint32Array(n).fill(len);
+      const addrs = new Uint8Array(n * 16), ports = new Uint16Array(n).fill(b.localPort);
+      for (let i = 0; i < n; i++) { offsets[i] = i * len; buf.writeUInt32BE(r * n + i, i * len); addressToBytes(to, addrs, i * 16); }
+      sent.push(a.send(buf, offsets, lengths, addrs, ports, n));
+    }
+    const want = to === '127.0.0.1' ? n * rounds : 0;
+    for (let i = 0; i < 300 && got.length < want; i++) await new Promise((r) => setTimeout(r, 10));
+    console.log(JSON.stringify({ sent, got, tx: a.stats }));
+    a.close();
+    b.close();`;
+
+  function run(mtu: number, to: string, rounds: number): { sent: number[]; got: number[][]; tx: Record<string, number | boolean> } {
+    execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'mtu', String(mtu)]);
+    const r = runNode(script, [to, String(rounds)], ['ip', 'netns', 'exec', ns]);
+    expect(r.status, r.out).toBe(0);
+    return JSON.parse(r.out.trim().split('\n').pop() ?? '') as { sent: number[]; got: number[][]; tx: Record<string, number | boolean> };
+  }
+
+  it('with a path MTU under 1500 it sends the run again one by one and keeps GSO off for the socket', () => {
+    // 1408 + 28 > 1200: the kernel refuses the segment size; single datagrams are IP-fragmented instead.
+    const r = run(1200, '127.0.0.1', 2);
+    expect(r.sent).toEqual([64, 64]);
+    expect(r.got).toEqual(Array.from({ length: 128 }, (_, i) => [i, 1408]));
+    expect(r.tx).toMatchObject({ gso: false, gsoMessages: 0, txPackets: 128, sendErrors: 0 });
+  });
+
+  it('keeps GSO on when the datagrams would fail alone too, and counts every one of them', () => {
+    // 127.0.0.1 may not be the source of a packet out of v0: EINVAL, for GSO or not.
+    const r = run(65536, '192.0.2.1', 2);
+    expect(r.sent).toEqual([0, 0]);
+    expect(r.tx).toMatchObject({ gso: true, sendErrors: 128, lastSendErrno: 22 });
+    const ok = run(65536, '127.0.0.1', 1);
+    expect(ok.got.length).toBe(64);
+    expect(ok.tx).toMatchObject({ gso: true, gsoMessages: 2 });
   });
 });

@@ -1,6 +1,9 @@
 /**
  * One UdpBatchSocket compliance suite, run against MemoryNet (test/unit/udp-memory.test.ts) and the
  * native socket on loopback (test/e2e/native-udp.test.ts), so the fake cannot drift from the real thing.
+ * The batch tests also pin down that UDP GSO/GRO stay invisible: runs of same-size datagrams, which the
+ * native socket sends as GSO messages and loopback delivers coalesced to a GRO socket, must reach the
+ * handler as the same separate datagrams, in order, with their sources.
  */
 import { describe, expect, it } from 'vitest';
 import { isRealmnetError } from '../../shared/errors.ts';
@@ -10,6 +13,8 @@ export interface UdpSuiteTarget {
   open(opts: UdpOptions): UdpBatchSocket;
   /** Lets in-flight datagrams arrive (MemoryNet: idle(); real: the event loop turns). */
   settle(): Promise<void>;
+  /** The target really coalesces (native on loopback): check the gso/gro stats too. */
+  offloads?: boolean;
 }
 
 interface Received {
@@ -58,6 +63,25 @@ function batch(payloads: Buffer[], to: UdpBatchSocket): [Buffer, Uint32Array, Ui
   const buf = Buffer.alloc(size);
   for (let i = 0; i < n; i++) payloads[i].copy(buf, offsets[i]);
   return [buf, offsets, lengths, addrs, ports, n];
+}
+
+/** A send batch of datagrams to several sockets, in the given order. */
+function mixed(items: Array<{ data: Buffer; to: UdpBatchSocket }>): [Buffer, Uint32Array, Uint32Array, Uint8Array, Uint16Array, number] {
+  const n = items.length;
+  const [buf, offsets, lengths, addrs, ports] = batch(
+    items.map((d) => d.data),
+    items[0].to,
+  );
+  for (let i = 0; i < n; i++) {
+    addressToBytes(items[i].to.localAddress, addrs, i * 16);
+    ports[i] = items[i].to.localPort;
+  }
+  return [buf, offsets, lengths, addrs, ports, n];
+}
+
+/** The sequence numbers received, in arrival order. */
+function seqs(got: Received[]): number[] {
+  return got.map((r) => r.data.readUInt32BE(0));
 }
 
 function payload(seq: number, length: number): Buffer {
@@ -124,6 +148,142 @@ export function udpSuite(name: string, makeTarget: () => UdpSuiteTarget, address
             await until(t, () => rx.got.length >= 1);
             expect(rx.got.length).toBe(1);
             expect(rx.got[0].data.equals(big)).toBe(true);
+          } finally {
+            a.close();
+            b.close();
+          }
+        });
+
+        // 1408 = MTU 1400 + our 8-byte header: the bulk-TCP case. Every combination of the offloads.
+        for (const [gso, gro] of [[true, true], [false, true], [true, false], [false, false]] as const) {
+          it(`64 same-length datagrams to one destination arrive as 64, intact and in order (gso ${gso}, gro ${gro})`, async () => {
+            const t = makeTarget();
+            const a = t.open({ address, port: 0, gso });
+            const b = t.open({ address, port: 0, gro });
+            try {
+              const rx = collect(b);
+              const payloads = Array.from({ length: 64 }, (_, i) => payload(i, 1408));
+              expect(a.send(...batch(payloads, b))).toBe(64);
+              await until(t, () => rx.got.length >= 64);
+              await t.settle();
+              expect(rx.got.length).toBe(64);
+              expect(seqs(rx.got)).toEqual(payloads.map((_, i) => i));
+              for (let i = 0; i < 64; i++) {
+                expect(rx.got[i].data.equals(payloads[i])).toBe(true);
+                expect(rx.got[i].src).toBe(a.localAddress);
+                expect(rx.got[i].srcPort).toBe(a.localPort);
+              }
+              expect(a.stats).toMatchObject({ txPackets: 64, sendErrors: 0 });
+              expect(b.stats).toMatchObject({ rxPackets: 64, rxTruncated: 0 });
+              if (t.offloads) {
+                expect(a.stats.gso).toBe(gso);
+                expect(b.stats.gro).toBe(gro);
+                // 46 * 1408 <= 65000 < 47 * 1408: two GSO messages.
+                expect(a.stats.gsoMessages).toBe(gso ? 2 : 0);
+                // Loopback hands the GSO messages to a GRO socket whole, so the addon had to split them.
+                if (gso && gro) expect(b.stats.groMessages).toBeGreaterThan(0);
+                if (!gro) expect(b.stats.groMessages).toBe(0);
+              }
+            } finally {
+              a.close();
+              b.close();
+            }
+          });
+        }
+
+        it('mixed lengths and destinations in one batch each arrive right, in order', async () => {
+          const t = makeTarget();
+          const a = t.open({ address, port: 0 });
+          const b = t.open({ address, port: 0 });
+          const c = t.open({ address, port: 0 });
+          try {
+            const rxB = collect(b);
+            const rxC = collect(c);
+            const plan: Array<[UdpBatchSocket, number, number]> = [
+              // [to, how many, length]
+              [b, 10, 1000],
+              [c, 5, 1000], // same length, other destination: a new run
+              [b, 3, 1000],
+              [b, 1, 300], // a shorter last datagram ends a run...
+              [b, 4, 1000], // ...and the next one starts a new run
+              [c, 4, 500],
+              [c, 1, 501], // longer than the run: not part of it
+              [b, 2, fam === 4 ? 1472 : 1452], // the largest segment coalesced
+              [b, 2, fam === 4 ? 1473 : 1453], // one more: sent one by one
+              [c, 1, 0], // an empty datagram is still a datagram
+              [b, 1, 9000],
+              [b, 3, 7],
+            ];
+            const items: Array<{ data: Buffer; to: UdpBatchSocket }> = [];
+            const want = new Map<UdpBatchSocket, Buffer[]>([[b, []], [c, []]]);
+            for (const [to, n, len] of plan) {
+              for (let k = 0; k < n; k++) {
+                // Sequence numbers need 4 bytes; the empty datagram is recognised by its length.
+                const data = len === 0 ? Buffer.alloc(0) : payload(items.length, Math.max(len, 4));
+                items.push({ data, to });
+                want.get(to)?.push(data);
+              }
+            }
+            expect(a.send(...mixed(items))).toBe(items.length);
+            const wantB = want.get(b) ?? [];
+            const wantC = want.get(c) ?? [];
+            await until(t, () => rxB.got.length >= wantB.length && rxC.got.length >= wantC.length);
+            await t.settle();
+            expect(rxB.got.map((r) => r.data.length)).toEqual(wantB.map((d) => d.length));
+            expect(rxC.got.map((r) => r.data.length)).toEqual(wantC.map((d) => d.length));
+            for (const [rx, w] of [[rxB, wantB], [rxC, wantC]] as const) {
+              for (let i = 0; i < w.length; i++) {
+                expect(rx.got[i].data.equals(w[i])).toBe(true);
+                expect(rx.got[i].src).toBe(a.localAddress);
+                expect(rx.got[i].srcPort).toBe(a.localPort);
+              }
+            }
+            expect(a.stats).toMatchObject({ txPackets: items.length, sendErrors: 0 });
+            if (t.offloads) expect(a.stats.gsoMessages).toBeGreaterThanOrEqual(5);
+          } finally {
+            a.close();
+            b.close();
+            c.close();
+          }
+        });
+
+        it('runs longer than 64 datagrams and coalesced receives larger than a batch arrive whole and in order', async () => {
+          const t = makeTarget();
+          const a = t.open({ address, port: 0 });
+          // Small batches and stride: a coalesced receive (up to 64 datagrams) spans several batches.
+          const b = t.open({ address, port: 0, batchSize: 16, maxDatagram: 1500 });
+          try {
+            const rx = collect(b);
+            const payloads = [
+              ...Array.from({ length: 150 }, (_, i) => payload(i, 1000)), // 64 + 64 + 22
+              ...Array.from({ length: 100 }, (_, i) => payload(150 + i, 1408)), // 46 + 46 + 8 (65000 bytes)
+            ];
+            expect(a.send(...batch(payloads, b))).toBe(250);
+            await until(t, () => rx.got.length >= 250);
+            await t.settle();
+            expect(seqs(rx.got)).toEqual(payloads.map((_, i) => i));
+            for (let i = 0; i < 250; i++) expect(rx.got[i].data.equals(payloads[i])).toBe(true);
+            expect(Math.max(...rx.batches)).toBeLessThanOrEqual(16);
+            expect(b.stats).toMatchObject({ rxPackets: 250, rxBatches: rx.batches.length, rxTruncated: 0 });
+            if (t.offloads) expect(a.stats.gsoMessages).toBe(6);
+          } finally {
+            a.close();
+            b.close();
+          }
+        });
+
+        it('counts each datagram over maxDatagram in rxTruncated and drops it, also inside a run', async () => {
+          const t = makeTarget();
+          const a = t.open({ address, port: 0 });
+          const b = t.open({ address, port: 0, maxDatagram: 500 });
+          try {
+            const rx = collect(b);
+            const payloads = [...Array.from({ length: 10 }, (_, i) => payload(i, 1000)), payload(10, 500), payload(11, 100)];
+            expect(a.send(...batch(payloads, b))).toBe(12);
+            await until(t, () => rx.got.length >= 2);
+            await t.settle();
+            expect(seqs(rx.got)).toEqual([10, 11]);
+            expect(b.stats).toMatchObject({ rxPackets: 2, rxTruncated: 10 });
           } finally {
             a.close();
             b.close();
