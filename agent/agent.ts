@@ -155,6 +155,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
               pendingTotal: rmCfg.pendingTotal,
               refreshBeforeExpiryMs: Math.min(10_000, (rmCfg.bindingTtlS * 1000) / 4),
               maxNegative: config.limits.mapCacheEntries,
+              negativeTtlMaxMs: rmCfg.negativeTtlMaxS * 1000,
               tunStride: t.stride,
               tunHeadroom: t.headroom,
               udpStride: ul.list[0].socket.stride,

@@ -15,7 +15,7 @@ export const DEFAULTS = {
   log: { level: 'info', format: 'pretty' },
   /** Abstract unix socket: private to the network namespace, gone when the agent exits. */
   control: { socket: '@realmnet/agent' },
-  rm: { port: 4342, bindingTtlS: 120, pendingPerId: 32, pendingTotal: 1024, refreshBeforeExpiryS: 10 },
+  rm: { port: 4342, bindingTtlS: 120, pendingPerId: 32, pendingTotal: 1024, negativeTtlMaxS: 5 },
 } as const;
 
 const ip = z.string().refine(isIpAddress, { message: MSG.ip });
@@ -74,6 +74,12 @@ export const AgentConfigSchema = z
         bindingTtlS: z.number().int().min(5).max(86_400).default(DEFAULTS.rm.bindingTtlS),
         pendingPerId: z.number().int().min(0).max(4096).default(DEFAULTS.rm.pendingPerId),
         pendingTotal: z.number().int().min(0).max(1_000_000).default(DEFAULTS.rm.pendingTotal),
+        /**
+         * Cap on how long a negative answer is believed. Short by default: a host that registers a
+         * moment after we asked (it booted later) should be reachable in seconds, not after the RM's
+         * negative TTL (LISP's one minute).
+         */
+        negativeTtlMaxS: z.number().int().min(0).max(3600).default(DEFAULTS.rm.negativeTtlMaxS),
       })
       .optional(),
     realm: z

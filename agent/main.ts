@@ -2,7 +2,13 @@ import { Command } from 'commander';
 import { systemClock } from '../shared/clock.ts';
 import { SystemError } from '../shared/errors.ts';
 import { createLogger } from '../shared/log.ts';
-import { createAgent, type AgentStatus } from './agent.ts';
+import { createSocket } from 'node:dgram';
+import { ConfigError } from '../shared/errors.ts';
+import { deriveHostId, parseHostId, parsePrefix } from '../shared/ids.ts';
+import { loadKeyPair } from '../shared/keys.ts';
+import { createAgent, type AgentIdentity, type AgentStatus } from './agent.ts';
+import type { AgentConfig } from './config.ts';
+import { createRmClient } from './mapcache/client.ts';
 import { loadAgentConfig, DEFAULTS } from './config.ts';
 import { queryControl, startControlServer } from './control.ts';
 import { createIpCommand } from './netconfig.ts';
@@ -18,7 +24,33 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   }
   const level = (overrides.logLevel ?? config.log.level) as typeof config.log.level;
   const log = createLogger({ level, format: config.log.format });
-  const agent = createAgent(config, { openTun, openUdp, net: createIpCommand(log), log: log.child({ module: 'agent' }), clock: systemClock });
+  const identity = loadIdentity(config);
+  const rm = config.rm;
+  const agent = createAgent(config, {
+    openTun,
+    openUdp,
+    net: createIpCommand(log),
+    log: log.child({ module: 'agent' }),
+    clock: systemClock,
+    identity,
+    makeRmClient:
+      identity === undefined || rm === undefined
+        ? undefined
+        : (_uplink, locator) => {
+            // Bound to the uplink's address, so source-policy routing sends it out through that uplink.
+            const socket = createSocket({ type: locator.includes(':') ? 'udp6' : 'udp4' });
+            socket.on('error', (e) => log.warn({ err: e.message, locator }, 'RM control socket'));
+            socket.bind({ address: locator, port: 0 });
+            return createRmClient({
+              rm: rm.servers.map((s) => ({ address: s.address, port: s.port, publicKey: s.publicKey === undefined ? undefined : new Uint8Array(Buffer.from(s.publicKey, 'base64')) })),
+              key: identity.key,
+              prefix: identity.prefix,
+              clock: systemClock,
+              log: log.child({ module: 'rm-client', locator }),
+              socket,
+            });
+          },
+  });
   await agent.start();
   let control;
   try {
@@ -54,6 +86,21 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
     // The readers keep the loop alive; SIGHUP is ignored rather than killing an overlay in use.
     process.on('SIGHUP', () => log.info('SIGHUP ignored (restart the agent to reload its config)'));
   });
+}
+
+/** The key and the ID derived from it; a hostId in the config must agree with it. */
+function loadIdentity(config: AgentConfig): AgentIdentity | undefined {
+  if (config.identity === undefined) return undefined;
+  const key = loadKeyPair(config.identity.key);
+  const prefix = parsePrefix(config.identity.prefix);
+  const hostId = deriveHostId(prefix, key.publicKey);
+  if (config.hostId !== undefined && !parseHostId(config.hostId).equals(hostId)) {
+    throw new ConfigError(
+      `config error: hostId: "${config.hostId}" is not the ID of key ${config.identity.key} in ${config.identity.prefix} (that is ${hostId.toString()})`,
+      'remove hostId (it is derived from the key) or fix it',
+    );
+  }
+  return { key, prefix, hostId };
 }
 
 export function agentCommand(): Command {

@@ -13,12 +13,23 @@ export function formatStatus(st: AgentStatus): string {
     ),
   );
   out.push('');
+  if (st.rm !== null) {
+    const r = st.rm;
+    out.push(
+      `Realm Manager ${r.servers.join(', ')}: ${r.registered ? `registered (seq ${r.seq}, ${r.lastRegisteredAgoS}s ago)` : `NOT registered${r.lastError ? `: ${r.lastError}` : ''}`}`,
+    );
+    out.push(`  lookups ${r.resolver.lookups} (positive ${r.resolver.positive}, negative ${r.resolver.negative}, failed ${r.resolver.failed}), pushes applied ${r.resolver.pushesApplied}, waiting packets dropped ${r.resolver.queueOverflow}`);
+    out.push('');
+  } else {
+    out.push('Realm Manager: none configured (static bindings only)');
+    out.push('');
+  }
   out.push(
     st.mapCache.length === 0
       ? 'map-cache: empty'
       : table(
-          ['host ID', 'source', 'locators', 'path', 'age'],
-          st.mapCache.map((e) => [e.hostId, e.source, e.locators.join(', '), e.path ?? 'NONE', `${e.ageS}s`]),
+          ['host ID', 'source', 'seq', 'locators', 'path', 'age', 'ttl'],
+          st.mapCache.map((e) => [e.hostId, e.source, String(e.seq), e.locators.join(', '), e.path ?? 'NONE', `${e.ageS}s`, e.ttlS === null ? '-' : `${e.ttlS}s`]),
         ),
   );
   out.push('');

@@ -34,6 +34,8 @@ export interface ResolverOptions {
   readonly refreshBeforeExpiryMs: number;
   /** How many negative entries to remember at most. */
   readonly maxNegative: number;
+  /** Cap on a negative answer's TTL, ms. */
+  readonly negativeTtlMaxMs: number;
   /** Layouts of the batches the data plane's handlers take. */
   readonly tunStride: number;
   readonly tunHeadroom: number;
@@ -185,7 +187,7 @@ export class Resolver {
           if (first) this.deps.rm.subscribe([id]).catch((e: unknown) => this.deps.log.warn({ hostId: id.toString(), err: String(e) }, 'subscribe failed'));
         } else {
           this.counters.negative++;
-          if (this.negative.size < this.opts.maxNegative) this.negative.set(id.hex, this.deps.clock.now() + answer.ttl * 1000);
+          if (this.negative.size < this.opts.maxNegative) this.negative.set(id.hex, this.deps.clock.now() + Math.min(answer.ttl * 1000, this.opts.negativeTtlMaxMs));
         }
         this.release(id.hex);
       },

@@ -6,6 +6,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { TESTBED } from './topology.ts';
+import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
+import { generateKeyPair, saveKeyPair } from '../../shared/keys.ts';
 
 /** Host IDs on the testbed (realm prefix fd00::/8, a ULA range: DESIGN.md §4). */
 export const HOST_IDS = { mh: 'fd00:1::a', ch: 'fd00:1::c' } as const;
@@ -98,4 +100,72 @@ export async function writeAgentConfigs(dir: string, opts: AgentConfigOptions = 
   await writeFile(paths.mh, stringify(mh));
   await writeFile(paths.ch, stringify(ch));
   return paths;
+}
+
+// ---- with a Realm Manager -------------------------------------------------------------------------
+
+/** The testbed realm: host IDs are derived from each host's key under this prefix. */
+export const REALM = { name: 'testbed', prefix: 'fd00:1::/32' } as const;
+
+export interface RealmFiles {
+  /** Agent configs (identity + RM, no static peers) and the RM config. */
+  readonly mh: string;
+  readonly ch: string;
+  readonly rm: string;
+  /** The host IDs the keys give in the realm. */
+  readonly ids: { readonly mh: string; readonly ch: string };
+  readonly rmPublicKey: string;
+  readonly rmAddress: string;
+}
+
+export interface RealmOptions extends AgentConfigOptions {
+  /** Extra RM config (e.g. policy), merged over the defaults; a function gets the hosts' IDs. */
+  rmExtra?: Record<string, unknown> | ((ids: { mh: string; ch: string }) => Record<string, unknown>);
+  /** RM registration timing (seconds); short values make expiry testable. */
+  refreshS?: number;
+  expiryS?: number;
+}
+
+/**
+ * Keys for mh, ch and the RM, the RM's config (listening on rm's underlay address, store in `dir`),
+ * and agent configs that find each other only through the RM.
+ */
+export async function writeRealmConfigs(dir: string, opts: RealmOptions = {}): Promise<RealmFiles> {
+  await mkdir(dir, { recursive: true });
+  const fam = opts.ipv6Underlay ? 'v6' : 'v4';
+  const prefix = parsePrefix(REALM.prefix);
+  const keys = { mh: generateKeyPair(), ch: generateKeyPair(), rm: generateKeyPair() };
+  for (const [n, k] of Object.entries(keys)) saveKeyPair(join(dir, `${n}.key`), k, { overwrite: true });
+  const rmAddress = TESTBED[fam].rm.core;
+  const rmPublicKey = Buffer.from(keys.rm.publicKey).toString('base64');
+  const ids = { mh: deriveHostId(prefix, keys.mh.publicKey).toString(), ch: deriveHostId(prefix, keys.ch.publicKey).toString() };
+  const { mh, ch } = agentConfigs(opts);
+  const realmMode = (c: AgentConfigFile, node: 'mh' | 'ch') => {
+    const { hostId: _static, peers: _peers, ...rest } = c;
+    return {
+      ...rest,
+      identity: { key: join(dir, `${node}.key`), prefix: REALM.prefix },
+      rm: { servers: [{ address: rmAddress, publicKey: rmPublicKey }] },
+    };
+  };
+  const rm = {
+    realm: REALM.name,
+    prefix: REALM.prefix,
+    listen: [rmAddress],
+    key: join(dir, 'rm.key'),
+    store: { path: join(dir, 'rm.db') },
+    registration: { refreshS: opts.refreshS ?? 60, expiryS: opts.expiryS ?? 180 },
+    log: { level: opts.logLevel ?? 'info', format: opts.logFormat ?? 'json' },
+    ...(typeof opts.rmExtra === 'function' ? opts.rmExtra(ids) : opts.rmExtra),
+  };
+  const paths = { mh: join(dir, 'mh.yaml'), ch: join(dir, 'ch.yaml'), rm: join(dir, 'rm.yaml') };
+  await writeFile(paths.mh, stringify(realmMode(mh, 'mh')));
+  await writeFile(paths.ch, stringify(realmMode(ch, 'ch')));
+  await writeFile(paths.rm, stringify(rm));
+  return {
+    ...paths,
+    ids,
+    rmPublicKey,
+    rmAddress,
+  };
 }

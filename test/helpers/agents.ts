@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentStatus } from '../../agent/agent.ts';
-import { HOST_IDS, writeAgentConfigs, type AgentConfigOptions } from '../../scripts/testbed/configs.ts';
+import { HOST_IDS, writeAgentConfigs, writeRealmConfigs, type AgentConfigOptions, type RealmFiles, type RealmOptions } from '../../scripts/testbed/configs.ts';
 import type { Testbed } from '../../scripts/testbed/topology.ts';
 import type { NsProcess } from './netns.ts';
 
@@ -62,13 +62,13 @@ export interface BulkResult {
 }
 
 /** A checked bulk TCP transfer from mh to ch over host IDs. */
-export async function bulkTransfer(tb: Testbed, bytes: number, port = 5001): Promise<{ sent: BulkResult; received: BulkResult }> {
+export async function bulkTransfer(tb: Testbed, bytes: number, port = 5001, to: string = HOST_IDS.ch): Promise<{ sent: BulkResult; received: BulkResult }> {
   const tool = join(REPO, 'scripts', 'tools', 'bulk.ts');
-  const sink = tb.spawn('ch', process.execPath, ['--import', 'tsx', tool, 'sink', '--listen', HOST_IDS.ch, '--port', String(port)], { cwd: REPO });
+  const sink = tb.spawn('ch', process.execPath, ['--import', 'tsx', tool, 'sink', '--listen', to, '--port', String(port)], { cwd: REPO });
   try {
     // Wait until the sink listens.
     for (let i = 0; i < 100 && !sink.stderrTail().includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
-    const src = await tb.exec('mh', process.execPath, ['--import', 'tsx', tool, 'source', '--connect', HOST_IDS.ch, '--port', String(port), '--bytes', String(bytes)], {
+    const src = await tb.exec('mh', process.execPath, ['--import', 'tsx', tool, 'source', '--connect', to, '--port', String(port), '--bytes', String(bytes)], {
       cwd: REPO,
       timeoutMs: 120_000,
     });
@@ -78,5 +78,72 @@ export async function bulkTransfer(tb: Testbed, bytes: number, port = 5001): Pro
     return { sent, received };
   } finally {
     await sink.stop();
+  }
+}
+
+export interface Realm {
+  rm: NsProcess;
+  mh: NsProcess;
+  ch: NsProcess;
+  files: RealmFiles;
+  /** Restarts the RM process (kill -9 when `hard`), same config and store. */
+  restartRm(hard?: boolean): Promise<void>;
+  /** Restarts one agent (an empty map-cache), same config. */
+  restartAgent(node: 'mh' | 'ch'): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** A Realm Manager in rm, agents in mh and ch that know each other only through it. */
+export async function startRealm(tb: Testbed, opts: RealmOptions = {}, waitForPing = true): Promise<Realm> {
+  const dir = await mkdtemp(join(tmpdir(), 'realmnet-realm-'));
+  const files = await writeRealmConfigs(dir, { logLevel: 'info', ...opts });
+  const spawnRm = () => tb.spawn('rm', process.execPath, [CLI, 'rm', '--config', files.rm], { cwd: REPO });
+  const realm: Realm = {
+    rm: spawnRm(),
+    mh: tb.spawn('mh', process.execPath, [CLI, 'agent', '--config', files.mh], { cwd: REPO }),
+    ch: tb.spawn('ch', process.execPath, [CLI, 'agent', '--config', files.ch], { cwd: REPO }),
+    files,
+    async restartRm(hard = false) {
+      if (hard) realm.rm.child.kill('SIGKILL');
+      await realm.rm.stop(5000);
+      realm.rm = spawnRm();
+    },
+    async restartAgent(node) {
+      await realm[node].stop(5000);
+      realm[node] = tb.spawn(node, process.execPath, [CLI, 'agent', '--config', files[node]], { cwd: REPO });
+    },
+    async stop() {
+      await Promise.all([realm.mh.stop(5000), realm.ch.stop(5000), realm.rm.stop(5000)]);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  if (!waitForPing) return realm;
+  const deadline = Date.now() + 25_000;
+  await waitRegistered(tb, deadline);
+  for (;;) {
+    for (const p of [realm.rm, realm.mh, realm.ch]) {
+      if (!p.running()) {
+        await realm.stop();
+        throw new Error(`${p.node} exited during start-up:\n${p.stderrTail()}${p.stdoutTail()}`);
+      }
+    }
+    const r = await tb.exec('mh', 'ping', ['-6', '-n', '-c1', '-W1', files.ids.ch], { allowFail: true });
+    if (r.code === 0) return realm;
+    if (Date.now() > deadline) {
+      const tails = [realm.rm, realm.mh, realm.ch].map((p) => `${p.node}: ${p.stderrTail()}${p.stdoutTail()}`).join('\n');
+      await realm.stop();
+      throw new Error(`hosts did not reach each other through the RM within 25 s:\n${tails}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Waits until both agents say they are registered with the RM. */
+export async function waitRegistered(tb: Testbed, deadline = Date.now() + 20_000): Promise<void> {
+  for (;;) {
+    const [mh, ch] = await Promise.all([agentStatus(tb, 'mh').catch(() => null), agentStatus(tb, 'ch').catch(() => null)]);
+    if (mh?.rm?.registered && ch?.rm?.registered) return;
+    if (Date.now() > deadline) throw new Error('the agents did not register with the RM in time');
+    await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -1,0 +1,503 @@
+/**
+ * Failover decisions for paths (local uplink × remote locator): pure functions of (state, now).
+ *
+ * 1. While traffic flows to a peer, the shell probes each of that peer's paths every probeIntervalMs;
+ *    idle paths every idleProbeIntervalMs (or never). onProbeSent / onReply fold what happened into an
+ *    immutable PathState.
+ * 2. decide(state, now, timing, active) returns one action; the shell performs it (send a probe) or
+ *    folds it with apply(), then calls decide again until it returns 'none' (at most a few rounds).
+ * 3. onLocalLink() takes the uplink monitor's facts: carrier loss or the uplink's address/route gone
+ *    puts every path of that uplink down at once, without waiting for probes.
+ * 4. rankPaths / preferredGroup pick the best usable paths of a peer; pickByWeight + flowHash spread
+ *    flows (never the packets of one flow) over an equally-preferred group by weight.
+ *
+ * States: unknown (never answered) → up on the first reply; up → suspect after ~1.5 probe intervals
+ * of silence (the data plane may start duplicating onto an alternative) → down after downAfterMs;
+ * down → probation after upAfterReplies consecutive replies → up after holdDownMs. A path that keeps
+ * failing collects a flap penalty (RFC 2439-style, decaying with a half-life): above flapSuppressAt
+ * it stays down or on probation until the penalty decays, so a flapping link cannot cause a switch
+ * storm.
+ */
+
+export interface PathTiming {
+  /** Probe interval of a path whose peer has traffic. */
+  readonly probeIntervalMs: number;
+  /** Probe interval of an idle path; Infinity = never probe idle paths. */
+  readonly idleProbeIntervalMs: number;
+  /** No reply for this long (active) => suspect. */
+  readonly suspectAfterMs: number;
+  /** No reply for this long (active) => down. */
+  readonly downAfterMs: number;
+  /** A path that came back stays on probation this long before it is preferred again. */
+  readonly holdDownMs: number;
+  /** Consecutive replies a down path needs to go to probation. */
+  readonly upAfterReplies: number;
+  /** Half-life of the flap penalty (each transition to down adds 1). */
+  readonly flapHalfLifeMs: number;
+  /** With a penalty at or above this, a path may not leave down or probation. */
+  readonly flapSuppressAt: number;
+}
+
+/**
+ * Why these numbers (DESIGN.md §2): carrier loss is reported by the uplink monitor in a few ms and
+ * needs no probing. A silent blackhole must cost at most ~500 ms of goodput, and TCP's own
+ * retransmissions come at ~200 ms, 600 ms, 1.4 s: so a path is suspect after 150 ms without a reply
+ * (1.5 probe intervals: one lost probe, before TCP's first retransmission, so that retransmission can
+ * be duplicated onto an alternative) and down after 300 ms (3 probe intervals, BFD's usual detect
+ * multiplier), which leaves time to switch before TCP's second retransmission at ~600 ms. At 100 ms a
+ * probe costs ~10 small datagrams/s per path of an active peer only. Idle paths are checked every 5 s so
+ * that the first packet to a quiet peer does not pick a path that died meanwhile. A path that comes
+ * back needs 3 replies in a row and then 2 s of good behaviour before it is preferred again
+ * (Tailscale and MPTCP likewise avoid switching back on the first sign of life); three failures within a
+ * few seconds (penalty ≥ 2, half-life 15 s) keep it down until it has been quiet for ~8 s, so a link
+ * flapping every second causes about five transitions to down in 20 s and none to up.
+ */
+export const DEFAULT_PATH_TIMING: PathTiming = Object.freeze({
+  probeIntervalMs: 100,
+  idleProbeIntervalMs: 5_000,
+  suspectAfterMs: 150,
+  downAfterMs: 300,
+  holdDownMs: 2_000,
+  upAfterReplies: 3,
+  flapHalfLifeMs: 15_000,
+  flapSuppressAt: 2,
+});
+
+export type PathStateName = 'unknown' | 'up' | 'suspect' | 'down' | 'probation';
+
+/** Probes whose outcome the loss estimate covers (bits of PathState.window). */
+export const LOSS_WINDOW = 20;
+/** Transitions to down remembered for the flap penalty (older ones weigh < 1/16 at 4 half-lives). */
+export const MAX_DOWNS_KEPT = 8;
+
+export interface PathState {
+  readonly state: PathStateName;
+  /** When the path entered `state`. */
+  readonly since: number;
+  /** The local uplink is usable (the monitor's `usable`). */
+  readonly localUp: boolean;
+  /** -Infinity before the first probe. */
+  readonly lastSentAt: number;
+  /** -Infinity before the first reply. */
+  readonly lastReplyAt: number;
+  /** Send time of the first probe after the last reply; null when nothing is outstanding. */
+  readonly unansweredSince: number | null;
+  /** Answered probes in a row, newest first (probes still in flight are skipped). */
+  readonly consecutiveReplies: number;
+  /** Smoothed RTT (RFC 6298 SRTT); null before the first sample. */
+  readonly rttMs: number | null;
+  /** RFC 6298 RTTVAR. */
+  readonly rttVarMs: number | null;
+  /** Probes sent, ever. */
+  readonly sent: number;
+  /** Unanswered probes among the last LOSS_WINDOW, not counting those still within their RTO (in flight). */
+  readonly lost: number;
+  /** Send times of the last LOSS_WINDOW probes, oldest first. */
+  readonly probeTimes: readonly number[];
+  /** Bit i set: probeTimes[i] was answered. */
+  readonly answered: number;
+  /** Last entry into probation (-Infinity: never); the hold-down counts from here. */
+  readonly recoveredAt: number;
+  /** Times of the last transitions to down, oldest first, at most MAX_DOWNS_KEPT. */
+  readonly downs: readonly number[];
+}
+
+export type PathAction =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'probe' }
+  | { readonly kind: 'markSuspect' }
+  | { readonly kind: 'markDown' }
+  | { readonly kind: 'markUp' }
+  | { readonly kind: 'markProbation' };
+
+const NONE: PathAction = Object.freeze({ kind: 'none' });
+const PROBE: PathAction = Object.freeze({ kind: 'probe' });
+const MARK_SUSPECT: PathAction = Object.freeze({ kind: 'markSuspect' });
+const MARK_DOWN: PathAction = Object.freeze({ kind: 'markDown' });
+const MARK_UP: PathAction = Object.freeze({ kind: 'markUp' });
+const MARK_PROBATION: PathAction = Object.freeze({ kind: 'markProbation' });
+
+export function initialPathState(now: number, localUp = true): PathState {
+  return Object.freeze({
+    state: localUp ? 'unknown' : 'down',
+    since: now,
+    localUp,
+    lastSentAt: -Infinity,
+    lastReplyAt: -Infinity,
+    unansweredSince: null,
+    consecutiveReplies: 0,
+    rttMs: null,
+    rttVarMs: null,
+    sent: 0,
+    lost: 0,
+    probeTimes: [],
+    answered: 0,
+    recoveredAt: -Infinity,
+    downs: [],
+  });
+}
+
+// 1. Folding in what happened.
+
+export function onProbeSent(s: PathState, now: number): PathState {
+  const full = s.probeTimes.length >= LOSS_WINDOW;
+  const probeTimes = Object.freeze([...(full ? s.probeTimes.slice(1) : s.probeTimes), now]);
+  const answered = full ? s.answered >>> 1 : s.answered;
+  const rto = rtoMs(s);
+  return Object.freeze({
+    ...s,
+    lastSentAt: now,
+    sent: s.sent + 1,
+    unansweredSince: s.unansweredSince ?? now,
+    probeTimes,
+    answered,
+    lost: lostIn(probeTimes, answered, now, rto),
+    consecutiveReplies: repliesInARow(probeTimes, answered, now, rto),
+  });
+}
+
+/**
+ * A probe reply, with the RTT the shell measured from the timestamp the probe carried: it answers the
+ * newest probe sent at or before now − rttMs (a duplicate reply changes nothing but lastReplyAt).
+ */
+export function onReply(s: PathState, now: number, rttMs: number): PathState {
+  const rttSample = Math.max(0, rttMs);
+  const sentAt = now - rttSample;
+  let i = s.probeTimes.length - 1;
+  while (i >= 0 && s.probeTimes[i] > sentAt + 0.5) i--;
+  const fresh = i >= 0 && (s.answered & (1 << i)) === 0;
+  const answered = fresh ? s.answered | (1 << i) : s.answered;
+  // Still outstanding: the first unanswered probe sent after the one just answered.
+  let unansweredSince: number | null = null;
+  for (let j = i + 1; j < s.probeTimes.length; j++) {
+    if ((answered & (1 << j)) === 0) {
+      unansweredSince = s.probeTimes[j];
+      break;
+    }
+  }
+  const rtt = fresh || s.rttMs === null ? smoothRtt(s.rttMs, s.rttVarMs, rttSample) : { srtt: s.rttMs, rttvar: s.rttVarMs ?? 0 };
+  const next = { ...s, rttMs: rtt.srtt, rttVarMs: rtt.rttvar };
+  const rto = rtoMs(next);
+  return Object.freeze({
+    ...next,
+    lastReplyAt: Math.max(s.lastReplyAt, now),
+    unansweredSince,
+    answered,
+    lost: lostIn(s.probeTimes, answered, now, rto),
+    consecutiveReplies: repliesInARow(s.probeTimes, answered, now, rto),
+  });
+}
+
+/**
+ * The uplink monitor's verdict on the local uplink. Out: down at once (no probe can leave). Back:
+ * probation (the far side is not verified yet; decide() promotes it after the hold-down), with a clean
+ * slate for silence so that the time the uplink was out does not count against it.
+ */
+export function onLocalLink(s: PathState, up: boolean, now: number): PathState {
+  if (up === s.localUp) return s;
+  if (!up) {
+    const wasDown = s.state === 'down';
+    return Object.freeze({
+      ...s,
+      localUp: false,
+      state: 'down',
+      since: wasDown ? s.since : now,
+      unansweredSince: null,
+      downs: wasDown ? s.downs : pushDown(s.downs, now),
+    });
+  }
+  return Object.freeze({ ...s, localUp: true, state: 'probation', since: now, recoveredAt: now, unansweredSince: null });
+}
+
+/** Folds a decided action into the state ('probe' is onProbeSent). */
+export function apply(s: PathState, action: PathAction, now: number): PathState {
+  switch (action.kind) {
+    case 'none':
+      return s;
+    case 'probe':
+      return onProbeSent(s, now);
+    case 'markSuspect':
+      return Object.freeze({ ...s, state: 'suspect', since: now });
+    case 'markDown':
+      return Object.freeze({ ...s, state: 'down', since: now, downs: pushDown(s.downs, now) });
+    case 'markUp':
+      return Object.freeze({ ...s, state: 'up', since: now });
+    case 'markProbation':
+      // From suspect the path never went down: its hold-down keeps running from when it came back.
+      return Object.freeze({ ...s, state: 'probation', since: now, recoveredAt: s.state === 'suspect' ? s.recoveredAt : now });
+  }
+}
+
+// 2. Deciding.
+
+/**
+ * The one next thing to do for a path at `now`. `active`: the peer has had traffic recently. State
+ * changes come before probes; call again after performing an action until it returns 'none'.
+ */
+export function decide(s: PathState, now: number, t: PathTiming, active: boolean): PathAction {
+  if (!s.localUp) return s.state === 'down' ? NONE : MARK_DOWN;
+
+  const quiet = silence(s, now, t, active);
+  const downAfter = active ? t.downAfterMs : t.downAfterMs + t.idleProbeIntervalMs;
+  const suppressed = flapPenalty(s, now, t) >= t.flapSuppressAt;
+
+  switch (s.state) {
+    case 'unknown':
+      if (s.lastReplyAt >= s.since) return MARK_UP;
+      if (quiet >= downAfter) return MARK_DOWN;
+      break;
+    case 'up':
+      if (quiet >= downAfter) return MARK_DOWN;
+      if (quiet >= t.suspectAfterMs) return MARK_SUSPECT;
+      break;
+    case 'probation':
+      if (quiet >= downAfter) return MARK_DOWN;
+      if (quiet >= t.suspectAfterMs) return MARK_SUSPECT;
+      if (now - s.recoveredAt >= t.holdDownMs && !suppressed) return MARK_UP;
+      break;
+    case 'suspect':
+      if (quiet >= downAfter) return MARK_DOWN;
+      if (s.lastReplyAt >= s.since) {
+        // A reply: back where it was. A path still inside its hold-down (or penalised) was on probation.
+        return now - s.recoveredAt < t.holdDownMs || suppressed ? MARK_PROBATION : MARK_UP;
+      }
+      break;
+    case 'down':
+      if (s.consecutiveReplies >= t.upAfterReplies && s.lastReplyAt >= s.since && !suppressed) return MARK_PROBATION;
+      break;
+  }
+
+  const interval = active ? t.probeIntervalMs : t.idleProbeIntervalMs;
+  if (Number.isFinite(interval) && now - s.lastSentAt >= interval) return PROBE;
+  return NONE;
+}
+
+/**
+ * How long the path has been silent while someone was asking: counted from the last reply, but never
+ * from before the moment an answer could have come (the first unanswered probe's send time + SRTT),
+ * less one probe interval when active so that steady probing counts exactly from the last reply. So a
+ * path that was idle is not condemned for the time nobody asked it.
+ */
+export function silence(s: PathState, now: number, t: PathTiming, active: boolean): number {
+  if (s.unansweredSince === null) return 0;
+  const expected = s.unansweredSince + (s.rttMs ?? 0) - (active ? t.probeIntervalMs : 0);
+  return Math.max(0, now - Math.max(s.lastReplyAt, expected));
+}
+
+/** Sum over recent transitions to down of 2^(-age/halfLife). */
+export function flapPenalty(s: PathState, now: number, t: PathTiming): number {
+  let p = 0;
+  for (const at of s.downs) p += Math.pow(2, -Math.max(0, now - at) / t.flapHalfLifeMs);
+  return p;
+}
+
+/** Fraction of the probes in the window that were lost (in-flight ones not counted). */
+export function lossRatio(s: PathState, now: number): number {
+  const rto = rtoMs(s);
+  let resolved = 0;
+  for (let i = 0; i < s.probeTimes.length; i++) if ((s.answered & (1 << i)) !== 0 || now - s.probeTimes[i] > rto) resolved++;
+  return resolved > 0 ? lostIn(s.probeTimes, s.answered, now, rto) / resolved : 0;
+}
+
+/** RFC 6298 retransmission timeout for a probe on this path (1 s before the first sample, clock granularity 1 ms). */
+export function rtoMs(s: PathState): number {
+  if (s.rttMs === null || s.rttVarMs === null) return 1_000;
+  return s.rttMs + Math.max(1, 4 * s.rttVarMs);
+}
+
+// RFC 6298 §2: alpha = 1/8, beta = 1/4; the first sample sets SRTT = R, RTTVAR = R/2.
+function smoothRtt(srtt: number | null, rttvar: number | null, r: number): { srtt: number; rttvar: number } {
+  if (srtt === null || rttvar === null) return { srtt: r, rttvar: r / 2 };
+  const nextVar = 0.75 * rttvar + 0.25 * Math.abs(srtt - r);
+  return { srtt: 0.875 * srtt + 0.125 * r, rttvar: nextVar };
+}
+
+function lostIn(times: readonly number[], answered: number, now: number, rto: number): number {
+  let lost = 0;
+  for (let i = 0; i < times.length; i++) if ((answered & (1 << i)) === 0 && now - times[i] > rto) lost++;
+  return lost;
+}
+
+function repliesInARow(times: readonly number[], answered: number, now: number, rto: number): number {
+  let i = times.length - 1;
+  while (i >= 0 && (answered & (1 << i)) === 0 && now - times[i] <= rto) i--; // in flight
+  let n = 0;
+  for (; i >= 0 && (answered & (1 << i)) !== 0; i--) n++;
+  return n;
+}
+
+function pushDown(downs: readonly number[], now: number): readonly number[] {
+  const next = downs.length >= MAX_DOWNS_KEPT ? downs.slice(downs.length - MAX_DOWNS_KEPT + 1) : downs.slice();
+  next.push(now);
+  return Object.freeze(next);
+}
+
+// 3. Ranking.
+
+/** Lower is better: up > probation > unknown > suspect > down. */
+export const STATE_RANK: Readonly<Record<PathStateName, number>> = Object.freeze({ up: 0, probation: 1, unknown: 2, suspect: 3, down: 4 });
+
+export interface PathCandidate<P> {
+  readonly path: P;
+  readonly state: PathState;
+  /** The remote locator's priority (lower is preferred; the remote realm's policy). */
+  readonly remotePriority: number;
+  /** The local uplink's priority (lower is preferred). */
+  readonly localPriority: number;
+  /** Share of flows among equally-preferred paths. */
+  readonly weight: number;
+}
+
+/**
+ * Paths of one peer that can send (local uplink usable), best first: by state (up > probation >
+ * unknown > suspect > down), then remote priority, then local priority, then smoothed RTT (unknown
+ * last), then input order; among down paths, those answering again (held down by the flap penalty)
+ * come first, whatever their priority. Down paths stay in the list as a last resort for when nothing else is left. `current`
+ * (the path in use) stays first while it is in the best class and its RTT is within `rttMarginMs` or
+ * 20 % of the best's, so two paths of nearly equal RTT never make traffic hop back and forth.
+ */
+export function rankPaths<P>(cands: readonly PathCandidate<P>[], current?: P, rttMarginMs = 5): PathCandidate<P>[] {
+  const ranked = cands
+    .filter((c) => c.state.localUp)
+    .map((c, i) => ({ c, i }))
+    .sort((a, b) => compareState(a.c, b.c) || compareRevival(a.c, b.c) || compareClass(a.c, b.c) || compareRtt(a.c, b.c) || a.i - b.i)
+    .map((x) => x.c);
+  if (current === undefined || ranked.length < 2) return ranked;
+  const at = ranked.findIndex((c) => c.path === current);
+  if (at <= 0) return ranked;
+  const best = ranked[0];
+  const cur = ranked[at];
+  if (compareClass(cur, best) !== 0) return ranked;
+  const bestRtt = best.state.rttMs;
+  const curRtt = cur.state.rttMs;
+  const close = bestRtt === null || curRtt === null || curRtt - bestRtt <= Math.max(rttMarginMs, 0.2 * bestRtt);
+  if (!close) return ranked;
+  return [cur, ...ranked.slice(0, at), ...ranked.slice(at + 1)];
+}
+
+/** The leading paths of a ranked list that are equally preferred (same state class and priorities): spread flows over these. */
+export function preferredGroup<P>(ranked: readonly PathCandidate<P>[]): PathCandidate<P>[] {
+  if (ranked.length === 0) return [];
+  let n = 1;
+  while (n < ranked.length && compareClass(ranked[n], ranked[0]) === 0) n++;
+  return ranked.slice(0, n);
+}
+
+function compareClass<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
+  return STATE_RANK[a.state.state] - STATE_RANK[b.state.state] || a.remotePriority - b.remotePriority || a.localPriority - b.localPriority;
+}
+
+function compareState<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
+  return STATE_RANK[a.state.state] - STATE_RANK[b.state.state];
+}
+
+function compareRevival<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
+  if (a.state.state !== 'down') return 0;
+  return b.state.consecutiveReplies - a.state.consecutiveReplies;
+}
+
+function compareRtt<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
+  const x = a.state.rttMs;
+  const y = b.state.rttMs;
+  if (x === null) return y === null ? 0 : 1;
+  if (y === null) return -1;
+  return x - y;
+}
+
+// 4. Spreading flows.
+
+/**
+ * Index of the candidate that carries the flow, chosen with weighted rendezvous hashing: each candidate
+ * scores weight / -ln(u) with u uniform from (flowHash, key), the highest wins, so each candidate gets
+ * weight/Σweight of the flows, and when a candidate leaves the group only its own flows move. `key`
+ * identifies a candidate across calls (e.g. the uplink index); the array index is used without it.
+ * Returns -1 when no candidate has a positive weight. Allocates nothing.
+ */
+export function pickByWeight(flowHash: number, candidates: readonly { readonly weight: number; readonly key?: number }[]): number {
+  let best = -1;
+  let bestScore = -Infinity;
+  for (let i = 0; i < candidates.length; i++) {
+    const c = candidates[i];
+    if (!(c.weight > 0)) continue;
+    const h = fmix32(Math.imul((flowHash ^ Math.imul((c.key ?? i) + 1, 0x9e3779b1)) | 0, 0x85ebca6b));
+    // u in (0, 1): never 0 (log would be -Infinity) nor 1.
+    const u = ((h >>> 0) + 0.5) / 4294967296;
+    const score = c.weight / -Math.log(u);
+    if (score > bestScore) {
+      bestScore = score;
+      best = i;
+    }
+  }
+  return best;
+}
+
+const NH_HOP_BY_HOP = 0;
+const NH_TCP = 6;
+const NH_UDP = 17;
+const NH_ROUTING = 43;
+const NH_FRAGMENT = 44;
+const NH_DEST_OPTS = 60;
+const NH_SCTP = 132;
+const NH_UDPLITE = 136;
+
+/**
+ * A 32-bit hash of the inner IPv6 packet at buf[off..off+len): source, destination, upper-layer
+ * protocol and, for TCP/UDP/UDP-Lite/SCTP, the ports; otherwise (and for fragments, so that all
+ * fragments of a packet hash alike) the flow label. Skips up to four extension headers. Reads only
+ * inside the packet; a packet that is not IPv6 or too short hashes to 0. Allocates nothing.
+ */
+export function flowHash(buf: Uint8Array, off: number, len: number = buf.length - off): number {
+  const end = Math.min(buf.length, off + len);
+  if (end - off < 40 || buf[off] >> 4 !== 6) return 0;
+  let h = 0x2545f491;
+  for (let i = off + 8; i < off + 40; i += 4) h = mixWord(h, read32(buf, i));
+  let nh = buf[off + 6];
+  let p = off + 40;
+  let ports = 0;
+  let hasPorts = false;
+  let fragment = false;
+  for (let hops = 0; hops < 4; hops++) {
+    if (nh === NH_HOP_BY_HOP || nh === NH_ROUTING || nh === NH_DEST_OPTS) {
+      if (p + 8 > end) break;
+      const next = buf[p];
+      p += (buf[p + 1] + 1) * 8;
+      nh = next;
+    } else if (nh === NH_FRAGMENT) {
+      if (p + 8 > end) break;
+      nh = buf[p];
+      fragment = true;
+      break;
+    } else break;
+  }
+  if (!fragment && (nh === NH_TCP || nh === NH_UDP || nh === NH_UDPLITE || nh === NH_SCTP) && p + 4 <= end) {
+    ports = read32(buf, p);
+    hasPorts = true;
+  }
+  h = mixWord(h, nh);
+  const flowLabel = ((buf[off + 1] & 0x0f) << 16) | (buf[off + 2] << 8) | buf[off + 3];
+  h = mixWord(h, hasPorts ? ports : flowLabel);
+  return fmix32(h) >>> 0;
+}
+
+function read32(b: Uint8Array, i: number): number {
+  return ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) | 0;
+}
+
+// MurmurHash3's block mix and finaliser (32-bit, Math.imul: no allocation, stays in Smi/int32).
+function mixWord(h: number, k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h | 0;
+}

@@ -1,0 +1,95 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { up, type Testbed } from '../../scripts/testbed/topology.ts';
+import { REALM } from '../../scripts/testbed/configs.ts';
+import { requireRoot, uniquePrefix, pings } from '../helpers/netns.ts';
+import { agentStatus, startRealm, waitRegistered, type Realm } from '../helpers/agents.ts';
+
+/**
+ * Host IDs found through a real Realm Manager process: the agents have keys, no static bindings,
+ * and learn each other's locators only from signed bindings the RM serves.
+ */
+let tb: Testbed;
+let realm: Realm | null = null;
+
+beforeAll(async () => {
+  requireRoot(['ip', 'ping', 'iperf3']);
+  tb = await up({ prefix: uniquePrefix('rlm') });
+});
+
+afterAll(async () => {
+  await realm?.stop();
+  await tb?.down();
+});
+
+describe('two hosts through the Realm Manager', () => {
+  beforeAll(async () => {
+    realm = await startRealm(tb);
+  }, 60_000);
+
+  it('reach each other by host ID (derived from their keys) both ways', async () => {
+    const r = realm as Realm;
+    expect(r.files.ids.mh.startsWith('fd00:1:')).toBe(true);
+    expect(await pings(tb.ns('mh'), r.files.ids.ch, { count: 3 })).toBe(true);
+    expect(await pings(tb.ns('ch'), r.files.ids.mh, { count: 3 })).toBe(true);
+    const st = await agentStatus(tb, 'mh');
+    expect(st.hostId).toBe(r.files.ids.mh);
+    expect(st.rm?.registered).toBe(true);
+    const entry = st.mapCache.find((e) => e.hostId === r.files.ids.ch);
+    expect(entry?.source).toBe('rm');
+    expect(entry?.seq).toBeGreaterThan(0);
+    // ch learned both of mh's locators from mh's signed binding.
+    const chView = (await agentStatus(tb, 'ch')).mapCache.find((e) => e.hostId === r.files.ids.mh);
+    expect(chView?.locators).toEqual(['192.0.2.1:4341 p1', '192.0.2.65:4341 p2']);
+  });
+
+  it('carries an iperf3 run over host IDs while the RM is killed and restarted', async () => {
+    const r = realm as Realm;
+    const server = tb.spawn('ch', 'iperf3', ['-s', '-1', '-B', r.files.ids.ch]);
+    try {
+      await new Promise((res) => setTimeout(res, 500));
+      const client = tb.exec('mh', 'iperf3', ['-c', r.files.ids.ch, '-t', '6', '-J', '-C', 'cubic'], { timeoutMs: 30_000 });
+      await new Promise((res) => setTimeout(res, 2000));
+      await r.restartRm(true);
+      const out = await client;
+      const j = JSON.parse(out.stdout) as { end: { sum_received: { bytes: number; seconds: number } }; intervals: { sum: { bytes: number } }[] };
+      expect(j.end.sum_received.seconds).toBeGreaterThan(5.5);
+      // Every second of the run moved data: the restart did not stall forwarding.
+      expect(j.intervals.every((i) => i.sum.bytes > 0)).toBe(true);
+    } finally {
+      await server.stop();
+    }
+    // The new RM process knows mh from its durable store (mh will not re-register for a minute):
+    // a restarted ch, with an empty map-cache, finds mh through it.
+    await r.restartAgent('ch');
+    await waitRegistered(tb);
+    let ok = false;
+    for (const t0 = Date.now(); !ok && Date.now() - t0 < 15_000; ) ok = await pings(tb.ns('ch'), r.files.ids.mh, { count: 1 });
+    expect(ok).toBe(true);
+    expect((await agentStatus(tb, 'ch')).mapCache.find((e) => e.hostId === r.files.ids.mh)?.source).toBe('rm');
+  }, 60_000);
+});
+
+describe('location privacy', () => {
+  beforeAll(async () => {
+    await realm?.stop();
+    // Only mh may look up hosts of the realm; ch may look up nobody.
+    realm = await startRealm(tb, { rmExtra: (ids) => ({ policy: { lookup: { sameRealm: 'deny', rules: [{ askers: [ids.mh], targets: [REALM.prefix] }] } } }) }, false);
+  }, 60_000);
+
+  it("an unauthorised host's lookup learns no locator: the same answer as for an unknown ID", async () => {
+    const r = realm as Realm;
+    await waitRegistered(tb);
+    expect(await pings(tb.ns('ch'), r.files.ids.mh, { count: 2 })).toBe(false);
+    const unknown = 'fd00:1:0:0:1234:5678:9abc:def0';
+    expect(await pings(tb.ns('ch'), unknown, { count: 1 })).toBe(false);
+    const st = await agentStatus(tb, 'ch');
+    expect(st.mapCache.find((e) => e.hostId === r.files.ids.mh)).toBeUndefined();
+    // Both lookups came back negative, indistinguishable.
+    expect(st.rm?.resolver.negative).toBe(2);
+    expect(st.rm?.resolver.positive).toBe(0);
+    // mh is allowed: it learns ch's locator (its packets then die at ch, which may not look mh up).
+    await pings(tb.ns('mh'), r.files.ids.ch, { count: 1 });
+    const mhView = await agentStatus(tb, 'mh');
+    expect(mhView.mapCache.find((e) => e.hostId === r.files.ids.ch)?.locators).toEqual(['203.0.113.2:4341 p1']);
+  }, 60_000);
+});
