@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { up, TESTBED, type Testbed } from './testbed/topology.ts';
-import { HOST_IDS, writeAgentConfigs } from './testbed/configs.ts';
+import { REALM, writeRealmConfigs } from './testbed/configs.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(REPO, 'bin', 'realmnet.js');
@@ -26,9 +26,9 @@ function show(out: string): void {
   );
 }
 
-async function waitForOverlay(tb: Testbed): Promise<void> {
+async function waitForOverlay(tb: Testbed, to: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const r = await tb.exec('mh', 'ping', ['-6', '-n', '-c1', '-W1', HOST_IDS.ch], { allowFail: true });
+    const r = await tb.exec('mh', 'ping', ['-6', '-n', '-c1', '-W1', to], { allowFail: true });
     if (r.code === 0) return;
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -49,17 +49,31 @@ async function main(): Promise<void> {
 ispa  ISP router A              ispb  ISP router B
 core  the core router
 ch    the correspondent host: ${V4.ch.core}
-rm    reserved for the Realm Manager`);
+rm    the Realm Manager of the realm: ${V4.rm.core}`);
+
+    say('Starting the Realm Manager (the mapping server) in rm');
+    const cfg = await writeRealmConfigs(dir, { logFormat: 'pretty', logLevel: 'info' });
+    const HOST_IDS = cfg.ids;
+    show(`realm "${REALM.name}", ID prefix ${REALM.prefix}, listening on ${cfg.rmAddress}:4342 (UDP).
+It stores signed bindings (host ID -> locators) in an embedded SQLite database before it
+acknowledges them, answers lookups by its realm's policy and pushes changes to subscribers.`);
+    const rmProc = tb.spawn('rm', process.execPath, [CLI, 'rm', '--config', cfg.rm], { cwd: REPO });
 
     say('Starting a realmnet agent on mh and on ch');
-    show(`mh's host ID is ${HOST_IDS.mh}, ch's is ${HOST_IDS.ch} - stable IDs, not tied to any uplink.
-Each agent creates a TUN device (rn0), puts its host ID on it and routes fd00::/8 into it.
-Bindings are static for now: ch knows mh's two locators, ${V4.mh.ispa} (priority 1) and ${V4.mh.ispb} (priority 2).`);
-    const cfg = await writeAgentConfigs(dir, { logFormat: 'pretty', logLevel: 'info' });
+    show(`Each host has an Ed25519 key; its host ID is the realm prefix + a hash of its public key:
+  mh  ${HOST_IDS.mh}
+  ch  ${HOST_IDS.ch}
+Neither knows the other's locators. Each agent creates a TUN device (rn0), puts its host ID on it,
+routes fd00::/8 into it, and registers its signed binding with the RM through every uplink:
+mh: ${V4.mh.ispa} (ispa, priority 1) and ${V4.mh.ispb} (ispb, priority 2); ch: ${V4.ch.core}.`);
     const mh = tb.spawn('mh', process.execPath, [CLI, 'agent', '--config', cfg.mh], { cwd: REPO });
     const ch = tb.spawn('ch', process.execPath, [CLI, 'agent', '--config', cfg.ch], { cwd: REPO });
-    await waitForOverlay(tb);
-    show(mh.stderrTail().split('\n').filter((l) => l.includes('agent up') || l.includes('policy')).join('\n'));
+    await waitForOverlay(tb, HOST_IDS.ch);
+    show(
+      [...mh.stderrTail().split('\n'), ...rmProc.stderrTail().split('\n')]
+        .filter((l) => /agent up|binding registered|Realm Manager started/.test(l))
+        .join('\n'),
+    );
 
     say(`ping from mh to ch's host ID (${HOST_IDS.ch})`);
     show((await tb.exec('mh', 'ping', ['-6', '-n', '-c3', '-i0.3', HOST_IDS.ch])).stdout);
@@ -76,11 +90,11 @@ Bindings are static for now: ch knows mh's two locators, ${V4.mh.ispa} (priority
     say('Non-overlay traffic is untouched: mh still reaches ch\'s underlay address through its normal route');
     show((await tb.exec('mh', 'ip', ['route', 'get', V4.ch.core])).stdout);
 
-    say("What mh's agent knows: `realmnet status`");
+    say("What mh's agent knows: `realmnet status` (ch's binding came from the RM, signed by ch)");
     show((await tb.exec('mh', process.execPath, [CLI, 'status'], { cwd: REPO })).stdout);
 
-    say('Stopping the agents: the TUN devices, routes and policy rules go away');
-    await Promise.all([mh.stop(5000), ch.stop(5000)]);
+    say('Stopping the agents and the RM: the TUN devices, routes and policy rules go away');
+    await Promise.all([mh.stop(5000), ch.stop(5000), rmProc.stop(5000)]);
     const link = await tb.exec('mh', 'ip', ['link', 'show', 'rn0'], { allowFail: true });
     show(link.code === 0 ? 'rn0 is still there (unexpected)' : 'rn0 is gone from mh');
   } finally {
