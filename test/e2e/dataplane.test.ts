@@ -64,8 +64,9 @@ describe('IPv4 underlay, MTU mode', () => {
     const dir = await mkdtemp(join(tmpdir(), 'realmnet-cap-'));
     const file = join(dir, 'lisp.pcap');
     try {
-      const cap = tb.spawn('ch', 'tshark', ['-q', '-i', TESTBED.dev.ch.core, '-f', 'udp port 4341', '-c', '6', '-a', 'duration:15', '-w', file]);
-      await new Promise((r) => setTimeout(r, 1500));
+      const cap = tb.spawn('ch', 'tshark', ['-i', TESTBED.dev.ch.core, '-f', 'udp port 4341', '-c', '6', '-a', 'duration:30', '-w', file]);
+      // tshark says "Capturing on" once the capture runs; on a busy box that takes a while.
+      for (let i = 0; i < 300 && !cap.stderrTail().includes('Capturing on'); i++) await new Promise((r) => setTimeout(r, 50));
       await pings(tb.ns('mh'), HOST_IDS.ch, { count: 3 });
       await cap.exited;
       const r = await tb.exec('ch', 'tshark', ['-r', file, '-T', 'fields', '-E', 'separator=,', '-e', 'lisp-data.flags.nonce', '-e', 'lisp-data.flags.iid', '-e', 'lisp-data.iid', '-e', 'ipv6.src', '-e', 'ipv6.dst', '-e', 'icmpv6.type']);
