@@ -4,8 +4,8 @@ import { MAX_ID_PREFIX_LEN, parsePrefix, type Prefix } from '../shared/ids.ts';
 
 /**
  * The Realm Manager's configuration: one YAML file, validated once into a frozen object. Every
- * default lives in DEFAULTS; examples/rm.yaml documents each key (docs/control-protocol.md says why
- * the limits are what they are).
+ * default lives in DEFAULTS; docs/control-protocol.md documents each key and says why
+ * the limits are what they are.
  */
 export const CONTROL_PORT = 4342;
 

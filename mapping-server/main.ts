@@ -87,7 +87,7 @@ which locators; everyone else gets the answer for an unknown ID.
 
 Control protocol: UDP port 4342 (IPv4 and IPv6), see docs/control-protocol.md.`,
     )
-    .requiredOption('-c, --config <file>', 'YAML config (realm, prefix, listen, store, policy): see examples/rm.yaml')
+    .requiredOption('-c, --config <file>', 'YAML config (realm, prefix, listen, store, policy): see docs/control-protocol.md')
     .addHelpText(
       'after',
       `
