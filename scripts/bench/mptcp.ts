@@ -1,0 +1,168 @@
+/**
+ * Kernel MPTCP on the standard testbed, as the failover bench's reference: mh opens the connection
+ * from uplink a (its main-table default route) and the in-kernel path manager adds a subflow from
+ * uplink b. Applications are not MPTCP-aware: run them under `mptcpize run` (LD_PRELOAD), which turns
+ * their TCP sockets into IPPROTO_MPTCP; MPTCP_WRAPPER below is the prefix.
+ *
+ * Set-up (setupMptcp), undone in reverse by stop():
+ *  1. `net.mptcp.enabled=1` in mh and ch (the namespace default is already 1 on this kernel; we set
+ *     it anyway and put back what was there).
+ *  2. `ip mptcp limits set subflows 4 add_addr_accepted 4` in mh and ch.
+ *  3. mh: one endpoint per uplink (`ip mptcp endpoint add 192.0.2.1 dev eth-a subflow`, and the same
+ *     for 192.0.2.65 on eth-b with the flags of the chosen mode, see MptcpMode).
+ *  4. mh: source-policy routing for uplink b (the testbed has none): `ip rule add from 192.0.2.65
+ *     table 102` and a default route via ispb in table 102, so that the second subflow leaves through
+ *     eth-b. The route carries `congctl` when asked (the bench's per-route congestion control).
+ * ch listens on the wildcard address: an MPTCP server bound to one address refuses the MP_JOIN of
+ * extra subflows (DESIGN.md §2). ch has one address, so it announces nothing (no `signal` endpoint).
+ */
+import { z } from 'zod';
+import type { Testbed, TESTBED } from '../testbed/topology.ts';
+
+type Std = Testbed<typeof TESTBED>;
+
+/** The command prefix that runs a non-MPTCP-aware program over MPTCP (Debian's mptcpd package). */
+export const MPTCP_WRAPPER = ['mptcpize', 'run'] as const;
+
+/**
+ * How uplink b's endpoint is configured:
+ *  - 'subflow': both subflows carry data all the time (the default scheduler sends on the subflow with
+ *    the lowest RTT that has room). When one dies, the other is already open with a warm congestion
+ *    window and the scheduler reinjects what was lost: MPTCP's fastest failover, and the bench's choice
+ *    (measured; see docs in failover.ts).
+ *  - 'backup': the b subflow is opened with the backup flag and carries data only once no non-backup
+ *    subflow is usable, which for a silent failure the kernel decides only after several RTOs
+ *    (net.mptcp.stale_loss_cnt): slower.
+ *  - 'fullmesh': one subflow per (local endpoint, remote address) pair. With ch's single address this
+ *    is the same pair set as 'subflow'; kept to measure it.
+ */
+export type MptcpMode = 'subflow' | 'backup' | 'fullmesh';
+export const MPTCP_MODES: readonly MptcpMode[] = ['subflow', 'backup', 'fullmesh'];
+
+export const MPTCP_TABLE = '102';
+
+export interface MptcpOptions {
+  mode?: MptcpMode;
+  /** `congctl` on the table-102 route this sets up (e.g. 'cubic'); none by default. */
+  congestion?: string;
+}
+
+export interface MptcpSetup {
+  mode: MptcpMode;
+  /** Commands that were run, for the results file. */
+  commands: string[];
+  /** Undoes everything (endpoints, limits, rule, table, sysctl). Never throws. */
+  stop(): Promise<void>;
+}
+
+const Limits = z.object({ subflows: z.number().optional(), add_addr_accepted: z.number().optional() });
+
+async function readLimits(tb: Std, node: 'mh' | 'ch'): Promise<{ subflows: number; addAddr: number } | null> {
+  const r = await tb.exec(node, 'ip', ['-j', 'mptcp', 'limits', 'show'], { allowFail: true });
+  if (r.code !== 0) return null;
+  try {
+    const p = Limits.safeParse(JSON.parse(r.stdout));
+    return p.success ? { subflows: p.data.subflows ?? 0, addAddr: p.data.add_addr_accepted ?? 0 } : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function setupMptcp(tb: Std, o: MptcpOptions = {}): Promise<MptcpSetup> {
+  const mode = o.mode ?? 'subflow';
+  const A = tb.addr;
+  const commands: string[] = [];
+  const undo: (() => Promise<unknown>)[] = [];
+  const run = async (node: 'mh' | 'ch', cmd: string, args: string[]): Promise<void> => {
+    commands.push(`${node}: ${cmd} ${args.join(' ')}`);
+    await tb.exec(node, cmd, args);
+  };
+  const stop = async (): Promise<void> => {
+    for (const u of undo.reverse()) await u().catch(() => {});
+    undo.length = 0;
+  };
+  try {
+    for (const node of ['mh', 'ch'] as const) {
+      const was = (await tb.exec(node, 'sysctl', ['-n', 'net.mptcp.enabled'])).stdout.trim();
+      await run(node, 'sysctl', ['-qw', 'net.mptcp.enabled=1']);
+      undo.push(() => tb.exec(node, 'sysctl', ['-qw', `net.mptcp.enabled=${was}`]));
+      const limits = await readLimits(tb, node);
+      await run(node, 'ip', ['mptcp', 'limits', 'set', 'subflows', '4', 'add_addr_accepted', '4']);
+      if (limits !== null)
+        undo.push(() => tb.exec(node, 'ip', ['mptcp', 'limits', 'set', 'subflows', String(limits.subflows), 'add_addr_accepted', String(limits.addAddr)]));
+    }
+    const flagsB = mode === 'backup' ? ['subflow', 'backup'] : mode === 'fullmesh' ? ['subflow', 'fullmesh'] : ['subflow'];
+    const flagsA = mode === 'fullmesh' ? ['subflow', 'fullmesh'] : ['subflow'];
+    undo.push(() => tb.exec('mh', 'ip', ['mptcp', 'endpoint', 'flush']));
+    await run('mh', 'ip', ['mptcp', 'endpoint', 'add', A.v4.mh.ispa, 'dev', A.dev.mh.ispa, ...flagsA]);
+    await run('mh', 'ip', ['mptcp', 'endpoint', 'add', A.v4.mh.ispb, 'dev', A.dev.mh.ispb, ...flagsB]);
+    undo.push(() => tb.exec('mh', 'ip', ['rule', 'del', 'from', A.v4.mh.ispb, 'table', MPTCP_TABLE]));
+    await run('mh', 'ip', ['rule', 'add', 'from', A.v4.mh.ispb, 'table', MPTCP_TABLE]);
+    undo.push(() => tb.exec('mh', 'ip', ['route', 'flush', 'table', MPTCP_TABLE]));
+    const cc = o.congestion === undefined ? [] : ['congctl', o.congestion];
+    await run('mh', 'ip', ['route', 'add', 'default', 'via', A.v4.ispb.mh, 'dev', A.dev.mh.ispb, 'table', MPTCP_TABLE, ...cc]);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { mode, commands, stop };
+}
+
+/** `/proc/net/netstat`-style text (header line, value line per group) to { group: { name: value } }. */
+export function parseNetstat(text: string): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  const lines = text.split('\n').filter((l) => l.includes(':'));
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const [g1, ...names] = (lines[i] ?? '').trim().split(/\s+/);
+    const [g2, ...values] = (lines[i + 1] ?? '').trim().split(/\s+/);
+    if (g1 === undefined || g1 !== g2) continue;
+    const group: Record<string, number> = {};
+    names.forEach((n, k) => (group[n] = Number(values[k] ?? NaN)));
+    out[g1.replace(/:$/, '')] = group;
+  }
+  return out;
+}
+
+/** The MPTcpExt counters of a node (absolute values; read straight from procfs, not nstat's history). */
+export async function mptcpCounters(tb: Std, node: 'mh' | 'ch'): Promise<Record<string, number>> {
+  const r = await tb.exec(node, 'cat', ['/proc/net/netstat']);
+  return parseNetstat(r.stdout).MPTcpExt ?? {};
+}
+
+/** Counter deltas b - a for the names that changed. */
+export function counterDelta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(b)) {
+    const d = v - (a[k] ?? 0);
+    if (d !== 0) out[k] = d;
+  }
+  return out;
+}
+
+export interface TcpSocketInfo {
+  local: string;
+  peer: string;
+  congestion: string | null;
+  /** An MPTCP subflow (ss shows `tcp-ulp-mptcp`). */
+  mptcpSubflow: boolean;
+}
+
+/** Parses `ss -tniH` (one header-less entry per socket: a state line, then an indented info line). */
+export function parseSsTcpInfo(text: string): TcpSocketInfo[] {
+  const out: TcpSocketInfo[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i] ?? '';
+    if (l.trim() === '' || /^\s/.test(l)) continue;
+    // [State] Recv-Q Send-Q Local Peer [Process]: ss leaves the state out when one state is selected,
+    // so take the first two columns that end in :port.
+    const [local = '', peer = ''] = l
+      .trim()
+      .split(/\s+/)
+      .filter((c) => /:(\d+|\*)$/.test(c));
+    const info = /^\s/.test(lines[i + 1] ?? '') ? (lines[i + 1] ?? '') : '';
+    const cc = /^\s*(?:ts\s+|sack\s+|ecn\s+|ecnseen\s+|fastopen\s+)*([a-z0-9_]+)\s+wscale:/.exec(info);
+    out.push({ local, peer, congestion: cc?.[1] ?? null, mptcpSubflow: info.includes('tcp-ulp-mptcp') });
+  }
+  return out;
+}

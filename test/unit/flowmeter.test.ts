@@ -1,0 +1,191 @@
+import { describe, expect, it } from 'vitest';
+import {
+  degradedMs,
+  firstByteMs,
+  longestGap,
+  longestIntervalGap,
+  meanMbps,
+  parseCli,
+  parseReport,
+  rebucket,
+  ReportError,
+  Report,
+  SinkReport,
+  SourceReport,
+} from '../../scripts/tools/flowmeter.ts';
+import { counterDelta, parseNetstat, parseSsTcpInfo } from '../../scripts/bench/mptcp.ts';
+
+/** A series of `n` 10 ms buckets of `b` bytes with the given bucket indices empty. */
+function series(n: number, empty: Iterable<number>, b = 250_000): number[] {
+  const s = new Array<number>(n).fill(b);
+  for (const i of empty) s[i] = 0;
+  return s;
+}
+const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, k) => a + k);
+
+describe('longestGap over a bucket series', () => {
+  it('is zero for a flow that never pauses', () => {
+    expect(longestGap(series(100, []), 10)).toEqual({ ms: 0, startMs: null });
+  });
+
+  it('measures the longest run of empty buckets, in ms, and where it starts', () => {
+    const s = series(100, [...range(10, 13), ...range(40, 52)]);
+    expect(longestGap(s, 10)).toEqual({ ms: 120, startMs: 400 });
+  });
+
+  it('only looks inside the window, and clips a run already in progress at its start', () => {
+    const s = series(100, [...range(10, 30), ...range(60, 65)]);
+    // The 200 ms gap at 100..300 ms is before the window; the one in progress at 250 ms counts from 250.
+    expect(longestGap(s, 10, 250, 1000)).toEqual({ ms: 50, startMs: 250 });
+    expect(longestGap(s, 10, 300, 1000)).toEqual({ ms: 50, startMs: 600 });
+  });
+
+  it('counts buckets the series never reached as empty: a flow that stalled until the bound', () => {
+    const s = series(30, range(25, 30)); // bytes until 250 ms, then nothing, series ends at 300 ms
+    expect(longestGap(s, 10, 200, 1000)).toEqual({ ms: 750, startMs: 250 });
+  });
+
+  it('works with coarser buckets', () => {
+    expect(longestGap([5, 0, 0, 7], 50)).toEqual({ ms: 100, startMs: 50 });
+  });
+
+  it('rejects a non-positive bucket size', () => {
+    expect(() => longestGap([1], 0)).toThrow(RangeError);
+  });
+});
+
+describe('other series helpers', () => {
+  it('finds the first bucket with bytes', () => {
+    expect(firstByteMs([0, 0, 3, 0, 5], 10)).toBe(20);
+    expect(firstByteMs([0, 0], 10)).toBeNull();
+  });
+
+  it('re-buckets by summing', () => {
+    expect(rebucket([1, 2, 3, 4, 5], 2)).toEqual([3, 7, 5]);
+    expect(() => rebucket([1], 0)).toThrow(RangeError);
+  });
+
+  it('computes Mbit/s over a window', () => {
+    // 250 000 bytes per 10 ms = 200 Mbit/s.
+    expect(meanMbps(series(100, []), 10, 0, 1000)).toBeCloseTo(200, 6);
+    expect(meanMbps(series(100, range(0, 50)), 10, 0, 1000)).toBeCloseTo(100, 6);
+    expect(meanMbps([], 10, 0, 100)).toBeNull();
+  });
+
+  it('counts the time spent below half the reference rate, in 100 ms steps', () => {
+    // 200 Mbit/s, then 10% of it from 1 s to 1.3 s, then nothing for 100 ms, then back.
+    const s = series(300, range(140, 150));
+    for (const i of range(100, 130)) s[i] = 25_000;
+    expect(degradedMs(s, 10, 1000, 3000, 200)).toBe(400);
+    expect(degradedMs(s, 10, 1500, 3000, 200)).toBe(0);
+  });
+});
+
+describe('longestIntervalGap over event times (rr echoes)', () => {
+  it('is the longest time between consecutive echoes', () => {
+    expect(longestIntervalGap([10, 20, 30, 300, 310], 0, 310)).toEqual({ ms: 270, startMs: 30 });
+  });
+
+  it('clips at the window start and runs to the window end when the stream never recovered', () => {
+    expect(longestIntervalGap([10, 20, 30, 40], 25, 40)).toEqual({ ms: 10, startMs: 30 });
+    expect(longestIntervalGap([10, 20, 30], 25, 1000)).toEqual({ ms: 970, startMs: 30 });
+    expect(longestIntervalGap([], 100, 400)).toEqual({ ms: 300, startMs: 100 });
+  });
+});
+
+const sink = {
+  tool: 'flowmeter',
+  mode: 'sink',
+  reset: false,
+  error: null,
+  completed: true,
+  origin_epoch_ms: 1_700_000_000_000,
+  fault_at_ms: 3000,
+  end_ms: 7010.5,
+  default_congestion: 'bbr',
+  bytes: 1000,
+  sha256: 'ab'.repeat(32),
+  bucket_ms: 10,
+  buckets: [0, 500, 500],
+  gap_ms: 0,
+  gap_start_ms: null,
+  max_gap_ms: 0,
+  first_byte_ms: 10,
+  sampler_max_interval_ms: 6.2,
+  rr: {
+    tool: 'flowmeter',
+    mode: 'rr-server',
+    reset: false,
+    error: null,
+    completed: true,
+    origin_epoch_ms: 1_700_000_000_000,
+    fault_at_ms: 3000,
+    end_ms: 7000,
+    default_congestion: 'bbr',
+    requests: 700,
+    echoed_bytes: 44_800,
+  },
+};
+
+describe('parseReport', () => {
+  it('narrows the last JSON line of the output', () => {
+    const out = `flowmeter: listening\n${JSON.stringify({ ...sink, bytes: 1 })}\n${JSON.stringify(sink)}\n`;
+    const r = parseReport(out, SinkReport);
+    expect(r.bytes).toBe(1000);
+    expect(r.rr?.requests).toBe(700);
+    expect(parseReport(JSON.stringify(sink), Report).mode).toBe('sink');
+  });
+
+  it('says what is wrong with a missing, broken or foreign report', () => {
+    expect(() => parseReport('', SinkReport)).toThrow(/no JSON report/);
+    expect(() => parseReport('{"bytes": 1', SinkReport)).toThrow(/not JSON/);
+    expect(() => parseReport(JSON.stringify({ ...sink, bytes: 'many' }), SinkReport)).toThrow(/bytes/);
+    expect(() => parseReport(JSON.stringify(sink), SourceReport)).toThrow(ReportError);
+  });
+});
+
+describe('parseCli', () => {
+  const now = 1_700_000_000_000;
+  it('reads a source command line with its schedule', () => {
+    const c = parseCli(['source', '--connect', 'fd00:1::c', '--port', '5001', '--rr-port', '5002', '--seconds', '7', '--start-at', String(now + 2000), '--fault-at', String(now + 5000), '--until', String(now + 14000)], now);
+    expect(c).toMatchObject({ mode: 'source', host: 'fd00:1::c', port: 5001, rrPort: 5002, seconds: 7, bucketMs: 10, intervalMs: 10 });
+    expect(c.sched).toEqual({ startAt: now + 2000, faultAt: now + 5000, until: now + 14000 });
+  });
+
+  it('defaults the schedule and bounds a client by seconds + 10 s', () => {
+    const c = parseCli(['rr-client', '--connect', '192.0.2.1', '--port', '1', '--seconds', '2'], now);
+    expect(c.sched).toEqual({ startAt: now + 500, faultAt: null, until: now + 500 + 12_000 });
+  });
+
+  it('refuses what it cannot run', () => {
+    expect(() => parseCli(['drain'], now)).toThrow(/unknown mode/);
+    expect(() => parseCli(['sink', '--port', '1'], now)).toThrow(/--listen/);
+    expect(() => parseCli(['source', '--connect', 'x', '--port', '1'], now)).toThrow(/--seconds/);
+    expect(() => parseCli(['sink', '--listen', '::', '--port', '70000'], now)).toThrow(/--port/);
+    expect(() => parseCli(['sink', '--listen', '::', '--port', '1', '--bogus', '1'], now)).toThrow();
+    expect(() => parseCli(['sink', '--listen', '::', '--port', '1', '--start-at', '10', '--until', '5'], now)).toThrow(/--until/);
+  });
+});
+
+describe('MPTCP helpers (scripts/bench/mptcp.ts)', () => {
+  it('parses /proc/net/netstat groups and counter deltas', () => {
+    const text = 'TcpExt: SyncookiesSent Foo\nTcpExt: 1 2\nMPTcpExt: MPCapableSYNTX MPJoinSynAckRx\nMPTcpExt: 3 4\n';
+    const n = parseNetstat(text);
+    expect(n.MPTcpExt).toEqual({ MPCapableSYNTX: 3, MPJoinSynAckRx: 4 });
+    expect(n.TcpExt?.Foo).toBe(2);
+    expect(counterDelta({ a: 1, b: 2 }, { a: 1, b: 5, c: 1 })).toEqual({ b: 3, c: 1 });
+  });
+
+  it('parses ss -tniH with and without the state column', () => {
+    const text = [
+      'ESTAB 0      0      192.0.2.65%eth-b:37231  203.0.113.2:5001',
+      '\t cubic wscale:10,10 rto:204 rtt:0.224/0.141 mss:1448 tcp-ulp-mptcp flags:Jjec',
+      '0 0 [fd00:1::a]:41000 [fd00:1::c]:5002',
+      '\t ts sack bbr wscale:7,7 rto:201',
+    ].join('\n');
+    expect(parseSsTcpInfo(text)).toEqual([
+      { local: '192.0.2.65%eth-b:37231', peer: '203.0.113.2:5001', congestion: 'cubic', mptcpSubflow: true },
+      { local: '[fd00:1::a]:41000', peer: '[fd00:1::c]:5002', congestion: 'bbr', mptcpSubflow: false },
+    ]);
+  });
+});
