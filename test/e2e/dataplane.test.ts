@@ -67,9 +67,12 @@ describe('IPv4 underlay, MTU mode', () => {
       const cap = tb.spawn('ch', 'tshark', ['-i', TESTBED.dev.ch.core, '-f', 'udp port 4341', '-c', '6', '-w', file]);
       // tshark says "Capturing on" just before dumpcap really captures; on a busy box that takes a while.
       for (let i = 0; i < 300 && !cap.stderrTail().includes('Capturing on'); i++) await new Promise((r) => setTimeout(r, 50));
-      await new Promise((r) => setTimeout(r, 500));
-      // Ping until tshark has its six packets (bounded): a request missed at the start is no failure.
-      for (let i = 0; i < 20 && cap.running(); i++) await pings(tb.ns('mh'), HOST_IDS.ch, { count: 1 });
+      // Ping until tshark has its six packets (bounded in time): packets sent before dumpcap really
+      // listens are simply not captured.
+      for (const t0 = Date.now(); cap.running() && Date.now() - t0 < 20_000; ) {
+        await pings(tb.ns('mh'), HOST_IDS.ch, { count: 1 });
+        await new Promise((r) => setTimeout(r, 200));
+      }
       await cap.stop();
       const r = await tb.exec('ch', 'tshark', ['-r', file, '-T', 'fields', '-E', 'separator=,', '-e', 'lisp-data.flags.nonce', '-e', 'lisp-data.flags.iid', '-e', 'lisp-data.iid', '-e', 'ipv6.src', '-e', 'ipv6.dst', '-e', 'icmpv6.type']);
       const lines = r.stdout.trim().split('\n');
