@@ -67,6 +67,11 @@ export interface Agent {
 const MAX_DATAGRAM = 65_507;
 const SWEEP_MS = 1000;
 
+/** Offload chunks fit one underlay packet even over IPv6: MTU − 40 (IPv6) − 8 (UDP) − 8 (data header). */
+export function chunkPayload(underlayMtu: number): number {
+  return underlayMtu - 40 - 8 - 8;
+}
+
 /** The host ID: from the key (identity) or the config; both given must agree. */
 export function resolveHostId(config: AgentConfig, identity: AgentIdentity | undefined): string {
   if (identity === undefined) {
@@ -176,7 +181,15 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
 
         const r = res;
         const ins = createInside(
-          { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: t.stride, headroom: t.headroom },
+          {
+            instanceId: config.realm.instanceId,
+            offload: config.tun.offload,
+            maxDatagram: MAX_DATAGRAM,
+            batchSize: config.tun.batchSize,
+            stride: t.stride,
+            headroom: t.headroom,
+            chunkPayload: chunkPayload(config.underlayMtu),
+          },
           { cache, sockets: ul.list.map((u) => u.socket), drops, onMiss: r === null ? undefined : (buf, off, len, idOff) => r.missInside(buf, off, len, idOff) },
         );
         inside = ins.stats;

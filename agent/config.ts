@@ -9,6 +9,7 @@ import { DATA_PORT, MAX_INSTANCE_ID } from '../shared/wire/header.ts';
 export const DEFAULTS = {
   tun: { name: 'rn0', mtu: 1400, offload: false, batchSize: 64 },
   listenPort: DATA_PORT,
+  underlayMtu: 1500,
   realm: { instanceId: 0 },
   routing: { tableBase: 4341, rulePriority: 4341 },
   limits: { mapCacheEntries: 65_536 },
@@ -96,6 +97,8 @@ export const AgentConfigSchema = z
       })
       .prefault({}),
     listenPort: port.default(DEFAULTS.listenPort),
+    /** The smallest MTU of the uplinks' paths; offload frames are cut into chunks that fit it. */
+    underlayMtu: z.number().int().min(1280, 'must be at least 1280').max(9000).default(DEFAULTS.underlayMtu),
     uplinks: z.array(uplink).min(1, 'needs at least one uplink, e.g. [{ name: ispa, locator: 192.0.2.1 }]'),
     peers: z.array(peer).default([]),
     routing: z

@@ -19,6 +19,7 @@ export const DROP_NAMES = [
   'outside.sourceNotBound', // datagram's source locator is not one of that host ID's bound locators
   'outside.notForUs', // inner destination is not this host's ID
   'outside.tunWriteError', // the kernel refused the write to the TUN
+  'outside.reassembly', // an offload frame's chunk missing or out of order: the frame is given up
 ] as const;
 
 export type DropName = (typeof DROP_NAMES)[number];
@@ -39,6 +40,7 @@ export const Drop = {
   OutsideSourceNotBound: 12,
   OutsideNotForUs: 13,
   OutsideTunWriteError: 14,
+  OutsideReassembly: 15,
 } as const;
 
 export class DropCounters {

@@ -1,7 +1,7 @@
 import type { TunBatchHandler } from '../tun/tun.ts';
 import type { UdpBatchSocket } from '../uplinks/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
-import { HEADER_LEN, VNET_HDR_LEN, writeHeader } from '../../shared/wire/header.ts';
+import { HEADER_LEN, MAX_CHUNKS, VNET_HDR_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
 import { Drop, type DropCounters } from './drops.ts';
 
 /*
@@ -16,6 +16,10 @@ import { Drop, type DropCounters } from './drops.ts';
  * 5. Queue (offset, length, locator) on that uplink's send batch.
  * 6. After the whole batch, send each uplink's queue with one sendmmsg, then count refusals.
  *
+ * Offload mode differs in steps 4-5: a frame (virtio header + up to 64 KB of TSO super-packet) is
+ * cut into chunks of `chunkPayload` bytes, each copied behind its own header into an arena that
+ * lives as long as the agent, so that equal-size chunks to one locator leave as one UDP GSO message.
+ *
  * Everything is allocated once in createInside(); per packet nothing is allocated or logged.
  */
 
@@ -29,6 +33,8 @@ export interface InsideOptions {
   /** From the TUN device: packet i of a batch is at i*stride + headroom. */
   readonly stride: number;
   readonly headroom: number;
+  /** Offload mode: frame bytes per chunk (the underlay's MTU less IP, UDP and data headers). */
+  readonly chunkPayload: number;
 }
 
 export interface InsideDeps {
@@ -68,10 +74,16 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
   if (opts.headroom < HEADER_LEN) throw new Error(`TUN headroom ${opts.headroom} < ${HEADER_LEN}`);
   const { cache, sockets, drops } = deps;
   const onMiss = deps.onMiss ?? (() => false);
-  const queues = sockets.map(() => new SendQueue(opts.batchSize));
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
   const minLen = ipOff + 40;
-  const maxFrame = opts.maxDatagram - HEADER_LEN;
+  // Offload: a frame is at most a 64 KB packet plus its virtio header, sent in chunks.
+  const maxChunks = opts.offload ? Math.ceil((65_535 + VNET_HDR_LEN) / opts.chunkPayload) : 1;
+  if (maxChunks > MAX_CHUNKS) throw new Error(`chunk size ${opts.chunkPayload} too small for 64 KB frames`);
+  const maxFrame = opts.offload ? 65_535 + VNET_HDR_LEN : opts.maxDatagram - HEADER_LEN;
+  const queues = sockets.map(() => new SendQueue(opts.batchSize * maxChunks));
+  const segment = opts.chunkPayload + HEADER_LEN;
+  const arena = opts.offload ? Buffer.allocUnsafeSlow(opts.batchSize * maxChunks * segment) : Buffer.alloc(0);
+  let arenaAt = 0;
   const stats: InsideStats = { packets: 0, bytes: 0, batches: 0 };
   let nonce = (Math.random() * 0xffffff) | 0;
 
@@ -100,25 +112,43 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
         drops.add(Drop.InsideNoPath);
         continue;
       }
-      // 4. Header in the headroom.
-      const hdr = off - HEADER_LEN;
       nonce = (nonce + 1) & 0xffffff;
-      writeHeader(buf, hdr, nonce, opts.instanceId, opts.offload);
-      // 5. Queue on the uplink.
       const q = queues[path.uplink];
-      const k = q.count++;
-      q.offsets[k] = hdr;
-      q.lengths[k] = len + HEADER_LEN;
-      q.addrs.set(path.locator.bytes, k * 16);
-      q.ports[k] = path.locator.port;
+      if (opts.offload) {
+        // 4'-5'. Chunks behind their own headers in the arena.
+        for (let at = 0, index = 0; at < len; at += opts.chunkPayload, index++) {
+          const n = Math.min(opts.chunkPayload, len - at);
+          writeHeader(arena, arenaAt, nonce, opts.instanceId, true);
+          writeChunk(arena, arenaAt, index, at + n >= len);
+          buf.copy(arena, arenaAt + HEADER_LEN, off + at, off + at + n);
+          const k = q.count++;
+          q.offsets[k] = arenaAt;
+          q.lengths[k] = n + HEADER_LEN;
+          q.addrs.set(path.locator.bytes, k * 16);
+          q.ports[k] = path.locator.port;
+          arenaAt += segment;
+        }
+      } else {
+        // 4. Header in the headroom.
+        const hdr = off - HEADER_LEN;
+        writeHeader(buf, hdr, nonce, opts.instanceId, false);
+        // 5. Queue on the uplink.
+        const k = q.count++;
+        q.offsets[k] = hdr;
+        q.lengths[k] = len + HEADER_LEN;
+        q.addrs.set(path.locator.bytes, k * 16);
+        q.ports[k] = path.locator.port;
+      }
       stats.packets++;
       stats.bytes += len;
     }
     // 6. Flush.
+    const from = opts.offload ? arena : buf;
+    arenaAt = 0;
     for (let u = 0; u < queues.length; u++) {
       const q = queues[u];
       if (q.count === 0) continue;
-      const sent = sockets[u].send(buf, q.offsets, q.lengths, q.addrs, q.ports, q.count);
+      const sent = sockets[u].send(from, q.offsets, q.lengths, q.addrs, q.ports, q.count);
       if (sent < q.count) drops.add(Drop.InsideSendError, q.count - sent);
       q.count = 0;
     }

@@ -2,7 +2,7 @@ import type { TunDevice } from '../tun/tun.ts';
 import type { UdpBatchHandler } from '../uplinks/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
-import { HEADER_LEN, HeaderCheck, VNET_HDR_LEN, checkHeader, headerHasVnet } from '../../shared/wire/header.ts';
+import { CHUNK_LAST, HEADER_LEN, HeaderCheck, MAX_CHUNKS, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce } from '../../shared/wire/header.ts';
 import { Drop, type DropCounters } from './drops.ts';
 
 /*
@@ -16,6 +16,9 @@ import { Drop, type DropCounters } from './drops.ts';
  *    binding's locators: a locator is only ever learned from a binding, never from a packet.
  * 5. The inner destination must be this host's ID.
  * 6. Queue the inner packet (header stripped, no copy) and write the whole batch to the TUN.
+ *
+ * Offload mode: a frame sent in chunks is copied together in order into one buffer (2') and,
+ * checked like any other, written to the TUN as one TSO super-packet.
  *
  * Drops are counted by reason; nothing throws, nothing is allocated per datagram.
  */
@@ -61,6 +64,47 @@ export function createOutside(
   const lens = new Uint32Array(opts.batchSize);
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
   const me = opts.hostId;
+  // Offload: one frame being reassembled from chunks (they arrive in order, usually in one batch).
+  const reasm = opts.offload ? Buffer.allocUnsafeSlow(65_535 + VNET_HDR_LEN) : Buffer.alloc(0);
+  const reasmSrc = new Uint8Array(16);
+  let reasmLen = 0;
+  let reasmNonce = -1;
+  let reasmNext = 0;
+  let reasmPort = 0;
+  const one = new Uint32Array(1);
+  const oneLen = new Uint32Array(1);
+
+  /**
+   * Steps 3-5 for the frame at b[frame, frame+frameLen): returns ADMIT, KEPT (the control plane took
+   * it to check later) or the drop counter to bump.
+   */
+  function check(b: Buffer, frame: number, frameLen: number, srcAddrs: Uint8Array, srcOff: number, port: number, dgOff: number, dgLen: number): number {
+    const ip = frame + ipOff;
+    const ipLen = frameLen - ipOff;
+    if (ipLen < 40 || b[ip] >> 4 !== 6 || ((b[ip + 4] << 8) | b[ip + 5]) + 40 !== ipLen) return Drop.OutsideMalformed;
+    if (ipLen > opts.maxInner) return Drop.OutsideOversized;
+    const entry = cache.lookup(b, ip + 8);
+    if (entry === undefined) return dgOff >= 0 && onUnknownSource(b, dgOff, dgLen, srcAddrs, srcOff, port, ip + 8) ? KEPT : Drop.OutsideUnknownPeer;
+    const locs = entry.locators;
+    let bound = false;
+    for (let l = 0; l < locs.length; l++) {
+      if (locs[l].port === port && sameBytes16(locs[l].bytes, 0, srcAddrs, srcOff)) {
+        bound = true;
+        break;
+      }
+    }
+    if (!bound) return Drop.OutsideSourceNotBound;
+    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
+    stats.packets++;
+    stats.bytes += ipLen;
+    return ADMIT;
+  }
+
+  function flush(b: Buffer, n: number): void {
+    if (n === 0) return;
+    const written = tun.write(b, offsets, lens, n);
+    if (written < n) drops.add(Drop.OutsideTunWriteError, n - written);
+  }
 
   const onBatch: UdpBatchHandler = (buf, lengths, srcAddrs, srcPorts, count) => {
     stats.batches++;
@@ -78,54 +122,64 @@ export function createOutside(
         drops.add(Drop.OutsideOffloadMismatch);
         continue;
       }
-      // 3. Inner packet.
       const frame = off + HEADER_LEN;
       const frameLen = len - HEADER_LEN;
-      const ip = frame + ipOff;
-      const ipLen = frameLen - ipOff;
-      if (ipLen < 40 || buf[ip] >> 4 !== 6 || ((buf[ip + 4] << 8) | buf[ip + 5]) + 40 !== ipLen) {
-        drops.add(Drop.OutsideMalformed);
-        continue;
-      }
-      if (ipLen > opts.maxInner) {
-        drops.add(Drop.OutsideOversized);
-        continue;
-      }
-      // 4. Source ID bound, and the datagram came from one of its locators.
-      const entry = cache.lookup(buf, ip + 8);
       const port = srcPorts[i];
-      if (entry === undefined) {
-        if (!onUnknownSource(buf, off, len, srcAddrs, i * 16, port, ip + 8)) drops.add(Drop.OutsideUnknownPeer);
-        continue;
-      }
-      const locs = entry.locators;
-      let bound = false;
-      for (let l = 0; l < locs.length; l++) {
-        if (locs[l].port === port && sameBytes16(locs[l].bytes, 0, srcAddrs, i * 16)) {
-          bound = true;
-          break;
+      const chunk = opts.offload ? chunkByte(buf, off) : CHUNK_LAST;
+      if (chunk !== CHUNK_LAST) {
+        // 2'. A chunk of a larger offload frame: append in order, or give the frame up.
+        const index = chunk & MAX_CHUNKS;
+        const nonce = headerNonce(buf, off);
+        if (index === 0) {
+          if (reasmNext !== 0) drops.add(Drop.OutsideReassembly);
+          reasmNonce = nonce;
+          reasmLen = 0;
+          reasmPort = port;
+          reasmSrc.set(srcAddrs.subarray(i * 16, i * 16 + 16));
+        } else if (index !== reasmNext || nonce !== reasmNonce || port !== reasmPort || !sameBytes16(reasmSrc, 0, srcAddrs, i * 16)) {
+          drops.add(Drop.OutsideReassembly);
+          reasmNext = 0;
+          continue;
         }
-      }
-      if (!bound) {
-        drops.add(Drop.OutsideSourceNotBound);
+        if (reasmLen + frameLen > reasm.length) {
+          drops.add(Drop.OutsideOversized);
+          reasmNext = 0;
+          continue;
+        }
+        buf.copy(reasm, reasmLen, frame, frame + frameLen);
+        reasmLen += frameLen;
+        reasmNext = index + 1;
+        if ((chunk & CHUNK_LAST) === 0) continue;
+        reasmNext = 0;
+        const r = check(reasm, 0, reasmLen, reasmSrc, 0, reasmPort, -1, 0);
+        if (r !== ADMIT) {
+          drops.add(r);
+          continue;
+        }
+        // Keep the flow's order: what is queued goes first, then the reassembled frame.
+        flush(buf, n);
+        n = 0;
+        one[0] = 0;
+        oneLen[0] = reasmLen;
+        if (tun.write(reasm, one, oneLen, 1) < 1) drops.add(Drop.OutsideTunWriteError);
         continue;
       }
-      // 5. For us.
-      if (!sameBytes16(me, 0, buf, ip + 24)) {
-        drops.add(Drop.OutsideNotForUs);
+      // 3-5. A whole frame in one datagram.
+      const r = check(buf, frame, frameLen, srcAddrs, i * 16, port, off, len);
+      if (r === KEPT) continue;
+      if (r !== ADMIT) {
+        drops.add(r);
         continue;
       }
       // 6. Queue without copying: the TUN write reads straight from the UDP batch buffer.
       offsets[n] = frame;
       lens[n] = frameLen;
       n++;
-      stats.packets++;
-      stats.bytes += ipLen;
     }
-    if (n > 0) {
-      const written = tun.write(buf, offsets, lens, n);
-      if (written < n) drops.add(Drop.OutsideTunWriteError, n - written);
-    }
+    flush(buf, n);
   };
   return { onBatch, stats };
 }
+
+const ADMIT = -1;
+const KEPT = -2;

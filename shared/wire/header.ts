@@ -8,9 +8,15 @@
  *
  * We always set N (a per-sender counter as nonce, which later lets a receiver drop duplicates) and
  * I (the instance ID is the realm's instance, so two realms on one port never mix). L, E, V and the
- * key bits stay zero. The one bit RFC 9300 leaves reserved, R, marks a frame that starts with a
- * 10-byte virtio_net_hdr (offload mode: a TSO super-packet carried as one datagram); a receiver not
- * in offload mode drops such frames.
+ * key bits stay zero. The one bit RFC 9300 leaves reserved, R, marks offload mode: the frame starts
+ * with a 10-byte virtio_net_hdr and may be a TSO super-packet of up to 64 KB. A receiver not in
+ * offload mode drops such datagrams.
+ *
+ * An offload frame larger than one datagram travels as chunks, each with its own header: the nonce
+ * is the frame's number (the same in every chunk), and the last byte (the LSB field, unused while L
+ * is clear) holds the chunk index in its low 7 bits and a "last chunk" flag in its top bit. Chunks
+ * are of equal size but the last, so the sender hands them to the kernel as one UDP GSO message and
+ * the underlay carries ordinary datagrams: no IP fragmentation.
  */
 export const HEADER_LEN = 8;
 export const DATA_PORT = 4341;
@@ -57,6 +63,18 @@ export function checkHeader(buf: Uint8Array, off: number, len: number, instanceI
 
 export function headerHasVnet(buf: Uint8Array, off: number): boolean {
   return (buf[off] & FLAG_VNET) !== 0;
+}
+
+export const CHUNK_LAST = 0x80;
+export const MAX_CHUNKS = 0x7f;
+
+/** Sets the chunk byte of a header already written at `off` (offload mode only). */
+export function writeChunk(buf: Uint8Array, off: number, index: number, last: boolean): void {
+  buf[off + 7] = (index & MAX_CHUNKS) | (last ? CHUNK_LAST : 0);
+}
+
+export function chunkByte(buf: Uint8Array, off: number): number {
+  return buf[off + 7];
 }
 
 export function headerNonce(buf: Uint8Array, off: number): number {
