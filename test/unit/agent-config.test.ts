@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseAgentConfig } from '../../agent/config.ts';
+import { loadAgentConfig, parseAgentConfig } from '../../agent/config.ts';
 import { parseConfigText } from '../../shared/config.ts';
 import { AgentConfigSchema } from '../../agent/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
@@ -44,6 +44,11 @@ describe('agent config', () => {
     expect(errorOf({ ...good, uplink: [] })).toContain('unknown key "uplink"');
     expect(errorOf({ ...good, uplinks: [good.uplinks[0], good.uplinks[0]] })).toContain('uplinks[1].name: "ispa" is used by two uplinks');
     expect(errorOf({ ...good, uplinks: [{ name: 'x', locator: '192.0.2.1', gateway: '192.0.2.2' }] })).toContain('uplinks[0].interface: is missing');
+  });
+
+  it('accepts the documented example config', () => {
+    const c = loadAgentConfig(new URL('../../examples/agent.yaml', import.meta.url).pathname);
+    expect(c.uplinks.map((u) => u.name)).toEqual(['ispa', 'ispb']);
   });
 
   it('explains broken YAML', () => {
