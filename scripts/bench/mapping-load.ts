@@ -2,7 +2,7 @@
  * Load generator for the mapping benchmark (scripts/bench/mapping.ts runs it as a child process; it
  * is not a benchmark of its own and exports no run()).
  *
- *   node --import tsx scripts/bench/mapping-load.ts '<json job>'
+ *   node --import tsx scripts/bench/mapping-load.ts JOB.json
  *
  * Jobs (one per process, result as one JSON line on stdout):
  *   register  N hosts, each with its own session, register one signed binding each; W in flight.
@@ -16,6 +16,7 @@
  * reads only the request ID of answers: the load generator is not what is measured.
  */
 import { createSocket, type Socket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { signBinding, type Binding } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix, type HostId, type Prefix } from '../../shared/ids.ts';
@@ -279,23 +280,23 @@ async function runLookup(job: Extract<LoadJob, { kind: 'lookup' }>): Promise<unk
   }, 250);
 
   const start = performance.now();
-  let pacer: NodeJS.Immediate | null = null;
+  let pacer: NodeJS.Timeout | null = null;
   if (job.mode === 'peak') {
     for (let i = 0; i < job.window; i++) sendOne();
   } else {
     let sent = 0;
     const rate = job.rate;
+    // A 1 ms timer, not a setImmediate spin: the generator must leave the CPU to the RM when idle.
     const pace = (): void => {
       const due = Math.floor(((performance.now() - start) * rate) / 1000);
-      // Bounded burst: after a stall, catch up at most 1 ms worth at once.
-      let n = Math.min(due - sent, Math.max(1, Math.ceil(rate / 1000)));
+      // Bounded burst: after a stall, catch up at most 2 ms worth at once.
+      let n = Math.min(due - sent, Math.max(1, Math.ceil(rate / 500)));
       while (n-- > 0) {
         sendOne();
         sent++;
       }
-      pacer = setImmediate(pace);
     };
-    pace();
+    pacer = setInterval(pace, 1);
   }
   await new Promise((r) => setTimeout(r, job.warmupS * 1000));
   measuring = true;
@@ -303,7 +304,7 @@ async function runLookup(job: Extract<LoadJob, { kind: 'lookup' }>): Promise<unk
   await new Promise((r) => setTimeout(r, job.seconds * 1000));
   measuring = false;
   const seconds = (performance.now() - m0) / 1000;
-  if (pacer) clearImmediate(pacer);
+  if (pacer) clearInterval(pacer);
   clearInterval(reaper);
   sock.close();
   lat.sort((a, b) => a - b);
@@ -416,7 +417,8 @@ async function runPush(job: Extract<LoadJob, { kind: 'push' }>): Promise<unknown
 }
 
 async function main(): Promise<void> {
-  const job = JSON.parse(process.argv[2] ?? '{}') as LoadJob;
+  process.stdout.write('ready\n');
+  const job = JSON.parse(readFileSync(process.argv[2] ?? '', 'utf8')) as LoadJob;
   const result = job.kind === 'register' ? await runRegister(job) : job.kind === 'lookup' ? await runLookup(job) : await runPush(job);
   process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(0);

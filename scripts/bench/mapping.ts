@@ -69,20 +69,62 @@ async function waitListening(pid: number, port: number, timeoutMs: number): Prom
   throw new Error(`RM (pid ${pid}) did not listen on port ${port} within ${timeoutMs} ms`);
 }
 
+/** Starts the RM and waits until it listens; a start-up stuck in the module loader is retried. */
+async function startRmReady(config: string, port: number, timeoutMs: number): Promise<ChildProcess> {
+  for (let attempt = 1; ; attempt++) {
+    const p = startRm(config);
+    try {
+      await waitListening(p.pid ?? 0, port, timeoutMs);
+      return p;
+    } catch (e) {
+      p.kill('SIGKILL');
+      if (attempt >= 3) throw e;
+      console.error(`mapping: RM did not start listening; restarting it (${attempt}/3)`);
+    }
+  }
+}
+
 function rssMiB(pid: number): { rss: number; hwm: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? NaN);
   return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
 }
 
-function runLoad<T>(job: LoadJob, timeoutS: number): Promise<T> {
+/**
+ * Runs one load-generator job. Node 20's module hooks (tsx) occasionally deadlock a child at start-up
+ * on a busy machine (main thread parked on a futex before any of our code runs): a child that has not
+ * said "ready" within 30 s is killed and started again, up to three times.
+ */
+async function runLoad<T>(job: LoadJob, timeoutS: number): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await runLoadOnce<T>(job, timeoutS);
+    if (r !== 'stuck') return r;
+    console.error(`mapping: load generator (${job.kind}) stuck at start-up; restarting it (${attempt}/3)`);
+    if (attempt >= 3) throw new Error(`load generator (${job.kind}) did not start`);
+  }
+}
+
+function runLoadOnce<T>(job: LoadJob, timeoutS: number): Promise<T | 'stuck'> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'scripts', 'bench', 'mapping-load.ts'), JSON.stringify(job)], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+    // The job goes through a file: thousands of IDs exceed the kernel's 128 KiB limit on one argument.
+    const jobFile = join(tmpdir(), `realmnet-mapping-job-${process.pid}-${job.kind}.json`);
+    writeFileSync(jobFile, JSON.stringify(job));
+    const p = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'scripts', 'bench', 'mapping-load.ts'), jobFile], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
+    let stuck = false;
     p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const startup = setTimeout(() => {
+      if (!out.startsWith('ready')) {
+        stuck = true;
+        p.kill('SIGKILL');
+      }
+    }, 30_000);
     const t = setTimeout(() => p.kill('SIGKILL'), timeoutS * 1000);
-      p.on('exit', (code, signal) => {
+    p.on('exit', (code, signal) => {
       clearTimeout(t);
+      clearTimeout(startup);
+      rmSync(jobFile, { force: true });
+      if (stuck) return resolve('stuck');
       if (code !== 0) return reject(new Error(`load generator (${job.kind}) exited with ${code ?? signal}`));
       try {
         resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as T);
@@ -155,9 +197,8 @@ export async function run(argv: string[]): Promise<void> {
   saveKeyPair(join(dir, 'rm.key'), generateKeyPair());
   const config = writeConfig(dir, port);
   const results: Record<string, unknown> = {};
-  let rm = startRm(config);
+  let rm = await startRmReady(config, port, 30_000);
   try {
-    await waitListening(rm.pid ?? 0, port, 20_000);
     console.error('mapping: registrations…');
     const reg = await runLoad<{ registrations_per_s: number; acked: number; failed: number; ids: string[] }>(
       { kind: 'register', port, prefix: PREFIX, hosts: quick ? 1000 : 4000, window: 512, timeoutS: 120 },
@@ -195,8 +236,7 @@ export async function run(argv: string[]): Promise<void> {
     rmSync(join(dir, 'rm.db-shm'), { force: true });
     fillStore(join(dir, 'rm.db'), n);
     const t0 = Date.now();
-    rm = startRm(config);
-    await waitListening(rm.pid ?? 0, port, 300_000);
+    rm = await startRmReady(config, port, 300_000);
     const loadS = (Date.now() - t0) / 1000;
     await new Promise((r) => setTimeout(r, 3000));
     const mem = rssMiB(rm.pid ?? 0);
