@@ -56,15 +56,17 @@ export interface Gap {
 /**
  * The longest run of buckets with no new bytes inside the window [fromMs, toMs), in ms. Bucket i
  * covers [i*bucketMs, (i+1)*bucketMs); buckets the series does not reach (the flow stalled until the
- * bound) count as empty. A run already in progress at fromMs counts from fromMs.
+ * bound) count as empty. A run already in progress at fromMs counts from fromMs, or from its real
+ * start with `clip: false` (to ask "was the flow moving at fromMs?", e.g. when an uplink comes back).
  */
-export function longestGap(buckets: readonly number[], bucketMs: number, fromMs = 0, toMs = buckets.length * bucketMs): Gap {
+export function longestGap(buckets: readonly number[], bucketMs: number, fromMs = 0, toMs = buckets.length * bucketMs, clip = true): Gap {
   if (!(bucketMs > 0)) throw new RangeError(`bucketMs ${bucketMs} must be positive`);
   const first = Math.max(0, Math.floor(fromMs / bucketMs));
   const end = Math.ceil(toMs / bucketMs);
   let best = 0;
   let bestStart = -1;
   let run = 0;
+  if (!clip) for (let i = first - 1; i >= 0 && (buckets[i] ?? 0) === 0; i--) run++;
   for (let i = first; i < end; i++) {
     if ((buckets[i] ?? 0) > 0) {
       run = 0;
@@ -397,6 +399,16 @@ function serveBulk(server: Server, sched: Schedule, bucketMs: number, sampleMs: 
       while (buckets.length <= idx) buckets.push(0);
       buckets[idx] = (buckets[idx] ?? 0) + (bytes - sampled);
       sampled = bytes;
+      // Drain the socket once per tick, in 64 KiB reads, instead of waking for every arriving packet:
+      // packets that come out of a TUN one by one would otherwise cost one wake-up and one small read
+      // each (measured: 42% of a core at 100 Mbit/s over realmnet). resume() starts reading, the poll
+      // phase that follows reads what the kernel holds, and the check phase pauses again. The kernel
+      // buffers at most a tick of data (auto-tuned receive buffer), so the flow is not slowed.
+      const s = sock;
+      if (s !== null && !s.destroyed) {
+        s.resume();
+        setImmediate(() => s.pause());
+      }
     };
     const timer = setInterval(sample, sampleMs);
     const finish = (): void => {
@@ -441,6 +453,8 @@ function serveBulk(server: Server, sched: Schedule, bucketMs: number, sampleMs: 
         bytes += d.length;
         hash.update(d);
       });
+      // Read only when the sampler ticks (see sample()): paused until then.
+      s.pause();
       s.on('error', (e) => {
         reset = true;
         error ??= errorCode(e);
