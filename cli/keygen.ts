@@ -12,8 +12,7 @@ export function keygenCommand(): Command {
     .description(
       `Create an Ed25519 key pair and write it to FILE (JSON, mode 0600).
 
-A host ID is self-certifying: the realm prefix followed by a hash of the public key. Give
---realm-prefix to print the host ID this key has in that realm.`,
+A host ID is self-certifying: the realm prefix followed by a hash of the public key. Give --realm-prefix to print the host ID this key has in that realm.`,
     )
     .requiredOption('-o, --out <file>', 'where to write the key (refuses to overwrite)')
     .option('-p, --realm-prefix <prefix>', 'realm prefix, e.g. fd00:1::/32: print the host ID of the key in it')

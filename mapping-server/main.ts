@@ -80,10 +80,7 @@ export function rmCommand(): Command {
     .description(
       `Run a Realm Manager: the mapping server of one realm.
 
-Hosts of the realm register signed bindings (host ID -> locators); agents look them up and
-subscribe to changes, which the RM pushes. Registrations are stored durably (embedded SQLite)
-before they are acknowledged, and expire unless refreshed. The realm policy decides who may learn
-which locators; everyone else gets the answer for an unknown ID.
+Hosts of the realm register signed bindings (host ID -> locators); agents look them up and subscribe to changes, which the RM pushes. Registrations are stored durably (embedded SQLite) before they are acknowledged, and expire unless refreshed. The realm policy decides who may learn which locators; everyone else gets the answer for an unknown ID.
 
 Control protocol: UDP port 4342 (IPv4 and IPv6), see docs/control-protocol.md.`,
     )
