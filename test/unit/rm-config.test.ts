@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseRmConfig, DEFAULTS } from '../../mapping-server/config.ts';
+import { loadRmConfig, parseRmConfig, DEFAULTS } from '../../mapping-server/config.ts';
 import { Realm } from '../../mapping-server/realm.ts';
 import { createPolicy } from '../../mapping-server/policy.ts';
 import { parseHostId } from '../../shared/ids.ts';
@@ -82,5 +82,13 @@ describe('realm and policy', () => {
       { index: 3, priority: 1, weight: 9, up: true },
     ]);
     expect(policy.prefsFor([l('ispa')])).toEqual([]);
+  });
+});
+
+describe('examples/rm.yaml', () => {
+  it('is a valid RM config', () => {
+    const c = loadRmConfig(new URL('../../examples/rm.yaml', import.meta.url).pathname);
+    expect(c.prefix).toBe('fd00:1::/32');
+    expect(c.policy.uplinks.ispb?.use).toBe('backup');
   });
 });
