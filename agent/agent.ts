@@ -16,6 +16,15 @@ import { RmLink, type RmLinkStatus } from './rmlink.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
 import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from './uplinks/socket.ts';
 import { Uplinks } from './uplinks/uplinks.ts';
+import type { UplinkFacts, WatchedUplink } from './uplinks/monitor.ts';
+
+/** What the agent needs of the uplink monitor (uplinks/monitor.ts). */
+export interface MonitorLike {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  facts(name: string): UplinkFacts;
+  onChange(cb: (uplink: string, facts: UplinkFacts) => void): () => void;
+}
 
 /**
  * The agent, wired. Reading order for newcomers: this file, then dataplane/inside.ts and
@@ -42,6 +51,8 @@ export interface AgentDeps {
   readonly identity?: AgentIdentity;
   /** An RM client for uplink i, bound to `locator` (tests pass in-process ones). */
   readonly makeRmClient?: (uplink: number, locator: string) => RmClient;
+  /** Watches the uplinks' link state, addresses and routes (netlink); none in tests on fakes. */
+  readonly makeMonitor?: (uplinks: readonly WatchedUplink[]) => MonitorLike;
 }
 
 export interface AgentStatus {
@@ -92,6 +103,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
   let rmLink: RmLink | null = null;
   let resolver: Resolver | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
+  let monitor: MonitorLike | null = null;
   let inside: InsideStats = { packets: 0, bytes: 0, batches: 0 };
   const outside: OutsideStats = { packets: 0, bytes: 0, batches: 0 };
 
@@ -120,6 +132,44 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
       if (!cache.set(entry)) log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');
       if (entry.path === null) log.warn({ hostId: p.hostId }, 'no uplink can reach any locator of this host (address families differ?)');
     }
+  }
+
+  /** Rebuilds every map-cache entry's path from the uplinks' current state. */
+  function repath(ul: Uplinks): void {
+    for (const e of cache.entries()) {
+      const path = choosePath(ul.list, e.locators);
+      if (path?.uplink !== e.path?.uplink || path?.locator !== e.path?.locator) cache.set(Object.freeze({ ...e, path }));
+    }
+  }
+
+  /**
+   * Uplink failover, first step: the monitor reports carrier loss, a removed address or a withdrawn
+   * route the moment the kernel does; the uplink is taken out, traffic moves to the best remaining
+   * path at once, and a new signed binding (that locator marked down) goes to the RM, which pushes
+   * it to the correspondents that follow this host.
+   */
+  async function startMonitor(ul: Uplinks): Promise<void> {
+    if (deps.makeMonitor === undefined) return;
+    const watched: WatchedUplink[] = ul.list
+      .filter((u) => u.interface !== undefined)
+      .map((u) => ({ name: u.name, interface: u.interface as string, locator: u.locator, gateway: config.uplinks.find((c) => c.name === u.name)?.gateway, table: ul.tableOf(u.name) }));
+    if (watched.length === 0) return;
+    const m = deps.makeMonitor(watched);
+    monitor = m;
+    const apply = (name: string, f: UplinkFacts) => {
+      const u = ul.list.find((x) => x.name === name);
+      if (u === undefined) return;
+      // The kernel drops an IPv4 policy route with the link; put it back once the link is usable again.
+      if (f.carrier && f.adminUp && f.hasAddress && !f.hasRoute) void ul.reinstall(name);
+      if (u.up === f.usable) return;
+      u.up = f.usable;
+      log.warn({ uplink: name, carrier: f.carrier, address: f.hasAddress, route: f.hasRoute }, f.usable ? 'uplink up' : 'uplink down: moving traffic to the remaining uplinks');
+      repath(ul);
+      void rmLink?.register();
+    };
+    m.onChange(apply);
+    await m.start();
+    for (const w of watched) apply(w.name, m.facts(w.name));
   }
 
   return {
@@ -209,6 +259,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
           u.socket.start(out.onBatch);
         });
         t.start(ins.onBatch);
+        await startMonitor(ul);
         rmLink?.start();
         if (r !== null) {
           sweepTimer = setInterval(() => r.sweep(deps.clock.now()), SWEEP_MS);
@@ -225,6 +276,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
     },
 
     async stop() {
+      await monitor?.stop();
+      monitor = null;
       if (sweepTimer !== null) clearInterval(sweepTimer);
       sweepTimer = null;
       resolver?.stop();

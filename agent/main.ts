@@ -9,6 +9,7 @@ import { loadKeyPair } from '../shared/keys.ts';
 import { createAgent, type AgentIdentity, type AgentStatus } from './agent.ts';
 import type { AgentConfig } from './config.ts';
 import { createRmClient } from './mapcache/client.ts';
+import { UplinkMonitor } from './uplinks/monitor.ts';
 import { loadAgentConfig, DEFAULTS } from './config.ts';
 import { queryControl, startControlServer } from './control.ts';
 import { createIpCommand } from './netconfig.ts';
@@ -33,6 +34,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
     log: log.child({ module: 'agent' }),
     clock: systemClock,
     identity,
+    makeMonitor: (uplinks) => new UplinkMonitor(uplinks, { log: log.child({ module: 'monitor' }), clock: systemClock }),
     makeRmClient:
       identity === undefined || rm === undefined
         ? undefined

@@ -101,15 +101,6 @@ export class Resolver {
     this.install(answer);
   }
 
-  /** Rebuild every entry's path (an uplink went up or down). */
-  repath(): void {
-    const ups = this.deps.uplinks();
-    for (const e of this.deps.cache.entries()) {
-      const path = choosePath(ups, e.locators);
-      if (path?.uplink !== e.path?.uplink || path?.locator !== e.path?.locator) this.deps.cache.set(Object.freeze({ ...e, path }));
-    }
-  }
-
   /** One sweep: drop expired entries and negative entries, refresh those about to expire. */
   sweep(now: number): void {
     for (const e of this.deps.cache.entries()) {

@@ -72,6 +72,26 @@ export class Uplinks {
     }
   }
 
+  /** The routing table of an uplink's source-policy routing, if it has one. */
+  tableOf(name: string): number | undefined {
+    const i = this.configs.findIndex((c) => c.name === name);
+    const c = this.configs[i];
+    return c?.interface !== undefined && c.gateway !== undefined ? this.opts.tableBase + i : undefined;
+  }
+
+  /** Puts an uplink's policy route back (the kernel flushes IPv4 routes when a link goes down). */
+  async reinstall(name: string): Promise<void> {
+    const r = this.routes.find((x) => x.uplink === name);
+    if (r === undefined) return;
+    for (const cmd of r.add) {
+      try {
+        await this.deps.net.ip(cmd);
+      } catch {
+        // The rule may still be there (rules survive link changes); the route is what matters.
+      }
+    }
+  }
+
   async stop(): Promise<void> {
     for (const u of this.list) u.socket.close();
     this.list.length = 0;

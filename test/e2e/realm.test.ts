@@ -93,3 +93,42 @@ describe('location privacy', () => {
     expect(mhView.mapCache.find((e) => e.hostId === r.files.ids.ch)?.locators).toEqual(['203.0.113.2:4341 p1']);
   }, 60_000);
 });
+
+describe('carrier loss on the active uplink (monitor → new binding → push)', () => {
+  beforeAll(async () => {
+    await realm?.stop();
+    realm = await startRealm(tb);
+  }, 60_000);
+
+  afterAll(async () => {
+    await tb.linkUp('ispa', 'to-mh');
+  });
+
+  it('moves traffic to the other uplink and tells the correspondent through the RM', async () => {
+    const r = realm as Realm;
+    expect(await pings(tb.ns('ch'), r.files.ids.mh, { count: 1 })).toBe(true);
+    await tb.linkDown('ispa', 'to-mh'); // mh's eth-a loses carrier, as with a pulled cable
+    const t0 = Date.now();
+    let mhView = await agentStatus(tb, 'mh');
+    let chView = await agentStatus(tb, 'ch');
+    const chLocators = () => chView.mapCache.find((e) => e.hostId === r.files.ids.mh)?.locators ?? [];
+    while (mhView.uplinks[0].up || !chLocators().includes('192.0.2.1:4341 p1 down')) {
+      if (Date.now() - t0 > 10_000) throw new Error(`no failover within 10 s: mh ${JSON.stringify(mhView.uplinks)}, ch ${JSON.stringify(chLocators())}`);
+      await new Promise((res) => setTimeout(res, 100));
+      [mhView, chView] = await Promise.all([agentStatus(tb, 'mh'), agentStatus(tb, 'ch')]);
+    }
+    expect(mhView.mapCache.find((e) => e.hostId === r.files.ids.ch)?.path).toBe('ispb → 203.0.113.2');
+    expect(chView.mapCache.find((e) => e.hostId === r.files.ids.mh)?.path).toBe('core → 192.0.2.65');
+    expect(await pings(tb.ns('ch'), r.files.ids.mh, { count: 2 })).toBe(true);
+    expect(await pings(tb.ns('mh'), r.files.ids.ch, { count: 2 })).toBe(true);
+
+    // The link comes back: the uplink is usable again and mh says so in a new binding.
+    await tb.linkUp('ispa', 'to-mh');
+    const t1 = Date.now();
+    while (!(await agentStatus(tb, 'mh')).uplinks[0].up) {
+      if (Date.now() - t1 > 10_000) throw new Error('uplink ispa not re-admitted within 10 s');
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(await pings(tb.ns('ch'), r.files.ids.mh, { count: 2 })).toBe(true);
+  }, 60_000);
+});
