@@ -50,11 +50,16 @@ export interface TunSetup {
 /** Largest TSO super-packet we let the kernel build, so that header + packet fit one UDP datagram over IPv4 (65507). */
 export const GSO_MAX_SIZE = 65_000;
 
+export const TUN_TXQUEUELEN = 5000;
+
 export function tunUpCommands(t: TunSetup): string[][] {
   const cmds: string[][] = [
     // No link-local address: it would only bring router solicitations and MLD reports into the TUN.
     ['link', 'set', 'dev', t.name, 'addrgenmode', 'none'],
     ['link', 'set', 'dev', t.name, 'mtu', String(t.mtu)],
+    // The kernel queues packets for our reader here; the default 500 overflows in a TCP burst while
+    // the reader hands a batch to JavaScript, and each overflow is a loss TCP backs off for.
+    ['link', 'set', 'dev', t.name, 'txqueuelen', String(TUN_TXQUEUELEN)],
   ];
   if (t.offload) cmds.push(['link', 'set', 'dev', t.name, 'gso_max_size', String(GSO_MAX_SIZE)]);
   cmds.push(['link', 'set', 'dev', t.name, 'up']);
