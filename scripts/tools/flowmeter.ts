@@ -1,11 +1,12 @@
 /**
  * flowmeter: a goodput meter for failover measurements, run inside network namespaces.
  *
- *   sink      TCP server: reads in large chunks, hashes everything (sha256), and counts delivered bytes
+ *   sink      TCP server: reads in large chunks, hashes everything (sha256), checks every byte against the
+ *             expected stream (see ByteStream), and counts delivered bytes
  *             into fixed buckets (10 ms) from a timer that samples a counter (never a timestamp per read:
  *             on 2 cores a receiver that wakes per small read costs more CPU than the flow it measures).
  *             With --rr-port it also runs the request/response echo server in the same process.
- *   source    TCP client: sends random bytes for --seconds (or --bytes), hashing what it wrote.
+ *   source    TCP client: sends the byte stream of --seed for --seconds (or --bytes), hashing what it wrote.
  *             With --rr-port it also runs the request/response client in the same process.
  *   rr-server echoes 64-byte messages (TCP_NODELAY).
  *   rr-client sends one 64-byte message every 10 ms and timestamps each echo.
@@ -33,7 +34,7 @@
  *   node --import tsx scripts/tools/flowmeter.ts sink   --listen :: --port 5001 --rr-port 5002 --fault-at T
  *   node --import tsx scripts/tools/flowmeter.ts source --connect fd00:1::c --port 5001 --rr-port 5002 --seconds 8
  */
-import { createHash, randomFillSync } from 'node:crypto';
+import { createCipheriv, createHash, type Cipher } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
@@ -154,6 +155,64 @@ export function medianOf(xs: readonly number[]): number | null {
   return s.length % 2 === 1 ? (s[m] ?? null) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 }
 
+/**
+ * The bytes a source sends: the AES-128-CTR keystream of a 16-byte seed (random-looking, no pattern
+ * that a lost or repeated block could hide behind, 1–2 GB/s with AES-NI). Because it is a function of
+ * the seed and the offset, the sink checks every byte as it arrives, which tells a corrupted stream
+ * from a truncated one (a transfer cut short at the bound still arrived intact as far as it went), and
+ * can say where misplaced bytes came from (sourceOffsetOf).
+ */
+export class ByteStream {
+  private readonly ks: Cipher;
+  private zeros = Buffer.alloc(0);
+
+  constructor(private readonly seed: Buffer) {
+    if (seed.length !== 16) throw new RangeError('the seed is 16 bytes');
+    this.ks = ByteStream.cipherAt(seed, 0);
+  }
+
+  /** A keystream cipher positioned at `offset` (a multiple of 16). */
+  private static cipherAt(seed: Buffer, offset: number): Cipher {
+    const iv = Buffer.alloc(16);
+    iv.writeBigUInt64BE(BigInt(offset / 16), 8);
+    return createCipheriv('aes-128-ctr', seed, iv);
+  }
+
+  /** The next n bytes of the stream, in a fresh buffer. */
+  next(n: number): Buffer {
+    if (this.zeros.length < n) this.zeros = Buffer.alloc(Math.max(n, 256 * 1024));
+    return this.ks.update(this.zeros.subarray(0, n));
+  }
+
+  /** Bytes [from, from + n) of the stream. */
+  static slice(seed: Buffer, from: number, n: number): Buffer {
+    const start = Math.floor(Math.max(0, from) / 16) * 16;
+    const c = ByteStream.cipherAt(seed, start);
+    return c.update(Buffer.alloc(n + (Math.max(0, from) - start))).subarray(Math.max(0, from) - start);
+  }
+
+  /**
+   * Where in the stream `needle` (bytes that arrived at `atOffset` but do not belong there) was sent,
+   * searching ±`radius` bytes around it; null when not found (garbage rather than misplaced data).
+   */
+  static sourceOffsetOf(seed: Buffer, needle: Buffer, atOffset: number, radius = 16 * 1024 * 1024): number | null {
+    const from = Math.max(0, atOffset - radius);
+    const hay = ByteStream.slice(seed, from, atOffset + radius - from);
+    const i = hay.indexOf(needle);
+    return i < 0 ? null : from + i;
+  }
+}
+
+export const DEFAULT_SEED = '72656d6c6d6e65742d666c6f776d7472';
+
+/** Compares a received chunk with what the stream says belongs there; -1 when equal. */
+export function firstMismatch(got: Buffer, expected: Buffer): number {
+  if (got.equals(expected)) return -1;
+  const n = Math.min(got.length, expected.length);
+  for (let i = 0; i < n; i++) if (got[i] !== expected[i]) return i;
+  return n;
+}
+
 // 2. The reports, as zod schemas: the harness narrows the tool's stdout with parseReport.
 
 const Common = {
@@ -204,6 +263,13 @@ export const SinkReport = z.object({
   mode: z.literal('sink'),
   bytes: z.number(),
   sha256: z.string(),
+  /** Every byte that arrived is the byte the source sent at that offset (says nothing of bytes that did not arrive). */
+  verified: z.boolean(),
+  /** The first offset where the received bytes differ from the stream, the number of differing chunks, and
+   *  where the 64 bytes found at that offset were really sent (null: nowhere within ±16 MB). */
+  mismatch: z
+    .object({ first_offset: z.number(), chunks: z.number(), found_at_source_offset: z.number().nullable(), sample_hex: z.string() })
+    .nullable(),
   bucket_ms: z.number(),
   /** Bytes delivered to the application per bucket, bucket 0 starting at the origin. */
   buckets: z.array(z.number()),
@@ -375,9 +441,11 @@ function serveRr(server: Server, sched: Schedule): Promise<RrServerReport> {
 }
 
 /** Bulk sink: hash everything, count bytes into buckets from a sampling timer. */
-function serveBulk(server: Server, sched: Schedule, bucketMs: number, sampleMs: number): Promise<Omit<SinkReport, 'rr'>> {
+function serveBulk(server: Server, sched: Schedule, bucketMs: number, sampleMs: number, seed: Buffer): Promise<Omit<SinkReport, 'rr'>> {
   return new Promise((resolve) => {
     const hash = createHash('sha256');
+    const stream = new ByteStream(seed);
+    let mismatch: { first_offset: number; chunks: number; needle: Buffer } | null = null;
     const buckets: number[] = [];
     let bytes = 0;
     let sampled = 0;
@@ -437,6 +505,16 @@ function serveBulk(server: Server, sched: Schedule, bucketMs: number, sampleMs: 
         default_congestion: defaultCongestion(),
         bytes,
         sha256: hash.digest('hex'),
+        verified: mismatch === null,
+        mismatch:
+          mismatch === null
+            ? null
+            : {
+                first_offset: mismatch.first_offset,
+                chunks: mismatch.chunks,
+                found_at_source_offset: ByteStream.sourceOffsetOf(seed, mismatch.needle, mismatch.first_offset),
+                sample_hex: mismatch.needle.subarray(0, 16).toString('hex'),
+              },
         bucket_ms: bucketMs,
         buckets,
         gap_ms: round1(windowed.ms),
@@ -450,6 +528,11 @@ function serveBulk(server: Server, sched: Schedule, bucketMs: number, sampleMs: 
     server.once('connection', (s) => {
       sock = s;
       s.on('data', (d: Buffer) => {
+        const at = firstMismatch(d, stream.next(d.length));
+        if (at >= 0) {
+          if (mismatch === null) mismatch = { first_offset: bytes + at, chunks: 0, needle: Buffer.from(d.subarray(at, at + 64)) };
+          mismatch.chunks++;
+        }
         bytes += d.length;
         hash.update(d);
       });
@@ -570,10 +653,12 @@ interface SourceOptions {
   /** Stop after this many bytes (and `seconds` at the latest). */
   bytes: number | null;
   chunkBytes: number;
+  seed: Buffer;
 }
 
 function bulkSource(sock: Socket, connectedMs: number, o: SourceOptions, sched: Schedule): Promise<Omit<SourceReport, 'rr'>> {
   const hash = createHash('sha256');
+  const stream = new ByteStream(o.seed);
   let sent = 0;
   let reset = false;
   let error: string | null = null;
@@ -626,8 +711,8 @@ function bulkSource(sock: Socket, connectedMs: number, o: SourceOptions, sched: 
         }
         if (nowMs() >= stopAt || (o.bytes !== null && sent >= o.bytes)) return stop();
         const n = o.bytes === null ? o.chunkBytes : Math.min(o.chunkBytes, o.bytes - sent);
-        // A fresh buffer per write: write() keeps a reference, so a reused one could change under it.
-        const piece = randomFillSync(Buffer.allocUnsafe(n));
+        // A fresh buffer per write (next() returns one): write() keeps a reference until it is sent.
+        const piece = stream.next(n);
         hash.update(piece);
         sent += n;
         if (!sock.write(piece)) {
@@ -659,8 +744,8 @@ function bulkSource(sock: Socket, connectedMs: number, o: SourceOptions, sched: 
 class UsageError extends Error {}
 
 const USAGE = `usage: flowmeter.ts MODE [options]
-  sink      --listen ADDR --port P [--rr-port Q] [--bucket-ms 10]
-  source    --connect ADDR --port P [--rr-port Q] --seconds S [--bytes N]
+  sink      --listen ADDR --port P [--rr-port Q] [--bucket-ms 10] [--seed HEX32]
+  source    --connect ADDR --port P [--rr-port Q] --seconds S [--bytes N] [--seed HEX32]
   rr-server --listen ADDR --port P
   rr-client --connect ADDR --port P --seconds S [--interval-ms 10]
 common: --start-at EPOCH_MS (default: now + 500 ms) --fault-at EPOCH_MS --until EPOCH_MS (default: start + seconds + 10 s; servers: now + 60 s)`;
@@ -674,6 +759,7 @@ interface Cli {
   bytes: number | null;
   bucketMs: number;
   intervalMs: number;
+  seed: Buffer;
   sched: Schedule;
 }
 
@@ -696,6 +782,7 @@ export function parseCli(argv: readonly string[], now: number): Cli {
         'start-at': { type: 'string' },
         'fault-at': { type: 'string' },
         until: { type: 'string' },
+        seed: { type: 'string', default: DEFAULT_SEED },
       },
       strict: true,
       allowPositionals: false,
@@ -720,6 +807,7 @@ export function parseCli(argv: readonly string[], now: number): Cli {
   const faultAt = num(v['fault-at'], 'fault-at', 0, Number.MAX_SAFE_INTEGER);
   const until = num(v.until, 'until', 0, Number.MAX_SAFE_INTEGER) ?? (server ? now + 60_000 : startAt + (seconds ?? 0) * 1000 + 10_000);
   if (until <= startAt) throw new UsageError('--until must be after --start-at');
+  if (!/^[0-9a-fA-F]{32}$/.test(v.seed)) throw new UsageError(`--seed ${v.seed}: expected 32 hex digits (16 bytes)`);
   return {
     mode,
     host,
@@ -729,6 +817,7 @@ export function parseCli(argv: readonly string[], now: number): Cli {
     bytes: num(v.bytes, 'bytes', 1, Number.MAX_SAFE_INTEGER),
     bucketMs: num(v['bucket-ms'], 'bucket-ms', 1, 1000) ?? DEFAULT_BUCKET_MS,
     intervalMs: num(v['interval-ms'], 'interval-ms', 1, 1000) ?? DEFAULT_RR_INTERVAL_MS,
+    seed: Buffer.from(v.seed, 'hex'),
     sched: { startAt, faultAt, until },
   };
 }
@@ -752,7 +841,7 @@ async function main(argv: readonly string[]): Promise<number> {
       await listen(bulk, c.host, c.port);
       if (rr !== null && c.rrPort !== null) await listen(rr, c.host, c.rrPort);
       process.stderr.write(`flowmeter: listening on [${c.host}]:${c.port}${c.rrPort === null ? '' : ` and :${c.rrPort}`}\n`);
-      const [b, r] = await Promise.all([serveBulk(bulk, c.sched, c.bucketMs, Math.max(1, c.bucketMs / 2)), rr === null ? null : serveRr(rr, c.sched)]);
+      const [b, r] = await Promise.all([serveBulk(bulk, c.sched, c.bucketMs, Math.max(1, c.bucketMs / 2), c.seed), rr === null ? null : serveRr(rr, c.sched)]);
       report = { ...b, rr: r };
       break;
     }
@@ -771,7 +860,7 @@ async function main(argv: readonly string[]): Promise<number> {
       // The harness waits for this line before --start-at, and retries with more lead without it.
       process.stderr.write(`flowmeter: connected ${round1(connectedMs)} ms from start\n`);
       const [b, r] = await Promise.all([
-        bulkSource(bulk, connectedMs, { seconds: c.seconds, bytes: c.bytes, chunkBytes: 256 * 1024 }, c.sched),
+        bulkSource(bulk, connectedMs, { seconds: c.seconds, bytes: c.bytes, chunkBytes: 256 * 1024, seed: c.seed }, c.sched),
         rr === null ? null : rrClient(rr, { seconds: c.seconds, intervalMs: c.intervalMs }, c.sched),
       ]);
       report = { ...b, rr: r };

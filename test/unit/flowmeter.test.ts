@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
+  ByteStream,
+  DEFAULT_SEED,
+  firstMismatch,
   degradedMs,
   firstByteMs,
   longestGap,
@@ -38,6 +41,13 @@ describe('longestGap over a bucket series', () => {
     // The 200 ms gap at 100..300 ms is before the window; the one in progress at 250 ms counts from 250.
     expect(longestGap(s, 10, 250, 1000)).toEqual({ ms: 50, startMs: 250 });
     expect(longestGap(s, 10, 300, 1000)).toEqual({ ms: 50, startMs: 600 });
+  });
+
+  it('counts a run in progress at the window start in full when asked not to clip', () => {
+    const s = series(100, [...range(10, 30), ...range(60, 65)]);
+    expect(longestGap(s, 10, 250, 1000, false)).toEqual({ ms: 200, startMs: 100 });
+    expect(longestGap(s, 10, 300, 1000, false)).toEqual({ ms: 50, startMs: 600 });
+    expect(longestGap(series(10, range(0, 4)), 10, 20, 100, false)).toEqual({ ms: 40, startMs: 0 });
   });
 
   it('counts buckets the series never reached as empty: a flow that stalled until the bound', () => {
@@ -81,6 +91,34 @@ describe('other series helpers', () => {
   });
 });
 
+describe('ByteStream: the bytes a source sends, checkable at the sink', () => {
+  const seed = Buffer.from(DEFAULT_SEED, 'hex');
+
+  it('is the same stream however it is cut, and any slice of it can be made directly', () => {
+    const a = new ByteStream(seed);
+    const whole = Buffer.concat([a.next(1000), a.next(7), a.next(65_536)]);
+    const b = new ByteStream(seed);
+    expect(Buffer.concat([b.next(3), b.next(66_540)]).equals(whole)).toBe(true);
+    expect(ByteStream.slice(seed, 0, whole.length).equals(whole)).toBe(true);
+    expect(ByteStream.slice(seed, 1_003, 500).equals(whole.subarray(1_003, 1_503))).toBe(true);
+    expect(new ByteStream(Buffer.alloc(16, 1)).next(64).equals(whole.subarray(0, 64))).toBe(false);
+  });
+
+  it('finds where misplaced bytes were sent, and says so when they are garbage', () => {
+    const sent = ByteStream.slice(seed, 0, 3_000_000);
+    const needle = sent.subarray(1_234_567, 1_234_567 + 64);
+    expect(ByteStream.sourceOffsetOf(seed, needle, 2_000_000)).toBe(1_234_567);
+    expect(ByteStream.sourceOffsetOf(seed, Buffer.alloc(64, 7), 2_000_000)).toBeNull();
+  });
+
+  it('locates the first differing byte of a chunk', () => {
+    const x = Buffer.from('abcdef');
+    expect(firstMismatch(x, Buffer.from('abcdef'))).toBe(-1);
+    expect(firstMismatch(x, Buffer.from('abcXef'))).toBe(3);
+    expect(firstMismatch(x, Buffer.from('abc'))).toBe(3);
+  });
+});
+
 describe('longestIntervalGap over event times (rr echoes)', () => {
   it('is the longest time between consecutive echoes', () => {
     expect(longestIntervalGap([10, 20, 30, 300, 310], 0, 310)).toEqual({ ms: 270, startMs: 30 });
@@ -105,6 +143,8 @@ const sink = {
   default_congestion: 'bbr',
   bytes: 1000,
   sha256: 'ab'.repeat(32),
+  verified: true,
+  mismatch: null,
   bucket_ms: 10,
   buckets: [0, 500, 500],
   gap_ms: 0,
@@ -164,6 +204,7 @@ describe('parseCli', () => {
     expect(() => parseCli(['sink', '--listen', '::', '--port', '70000'], now)).toThrow(/--port/);
     expect(() => parseCli(['sink', '--listen', '::', '--port', '1', '--bogus', '1'], now)).toThrow();
     expect(() => parseCli(['sink', '--listen', '::', '--port', '1', '--start-at', '10', '--until', '5'], now)).toThrow(/--until/);
+    expect(() => parseCli(['sink', '--listen', '::', '--port', '1', '--seed', 'xyz'], now)).toThrow(/--seed/);
   });
 });
 
@@ -186,6 +227,66 @@ describe('MPTCP helpers (scripts/bench/mptcp.ts)', () => {
     expect(parseSsTcpInfo(text)).toEqual([
       { local: '192.0.2.65%eth-b:37231', peer: '203.0.113.2:5001', congestion: 'cubic', mptcpSubflow: true },
       { local: '[fd00:1::a]:41000', peer: '[fd00:1::c]:5002', congestion: 'bbr', mptcpSubflow: false },
+    ]);
+  });
+});
+
+describe('failover bench helpers (scripts/bench/failover.ts, plot.ts)', async () => {
+  const { parseOptions, UsageProblem, betterReps, representative, summarize, SCENARIOS } = await import('../../scripts/bench/failover.ts');
+  const { goodputRows } = await import('../../scripts/bench/plot.ts');
+  type Run = Parameters<typeof summarize>[0][number];
+  const run = (system: 'realmnet' | 'mptcp', rep: number, gap: number, extra: Partial<Run> = {}): Run =>
+    ({
+      scenario: 'carrier-loss',
+      system,
+      rep,
+      gap_ms: gap,
+      rr_gap_ms: gap + 5,
+      reset: false,
+      data_intact: true,
+      completed: true,
+      recovered: true,
+      degraded_ms: 100,
+      goodput_mbps_before: 180,
+      error: null,
+      sink: null,
+      ...extra,
+    }) as Run;
+
+  it('parses the command line, and refuses unknown scenarios, systems and impossible schedules', () => {
+    const o = parseOptions(['--reps', '2', '--only', 'silent-blackhole,carrier-loss', '--systems', 'mptcp']);
+    expect(o.reps).toBe(2);
+    expect(o.scenarios.map((s) => s.name)).toEqual(['carrier-loss', 'silent-blackhole']);
+    expect(o.systems).toEqual(['mptcp']);
+    expect(o.capMbit).toBe(o.rateMbit);
+    expect(parseOptions([]).scenarios).toHaveLength(SCENARIOS.length);
+    expect(() => parseOptions(['--only', 'meteor-strike'])).toThrow(UsageProblem);
+    expect(() => parseOptions(['--systems', 'nebula'])).toThrow(UsageProblem);
+    expect(() => parseOptions(['--seconds', '4', '--fault-at', '3'])).toThrow(/fault-at/);
+    expect(() => parseOptions(['--reps', '0'])).toThrow(UsageProblem);
+  });
+
+  it('summarizes runs: median and max gap, resets, integrity, recoveries', () => {
+    const s = summarize([run('realmnet', 1, 80), run('realmnet', 2, 120, { reset: true }), run('realmnet', 3, 90, { data_intact: false, recovered: false })]);
+    expect(s).toMatchObject({ runs: 3, gap_ms_median: 90, gap_ms_max: 120, gap_ms_min: 80, resets: 1, data_intact: false, recovered: 2, rr_gap_ms_median: 95 });
+    expect(summarize([])).toBeNull();
+  });
+
+  it('picks the median-gap run to plot, and counts repetitions where realmnet was shorter', () => {
+    const runs = [run('realmnet', 1, 300), run('realmnet', 2, 100), run('realmnet', 3, 200), run('mptcp', 1, 250), run('mptcp', 2, 250), run('mptcp', 3, 150)];
+    const sink = { buckets: [], bucket_ms: 10 } as unknown as Run['sink'];
+    expect(representative(runs.filter((r) => r.system === 'realmnet').map((r) => ({ ...r, sink })))?.rep).toBe(3);
+    expect(representative(runs)).toBeNull(); // no sink reports: nothing to plot
+    expect(betterReps(runs)).toBe('1/3');
+    expect(betterReps(runs.filter((r) => r.system === 'mptcp'))).toBeNull();
+  });
+
+  it('turns bucket series into Mbit/s steps for the plot', () => {
+    const rows = goodputRows([{ system: 'realmnet', rep: 1, gapMs: 0, buckets: [125_000, 125_000, 0, 0, 62_500], bucketMs: 10 }], 20);
+    expect(rows).toEqual([
+      { system: 'realmnet', t: 0, mbps: 100 },
+      { system: 'realmnet', t: 0.02, mbps: 0 },
+      { system: 'realmnet', t: 0.04, mbps: 25 },
     ]);
   });
 });
