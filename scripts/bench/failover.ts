@@ -8,38 +8,55 @@
  * TCP's own retransmission backoff (0.2, 0.6, 1.4, 3 s...) means the figure that matters is goodput
  * recovery, not the moment the agent switches (DESIGN.md §2).
  *
- * One run (one scenario × one system × one repetition), all on a FRESH testbed:
- *  1. up() the standard topology; tbf --rate Mbit/s on both directions of each ISP link (ispa/ispb
- *     to-core and to-mh egress) so that neither system is CPU-bound and both see the same capacity;
- *     cubic per route (`congctl`: the box's default bbr gave MPTCP 285 ms gaps without any fault, and a
- *     netns may not pick cubic as its default, see scripts/tools/flowmeter.ts); mh's uplinks and ch's
- *     link send one packet per skb (gso_max_segs 1) so that loss and tbf act on wire packets, not on
- *     64 KB GSO super-packets, for both systems alike.
- *  2. realmnet: start the agents (test/helpers/agents.ts; mh: ispa priority 1, ispb 2) and run the
- *     tools over host IDs. mptcp: scripts/bench/mptcp.ts, tools under `mptcpize run`, to ch's
- *     underlay address; the subflows are checked (ss, MPTcpExt counters) and recorded.
- *  3. flowmeter sink (+ echo server) in ch, source (+ request/response client, one 64-byte message
- *     every 10 ms) in mh, both given one absolute schedule: sending starts at t=0, the fault is
- *     injected at --fault-at seconds, the source stops at --seconds, and every process is bound by
- *     t = seconds + grace (the gap of a flow that never recovers is counted up to there, completed:
- *     false). The harness kills whatever is left 3 s after that.
+ * One run (one scenario × one system × one repetition), each on a FRESH testbed:
+ *  1. up() the standard topology; tbf --rate Mbit/s (200) on both directions of each ISP link
+ *     (ispa/ispb to-core and to-mh egress), and the same cap on core → ch (--cap, default = --rate):
+ *     one shared bottleneck, so that MPTCP cannot add both uplinks up to twice realmnet's rate. Cubic
+ *     per route (`congctl`): the box's default bbr gave MPTCP 285 ms gaps without any fault, and a
+ *     netns other than the root one may not make cubic its default (see scripts/tools/flowmeter.ts).
+ *     mh's uplinks and ch's link send one packet per skb (gso_max_segs 1), so that loss and tbf act on
+ *     wire packets, not on 64 KB GSO super-packets of MPTCP's TCP, for both systems alike.
+ *  2. realmnet: the agents (test/helpers/agents.ts; mh: ispa priority 1, ispb 2; ch knows both of
+ *     mh's locators), the tools over host IDs. mptcp: scripts/bench/mptcp.ts, the tools under
+ *     `mptcpize run` to ch's underlay address; the subflows are checked (ss, MPTcpExt counters).
+ *  3. flowmeter (scripts/tools/flowmeter.ts) sink + echo server in ch, source + request/response
+ *     client (64 bytes every 10 ms) in mh, both on one absolute schedule: sending starts at t=0, the
+ *     fault at --fault-at, the source stops at --seconds, every process is bound by seconds + grace
+ *     (a flow that never recovers counts its gap up to there, completed: false), and the harness
+ *     kills whatever is left 3 s later.
  *  4. down() the testbed.
  * Runs are interleaved (scenario → repetition → system) so that both systems see the same load on
- * this shared box; the load average is recorded.
+ * this shared box. CPU priority (--sched, see SCHED_POLICIES): the box is shared with other builds and
+ * benches; the tools, the agents and the fault commands run SCHED_RR by default, or a CPU stall shows
+ * up as a gap. At 200 Mbit/s realmnet's path uses about 1.5 of the 2 cores (agents ~26% mh + ~74% ch,
+ * sink ~31%, source ~16%; recorded per run in cpu_percent).
  *
- * Gap: the longest run of 10 ms buckets without new bytes at the receiving application, from the
- * fault to the end of the flow (uplink-restored: from the restore). rr gap: the longest time between
- * two echoes in the same window. Reset: any socket error on either end. Intact: same byte count and
- * sha256 at both ends.
+ * Measures, per run: gap = the longest run of 10 ms buckets without new bytes at the receiving
+ * application from the fault to the end of the flow (uplink-restored: from the restore, counting a
+ * gap already in progress in full); rr gap = the longest time between two echoes in the same window;
+ * degraded = time after the fault below half the pre-fault goodput; reset = any socket error on either
+ * end; intact = same byte count and sha256 at both ends; recovered = bytes flowed again after the gap.
  *
- * Writes bench-results/failover.json and bench-results/failover-<scenario>.{svg,png} (one run of each
- * system: the one with its median gap).
+ * bench-results/failover.json:
+ *   { bench: 'failover', date, machine: { cpus, kernel, node, loadavg1_start, loadavg1_end },
+ *     settings: { reps, systems, seconds, fault_at_s, grace_s, bound_ms, rate_mbit, cap_mbit,
+ *                 congestion: 'cubic', bucket_ms, rr_interval_ms, sched, mptcp: { mode, ... }, ... },
+ *     scenarios: [ { name, description, target_ms,
+ *                    realmnet_gap_ms_median, realmnet_gap_ms_max, mptcp_gap_ms_median, mptcp_gap_ms_max,
+ *                    realmnet_rr_gap_ms_median, realmnet_rr_gap_ms_max, mptcp_rr_gap_ms_median, mptcp_rr_gap_ms_max,
+ *                    resets, mptcp_resets, data_intact, mptcp_data_intact,          (realmnet, then MPTCP)
+ *                    meets_target, better_than_mptcp, better_than_mptcp_reps,
+ *                    systems: { realmnet: SystemSummary, mptcp: SystemSummary },
+ *                    plot: { svg, png, runs }, runs: RunRecord[] (raw, with both tools' reports) } ] }
+ * and bench-results/failover-<scenario>.{svg,png}: goodput over time of each system's median-gap run.
  */
+import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { z } from 'zod';
 import { startAgents } from '../../test/helpers/agents.ts';
 import { HOST_IDS } from '../testbed/configs.ts';
 import { execHost, up, type NsProcess, type Testbed, type TESTBED } from '../testbed/topology.ts';
@@ -266,6 +283,8 @@ const LEAD_MIN_MS = 1_200;
 const LEAD_MAX_MS = 5_000;
 const LEAD_MARGIN_MS = 600;
 const START_ATTEMPTS = 3;
+const UPLINK_SETTLE_MS = 500;
+const AGENT_LOG_LINES = 12;
 const KILL_AFTER_BOUND_MS = 3_000;
 const CONGESTION = 'cubic';
 
@@ -287,6 +306,11 @@ export interface RunRecord {
   max_gap_ms: number | null;
   rr_gap_ms: number | null;
   rr_lost: number | null;
+  /**
+   * MB that ispa and ispb received from mh (to-mh rx, counted before any drop) from 0.5 s after the
+   * window opened to the end of sending: which uplink mh was using after the fault, or after the restore.
+   */
+  mh_sent_mb_after_fault: { from_ms: number; ispa: number | null; ispb: number | null } | null;
   /** uplink-restored: the longest gap while the uplink was down (before the window). */
   down_gap_ms: number | null;
   /** Bytes flowed again after the longest gap (it did not run to the end of the flow). */
@@ -295,7 +319,12 @@ export interface RunRecord {
   degraded_ms: number | null;
   /** Bulk or rr connection saw a socket error. */
   reset: boolean;
+  /** Same byte count and sha256 at both ends, and every byte checked against the source's stream. */
   data_intact: boolean;
+  /** The sink received bytes that differ from what the source sent at that offset (see sink.mismatch). */
+  corrupted: boolean;
+  /** The byte stream's seed (flowmeter --seed), to regenerate the bytes. */
+  seed: string;
   completed: boolean;
   bytes_sent: number | null;
   bytes_received: number | null;
@@ -313,6 +342,8 @@ export interface RunRecord {
   bound_ms: number;
   /** Why the run could not be measured (agents did not start, a tool crashed...). */
   error: string | null;
+  /** realmnet: the last lines of each agent's output (stderr, then stdout), after it stopped. */
+  agent_log_tail: Record<string, string[]> | null;
   /** Wall time of the run's phases (testbed, system, run, teardown), for the time estimate. */
   phase_ms: Record<string, number>;
   /** Attempts abandoned because the tools had not connected before the start (too slow to start). */
@@ -361,6 +392,8 @@ interface SystemUp {
   listen: string;
   wrapper: readonly string[];
   mptcp: MptcpSetup | null;
+  /** The last lines the agents wrote (realmnet), for the record. */
+  logTail?: () => Record<string, string[]>;
   stop(): Promise<void>;
 }
 
@@ -374,7 +407,21 @@ async function startSystem(tb: Std, o: Options, system: SystemName): Promise<Sys
       await agents.stop();
       throw e;
     }
-    return { pids: { agent_mh: agents.mh.pid, agent_ch: agents.ch.pid }, connect: HOST_IDS.ch, listen: '::', wrapper: [], mptcp: null, stop: () => agents.stop() };
+    const tail = (p: NsProcess): string[] =>
+      (p.stderrTail() + '\n' + p.stdoutTail())
+        .split('\n')
+        .filter((l) => l.trim().length > 0)
+        .slice(-AGENT_LOG_LINES)
+        .map((l) => l.slice(0, 300));
+    return {
+      pids: { agent_mh: agents.mh.pid, agent_ch: agents.ch.pid },
+      connect: HOST_IDS.ch,
+      listen: '::',
+      wrapper: [],
+      mptcp: null,
+      logTail: () => ({ mh: tail(agents.mh), ch: tail(agents.ch) }),
+      stop: () => agents.stop(),
+    };
   }
   const m = await setupMptcp(tb, { mode: o.mptcpMode, congestion: CONGESTION });
   // Wildcard: an MPTCP listener bound to one address refuses the extra subflows' MP_JOIN.
@@ -385,6 +432,23 @@ function spawnTool(tb: Std, o: Options, node: 'mh' | 'ch', wrapper: readonly str
   const argv = [process.execPath, '--import', 'tsx', FLOWMETER, ...args];
   const [cmd, ...rest] = [...TOOL_PRIORITY[o.sched], ...wrapper, ...argv];
   return tb.spawn(node, cmd ?? process.execPath, rest, { cwd: REPO_ROOT });
+}
+
+const LinkStats = z.array(z.object({ stats64: z.object({ rx: z.object({ bytes: z.number() }) }) }));
+
+/** Bytes each ISP has received from mh so far (rx on its to-mh side, dropped or not): where mh sends. */
+async function uplinkRxBytes(tb: Std): Promise<{ ispa: number | null; ispb: number | null }> {
+  const one = async (isp: 'ispa' | 'ispb'): Promise<number | null> => {
+    const r = await tb.exec(isp, 'ip', ['-j', '-s', 'link', 'show', 'dev', tb.addr.dev[isp].mh], { allowFail: true, timeoutMs: 5_000 });
+    try {
+      const p = LinkStats.safeParse(JSON.parse(r.stdout));
+      return p.success ? (p.data[0]?.stats64.rx.bytes ?? null) : null;
+    } catch {
+      return null;
+    }
+  };
+  const [ispa, ispb] = await Promise.all([one('ispa'), one('ispb')]);
+  return { ispa, ispb };
 }
 
 /** Congestion-control names and the number of MPTCP subflows of the bulk flow, from `ss -tni` in mh. */
@@ -409,10 +473,13 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     rr_gap_ms: null,
     rr_lost: null,
     recovered: false,
+    mh_sent_mb_after_fault: null,
     down_gap_ms: null,
     degraded_ms: null,
     reset: false,
     data_intact: false,
+    corrupted: false,
+    seed: randomBytes(16).toString('hex'),
     completed: false,
     bytes_sent: null,
     bytes_received: null,
@@ -429,6 +496,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     error: null,
     start_retries: [],
     phase_ms: {},
+    agent_log_tail: null,
     sink: null,
     source: null,
   };
@@ -461,7 +529,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     for (let attempt = 1; attempt <= START_ATTEMPTS && tools === null; attempt++) {
       const spawnedAt = nowMs();
       const startAt = Math.round(spawnedAt + lead.ms);
-      const sched = ['--start-at', String(startAt), '--fault-at', String(startAt + windowFrom), '--until', String(startAt + boundMs)];
+      const sched = ['--start-at', String(startAt), '--fault-at', String(startAt + windowFrom), '--until', String(startAt + boundMs), '--seed', rec.seed];
       const sink = spawnTool(tb, o, 'ch', sys.wrapper, ['sink', '--listen', sys.listen, '--port', String(BULK_PORT), '--rr-port', String(RR_PORT), '--bucket-ms', String(DEFAULT_BUCKET_MS), ...sched]);
       const source = spawnTool(tb, o, 'mh', sys.wrapper, [
         'source',
@@ -519,8 +587,14 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
       }
       rec.fault_events.push(ev);
     }
+    // Which uplink mh sends on once the fault (or the restore) has settled, to the end of sending.
+    await sleep(startAt + windowFrom + UPLINK_SETTLE_MS - nowMs());
+    const rx0 = await uplinkRxBytes(tb);
     await sleep(startAt + o.seconds * 1000 - nowMs());
     rec.cpu_percent.after_fault = roundCpu(cpu.stop());
+    const rx1 = await uplinkRxBytes(tb);
+    const mb = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : Math.round((b - a) / 1e4) / 100);
+    rec.mh_sent_mb_after_fault = { from_ms: windowFrom + UPLINK_SETTLE_MS, ispa: mb(rx0.ispa, rx1.ispa), ispb: mb(rx0.ispb, rx1.ispb) };
     const killAt = startAt + boundMs + KILL_AFTER_BOUND_MS;
     await Promise.race([Promise.all([sink.exited, source.exited]), sleep(killAt - nowMs())]);
     await Promise.all([sink.stop(1_000), source.stop(1_000)]);
@@ -563,7 +637,8 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     }
     rec.reset = Boolean(s?.reset || c?.reset || s?.rr?.reset || c?.rr?.reset);
     rec.completed = Boolean(s?.completed && c?.completed);
-    rec.data_intact = s !== null && c !== null && s.bytes > 0 && s.bytes === c.bytes && s.sha256 === c.sha256;
+    rec.data_intact = s !== null && c !== null && s.bytes > 0 && s.verified && s.bytes === c.bytes && s.sha256 === c.sha256;
+    rec.corrupted = s !== null && !s.verified;
 
     if (before !== null) {
       const after = await Promise.all([mptcpCounters(tb, 'mh'), mptcpCounters(tb, 'ch')]);
@@ -579,6 +654,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     if (elevated) await elevateHarness(o.sched, false).catch(() => false);
     phase('run');
     await sys?.stop().catch(() => {});
+    rec.agent_log_tail = sys?.logTail?.() ?? null;
     await tb.down();
     phase('teardown');
   }
@@ -598,6 +674,9 @@ export interface SystemSummary {
   recovered: number;
   resets: number;
   data_intact: boolean;
+  intact_runs: number;
+  /** Runs where bytes arrived that the source never sent at that offset (not merely too few). */
+  corrupted: number;
   completed: number;
   failed_runs: number;
   goodput_mbps_before_median: number | null;
@@ -619,6 +698,8 @@ export function summarize(runs: readonly RunRecord[]): SystemSummary | null {
     recovered: runs.filter((r) => r.recovered).length,
     resets: runs.filter((r) => r.reset).length,
     data_intact: runs.every((r) => r.data_intact),
+    intact_runs: runs.filter((r) => r.data_intact).length,
+    corrupted: runs.filter((r) => r.corrupted).length,
     completed: runs.filter((r) => r.completed).length,
     failed_runs: runs.filter((r) => r.error !== null).length,
     goodput_mbps_before_median: medianOf(gb),
@@ -642,20 +723,41 @@ export interface ScenarioResult {
   mptcp_gap_ms_median: number | null;
   mptcp_gap_ms_max: number | null;
   realmnet_rr_gap_ms_median: number | null;
+  realmnet_rr_gap_ms_max: number | null;
   mptcp_rr_gap_ms_median: number | null;
+  mptcp_rr_gap_ms_max: number | null;
   /** realmnet runs with a reset (null without realmnet runs); mptcp_resets likewise. */
   resets: number | null;
   mptcp_resets: number | null;
   /** Every realmnet run delivered the same bytes (count and sha256) it sent; mptcp_data_intact likewise. */
   data_intact: boolean | null;
   mptcp_data_intact: boolean | null;
-  /** realmnet's median gap within the target (null without a target or realmnet runs). */
+  /**
+   * The issue's target for realmnet, in every run: gap within target_ms, no reset, data intact (null
+   * without a target or without realmnet runs).
+   */
   meets_target: boolean | null;
   /** realmnet's median gap below MPTCP's in this invocation. */
   better_than_mptcp: boolean | null;
+  /** Repetitions in which realmnet's gap was below MPTCP's of the same repetition, e.g. "4/5". */
+  better_than_mptcp_reps: string | null;
   systems: Partial<Record<SystemName, SystemSummary>>;
   plot: { svg: string; png: string; runs: Partial<Record<SystemName, number>> } | null;
   runs: RunRecord[];
+}
+
+/** "k/n": of the n repetitions with both systems, k where realmnet's gap was the shorter. */
+export function betterReps(runs: readonly RunRecord[]): string | null {
+  let n = 0;
+  let k = 0;
+  for (const r of runs) {
+    if (r.system !== 'realmnet') continue;
+    const m = runs.find((x) => x.system === 'mptcp' && x.rep === r.rep);
+    if (m === undefined) continue;
+    n++;
+    if (r.gap_ms < m.gap_ms) k++;
+  }
+  return n === 0 ? null : `${k}/${n}`;
 }
 
 export function scenarioResult(sc: Scenario, runs: RunRecord[]): ScenarioResult {
@@ -673,13 +775,16 @@ export function scenarioResult(sc: Scenario, runs: RunRecord[]): ScenarioResult 
     mptcp_gap_ms_median: mp?.gap_ms_median ?? null,
     mptcp_gap_ms_max: mp?.gap_ms_max ?? null,
     realmnet_rr_gap_ms_median: rn?.rr_gap_ms_median ?? null,
+    realmnet_rr_gap_ms_max: rn?.rr_gap_ms_max ?? null,
     mptcp_rr_gap_ms_median: mp?.rr_gap_ms_median ?? null,
+    mptcp_rr_gap_ms_max: mp?.rr_gap_ms_max ?? null,
     resets: rn?.resets ?? null,
     mptcp_resets: mp?.resets ?? null,
     data_intact: rn?.data_intact ?? null,
     mptcp_data_intact: mp?.data_intact ?? null,
-    meets_target: rn && sc.targetMs !== null && rn.gap_ms_median !== null ? rn.gap_ms_median <= sc.targetMs : null,
+    meets_target: rn && sc.targetMs !== null && rn.gap_ms_max !== null ? rn.gap_ms_max <= sc.targetMs && rn.resets === 0 && rn.data_intact : null,
     better_than_mptcp: rn?.gap_ms_median != null && mp?.gap_ms_median != null ? rn.gap_ms_median < mp.gap_ms_median : null,
+    better_than_mptcp_reps: betterReps(runs),
     systems,
     plot: null,
     runs,
@@ -689,6 +794,13 @@ export function scenarioResult(sc: Scenario, runs: RunRecord[]): ScenarioResult 
 /** Fault commands that took over 100 ms (ip/nft wait for the RTNL lock, which other namespaces on the box may hold). */
 function lateFaults(run: RunRecord): FaultEvent[] {
   return run.fault_events.filter((e) => e.error !== null || (e.done_ms ?? 0) - e.planned_ms > 100);
+}
+
+/** 'yes', or how many runs were corrupted (wrong bytes) and how many only short (cut at the bound). */
+function intactCell(x: SystemSummary): string {
+  if (x.data_intact) return 'yes';
+  const short = x.runs - x.intact_runs - x.corrupted;
+  return `NO: ${[x.corrupted ? `${x.corrupted} corrupt` : '', short ? `${short} short` : ''].filter((t) => t).join(', ')}`;
 }
 
 function report(o: Options, results: ScenarioResult[]): void {
@@ -706,31 +818,37 @@ function report(o: Options, results: ScenarioResult[]): void {
       rr(rn),
       rr(mp),
       `${n(rn, (x) => String(x.resets))} / ${n(mp, (x) => String(x.resets))}`,
-      `${n(rn, (x) => (x.data_intact ? 'yes' : 'NO'))} / ${n(mp, (x) => (x.data_intact ? 'yes' : 'NO'))}`,
+      `${n(rn, intactCell)} / ${n(mp, intactCell)}`,
       `${n(rn, (x) => `${x.recovered}/${x.runs}`)} / ${n(mp, (x) => `${x.recovered}/${x.runs}`)}`,
       `${n(rn, (x) => fmt(x.degraded_ms_median, 0))} / ${n(mp, (x) => fmt(x.degraded_ms_median, 0))}`,
-      r.better_than_mptcp === null ? '—' : r.better_than_mptcp ? 'yes' : 'no',
+      r.better_than_mptcp_reps ?? '—',
+      r.meets_target === null ? '—' : r.meets_target ? 'yes' : 'NO',
     ];
   });
   console.log(
     `\nfailover: bulk TCP mh → ch (${o.seconds} s, cubic, ${o.rateMbit} Mbit/s per ISP link), fault at ${o.faultAtS} s on uplink a, ${o.reps} rep(s); MPTCP mode: ${o.mptcpMode}\n`,
   );
   printTable(
-    ['scenario', 'target ms', 'realmnet gap ms med/max', 'MPTCP gap ms med/max', 'rn rr gap', 'MPTCP rr gap', 'resets rn/MPTCP', 'intact rn/MPTCP', 'recovered rn/MPTCP', 'degraded ms rn/MPTCP', 'rn better'],
+    ['scenario', 'target ms', 'realmnet gap ms med/max', 'MPTCP gap ms med/max', 'rn rr gap', 'MPTCP rr gap', 'resets rn/MPTCP', 'intact rn/MPTCP', 'recovered rn/MPTCP', 'degraded ms rn/MPTCP', 'rn shorter', 'target met'],
     rows,
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
   );
   const bound = (o.seconds + o.graceS) * 1000;
   console.log(
     `\ngap: longest time without new bytes at the receiving application (10 ms buckets) from the fault to the end of the flow` +
       ` (uplink-restored: from the restore); a flow that never recovered counts up to the bound (${bound} ms from t=0). rr gap: longest time between` +
       ` two echoes of the 10 ms request/response stream (median ms). recovered: runs whose bytes flowed again after the gap.` +
-      ` degraded: median time after the fault spent below half the pre-fault goodput (100 ms steps, to the end of sending).`,
+      ` degraded: median time after the fault spent below half the pre-fault goodput (100 ms steps, to the end of sending).` +
+      ` intact: byte count and sha256 equal, every byte checked against the source's stream (corrupt: wrong bytes arrived;` +
+      ` short: the flow was cut at the bound).` +
+      ` rn shorter: repetitions where realmnet's gap was shorter than MPTCP's in the same repetition. target met: realmnet within` +
+      ` the target in every run, no reset, data intact.`,
   );
   for (const r of results)
     for (const run of r.runs)
       if (
         run.error !== null ||
+        run.corrupted ||
         (run.system === 'mptcp' && run.mptcp !== null && !run.mptcp.verified) ||
         (run.late_start_ms ?? 0) > 500 ||
         lateFaults(run).length > 0 ||
@@ -741,6 +859,12 @@ function report(o: Options, results: ScenarioResult[]): void {
             run.error,
             run.mptcp && !run.mptcp.verified ? `MPTCP not verified (${run.mptcp.subflows_before_fault} subflow(s) seen)` : null,
             (run.late_start_ms ?? 0) > 500 ? `sending started ${run.late_start_ms} ms late` : null,
+            run.corrupted && run.sink?.mismatch
+              ? `CORRUPT: the first wrong byte arrived at offset ${run.sink.mismatch.first_offset} (${run.sink.mismatch.chunks} wrong read(s)); ` +
+                (run.sink.mismatch.found_at_source_offset === null
+                  ? 'those bytes were not sent within ±16 MB'
+                  : `those bytes had been sent at offset ${run.sink.mismatch.found_at_source_offset}`)
+              : null,
             ...lateFaults(run).map((e) => `"${e.label}" took effect at ${e.done_ms} ms, planned ${e.planned_ms}`),
             (run.sampler_max_interval_ms ?? 0) > 50 ? `the sink went ${run.sampler_max_interval_ms} ms without CPU once (gaps that short may be the box, not the network)` : null,
           ]
