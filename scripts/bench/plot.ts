@@ -65,10 +65,10 @@ export function failoverSpec(input: PlotInput): TopLevelSpec {
       subtitle: [
         input.description,
         `goodput at the receiving application, ${stepMs} ms steps, ${input.rateMbit} Mbit/s per ISP link; the median-gap run of each system`,
-        `gap from the fault: ${gaps || 'no runs'}`,
+        `longest goodput gap in the measured window: ${gaps || 'no runs'}`,
       ],
     },
-    width: 720,
+    width: 900,
     height: 300,
     config: {
       font: 'sans-serif',
