@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { up, TESTBED, type Testbed } from './testbed/topology.ts';
+import { up, TESTBED, type NsProcess, type Testbed } from './testbed/topology.ts';
 import { REALM, writeRealmConfigs } from './testbed/configs.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -26,13 +26,14 @@ function show(out: string): void {
   );
 }
 
-async function waitForOverlay(tb: Testbed, to: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
+async function waitForOverlay(tb: Testbed, to: string, procs: readonly NsProcess[]): Promise<void> {
+  for (const t0 = Date.now(); Date.now() - t0 < 30_000; ) {
     const r = await tb.exec('mh', 'ping', ['-6', '-n', '-c1', '-W1', to], { allowFail: true });
     if (r.code === 0) return;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error('the agents did not reach each other within 20 s');
+  const logs = procs.map((p) => `--- ${p.node}:\n${p.stderrTail()}${p.stdoutTail()}`).join('\n');
+  throw new Error(`the agents did not reach each other within 30 s. Their logs:\n${logs}`);
 }
 
 async function main(): Promise<void> {
@@ -68,7 +69,7 @@ routes fd00::/8 into it, and registers its signed binding with the RM through ev
 mh: ${V4.mh.ispa} (ispa, priority 1) and ${V4.mh.ispb} (ispb, priority 2); ch: ${V4.ch.core}.`);
     const mh = tb.spawn('mh', process.execPath, [CLI, 'agent', '--config', cfg.mh], { cwd: REPO });
     const ch = tb.spawn('ch', process.execPath, [CLI, 'agent', '--config', cfg.ch], { cwd: REPO });
-    await waitForOverlay(tb, HOST_IDS.ch);
+    await waitForOverlay(tb, HOST_IDS.ch, [rmProc, mh, ch]);
     show(
       [...mh.stderrTail().split('\n'), ...rmProc.stderrTail().split('\n')]
         .filter((l) => /agent up|binding registered|Realm Manager started/.test(l))
