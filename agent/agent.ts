@@ -258,9 +258,10 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
           outsideHandlers.push(out.onBatch);
           u.socket.start(out.onBatch);
         });
-        t.start(ins.onBatch);
-        await startMonitor(ul);
+        // The RM link exists before the first packet can miss in the map-cache.
         rmLink?.start();
+        await startMonitor(ul);
+        t.start(ins.onBatch);
         if (r !== null) {
           sweepTimer = setInterval(() => r.sweep(deps.clock.now()), SWEEP_MS);
           sweepTimer.unref();

@@ -120,17 +120,19 @@ export class RmLink implements ResolverLookup {
     this.retryMs = 1000;
   }
 
-  private primary(): RmClient {
+  private primary(): RmClient | undefined {
     const i = this.uplinks.findIndex((u) => u.up);
     return this.clients[i < 0 ? 0 : i];
   }
 
   lookup(id: HostId): Promise<LookupResult> {
-    return this.primary().lookup(id);
+    const c = this.primary();
+    return c === undefined ? Promise.reject(new Error('RM link not started')) : c.lookup(id);
   }
 
   subscribe(ids: readonly HostId[]): Promise<number> {
-    return this.primary().subscribe(ids);
+    const c = this.primary();
+    return c === undefined ? Promise.reject(new Error('RM link not started')) : c.subscribe(ids);
   }
 
   status(): RmLinkStatus {

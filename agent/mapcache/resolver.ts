@@ -166,7 +166,10 @@ export class Resolver {
   private lookup(id: HostId, refresh: boolean): void {
     this.counters.lookups++;
     if (refresh) this.refreshing.add(id.hex);
-    this.deps.rm.lookup(id).then(
+    // Never let a control-plane failure escape into the data path that called us.
+    Promise.resolve()
+      .then(() => this.deps.rm.lookup(id))
+      .then(
       (answer) => {
         this.refreshing.delete(id.hex);
         if (this.stopped) return;
