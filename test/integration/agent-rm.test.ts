@@ -89,6 +89,21 @@ describe('agent with a Realm Manager', () => {
     expect(mh.agent.status().drops['inside.noBinding']).toBe(0);
   });
 
+  it('handles a packet that is waiting in the TUN the moment the agent starts', async () => {
+    const rm = await startHarness();
+    cleanup.push(() => rm.close());
+    const net = new MemoryNet();
+    const ch = agentOn(net, rm, [{ name: 'core', locator: '203.0.113.2' }]);
+    await started(ch);
+    const mh = agentOn(net, rm, [{ name: 'ispa', locator: '192.0.2.1' }]);
+    // Queued before start: the fake hands it over as soon as the TUN reader starts.
+    const early = ipv6Packet(mh.id, ch.id, Buffer.from('early'));
+    mh.tun.inject(early);
+    await started(mh);
+    await until(() => ch.tun.written.length === 1);
+    expect(Buffer.compare(ch.tun.written[0], early)).toBe(0);
+  });
+
   it('answers an unknown ID with a negative entry instead of a lookup per packet', async () => {
     const rm = await startHarness();
     cleanup.push(() => rm.close());
