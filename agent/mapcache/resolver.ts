@@ -170,28 +170,28 @@ export class Resolver {
     Promise.resolve()
       .then(() => this.deps.rm.lookup(id))
       .then(
-      (answer) => {
-        this.refreshing.delete(id.hex);
-        if (this.stopped) return;
-        if (answer.kind === 'binding') {
-          this.counters.positive++;
-          if (refresh) this.counters.refreshed++;
-          const first = !refresh && this.deps.cache.lookup(id.toBytes(), 0) === undefined;
-          this.install(answer);
-          if (first) this.deps.rm.subscribe([id]).catch((e: unknown) => this.deps.log.warn({ hostId: id.toString(), err: String(e) }, 'subscribe failed'));
-        } else {
-          this.counters.negative++;
-          if (this.negative.size < this.opts.maxNegative) this.negative.set(id.hex, this.deps.clock.now() + Math.min(answer.ttl * 1000, this.opts.negativeTtlMaxMs));
-        }
-        this.release(id.hex);
-      },
-      (e: unknown) => {
-        this.refreshing.delete(id.hex);
-        this.counters.failed++;
-        if (!this.stopped) this.deps.log.warn({ hostId: id.toString(), err: e instanceof Error ? e.message : String(e) }, 'lookup failed');
-        this.release(id.hex);
-      },
-    );
+        (answer) => {
+          this.refreshing.delete(id.hex);
+          if (this.stopped) return;
+          if (answer.kind === 'binding') {
+            this.counters.positive++;
+            if (refresh) this.counters.refreshed++;
+            const first = !refresh && this.deps.cache.lookup(id.toBytes(), 0) === undefined;
+            this.install(answer);
+            if (first) this.deps.rm.subscribe([id]).catch((e: unknown) => this.deps.log.warn({ hostId: id.toString(), err: String(e) }, 'subscribe failed'));
+          } else {
+            this.counters.negative++;
+            if (this.negative.size < this.opts.maxNegative) this.negative.set(id.hex, this.deps.clock.now() + Math.min(answer.ttl * 1000, this.opts.negativeTtlMaxMs));
+          }
+          this.release(id.hex);
+        },
+        (e: unknown) => {
+          this.refreshing.delete(id.hex);
+          this.counters.failed++;
+          if (!this.stopped) this.deps.log.warn({ hostId: id.toString(), err: e instanceof Error ? e.message : String(e) }, 'lookup failed');
+          this.release(id.hex);
+        },
+      );
   }
 
   private install(answer: BindingAnswer): void {
