@@ -1,13 +1,13 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
-import { familyOf, hostIdBytes, locatorBytes } from '../shared/locator.ts';
+import { hostIdBytes } from '../shared/locator.ts';
 import type { HostId, Prefix } from '../shared/ids.ts';
 import type { KeyPair } from '../shared/keys.ts';
 import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';
 import { DropCounters, type DropName } from './dataplane/drops.ts';
-import { MapCache, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
+import { MapCache, boundLocator, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
 import type { RmClient } from './mapcache/client.ts';
 import { Resolver, type ResolverCounter } from './mapcache/resolver.ts';
 import { tunUpCommands, type NetConfig } from './netconfig.ts';
@@ -110,15 +110,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
   function loadStaticBindings(list: Uplinks): void {
     const now = deps.clock.now();
     for (const p of config.peers) {
-      const locators: BoundLocator[] = p.locators.map((l) => ({
-        address: l.address,
-        port: l.port,
-        family: familyOf(l.address),
-        bytes: locatorBytes(l.address),
-        priority: l.priority,
-        weight: l.weight,
-        up: true,
-      }));
+      const locators: BoundLocator[] = p.locators.map((l) => boundLocator(l.address, l.port, l.priority, l.weight, true));
       const entry: MapEntry = Object.freeze({
         hostId: p.hostId,
         id: hostIdBytes(p.hostId),

@@ -1,5 +1,5 @@
 import { sameBytes16 } from '../../shared/bytes.ts';
-import type { Family } from '../../shared/locator.ts';
+import { familyOf, locatorBytes, type Family } from '../../shared/locator.ts';
 
 /**
  * The map-cache: host ID → binding, read by the data plane for every packet.
@@ -19,6 +19,11 @@ export interface BoundLocator {
   readonly priority: number;
   readonly weight: number;
   readonly up: boolean;
+}
+
+/** A locator in the form the data plane compares: family and 16 raw bytes precomputed. */
+export function boundLocator(address: string, port: number, priority: number, weight: number, up: boolean): BoundLocator {
+  return Object.freeze({ address, port, family: familyOf(address), bytes: locatorBytes(address), priority, weight, up });
 }
 
 export interface Path {

@@ -2,9 +2,8 @@ import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import { HostId } from '../../shared/ids.ts';
 import type { Locator } from '../../shared/binding.ts';
-import { familyOf, locatorBytes } from '../../shared/locator.ts';
 import { choosePath, type UplinkView } from '../paths.ts';
-import type { MapCache, MapEntry, BoundLocator } from './cache.ts';
+import { boundLocator, type MapCache, type MapEntry, type BoundLocator } from './cache.ts';
 import type { BindingAnswer, LookupResult } from './client.ts';
 
 /**
@@ -231,21 +230,13 @@ export class Resolver {
   }
 }
 
-export function boundLocator(l: Locator): BoundLocator {
-  return Object.freeze({
-    address: l.address,
-    port: l.port,
-    family: familyOf(l.address),
-    bytes: locatorBytes(l.address),
-    priority: l.priority,
-    weight: l.weight,
-    // Priority 255 means "do not use" (LISP).
-    up: l.state === 'up' && l.priority < 255,
-  });
+/** A binding's locator for the data plane; priority 255 means "do not use" (LISP). */
+function fromBinding(l: Locator): BoundLocator {
+  return boundLocator(l.address, l.port, l.priority, l.weight, l.state === 'up' && l.priority < 255);
 }
 
 export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkView[], now: number): MapEntry {
-  const locators = Object.freeze(answer.locators.map(boundLocator));
+  const locators = Object.freeze(answer.locators.map(fromBinding));
   return Object.freeze({
     hostId: answer.hostId.toString(),
     id: answer.hostId.toBytes(),
