@@ -76,7 +76,7 @@ import {
 import { counterDelta, MPTCP_MODES, MPTCP_WRAPPER, mptcpCounters, parseSsTcpInfo, setupMptcp, type MptcpMode, type MptcpSetup } from './mptcp.ts';
 import { plotFailover, type PlotSeries } from './plot.ts';
 import { sampleCpu, type CpuSampler } from './cpu.ts';
-import { fmt, printTable, RESULTS_DIR, writeResults, type Cell } from './table.ts';
+import { fmt, printTable, RESULTS_DIR, UsageProblem, writeResults, type Cell } from './table.ts';
 
 type Std = Testbed<typeof TESTBED>;
 
@@ -176,7 +176,6 @@ export interface Options {
   sched: SchedPolicy;
 }
 
-export class UsageProblem extends Error {}
 
 /**
  * CPU priority of the measuring tools and of realmnet's agents. This 2-core box is shared (other

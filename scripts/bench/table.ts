@@ -52,3 +52,6 @@ export function median(xs: readonly number[]): number | null {
   const m = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? (s[m] ?? null) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 }
+
+/** A bad benchmark flag: run() prints its message as one line and exits 2. */
+export class UsageProblem extends Error {}

@@ -21,7 +21,7 @@ import { up, type NsProcess, type Testbed, type TESTBED } from '../testbed/topol
 import { sampleCpu } from './cpu.ts';
 import { runIperf, type IperfResult } from './iperf.ts';
 import { startNebula } from './nebula.ts';
-import { fmt, median, printTable, writeResults, type Cell } from './table.ts';
+import { fmt, median, printTable, UsageProblem, writeResults, type Cell } from './table.ts';
 
 type Std = Testbed<typeof TESTBED>;
 
@@ -87,7 +87,6 @@ interface RowResult {
   cpu: { single: { mh: number | null; ch: number | null }; multi: { mh: number | null; ch: number | null } };
 }
 
-class UsageProblem extends Error {}
 
 function parseOptions(argv: string[]): Options {
   let v;

@@ -232,7 +232,8 @@ describe('MPTCP helpers (scripts/bench/mptcp.ts)', () => {
 });
 
 describe('failover bench helpers (scripts/bench/failover.ts, plot.ts)', async () => {
-  const { parseOptions, UsageProblem, betterReps, representative, summarize, SCENARIOS } = await import('../../scripts/bench/failover.ts');
+  const { parseOptions, betterReps, representative, summarize, SCENARIOS } = await import('../../scripts/bench/failover.ts');
+  const { UsageProblem } = await import('../../scripts/bench/table.ts');
   const { goodputRows } = await import('../../scripts/bench/plot.ts');
   type Run = Parameters<typeof summarize>[0][number];
   const run = (system: 'realmnet' | 'mptcp', rep: number, gap: number, extra: Partial<Run> = {}): Run =>
