@@ -59,18 +59,24 @@ async function started(a: { agent: Agent }): Promise<void> {
   await until(() => a.agent.status().rm?.registered === true);
 }
 
+/** An RM, a multihomed mh (ispa preferred, ispb) and a single-homed ch, both started and registered. */
+async function multihomedPair() {
+  const rm = await startHarness();
+  cleanup.push(() => rm.close());
+  const net = new MemoryNet();
+  const mh = agentOn(net, rm, [
+    { name: 'ispa', locator: '192.0.2.1', priority: 1 },
+    { name: 'ispb', locator: '192.0.2.65', priority: 2 },
+  ]);
+  const ch = agentOn(net, rm, [{ name: 'core', locator: '203.0.113.2' }]);
+  await started(mh);
+  await started(ch);
+  return { mh, ch };
+}
+
 describe('agent with a Realm Manager', () => {
   it('registers, resolves a peer on the first packet, keeps that packet, and answers back', async () => {
-    const rm = await startHarness();
-    cleanup.push(() => rm.close());
-    const net = new MemoryNet();
-    const mh = agentOn(net, rm, [
-      { name: 'ispa', locator: '192.0.2.1', priority: 1 },
-      { name: 'ispb', locator: '192.0.2.65', priority: 2 },
-    ]);
-    const ch = agentOn(net, rm, [{ name: 'core', locator: '203.0.113.2' }]);
-    await started(mh);
-    await started(ch);
+    const { mh, ch } = await multihomedPair();
 
     const first = ipv6Packet(mh.id, ch.id, Buffer.from('first packet'));
     mh.tun.inject(first);
@@ -123,16 +129,7 @@ describe('agent with a Realm Manager', () => {
   });
 
   it('applies a pushed binding at once when the peer re-registers', async () => {
-    const rm = await startHarness();
-    cleanup.push(() => rm.close());
-    const net = new MemoryNet();
-    const mh = agentOn(net, rm, [
-      { name: 'ispa', locator: '192.0.2.1', priority: 1 },
-      { name: 'ispb', locator: '192.0.2.65', priority: 2 },
-    ]);
-    const ch = agentOn(net, rm, [{ name: 'core', locator: '203.0.113.2' }]);
-    await started(mh);
-    await started(ch);
+    const { mh, ch } = await multihomedPair();
     ch.tun.inject(ipv6Packet(ch.id, mh.id));
     await until(() => mh.tun.written.length === 1);
     const seq0 = ch.agent.status().mapCache.find((e) => e.hostId === mh.id)?.seq ?? 0;
