@@ -120,6 +120,9 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         createdAt: now,
         expiresAt: Infinity,
         seq: 0,
+        group: [],
+        publicKey: null,
+        traffic: { tx: 0, rx: 0 },
       });
       if (!cache.set(entry)) log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');
       if (entry.path === null) log.warn({ hostId: p.hostId }, 'no uplink can reach any locator of this host (address families differ?)');

@@ -32,6 +32,18 @@ export interface Path {
   readonly locator: BoundLocator;
 }
 
+/**
+ * Counters the data plane bumps for an entry (the one mutable part of it: a plain number write per
+ * packet, no allocation). The control plane reads them to tell active peers from idle ones (path
+ * probing, direct binding updates, eviction). A new entry for the same ID keeps the same object.
+ */
+export interface Traffic {
+  /** Packets sent to this host. */
+  tx: number;
+  /** Packets received from this host. */
+  rx: number;
+}
+
 export interface MapEntry {
   readonly hostId: string;
   /** 16 raw bytes of the host ID. */
@@ -39,6 +51,14 @@ export interface MapEntry {
   readonly locators: readonly BoundLocator[];
   /** The path the data plane uses now; null when no uplink can reach any locator. */
   readonly path: Path | null;
+  /**
+   * Equally preferred paths that flows are spread over by weight (never the packets of one flow);
+   * empty or one element: everything takes `path`.
+   */
+  readonly group: readonly Path[];
+  /** The host's Ed25519 public key (from its signed binding); null for static peers without one. */
+  readonly publicKey: Uint8Array | null;
+  readonly traffic: Traffic;
   readonly source: 'static' | 'rm';
   readonly createdAt: number;
   /** When the binding may no longer be used (clock ms); Infinity for static bindings. */

@@ -195,10 +195,11 @@ export class Resolver {
 
   private install(answer: BindingAnswer): void {
     const now = this.deps.clock.now();
-    const entry = entryFromAnswer(answer, this.deps.uplinks(), now);
-    const held = this.deps.cache.lookup(entry.id, 0);
+    const fresh = entryFromAnswer(answer, this.deps.uplinks(), now);
+    const held = this.deps.cache.lookup(fresh.id, 0);
     // An older binding never replaces a newer one (a late lookup answer after a push).
-    if (held !== undefined && held.source === 'rm' && held.seq > entry.seq) return;
+    if (held !== undefined && held.source === 'rm' && held.seq > fresh.seq) return;
+    const entry = held === undefined ? fresh : Object.freeze({ ...fresh, traffic: held.traffic });
     if (!this.deps.cache.set(entry)) {
       this.deps.log.warn({ hostId: entry.hostId }, 'map-cache full: binding not cached (raise limits.mapCacheEntries)');
       return;
@@ -246,6 +247,9 @@ export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkV
     createdAt: now,
     expiresAt: now + answer.ttl * 1000,
     seq: answer.binding.seq,
+    group: [],
+    publicKey: answer.binding.publicKey,
+    traffic: { tx: 0, rx: 0 },
   });
 }
 

@@ -3,7 +3,7 @@ import { MapCache, type MapEntry } from '../../agent/mapcache/cache.ts';
 import { hostIdBytes } from '../../shared/locator.ts';
 
 function entry(id: string, tag = ''): MapEntry {
-  return { hostId: id + tag, id: hostIdBytes(id), locators: [], path: null, source: 'static', createdAt: 0, expiresAt: Infinity, seq: 0 };
+  return { hostId: id + tag, id: hostIdBytes(id), locators: [], path: null, source: 'static', createdAt: 0, expiresAt: Infinity, seq: 0, group: [], publicKey: null, traffic: { tx: 0, rx: 0 } };
 }
 
 describe('map-cache', () => {

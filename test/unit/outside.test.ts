@@ -24,6 +24,9 @@ function setup() {
     createdAt: 0,
     expiresAt: Infinity,
     seq: 0,
+    group: [],
+    publicKey: null,
+    traffic: { tx: 0, rx: 0 },
   });
   const tun = new MemoryTun({ offload: true });
   const drops = new DropCounters();
