@@ -17,7 +17,7 @@
     },
     {
       "target_name": "realmnet_udp",
-      "sources": ["agent/uplinks/native/udp.cc"]
+      "sources": ["shared/udp/native/udp.cc"]
     }
   ]
 }

@@ -14,7 +14,7 @@ import { tunUpCommands, type NetConfig } from './netconfig.ts';
 import { choosePath } from './paths.ts';
 import { RmLink, type RmLinkStatus } from './rmlink.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
-import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from './uplinks/socket.ts';
+import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from '../shared/udp/socket.ts';
 import { Uplinks } from './uplinks/uplinks.ts';
 import type { UplinkFacts, WatchedUplink } from './uplinks/monitor.ts';
 

@@ -14,7 +14,7 @@ import { loadAgentConfig, DEFAULTS } from './config.ts';
 import { queryControl, startControlServer } from './control.ts';
 import { createIpCommand } from './netconfig.ts';
 import { openTun } from './tun/tun.ts';
-import { openUdp } from './uplinks/socket.ts';
+import { openUdp } from '../shared/udp/socket.ts';
 import { formatStatus } from './status-format.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */

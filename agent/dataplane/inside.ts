@@ -1,5 +1,5 @@
 import type { TunBatchHandler } from '../tun/tun.ts';
-import type { UdpBatchSocket } from '../uplinks/socket.ts';
+import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
 import { HEADER_LEN, MAX_CHUNKS, VNET_HDR_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
 import { Drop, type DropCounters } from './drops.ts';

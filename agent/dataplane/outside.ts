@@ -1,5 +1,5 @@
 import type { TunDevice } from '../tun/tun.ts';
-import type { UdpBatchHandler } from '../uplinks/socket.ts';
+import type { UdpBatchHandler } from '../../shared/udp/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
 import { CHUNK_LAST, HEADER_LEN, HeaderCheck, MAX_CHUNKS, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce } from '../../shared/wire/header.ts';

@@ -22,7 +22,7 @@ import {
   type UdpLayout,
   type UdpOptions,
   type UdpStats,
-} from './socket.ts';
+} from '../../shared/udp/socket.ts';
 
 export interface MemoryNetOptions {
   /** The addresses sockets may bind; any address when omitted. */

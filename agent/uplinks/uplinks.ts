@@ -1,7 +1,7 @@
 import { familyOf, type Family } from '../../shared/locator.ts';
 import type { Logger } from '../../shared/log.ts';
 import { policyRoutes, type NetConfig, type PolicyRoute } from '../netconfig.ts';
-import type { UdpBatchSocket, UdpOptions } from './socket.ts';
+import type { UdpBatchSocket, UdpOptions } from '../../shared/udp/socket.ts';
 
 /**
  * The host's uplinks: one UDP socket per uplink, bound to that uplink's locator on the data port,

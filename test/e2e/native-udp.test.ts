@@ -1,5 +1,5 @@
 /**
- * The native UDP socket (agent/uplinks/native/udp.cc) against the same compliance suite as MemoryNet,
+ * The native UDP socket (shared/udp/native/udp.cc) against the same compliance suite as MemoryNet,
  * on loopback, plus what only the kernel does: binding an address the machine does not have, process
  * exit after close(), and kernel fragmentation of 64 KB datagrams over a 1500-byte MTU, and how UDP
  * GSO falls back when the kernel refuses it (in network namespaces this file creates, so those parts
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRealmnetError } from '../../shared/errors.ts';
 import { loadNative } from '../../shared/native.ts';
-import { openUdp } from '../../agent/uplinks/socket.ts';
+import { openUdp } from '../../shared/udp/socket.ts';
 import { udpSuite } from '../helpers/udp-suite.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -52,7 +52,7 @@ describe('native UDP socket: kernel behaviour', () => {
 
   it('the process exits by itself once a started socket is closed', () => {
     const code = `
-      import { openUdp } from './agent/uplinks/socket.ts';
+      import { openUdp } from './shared/udp/socket.ts';
       const s = openUdp({ address: '127.0.0.1', port: 0 });
       s.start(() => {});
       setTimeout(() => { s.close(); console.log('closed'); }, 50);`;
@@ -79,7 +79,7 @@ describe('native UDP socket: 64 KB datagrams over a 1500-byte MTU (root, own net
 
   it('the kernel fragments a 64 KB datagram instead of failing with EMSGSIZE, in both families', () => {
     const code = `
-      import { openUdp, addressToBytes } from './agent/uplinks/socket.ts';
+      import { openUdp, addressToBytes } from './shared/udp/socket.ts';
       for (const [address, size] of [['127.0.0.1', 65507], ['::1', 65527]]) {
         const a = openUdp({ address, port: 0 });
         const b = openUdp({ address, port: 0 });
@@ -127,7 +127,7 @@ describe('native UDP socket: GSO refused by the kernel (root, own netns)', () =>
   // Sends `n` datagrams of `len` bytes, sequence-numbered, from a fresh socket to `to` (b's port unless
   // given), then prints what b received and a's stats as one JSON line.
   const script = `
-    import { openUdp, addressToBytes } from './agent/uplinks/socket.ts';
+    import { openUdp, addressToBytes } from './shared/udp/socket.ts';
     const [to, rounds] = [process.argv[1], Number(process.argv[2])];
     const a = openUdp({ address: '127.0.0.1', port: 0 });
     const b = openUdp({ address: '127.0.0.1', port: 0 });

@@ -12,8 +12,8 @@
 //    kernel as one message, and coalesced receives are split back, so callers see datagrams only.
 // 5. close() stops the thread and closes the socket.
 import { isIP } from 'node:net';
-import { ConfigError, SystemError } from '../../shared/errors.ts';
-import { errnoName, isNativeErrnoError, loadNative } from '../../shared/native.ts';
+import { ConfigError, SystemError } from '../errors.ts';
+import { errnoName, isNativeErrnoError, loadNative } from '../native.ts';
 
 export interface UdpOptions {
   /** Local address to bind (IPv4 or IPv6 literal, IPv6 may carry a %zone); the family follows from it. */
