@@ -507,11 +507,21 @@ async function build<T extends AnyTopology>(topo: T, nsOf: (n: string) => string
     ),
   );
 
-  // Links: each veth is created inside A with its peer moved straight into B.
-  for (const l of topo.links) {
+  // Links: each veth is created inside A with its peer moved straight into B, both ends with an
+  // ifindex of their own (vethIndexes). Left to the kernel, each namespace numbers its devices from 2,
+  // so mh's eth-a and ispa's to-mh both got index 2. The kernel's link watcher treats a carrier change
+  // as urgent only when a device's ifindex differs from its iflink (for veth, the peer's ifindex,
+  // net/core/link_watch.c linkwatch_urgent_event); otherwise it batches the event into its once-a-second
+  // run. Measured with `ip -ts -o monitor link` in mh (ispa's to-mh set down/up 10 times): with equal
+  // indexes mh saw eth-a's carrier change 4–1018 ms late and missed half of the down events (a down
+  // and the up that followed within the batch cancel out); eth-b, whose indexes happened to differ, 3–6 ms.
+  const indexes = vethIndexes(topo);
+  for (const [i, l] of topo.links.entries()) {
     const aDev = checkDev(lookup(topo.dev, l.a, l.b, 'interface'));
     const bDev = checkDev(lookup(topo.dev, l.b, l.a, 'interface'));
-    await execNs(nsOf(l.a), 'ip', ['link', 'add', aDev, 'type', 'veth', 'peer', 'name', bDev, 'netns', nsOf(l.b)]);
+    const ix = indexes[i];
+    if (ix === undefined) throw new TestbedError(`no ifindex for link ${l.a}–${l.b}`);
+    await execNs(nsOf(l.a), 'ip', ['link', 'add', aDev, 'index', String(ix.a), 'type', 'veth', 'peer', 'name', bDev, 'index', String(ix.b), 'netns', nsOf(l.b)]);
   }
 
   // Addresses and routes, one `ip -batch` per node.
@@ -548,6 +558,18 @@ async function build<T extends AnyTopology>(topo: T, nsOf: (n: string) => string
       }),
     ),
   );
+}
+
+/** First ifindex the testbed gives a veth end: clear of lo (1) and of what the agents create (TUN) later. */
+export const VETH_INDEX_BASE = 100;
+
+/**
+ * One distinct ifindex per veth end over the whole topology (link i: BASE + 2i at a, BASE + 2i + 1 at b),
+ * so that no end shares its index with its peer (see build()). Distinct in the whole testbed, not
+ * only per pair, so that `ip link` output names every interface unambiguously.
+ */
+export function vethIndexes(topo: AnyTopology): { a: number; b: number }[] {
+  return topo.links.map((_, i) => ({ a: VETH_INDEX_BASE + 2 * i, b: VETH_INDEX_BASE + 2 * i + 1 }));
 }
 
 async function deleteNftTable(ns: string, family: 'inet' | 'netdev', table: string): Promise<void> {
