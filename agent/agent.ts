@@ -2,14 +2,17 @@ import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
 import { hostIdBytes } from '../shared/locator.ts';
 import type { HostId, Prefix } from '../shared/ids.ts';
-import type { KeyPair } from '../shared/keys.ts';
+import { privateSeed, type KeyPair } from '../shared/keys.ts';
+import type { Binding, Locator } from '../shared/binding.ts';
 import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';
 import { DropCounters, type DropName } from './dataplane/drops.ts';
 import { MapCache, boundLocator, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
 import type { RmClient } from './mapcache/client.ts';
-import { Resolver, type ResolverCounter } from './mapcache/resolver.ts';
+import { Resolver, entryFromAnswer, type ResolverCounter } from './mapcache/resolver.ts';
+import { DEFAULT_PEER_PATHS, PeerPaths, type FailoverRecord, type PathStatus, type PeerCounter } from './peers/paths.ts';
+import { DEFAULT_PATH_TIMING, type PathTiming } from './failover.ts';
 import { tunUpCommands, type NetConfig } from './netconfig.ts';
 import { choosePath } from './paths.ts';
 import { RmLink, type RmLinkStatus } from './rmlink.ts';
@@ -64,6 +67,12 @@ export interface AgentStatus {
   readonly inside: Readonly<InsideStats>;
   readonly outside: Readonly<OutsideStats>;
   readonly drops: Readonly<Record<DropName, number>>;
+  /** Paths (local uplink × remote locator) of the peers with traffic, as probing sees them. */
+  readonly paths: readonly PathStatus[];
+  /** Path changes, newest last (at most 20). */
+  readonly failovers: readonly FailoverRecord[];
+  /** Messages between agents (probes, replies, direct updates) and why some were dropped; null without identity. */
+  readonly peers: Readonly<Record<PeerCounter, number>> | null;
 }
 
 export interface Agent {
@@ -104,6 +113,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
   let resolver: Resolver | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
   let monitor: MonitorLike | null = null;
+  let peerPaths: PeerPaths | null = null;
   let inside: InsideStats = { packets: 0, bytes: 0, batches: 0 };
   const outside: OutsideStats = { packets: 0, bytes: 0, batches: 0 };
 
@@ -126,6 +136,25 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
       });
       if (!cache.set(entry)) log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');
       if (entry.path === null) log.warn({ hostId: p.hostId }, 'no uplink can reach any locator of this host (address families differ?)');
+    }
+  }
+
+  /**
+   * A binding received straight from its host (already verified, newer than ours). The realm's
+   * preferences came with the RM's answer: a locator we already had keeps the priority and weight
+   * the RM served for it; only its state and the set of locators come from the host.
+   */
+  function applyDirect(b: Binding, res: Resolver | null): void {
+    const held = cache.lookup(b.hostId.toBytes(), 0);
+    const locators: Locator[] = b.locators.map((l) => {
+      const h = held?.locators.find((x) => x.address === l.address && x.port === l.port);
+      return h === undefined ? l : { ...l, priority: h.priority, weight: h.weight };
+    });
+    const answer = { kind: 'binding' as const, hostId: b.hostId, binding: b, locators, ttl: b.ttl };
+    if (res !== null) res.applyDirect(answer);
+    else {
+      const e = entryFromAnswer(answer, uplinks?.list ?? [], deps.clock.now());
+      cache.set(held === undefined ? e : Object.freeze({ ...e, traffic: held.traffic }));
     }
   }
 
@@ -159,7 +188,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
       if (u.up === f.usable) return;
       u.up = f.usable;
       log.warn({ uplink: name, carrier: f.carrier, address: f.hasAddress, route: f.hasRoute }, f.usable ? 'uplink up' : 'uplink down: moving traffic to the remaining uplinks');
-      repath(ul);
+      if (peerPaths !== null) peerPaths.uplinksChanged();
+      else repath(ul);
       void rmLink?.register();
     };
     m.onChange(apply);
@@ -225,6 +255,21 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         }
 
         const r = res;
+        const pp = id === undefined ? null : new PeerPaths(
+          { ...DEFAULT_PEER_PATHS, timing: pathTiming(config), instanceId: config.realm.instanceId },
+          {
+            cache,
+            uplinks: ul.list,
+            myId,
+            mySeed: privateSeed(id.key),
+            clock: deps.clock,
+            wallClock: Date.now,
+            log: log.child({ module: 'paths' }),
+            applyBinding: (b) => applyDirect(b, r),
+          },
+        );
+        peerPaths = pp;
+        rmLink?.onSigned((b) => pp?.sendUpdate(b));
         const ins = createInside(
           {
             instanceId: config.realm.instanceId,
@@ -247,6 +292,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
               tun: t,
               drops,
               onUnknownSource: r === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => r.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
+              onPeerMessage: pp === null ? undefined : (buf, off, len, addrs, srcOff, port) => pp.onMessage(i, buf, off, len, addrs, srcOff, port),
             },
             outside, // all uplinks count into one outside: several doors, one house
           );
@@ -257,6 +303,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         rmLink?.start();
         await startMonitor(ul);
         t.start(ins.onBatch);
+        pp?.start();
         if (r !== null) {
           sweepTimer = setInterval(() => r.sweep(deps.clock.now()), SWEEP_MS);
           sweepTimer.unref();
@@ -274,6 +321,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
     async stop() {
       await monitor?.stop();
       monitor = null;
+      peerPaths?.stop();
       if (sweepTimer !== null) clearInterval(sweepTimer);
       sweepTimer = null;
       resolver?.stop();
@@ -324,7 +372,24 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         inside: { ...inside },
         outside: { ...outside },
         drops: drops.snapshot(),
+        paths: peerPaths?.paths() ?? [],
+        failovers: peerPaths?.failovers() ?? [],
+        peers: peerPaths === null ? null : { ...peerPaths.counters },
       };
     },
   };
+}
+
+/** The path timing from the config; the flap damping keeps its measured defaults. */
+export function pathTiming(config: AgentConfig): PathTiming {
+  const f = config.failover;
+  return Object.freeze({
+    ...DEFAULT_PATH_TIMING,
+    probeIntervalMs: f.probeIntervalMs,
+    idleProbeIntervalMs: f.idleProbeIntervalMs === 0 ? Infinity : f.idleProbeIntervalMs,
+    suspectAfterMs: f.suspectAfterMs,
+    downAfterMs: f.downAfterMs,
+    holdDownMs: f.holdDownMs,
+    upAfterReplies: f.upAfterReplies,
+  });
 }

@@ -17,6 +17,8 @@ export const DEFAULTS = {
   /** Abstract unix socket: private to the network namespace, gone when the agent exits. */
   control: { socket: '@realmnet/agent' },
   rm: { port: 4342, bindingTtlS: 120, pendingPerId: 32, pendingTotal: 1024, negativeTtlMaxS: 5 },
+  /** Path probing and failover; why these numbers: agent/failover.ts, DEFAULT_PATH_TIMING. */
+  failover: { probeIntervalMs: 100, idleProbeIntervalMs: 5_000, suspectAfterMs: 150, downAfterMs: 300, holdDownMs: 2_000, upAfterReplies: 3 },
 } as const;
 
 const ip = z.string().refine(isIpAddress, { message: MSG.ip });
@@ -115,6 +117,18 @@ export const AgentConfigSchema = z
       })
       .prefault({}),
     control: z.strictObject({ socket: z.string().min(1).default(DEFAULTS.control.socket) }).prefault({}),
+    /** Path probing (needs identity keys: probes are MACed with a key derived from both hosts' keys). */
+    failover: z
+      .strictObject({
+        probeIntervalMs: z.number().int().min(10, 'must be at least 10 ms').max(60_000).default(DEFAULTS.failover.probeIntervalMs),
+        /** 0 = never probe idle paths. */
+        idleProbeIntervalMs: z.number().int().min(0).max(3_600_000).default(DEFAULTS.failover.idleProbeIntervalMs),
+        suspectAfterMs: z.number().int().min(10).max(60_000).default(DEFAULTS.failover.suspectAfterMs),
+        downAfterMs: z.number().int().min(10).max(600_000).default(DEFAULTS.failover.downAfterMs),
+        holdDownMs: z.number().int().min(0).max(3_600_000).default(DEFAULTS.failover.holdDownMs),
+        upAfterReplies: z.number().int().min(1).max(100).default(DEFAULTS.failover.upAfterReplies),
+      })
+      .prefault({}),
   })
   .superRefine((c, ctx) => {
     const names = new Set<string>();
@@ -128,6 +142,9 @@ export const AgentConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['hostId'], message: 'is missing: set hostId (static bindings only) or identity.key and identity.prefix (the ID is derived from the key)' });
     if (c.rm !== undefined && c.identity === undefined)
       ctx.addIssue({ code: 'custom', path: ['identity'], message: 'is missing: registering with a Realm Manager needs a key (identity.key, made by `realmnet keygen`) and identity.prefix' });
+    const f = c.failover;
+    if (f.downAfterMs < f.suspectAfterMs) ctx.addIssue({ code: 'custom', path: ['failover', 'downAfterMs'], message: `(${f.downAfterMs}) must not be below suspectAfterMs (${f.suspectAfterMs})` });
+    if (f.suspectAfterMs < f.probeIntervalMs) ctx.addIssue({ code: 'custom', path: ['failover', 'suspectAfterMs'], message: `(${f.suspectAfterMs}) must be at least probeIntervalMs (${f.probeIntervalMs}): a path cannot be judged before it was asked` });
     const ids = new Set<string>();
     c.peers.forEach((p, i) => {
       if (ids.has(p.hostId)) ctx.addIssue({ code: 'custom', path: ['peers', i, 'hostId'], message: `"${p.hostId}" is listed twice` });

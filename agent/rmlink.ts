@@ -52,6 +52,7 @@ export class RmLink implements ResolverLookup {
   private registeredAt: number | null = null;
   private lastError: string | null = null;
   private readonly pushListeners = new Set<(a: BindingAnswer) => void>();
+  private readonly signedListeners = new Set<(b: Binding) => void>();
   private stopped = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryMs = 1000;
@@ -84,6 +85,11 @@ export class RmLink implements ResolverLookup {
     this.pushListeners.add(cb);
   }
 
+  /** Every newly signed binding of this host, before it is registered (direct updates to peers use it). */
+  onSigned(cb: (b: Binding) => void): void {
+    this.signedListeners.add(cb);
+  }
+
   /** Signs a new binding (higher sequence number) from the uplinks' current state and registers it everywhere. */
   async register(): Promise<void> {
     const locators: Locator[] = this.uplinks.map((u) => ({
@@ -96,6 +102,7 @@ export class RmLink implements ResolverLookup {
     }));
     const b = signBinding(this.deps.key, { prefix: this.deps.prefix, locators, seq: nextSeq(this.binding?.seq ?? 0), ttl: this.opts.bindingTtlS });
     this.binding = b;
+    for (const l of this.signedListeners) l(b);
     const results = await Promise.allSettled(this.clients.map((c, i) => (this.uplinks[i].up ? c.register(b) : Promise.reject(new Error('uplink down')))));
     if (this.stopped) return;
     const ok = results.some((r) => r.status === 'fulfilled' && r.value.ok);

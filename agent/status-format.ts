@@ -33,10 +33,26 @@ export function formatStatus(st: AgentStatus): string {
         ),
   );
   out.push('');
+  if (st.paths.length > 0) {
+    out.push(
+      table(
+        ['peer', 'uplink', 'locator', 'path state', 'rtt', 'loss', 'in use'],
+        st.paths.map((p) => [p.peer, p.uplink, p.locator, p.state, p.rttMs === null ? '-' : `${p.rttMs.toFixed(2)} ms`, `${p.lossPct}%`, p.inUse ? '*' : '']),
+      ),
+    );
+    out.push('');
+  }
+  const last = st.failovers[st.failovers.length - 1];
+  if (last !== undefined) {
+    out.push(`last failover ${last.at}: ${last.peer}  ${last.from ?? 'none'} ⇒ ${last.to ?? 'none'}  (${last.reason}${last.tookMs === null ? '' : `, ${last.tookMs} ms`})  [${st.failovers.length} recorded]`);
+    out.push('');
+  }
   out.push(`inside  (TUN→UDP): ${st.inside.packets} packets, ${st.inside.bytes} bytes`);
   out.push(`outside (UDP→TUN): ${st.outside.packets} packets, ${st.outside.bytes} bytes`);
   const drops = Object.entries(st.drops).filter(([, n]) => n > 0);
   out.push(drops.length === 0 ? 'drops: none' : table(['drop reason', 'count'], drops.map(([k, n]) => [k, String(n)])));
+  const peerDrops = Object.entries(st.peers ?? {}).filter(([k, n]) => n > 0 && k.startsWith('peer'));
+  if (peerDrops.length > 0) out.push(table(['peer message dropped', 'count'], peerDrops.map(([k, n]) => [k, String(n)])));
   return out.join('\n') + '\n';
 }
 

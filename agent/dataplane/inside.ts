@@ -2,6 +2,7 @@ import type { TunBatchHandler } from '../tun/tun.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
 import { HEADER_LEN, MAX_CHUNKS, VNET_HDR_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
+import { flowHash, pickByWeight } from '../failover.ts';
 import { Drop, type DropCounters } from './drops.ts';
 
 /*
@@ -10,7 +11,8 @@ import { Drop, type DropCounters } from './drops.ts';
  * 1. The TUN reader thread hands over a borrowed batch: packet i at buf[i*stride + headroom], with
  *    `headroom` free bytes in front of it (offload mode: the packet starts with a virtio_net_hdr).
  * 2. For each packet, check it is IPv6 and read its destination host ID in place.
- * 3. Look the ID up in the map-cache; the entry's path names the uplink and the remote locator.
+ * 3. Look the ID up in the map-cache; the entry's path names the uplink and the remote locator
+ *    (or its flow group does: 3').
  *    On a miss the control plane may keep a copy while it asks the Realm Manager.
  * 4. Write the data header into the headroom, right in front of the packet (no copy).
  * 5. Queue (offset, length, locator) on that uplink's send batch.
@@ -107,11 +109,19 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
         if (!onMiss(buf, off, len, off + ipOff + 24)) drops.add(Drop.InsideNoBinding);
         continue;
       }
-      const path = entry.path;
+      let path = entry.path;
       if (path === null) {
         drops.add(Drop.InsideNoPath);
         continue;
       }
+      // 3'. Several equally preferred paths: the flow's hash picks one by weight, so one TCP flow
+      // always takes one path (no reordering) while flows spread over the uplinks.
+      const group = entry.group;
+      if (group.length > 1) {
+        const g = pickByWeight(flowHash(buf, off + ipOff, len - ipOff), group);
+        if (g >= 0) path = group[g];
+      }
+      entry.traffic.tx++;
       nonce = (nonce + 1) & 0xffffff;
       const q = queues[path.uplink];
       if (opts.offload) {

@@ -2,7 +2,7 @@ import type { TunDevice } from '../tun/tun.ts';
 import type { UdpBatchHandler } from '../../shared/udp/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
-import { CHUNK_LAST, HEADER_LEN, HeaderCheck, MAX_CHUNKS, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce } from '../../shared/wire/header.ts';
+import { CHUNK_LAST, HEADER_LEN, HeaderCheck, MAX_CHUNKS, PEER_FLAGS, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce } from '../../shared/wire/header.ts';
 import { Drop, type DropCounters } from './drops.ts';
 
 /*
@@ -10,6 +10,7 @@ import { Drop, type DropCounters } from './drops.ts';
  *
  * 1. An uplink's reader thread hands over a borrowed batch: datagram i at buf[i*stride], its source
  *    locator as 16 bytes + port.
+ * 1'. Messages between agents (path probes, binding updates) go to the control plane.
  * 2. Check the data header (length, flags, our realm's instance ID, offload framing).
  * 3. Check the inner packet: IPv6, and its payload length agrees with the datagram.
  * 4. The inner source host ID must have a binding, and the datagram must come from one of that
@@ -44,6 +45,8 @@ export interface OutsideDeps {
    * idOff); returns true when the control plane kept a copy to check again once it knows the binding.
    */
   readonly onUnknownSource?: (buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number) => boolean;
+  /** A message between agents (probe, reply, binding update): the control plane checks it. Borrowed. */
+  readonly onPeerMessage?: (buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number) => void;
 }
 
 export interface OutsideStats {
@@ -60,6 +63,7 @@ export function createOutside(
 ): { onBatch: UdpBatchHandler; stats: OutsideStats } {
   const { cache, tun, drops } = deps;
   const onUnknownSource = deps.onUnknownSource ?? (() => false);
+  const onPeerMessage = deps.onPeerMessage;
   const offsets = new Uint32Array(opts.batchSize);
   const lens = new Uint32Array(opts.batchSize);
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
@@ -95,6 +99,7 @@ export function createOutside(
     }
     if (!bound) return Drop.OutsideSourceNotBound;
     if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
+    entry.traffic.rx++;
     stats.packets++;
     stats.bytes += ipLen;
     return ADMIT;
@@ -112,6 +117,11 @@ export function createOutside(
     for (let i = 0; i < count; i++) {
       const off = i * opts.stride;
       const len = lengths[i];
+      // 1'. Agent-to-agent messages (rare) leave the data path here.
+      if (len > 0 && buf[off] === PEER_FLAGS && onPeerMessage !== undefined) {
+        onPeerMessage(buf, off, len, srcAddrs, i * 16, srcPorts[i]);
+        continue;
+      }
       // 2. Header.
       const h = checkHeader(buf, off, len, opts.instanceId);
       if (h !== HeaderCheck.Ok) {

@@ -44,6 +44,12 @@ export interface Traffic {
   rx: number;
 }
 
+/** A member of an entry's flow group: its share of the flows and a stable key for the flow hash. */
+export interface GroupPath extends Path {
+  readonly weight: number;
+  readonly key: number;
+}
+
 export interface MapEntry {
   readonly hostId: string;
   /** 16 raw bytes of the host ID. */
@@ -55,7 +61,7 @@ export interface MapEntry {
    * Equally preferred paths that flows are spread over by weight (never the packets of one flow);
    * empty or one element: everything takes `path`.
    */
-  readonly group: readonly Path[];
+  readonly group: readonly GroupPath[];
   /** The host's Ed25519 public key (from its signed binding); null for static peers without one. */
   readonly publicKey: Uint8Array | null;
   readonly traffic: Traffic;

@@ -94,6 +94,11 @@ export class Resolver {
     );
   }
 
+  /** A verified binding straight from its host (agent/peers): replace the entry at once. */
+  applyDirect(answer: BindingAnswer): void {
+    this.install(answer);
+  }
+
   /** A pushed (verified) binding: replace the entry at once. */
   applyPush(answer: BindingAnswer): void {
     this.counters.pushesApplied++;

@@ -32,6 +32,13 @@ const FLAGS_MUST_BE_ZERO = FLAG_L | FLAG_E | FLAG_V | 0x03;
 
 export const MAX_INSTANCE_ID = 0xffffff;
 
+/**
+ * First byte of a message between two agents (path probes, direct binding updates: agent/peers/):
+ * E and I set, N clear. Data always has N set, so one byte tells them apart, and RFC 9300 data
+ * planes ignore E without N.
+ */
+export const PEER_FLAGS = FLAG_E | FLAG_I;
+
 /** Writes a header at `off`. Allocation-free; the caller guarantees 8 bytes of room. */
 export function writeHeader(buf: Uint8Array, off: number, nonce: number, instanceId: number, vnet: boolean): void {
   buf[off] = FLAG_N | FLAG_I | (vnet ? FLAG_VNET : 0);

@@ -1,0 +1,543 @@
+import type { Clock } from '../../shared/clock.ts';
+import type { Logger } from '../../shared/log.ts';
+import { decodeBinding, verifyBinding, type Binding } from '../../shared/binding.ts';
+import { ReplayWindow, type MacKey } from '../../shared/wire/auth.ts';
+import type { Family } from '../../shared/locator.ts';
+import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
+import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapcache/cache.ts';
+import {
+  apply,
+  decide,
+  initialPathState,
+  lossRatio,
+  onLocalLink,
+  onReply,
+  preferredGroup,
+  rankPaths,
+  type PathCandidate,
+  type PathState,
+  type PathTiming,
+} from '../failover.ts';
+import { choosePath } from '../paths.ts';
+import { pairKey } from './keys.ts';
+import { PEER_MAX_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer, type PeerMessage } from './wire.ts';
+
+/*
+ * Path probing and failover between agents: the shell around the pure state machine in failover.ts.
+ *
+ * 1. A peer is tracked once the data plane has carried traffic to or from it and its binding has a
+ *    public key (only then can probes be authenticated). Every path to it (local uplink × remote
+ *    locator that is up in its binding, same family) gets a PathState.
+ * 2. Every tick (10 ms) each path is folded with the uplink monitor's verdict and passed through
+ *    decide(); a 'probe' action sends a MACed probe on that path's uplink to that locator; the peer
+ *    answers on the same path. A reply, matched by its token, gives the RTT and keeps the path up.
+ * 3. The paths are ranked (rankPaths: state, then the remote realm's priorities, local priorities,
+ *    RTT); the best becomes the map-cache entry's path, the equally preferred ones its flow group.
+ *    A change of path is recorded as a failover (from, to, why, how long since the trouble began).
+ * 4. When this host's own binding changes (an uplink lost or back), sendUpdate() sends the new signed
+ *    binding straight to every tracked peer over every working uplink and retransmits until acked,
+ *    so correspondents move at once even if the RM is away. A received update is verified (signature,
+ *    ID/key, sequence number) and applied like an RM push.
+ * Peers idle for forgetAfterMs are untracked; their entries keep the path they had.
+ */
+
+export interface PeerPathsOptions {
+  readonly timing: PathTiming;
+  readonly instanceId: number;
+  /** How often decisions run; bounds detection latency. */
+  readonly tickMs: number;
+  /** Traffic within this window makes a peer active (probed at probeIntervalMs). */
+  readonly activeWindowMs: number;
+  /** A peer with no traffic for this long is no longer tracked. */
+  readonly forgetAfterMs: number;
+  /** Gaps between retransmissions of a direct update; it is given up after the last. */
+  readonly updateRetryMs: readonly number[];
+}
+
+export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'> = Object.freeze({
+  tickMs: 10,
+  activeWindowMs: 1_000,
+  forgetAfterMs: 60_000,
+  updateRetryMs: Object.freeze([50, 100, 200, 400, 800, 1_600, 3_200]),
+});
+
+/** What this module needs of an uplink (agent/uplinks/uplinks.ts's Uplink fits). */
+export interface PeerUplink {
+  readonly name: string;
+  readonly family: Family;
+  readonly priority: number;
+  readonly weight: number;
+  readonly up: boolean;
+  readonly socket: UdpBatchSocket;
+}
+
+export interface PeerPathsDeps {
+  readonly cache: MapCache;
+  readonly uplinks: readonly PeerUplink[];
+  readonly myId: Uint8Array;
+  /** The host's Ed25519 private seed (for the pair keys). */
+  readonly mySeed: Uint8Array;
+  readonly clock: Clock;
+  /** Wall-clock ms for failover records (status shows when). */
+  readonly wallClock: () => number;
+  readonly log: Logger;
+  /** A verified binding newer than the one held, received straight from its host: install it. */
+  readonly applyBinding: (b: Binding) => void;
+}
+
+export const PEER_COUNTERS = [
+  'probesSent',
+  'probesAnswered',
+  'repliesReceived',
+  'updatesSent',
+  'updatesReceived',
+  'updatesApplied',
+  'updatesAcked',
+  'updatesGivenUp',
+  'peerMalformed',
+  'peerVersion',
+  'peerWrongInstance',
+  'peerNotForUs',
+  'peerUnknown',
+  'peerNoKey',
+  'peerBadMac',
+  'peerReplay',
+  'peerUnexpectedReply',
+  'peerBadBinding',
+  'peerStaleBinding',
+  'sendErrors',
+] as const;
+export type PeerCounter = (typeof PEER_COUNTERS)[number];
+
+export interface PathStatus {
+  readonly peer: string;
+  readonly uplink: string;
+  readonly locator: string;
+  readonly state: PathState['state'];
+  readonly rttMs: number | null;
+  readonly lossPct: number;
+  readonly inUse: boolean;
+}
+
+export interface FailoverRecord {
+  readonly at: string;
+  readonly peer: string;
+  readonly from: string | null;
+  readonly to: string | null;
+  readonly reason: string;
+  /** From the first sign of trouble (first unanswered probe, link event) to the switch; null for planned moves. */
+  readonly tookMs: number | null;
+}
+
+const MAX_RECORDS = 20;
+/** Outstanding probe tokens kept per path (older ones count as lost anyway). */
+const MAX_OUTSTANDING = 32;
+
+interface TrackedPath {
+  readonly uplink: number;
+  readonly locator: BoundLocator;
+  state: PathState;
+  readonly outstanding: Map<number, number>;
+  /** Index within the peer's paths when created: a stable key for flow hashing. */
+  readonly key: number;
+}
+
+interface Peer {
+  readonly hex: string;
+  readonly hostId: string;
+  readonly id: Uint8Array;
+  entry: MapEntry;
+  paths: TrackedPath[];
+  current: TrackedPath | null;
+  txSeen: number;
+  rxSeen: number;
+  lastActiveAt: number;
+  nextKey: number;
+}
+
+interface PendingUpdate {
+  readonly token: number;
+  readonly binding: Uint8Array;
+  tries: number;
+  nextAt: number;
+}
+
+export class PeerPaths {
+  readonly counters: Record<PeerCounter, number> = Object.fromEntries(PEER_COUNTERS.map((k) => [k, 0])) as Record<PeerCounter, number>;
+  private readonly peers = new Map<string, Peer>();
+  private readonly keys = new Map<string, { publicKey: Uint8Array; key: MacKey | null }>();
+  private readonly windows = new Map<string, ReplayWindow>();
+  private readonly pending = new Map<string, PendingUpdate>();
+  private readonly records: FailoverRecord[] = [];
+  private counter = Math.floor(Date.now() * 1000);
+  private timer: NodeJS.Timeout | null = null;
+  private lastScan = -Infinity;
+  private readonly out = Buffer.alloc(PEER_MAX_LEN);
+  private readonly one = { off: Uint32Array.of(0), len: new Uint32Array(1), addr: new Uint8Array(16), port: new Uint16Array(1) };
+
+  constructor(
+    private readonly opts: PeerPathsOptions,
+    private readonly deps: PeerPathsDeps,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.tick(), this.opts.tickMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** One round of decisions (the timer calls it; tests and the uplink monitor call it directly). */
+  tick(): void {
+    const now = this.deps.clock.now();
+    if (now - this.lastScan >= 100) {
+      this.lastScan = now;
+      this.discover(now);
+    }
+    for (const p of this.peers.values()) this.runPeer(p, now);
+    this.retransmitUpdates(now);
+  }
+
+  /**
+   * The uplinks changed (monitor): tracked peers are decided at once; the others get the static
+   * choice (no probe knowledge about them).
+   */
+  uplinksChanged(): void {
+    for (const e of this.deps.cache.entries()) {
+      if (this.peers.has(hexOf(e.id))) continue;
+      const path = choosePath(this.deps.uplinks, e.locators);
+      if (path?.uplink !== e.path?.uplink || path?.locator !== e.path?.locator) this.deps.cache.set(Object.freeze({ ...e, path, group: [] }));
+    }
+    this.tick();
+  }
+
+  /**
+   * Our own binding changed: send it straight to every tracked correspondent (they are the ones
+   * with traffic); the RM gets it through the RM link and pushes it to everyone else.
+   */
+  sendUpdate(b: Binding): void {
+    const now = this.deps.clock.now();
+    for (const p of this.peers.values()) {
+      const u: PendingUpdate = { token: randomToken(), binding: b.bytes, tries: 0, nextAt: now };
+      this.pending.set(p.hex, u);
+    }
+    this.retransmitUpdates(now);
+  }
+
+  /** A peer message from the data port (outside.ts hands over anything with the peer flags). */
+  onMessage(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number): void {
+    const env = openPeer(buf, off, len, this.opts.instanceId);
+    if (typeof env === 'string') return void this.counters[env]++;
+    if (!sameId(this.deps.myId, buf, env.toOff)) return void this.counters.peerNotForUs++;
+    const entry = this.deps.cache.lookup(buf, env.fromOff);
+    if (entry === undefined) return void this.counters.peerUnknown++;
+    const key = this.keyFor(entry);
+    if (key === null) return void this.counters.peerNoKey++;
+    if (!verifyPeer(key, buf, off, len)) return void this.counters.peerBadMac++;
+    const msg = readPeer(buf, off, len, env);
+    const hex = hexOf(entry.id);
+    const now = this.deps.clock.now();
+    switch (msg.type) {
+      case PeerType.Probe:
+        if (!this.fresh(hex, msg.counter)) return;
+        this.counters.probesAnswered++;
+        this.send(uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, { type: PeerType.Reply, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token, counter: this.nextCounter() }, key);
+        return;
+      case PeerType.Reply:
+        return this.onReplyMsg(hex, uplink, msg.token, now);
+      case PeerType.Update:
+        if (!this.fresh(hex, msg.counter)) return;
+        return this.onUpdateMsg(entry, uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, msg, key);
+      case PeerType.UpdateAck: {
+        const u = this.pending.get(hex);
+        if (u === undefined || u.token !== msg.token) return void this.counters.peerUnexpectedReply++;
+        this.pending.delete(hex);
+        this.counters.updatesAcked++;
+        return;
+      }
+    }
+  }
+
+  paths(): PathStatus[] {
+    const now = this.deps.clock.now();
+    const out: PathStatus[] = [];
+    for (const p of this.peers.values()) {
+      for (const t of p.paths) {
+        out.push({
+          peer: p.hostId,
+          uplink: this.deps.uplinks[t.uplink]?.name ?? String(t.uplink),
+          locator: locText(t.locator),
+          state: t.state.state,
+          rttMs: t.state.rttMs === null ? null : Math.round(t.state.rttMs * 100) / 100,
+          lossPct: Math.round(lossRatio(t.state, now) * 1000) / 10,
+          inUse: p.current === t || p.entry.group.some((g) => g.uplink === t.uplink && g.locator === t.locator),
+        });
+      }
+    }
+    return out;
+  }
+
+  failovers(): readonly FailoverRecord[] {
+    return this.records.slice();
+  }
+
+  // ---- inside the class ----
+
+  /** Starts tracking peers that have traffic and a key. */
+  private discover(now: number): void {
+    for (const e of this.deps.cache.entries()) {
+      if (e.publicKey === null) continue;
+      const hex = hexOf(e.id);
+      if (this.peers.has(hex)) continue;
+      if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
+      const p: Peer = { hex, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0 };
+      this.rebuildPaths(p, now);
+      this.peers.set(hex, p);
+    }
+  }
+
+  private runPeer(p: Peer, now: number): void {
+    const entry = this.deps.cache.lookup(p.id, 0);
+    if (entry === undefined) {
+      this.peers.delete(p.hex);
+      return;
+    }
+    if (entry !== p.entry) {
+      const old = p.entry;
+      p.entry = entry;
+      if (entry.locators !== old.locators) this.rebuildPaths(p, now);
+    }
+    const t = entry.traffic;
+    if (t.tx !== p.txSeen || t.rx !== p.rxSeen) {
+      p.txSeen = t.tx;
+      p.rxSeen = t.rx;
+      p.lastActiveAt = now;
+    }
+    if (now - p.lastActiveAt > this.opts.forgetAfterMs) {
+      this.peers.delete(p.hex);
+      this.pending.delete(p.hex);
+      return;
+    }
+    const active = now - p.lastActiveAt <= this.opts.activeWindowMs;
+    const key = this.keyFor(entry);
+    for (const path of p.paths) {
+      let s = onLocalLink(path.state, this.deps.uplinks[path.uplink].up, now);
+      for (let round = 0; round < 4; round++) {
+        const a = decide(s, now, this.opts.timing, active);
+        if (a.kind === 'none') break;
+        if (a.kind === 'probe' && key !== null) this.probe(p, path, key, now);
+        s = apply(s, a, now);
+      }
+      path.state = s;
+    }
+    this.choose(p, now);
+  }
+
+  /** New locators: keep the state of every path that still exists, start the others fresh. */
+  private rebuildPaths(p: Peer, now: number): void {
+    const ups = this.deps.uplinks;
+    const next: TrackedPath[] = [];
+    for (const loc of p.entry.locators) {
+      if (!loc.up) continue;
+      for (let u = 0; u < ups.length; u++) {
+        if (ups[u].family !== loc.family) continue;
+        const old = p.paths.find((x) => x.uplink === u && x.locator.port === loc.port && x.locator.address === loc.address);
+        next.push(old === undefined ? { uplink: u, locator: loc, state: initialPathState(now, ups[u].up), outstanding: new Map(), key: p.nextKey++ } : { ...old, locator: loc });
+      }
+    }
+    const cur = p.current;
+    p.current = cur === null ? null : (next.find((x) => x.uplink === cur.uplink && x.locator.address === cur.locator.address && x.locator.port === cur.locator.port) ?? null);
+    if (cur !== null && p.current === null) this.pendingReason.set(p.hex, { reason: 'binding update: locator withdrawn or down', since: now });
+    p.paths = next;
+  }
+
+  private readonly pendingReason = new Map<string, { reason: string; since: number }>();
+
+  private choose(p: Peer, now: number): void {
+    const ups = this.deps.uplinks;
+    const cands: PathCandidate<TrackedPath>[] = p.paths.map((x) => ({
+      path: x,
+      state: x.state,
+      remotePriority: x.locator.priority,
+      localPriority: ups[x.uplink].priority,
+      weight: x.locator.weight * ups[x.uplink].weight,
+    }));
+    const ranked = rankPaths(cands, p.current ?? undefined);
+    const best = ranked[0]?.path ?? null;
+    const group = best === null ? [] : preferredGroup(ranked);
+    const groupPaths: GroupPath[] = group.length > 1 ? group.map((c) => ({ uplink: c.path.uplink, locator: c.path.locator, weight: c.weight, key: c.path.key })) : [];
+    const e = p.entry;
+    const samePath = best === null ? e.path === null : e.path !== null && e.path.uplink === best.uplink && e.path.locator === best.locator;
+    if (samePath && sameGroup(e.group, groupPaths) && best === p.current) return;
+    const prev = p.current;
+    p.current = best;
+    const path: Path | null = best === null ? null : { uplink: best.uplink, locator: best.locator };
+    const next: MapEntry = Object.freeze({ ...e, path, group: groupPaths });
+    if (this.deps.cache.set(next)) p.entry = next;
+    if (prev !== best) this.record(p, prev, best, now);
+  }
+
+  private record(p: Peer, from: TrackedPath | null, to: TrackedPath | null, now: number): void {
+    const pr = this.pendingReason.get(p.hex);
+    this.pendingReason.delete(p.hex);
+    let reason: string;
+    let tookMs: number | null = null;
+    if (from !== null) {
+      const s = from.state;
+      if (!s.localUp) {
+        reason = `uplink ${this.deps.uplinks[from.uplink].name} down`;
+        tookMs = Math.max(0, now - s.since);
+      } else if (s.state === 'suspect' || s.state === 'down') {
+        const quietSince = Math.max(s.lastReplyAt, s.unansweredSince ?? s.since);
+        reason = `no probe reply for ${Math.round(now - quietSince)} ms (path ${s.state})`;
+        tookMs = Math.max(0, now - (s.unansweredSince ?? s.since));
+      } else {
+        reason = to !== null && to.state.state === 'up' ? 'a preferred path is up again' : 'path ranking changed';
+      }
+    } else if (pr !== undefined) {
+      reason = pr.reason;
+      tookMs = Math.max(0, now - pr.since);
+    } else {
+      // First choice for this peer: not a failover.
+      return;
+    }
+    const rec: FailoverRecord = {
+      at: new Date(this.deps.wallClock()).toISOString(),
+      peer: p.hostId,
+      from: from === null ? null : this.pathText(from),
+      to: to === null ? null : this.pathText(to),
+      reason,
+      tookMs: tookMs === null ? null : Math.round(tookMs),
+    };
+    this.records.push(rec);
+    if (this.records.length > MAX_RECORDS) this.records.shift();
+    this.deps.log.warn({ peer: rec.peer, from: rec.from, to: rec.to, reason, tookMs: rec.tookMs }, to === null ? 'no usable path left to peer' : 'path changed');
+  }
+
+  private pathText(t: TrackedPath): string {
+    return `${this.deps.uplinks[t.uplink]?.name ?? t.uplink} → ${locText(t.locator)}`;
+  }
+
+  private probe(p: Peer, path: TrackedPath, key: MacKey, now: number): void {
+    const token = randomToken();
+    if (path.outstanding.size >= MAX_OUTSTANDING) {
+      const oldest = path.outstanding.keys().next().value;
+      if (oldest !== undefined) path.outstanding.delete(oldest);
+    }
+    path.outstanding.set(token, now);
+    this.counters.probesSent++;
+    this.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token, counter: this.nextCounter() }, key);
+  }
+
+  private onReplyMsg(hex: string, uplink: number, token: number, now: number): void {
+    const p = this.peers.get(hex);
+    const path = p?.paths.find((x) => x.outstanding.has(token));
+    if (p === undefined || path === undefined || path.uplink !== uplink) return void this.counters.peerUnexpectedReply++;
+    const sentAt = path.outstanding.get(token) as number;
+    path.outstanding.delete(token);
+    this.counters.repliesReceived++;
+    path.state = onReply(path.state, now, now - sentAt);
+    // Recovery and first answers are acted on now, not at the next tick.
+    this.runPeer(p, now);
+  }
+
+  private onUpdateMsg(entry: MapEntry, uplink: number, src: Uint8Array, port: number, msg: PeerMessage, key: MacKey): void {
+    this.counters.updatesReceived++;
+    const d = decodeBinding(msg.binding as Uint8Array);
+    if (!d.ok || !sameId(entry.id, d.binding.hostId.toBytes(), 0) || !verifyBinding(d.binding).ok) return void this.counters.peerBadBinding++;
+    const b = d.binding;
+    // Whatever its order, a valid update is acknowledged (the sender may have missed our ack).
+    this.send(uplink, src, port, { type: PeerType.UpdateAck, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token, counter: this.nextCounter() }, key);
+    if (b.seq <= entry.seq) return void this.counters.peerStaleBinding++;
+    this.counters.updatesApplied++;
+    this.deps.log.info({ peer: entry.hostId, seq: b.seq, locators: b.locators.map((l) => `${l.uplink}=${l.address}/${l.state}`).join(',') }, 'binding update received from the peer');
+    this.deps.applyBinding(b);
+    const p = this.peers.get(hexOf(entry.id));
+    if (p !== undefined) this.runPeer(p, this.deps.clock.now());
+  }
+
+  private retransmitUpdates(now: number): void {
+    for (const [hex, u] of this.pending) {
+      if (now < u.nextAt) continue;
+      const p = this.peers.get(hex);
+      const key = p === undefined ? null : this.keyFor(p.entry);
+      if (p === undefined || key === null || u.tries > this.opts.updateRetryMs.length) {
+        this.pending.delete(hex);
+        if (p !== undefined) this.counters.updatesGivenUp++;
+        continue;
+      }
+      // Over every working uplink to every locator of the peer: one of them gets through.
+      const ups = this.deps.uplinks;
+      for (const loc of p.entry.locators) {
+        for (let i = 0; i < ups.length; i++) {
+          if (!ups[i].up || ups[i].family !== loc.family) continue;
+          this.counters.updatesSent++;
+          this.send(i, loc.bytes, loc.port, { type: PeerType.Update, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token: u.token, counter: this.nextCounter(), binding: u.binding }, key);
+        }
+      }
+      u.nextAt = now + (this.opts.updateRetryMs[u.tries] ?? 0);
+      u.tries++;
+    }
+  }
+
+  private send(uplink: number, addr: Uint8Array, port: number, msg: PeerMessage, key: MacKey): void {
+    const u = this.deps.uplinks[uplink];
+    if (u === undefined) return;
+    const o = this.one;
+    o.len[0] = encodePeer(this.out, msg, key);
+    o.addr.set(addr);
+    o.port[0] = port;
+    if (u.socket.send(this.out, o.off, o.len, o.addr, o.port, 1) < 1) this.counters.sendErrors++;
+  }
+
+  private keyFor(e: MapEntry): MacKey | null {
+    if (e.publicKey === null) return null;
+    const hex = hexOf(e.id);
+    const held = this.keys.get(hex);
+    if (held !== undefined && Buffer.compare(held.publicKey, e.publicKey) === 0) return held.key;
+    const key = pairKey(this.deps.mySeed, this.deps.myId, e.publicKey, e.id);
+    this.keys.set(hex, { publicKey: e.publicKey, key });
+    return key;
+  }
+
+  private fresh(hex: string, counter: number): boolean {
+    let w = this.windows.get(hex);
+    if (w === undefined) {
+      w = new ReplayWindow();
+      this.windows.set(hex, w);
+    }
+    if (w.check(counter)) return true;
+    this.counters.peerReplay++;
+    return false;
+  }
+
+  private nextCounter(): number {
+    return ++this.counter;
+  }
+}
+
+function randomToken(): number {
+  return Math.floor(Math.random() * 2 ** 53);
+}
+
+function hexOf(id: Uint8Array): string {
+  return Buffer.from(id.buffer, id.byteOffset, 16).toString('hex');
+}
+
+function sameId(id: Uint8Array, buf: Uint8Array, off: number): boolean {
+  for (let i = 0; i < 16; i++) if (id[i] !== buf[off + i]) return false;
+  return true;
+}
+
+function locText(l: BoundLocator): string {
+  return `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port}`;
+}
+
+function sameGroup(a: readonly GroupPath[], b: readonly GroupPath[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i].uplink !== b[i].uplink || a[i].locator !== b[i].locator || a[i].weight !== b[i].weight) return false;
+  return true;
+}
