@@ -27,7 +27,42 @@ export interface AgentConfigOptions {
   tunName?: string;
   logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   logFormat?: 'json' | 'pretty';
+  /**
+   * The agents' `failover` section (path probing and the path state machine, issue #5), written to
+   * both agents when given; absent, the agent's own defaults apply. Probing authenticates with the
+   * hosts' keys, so it only does anything in realm mode (writeRealmConfigs).
+   */
+  failover?: Partial<FailoverSettings>;
 }
+
+/** The agent's `failover` section (agent/config.ts validates it). */
+export interface FailoverSettings {
+  /** Probe interval of each path of a peer that has traffic. */
+  probeIntervalMs: number;
+  /** Probe interval of an idle peer's paths. */
+  idleProbeIntervalMs: number;
+  /** No reply for this long: the path is suspect. */
+  suspectAfterMs: number;
+  /** No reply for this long: the path is down and traffic moves. */
+  downAfterMs: number;
+  /** A path that came back waits this long before it carries traffic again. */
+  holdDownMs: number;
+  /** Consecutive replies a down path needs before its hold-down starts. */
+  upAfterReplies: number;
+  /** Duplicate onto a second path while the active one is suspect. */
+  makeBeforeBreak: boolean;
+}
+
+/** The defaults the agent documents; tests and benches that need them read them from here. */
+export const FAILOVER_DEFAULTS: Readonly<FailoverSettings> = Object.freeze({
+  probeIntervalMs: 100,
+  idleProbeIntervalMs: 5000,
+  suspectAfterMs: 150,
+  downAfterMs: 300,
+  holdDownMs: 2000,
+  upAfterReplies: 3,
+  makeBeforeBreak: false,
+});
 
 export interface UplinkConfig {
   name: string;
@@ -54,6 +89,7 @@ export interface AgentConfigFile {
   uplinks: UplinkConfig[];
   peers: { hostId: string; locators: LocatorConfig[] }[];
   log: { level: string; format: 'json' | 'pretty' };
+  failover?: Partial<FailoverSettings>;
 }
 
 export function agentConfigs(opts: AgentConfigOptions = {}): { mh: AgentConfigFile; ch: AgentConfigFile } {
@@ -65,6 +101,7 @@ export function agentConfigs(opts: AgentConfigOptions = {}): { mh: AgentConfigFi
     tun: { name: opts.tunName ?? 'rn0', mtu: opts.mtu ?? 1400, offload: opts.offload ?? false },
     listenPort: port,
     log: { level: opts.logLevel ?? 'info', format: opts.logFormat ?? 'json' },
+    ...(opts.failover === undefined ? {} : { failover: { ...opts.failover } }),
   };
   const mh: AgentConfigFile = {
     hostId: HOST_IDS.mh,
