@@ -275,12 +275,14 @@ export function decide(s: PathState, now: number, t: PathTiming, active: boolean
 /**
  * How long the path has been silent while someone was asking: counted from the last reply, but never
  * from before the moment an answer could have come (the first unanswered probe's send time + SRTT),
- * less one probe interval when active so that steady probing counts exactly from the last reply. So a
- * path that was idle is not condemned for the time nobody asked it.
+ * less one probe interval while probing is steady (the last reply came within ~1.5 intervals of the
+ * first unanswered probe) so that steady probing counts exactly from the last reply. So a path that
+ * was idle, or whose peer has just become active, is not condemned for the time nobody asked it.
  */
 export function silence(s: PathState, now: number, t: PathTiming, active: boolean): number {
   if (s.unansweredSince === null) return 0;
-  const expected = s.unansweredSince + (s.rttMs ?? 0) - (active ? t.probeIntervalMs : 0);
+  const steady = active && s.unansweredSince - s.lastReplyAt <= 1.5 * t.probeIntervalMs;
+  const expected = s.unansweredSince + (s.rttMs ?? 0) - (steady ? t.probeIntervalMs : 0);
   return Math.max(0, now - Math.max(s.lastReplyAt, expected));
 }
 

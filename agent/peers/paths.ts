@@ -132,6 +132,8 @@ export interface FailoverRecord {
 const MAX_RECORDS = 20;
 /** Outstanding probe tokens kept per path (older ones count as lost anyway). */
 const MAX_OUTSTANDING = 32;
+/** Withdrawn paths remembered per peer. */
+const MAX_WITHDRAWN = 16;
 
 interface TrackedPath {
   readonly uplink: number;
@@ -153,6 +155,8 @@ interface Peer {
   rxSeen: number;
   lastActiveAt: number;
   nextKey: number;
+  /** Paths whose locator the peer's binding no longer offers (kept for their history). */
+  withdrawn: TrackedPath[];
 }
 
 interface PendingUpdate {
@@ -293,7 +297,7 @@ export class PeerPaths {
       const hex = hexOf(e.id);
       if (this.peers.has(hex)) continue;
       if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
-      const p: Peer = { hex, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0 };
+      const p: Peer = { hex, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [] };
       this.rebuildPaths(p, now);
       this.peers.set(hex, p);
     }
@@ -336,18 +340,37 @@ export class PeerPaths {
     this.choose(p, now);
   }
 
-  /** New locators: keep the state of every path that still exists, start the others fresh. */
+  /**
+   * New locators: keep the state of every path that still exists, start new ones fresh. A path whose
+   * locator the peer withdrew (or marked down) is remembered; if the locator comes back it starts
+   * from down, so it must answer upAfterReplies probes and sit out the hold-down before traffic
+   * returns to it, and its flap penalty survives: a peer whose uplink flaps cannot drag us along.
+   */
   private rebuildPaths(p: Peer, now: number): void {
     const ups = this.deps.uplinks;
     const next: TrackedPath[] = [];
+    const same = (x: TrackedPath, u: number, loc: BoundLocator) => x.uplink === u && x.locator.port === loc.port && x.locator.address === loc.address;
     for (const loc of p.entry.locators) {
       if (!loc.up) continue;
       for (let u = 0; u < ups.length; u++) {
         if (ups[u].family !== loc.family) continue;
-        const old = p.paths.find((x) => x.uplink === u && x.locator.port === loc.port && x.locator.address === loc.address);
-        next.push(old === undefined ? { uplink: u, locator: loc, state: initialPathState(now, ups[u].up), outstanding: new Map(), key: p.nextKey++ } : { ...old, locator: loc });
+        const old = p.paths.find((x) => same(x, u, loc));
+        if (old !== undefined) {
+          next.push({ ...old, locator: loc });
+          continue;
+        }
+        const gone = p.withdrawn.find((x) => same(x, u, loc));
+        if (gone !== undefined) {
+          p.withdrawn = p.withdrawn.filter((x) => x !== gone);
+          const state = gone.state.state === 'down' ? gone.state : apply(gone.state, { kind: 'markDown' }, now);
+          next.push({ ...gone, locator: loc, state });
+          continue;
+        }
+        next.push({ uplink: u, locator: loc, state: initialPathState(now, ups[u].up), outstanding: new Map(), key: p.nextKey++ });
       }
     }
+    for (const x of p.paths) if (!next.some((y) => y.uplink === x.uplink && y.locator.address === x.locator.address && y.locator.port === x.locator.port)) p.withdrawn.push(x);
+    if (p.withdrawn.length > MAX_WITHDRAWN) p.withdrawn = p.withdrawn.slice(-MAX_WITHDRAWN);
     const cur = p.current;
     p.current = cur === null ? null : (next.find((x) => x.uplink === cur.uplink && x.locator.address === cur.locator.address && x.locator.port === cur.locator.port) ?? null);
     if (cur !== null && p.current === null) this.pendingReason.set(p.hex, { reason: 'binding update: locator withdrawn or down', since: now });
@@ -391,9 +414,10 @@ export class PeerPaths {
         reason = `uplink ${this.deps.uplinks[from.uplink].name} down`;
         tookMs = Math.max(0, now - s.since);
       } else if (s.state === 'suspect' || s.state === 'down') {
-        const quietSince = Math.max(s.lastReplyAt, s.unansweredSince ?? s.since);
-        reason = `no probe reply for ${Math.round(now - quietSince)} ms (path ${s.state})`;
-        tookMs = Math.max(0, now - (s.unansweredSince ?? s.since));
+        // The last reply is the last moment the path was known good: the failure began after it.
+        const since = Number.isFinite(s.lastReplyAt) ? s.lastReplyAt : s.since;
+        reason = `no probe reply for ${Math.round(now - since)} ms (path ${s.state})`;
+        tookMs = Math.max(0, now - since);
       } else {
         reason = to !== null && to.state.state === 'up' ? 'a preferred path is up again' : 'path ranking changed';
       }

@@ -162,8 +162,8 @@ describe('path probing and failover', () => {
     expect(mh.agent.status().failovers.at(-1)?.reason).toMatch(/preferred path is up again/);
   });
 
-  it('carries a lost uplink to the correspondent by a direct signed update, with the RM gone', async () => {
-    const { rm, mh, ch } = await talkingPair();
+  it('carries a lost uplink to the correspondent by a direct signed update, with the RM gone, and takes it back after the hold-down', async () => {
+    const { rm, mh, ch } = await talkingPair({ holdDownMs: 400 });
     await rm.close();
     const seqBefore = ch.agent.status().mapCache.find((e) => e.hostId === mh.id)?.seq ?? 0;
     mh.monitor.set('ispa', DOWN);
@@ -176,6 +176,15 @@ describe('path probing and failover', () => {
     expect(inUse(ch)).toBe('192.0.2.65:4341');
     expect(ch.agent.status().peers?.updatesApplied).toBe(1);
     await until(() => (mh.agent.status().peers?.updatesAcked ?? 0) >= 1, 2000, 'update acked');
+
+    // The uplink comes back: both sides wait out the hold-down before traffic returns to it.
+    const back = Date.now();
+    mh.monitor.set('ispa', UP);
+    expect(mh.agent.status().paths.find((p) => p.uplink === 'ispa')?.state).toBe('probation');
+    expect(inUseUplink(mh)).toBe('ispb');
+    await until(() => inUseUplink(mh) === 'ispa' && inUse(ch) === '192.0.2.1:4341', 5000, 'back on ispa');
+    expect(Date.now() - back).toBeGreaterThanOrEqual(400);
+    expect(ch.agent.status().peers?.updatesApplied).toBe(2);
   });
 
   it('drops forged, replayed and stray peer messages and counts them', async () => {
