@@ -1,12 +1,11 @@
-import { createSocket, type Socket } from 'node:dgram';
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
-import { SystemError } from '../shared/errors.ts';
 import { compareSeq, decodeBinding, verifyBinding } from '../shared/binding.ts';
 import type { KeyPair } from '../shared/keys.ts';
 import { checkMac, decodeBody, decodeHeader, encode } from '../shared/wire/codec.ts';
 import {
   DROP_REASONS,
+  MAX_DATAGRAM,
   MsgType,
   RegisterStatus,
   RejectCode,
@@ -21,12 +20,14 @@ import {
   type Unsubscribe,
 } from '../shared/wire/messages.ts';
 import type { RmConfig } from './config.ts';
+import { answerTails, parseLookup, parsedReqId, writeLookupReply, writePush, type AnswerTails } from './fastpath.ts';
 import { createPolicy, type Policy } from './policy.ts';
 import { PushQueue, Subscriptions } from './push.ts';
 import { RateLimiter, takeToken, type Bucket } from './ratelimit.ts';
 import { Realm } from './realm.ts';
 import { Session, SessionTable, type ControlSocket, type PendingPush } from './sessions.ts';
 import { BindingStore, StoredBinding } from './store/bindings.ts';
+import { openControlSocket, type OnDatagram } from './udp.ts';
 
 /**
  * The Realm Manager's control plane: register, lookup, subscribe/push, expiry.
@@ -37,6 +38,7 @@ import { BindingStore, StoredBinding } from './store/bindings.ts';
  *   3. sid 0: only HELLO (global HELLO budget); else the session, its MAC, its replay window
  *                                               → drop unexpected / rateLimited / badSession / badMac / replay
  *   4. msgpack body, field by field             → drop malformed
+ *      (a LOOKUP in canonical form is parsed and answered by hand instead: fastpath.ts)
  *   5. handler                                  → handled.<type>
  * so rx.datagrams = Σ rx.drop.* + Σ rx.handled.* at all times (the fuzz test checks it).
  *
@@ -50,11 +52,12 @@ export interface RmDeps {
   readonly key: KeyPair;
   /** Default: a SQLite store at config.store.path. Tests pass one on ':memory:'. */
   readonly store?: BindingStore;
-  /** Default: node:dgram. */
+  /** Default: the batched native socket (udp.ts). */
   readonly openSocket?: OpenSocket;
 }
 
-export type OnDatagram = (buf: Buffer, address: string, port: number, socket: ControlSocket) => void;
+export type { OnDatagram };
+/** buf is borrowed: valid only during the onDatagram call (the RM copies what it keeps). */
 export type OpenSocket = (address: string, port: number, onDatagram: OnDatagram) => Promise<ControlSocket>;
 
 export interface MappingServer {
@@ -110,6 +113,12 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
   let pushTimer: NodeJS.Timeout | null = null;
   let sweepIter: IterableIterator<[string, StoredBinding]> | null = null;
   let running = false;
+  // One answer at a time is built here and copied into the socket's send queue.
+  const out = Buffer.allocUnsafe(MAX_DATAGRAM);
+  const idScratch = new Uint8Array(16);
+  const maxTtlS = config.lookup.maxTtlS;
+  const negativeTails = answerTails(null, config.lookup.negativeTtlS, NO_PREFS);
+  const tailsOf = (rec: StoredBinding): AnswerTails => (rec.tails ??= answerTails(rec.bytes, Math.min(rec.ttl, maxTtlS), rec.prefs));
 
   function describe(bytes: Uint8Array): { ttl: number; prefs: StoredBinding['prefs'] } | null {
     const d = decodeBinding(bytes);
@@ -119,9 +128,9 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
 
   // ---- sending ----------------------------------------------------------------------------------
 
-  function sendOn(socket: ControlSocket, buf: Uint8Array, port: number, address: string): void {
+  function sendOn(socket: ControlSocket, buf: Uint8Array, port: number, address: string, length = buf.length): void {
     try {
-      socket.send(buf, port, address);
+      socket.send(buf, port, address, length);
       c.tx++;
     } catch {
       c.txErrors++;
@@ -134,7 +143,12 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
   }
 
   function sendPush(s: Session, p: PendingPush): void {
-    reply(s, { type: 'push', pushId: p.pushId, binding: p.binding, ttl: p.ttl, prefs: p.prefs });
+    // The binding, ttl and prefs were packed once for all followers; per follower only the header,
+    // push ID and MAC are new.
+    s.txSeq++;
+    const n = writePush(out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.tail);
+    if (n === 0) c.txErrors++;
+    else sendOn(s.socket, out, s.port, s.address, n);
     if (pushTimer === null && running) {
       pushTimer = setInterval(() => {
         pushes.tick(clock.now());
@@ -178,7 +192,19 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
     }
     if (!checkMac(buf, s.keys.c2s)) return drop('badMac');
     if (!s.rx.check(seq)) return drop('replay');
-    const b = decodeBody(h.msg, buf);
+    if (type === MsgType.lookup) {
+      const idOff = parseLookup(buf, buf.length);
+      if (idOff >= 0) {
+        s.lastSeen = now;
+        s.socket = socket;
+        s.address = address;
+        s.port = port;
+        c.handled.lookup++;
+        return fastLookup(s, parsedReqId(), buf, idOff);
+      }
+    }
+    // Decoded fields may be views into buf, which the socket reuses: the slow path works on a copy.
+    const b = decodeBody(h.msg, Buffer.from(buf));
     if (!b.ok) return drop(b.reason);
     // Authenticated: this is where the session's answers and pushes go from now on.
     s.lastSeen = now;
@@ -228,6 +254,27 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
     } else c.hello.retransmit++;
     r.session.lastSeen = now;
     sendOn(socket, encode(r.welcome, null), port, address);
+  }
+
+  /** onLookup for the canonical LOOKUP, without decoding into objects: the same answers. */
+  function fastLookup(s: Session, reqId: number, buf: Buffer, idOff: number): void {
+    const k = buf.toString('latin1', idOff, idOff + 16);
+    const rec = (store as BindingStore).get(k);
+    for (let i = 0; i < 16; i++) idScratch[i] = buf[idOff + i];
+    let tail: Buffer;
+    if (rec !== undefined && s.view.mayLearn(idScratch, k)) {
+      c.lookup.positive++;
+      tail = tailsOf(rec).lookup;
+    } else {
+      // Location privacy: a denied asker gets exactly the answer for an unknown ID.
+      if (rec !== undefined) c.lookup.denied++;
+      else c.lookup.negative++;
+      tail = negativeTails.lookup;
+    }
+    s.txSeq++;
+    const n = writeLookupReply(out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, tail);
+    if (n === 0) c.txErrors++;
+    else sendOn(s.socket, out, s.port, s.address, n);
   }
 
   function onLookup(s: Session, m: Lookup): void {
@@ -307,7 +354,8 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
     if (followers === undefined || rec === undefined) return;
     const now = clock.now();
     const ttl = Math.min(rec.ttl, config.lookup.maxTtlS);
-    for (const f of followers) if (f.view.mayLearn(idBytes, k)) pushes.push(f, k, rec.bytes, ttl, rec.prefs, now);
+    const tail = tailsOf(rec).push;
+    for (const f of followers) if (f.view.mayLearn(idBytes, k)) pushes.push(f, k, rec.bytes, ttl, rec.prefs, tail, now);
   }
 
   function onSubscribe(s: Session, m: Subscribe): void {
@@ -396,8 +444,12 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
       log.info('Realm Manager stopped');
     },
     counters() {
-      const out: Record<string, number> = { 'rx.datagrams': c.rx, 'tx.datagrams': c.tx, 'tx.errors': c.txErrors };
+      // Oversize datagrams never reach onDatagram (the socket drops them), but they were received.
+      let oversize = 0;
+      for (const s of sockets) oversize += s.oversize?.() ?? 0;
+      const out: Record<string, number> = { 'rx.datagrams': c.rx + oversize, 'tx.datagrams': c.tx, 'tx.errors': c.txErrors };
       for (const [k, v] of Object.entries(c.drop)) out[`rx.drop.${k}`] = v;
+      out['rx.drop.tooLong'] += oversize;
       for (const [k, v] of Object.entries(c.handled)) out[`rx.handled.${k}`] = v;
       for (const group of ['hello', 'lookup', 'register', 'subscribe', 'reject', 'sessions'] as const) {
         for (const [k, v] of Object.entries(c[group])) out[`${group}.${k}`] = v;
@@ -434,41 +486,5 @@ export function keyOf(id: Uint8Array): string {
   return (Buffer.isBuffer(id) ? id : Buffer.from(id.buffer, id.byteOffset, id.length)).toString('latin1', 0, 16);
 }
 
-/** One node:dgram socket per listen address (IPv6 sockets are IPv6-only so 0.0.0.0 and :: coexist). */
-export const openUdpSocket: OpenSocket = (address, port, onDatagram) =>
-  new Promise((resolve, reject) => {
-    const v6 = address.includes(':');
-    const sock: Socket = createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6, reuseAddr: false });
-    const onError = (e: NodeJS.ErrnoException) => {
-      sock.close();
-      reject(
-        e.code === 'EADDRINUSE'
-          ? new SystemError('UDP_PORT_IN_USE', `cannot listen on ${address} port ${port}: in use`, 'is another Realm Manager running? change port or listen in the config')
-          : e.code === 'EADDRNOTAVAIL'
-            ? new SystemError('UDP_ADDRESS_NOT_AVAILABLE', `cannot listen on ${address}: no interface has this address`, 'fix listen in the config')
-            : new SystemError('UDP_FAILED', `cannot listen on ${address} port ${port}: ${e.message}`),
-      );
-    };
-    sock.once('error', onError);
-    sock.bind(port, address, () => {
-      sock.off('error', onError);
-      // Send errors (e.g. EPERM from a firewall) must not crash the RM: count them instead.
-      sock.on('error', () => {});
-      try {
-        sock.setRecvBufferSize(8 * 1024 * 1024);
-        sock.setSendBufferSize(8 * 1024 * 1024);
-      } catch {
-        // Capped by net.core.rmem_max; the default still works, with more drops under bursts.
-      }
-      const local = sock.address();
-      const cs: ControlSocket = {
-        local: { address: local.address, port: local.port },
-        send(buf, p, a) {
-          sock.send(buf, p, a);
-        },
-        close: () => new Promise<void>((r) => sock.close(() => r())),
-      };
-      sock.on('message', (msg, rinfo) => onDatagram(msg, rinfo.address, rinfo.port, cs));
-      resolve(cs);
-    });
-  });
+/** One batched native socket per listen address (udp.ts; IPv6 sockets are IPv6-only so 0.0.0.0 and :: coexist). */
+export const openUdpSocket: OpenSocket = async (address, port, onDatagram) => openControlSocket(address, port, onDatagram);

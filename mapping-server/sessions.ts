@@ -21,7 +21,11 @@ import type { AskerView, Policy } from './policy.ts';
  */
 export interface ControlSocket {
   readonly local: { readonly address: string; readonly port: number };
-  send(buf: Uint8Array, port: number, address: string): void;
+  /** Queues buf[0, length) for address:port; the bytes are copied at once, so buf may be reused. */
+  send(buf: Uint8Array, port: number, address: string, length?: number): void;
+  /** Datagrams longer than a control datagram, dropped before they reached the RM (the batched
+   *  socket's slots are MAX_DATAGRAM long); the RM counts them as rx.drop.tooLong. */
+  oversize?(): number;
   close(): Promise<void>;
 }
 
@@ -31,6 +35,8 @@ export interface PendingPush {
   readonly binding: Uint8Array;
   readonly ttl: number;
   readonly prefs: readonly LocatorPref[];
+  /** binding, ttl and prefs packed once for every follower (fastpath.ts). */
+  readonly tail: Buffer;
   attempts: number;
   nextAt: number;
 }
