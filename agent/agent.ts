@@ -158,6 +158,34 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
     }
   }
 
+  /**
+   * Organisational control on our own side: the realm's policy on uplinks (e.g. "ispb is backup")
+   * also decides which uplink this host sends from. We learn it by looking ourselves up once the RM
+   * holds our binding: the answer carries our locators with the realm's preferences applied. An
+   * uplink the realm says never to use gets priority 255 (used only when nothing else is left; we
+   * do not take a working uplink out because of policy). The config's priorities apply until then.
+   */
+  async function applyOwnPolicy(link: RmLink, ul: Uplinks): Promise<void> {
+    const id = deps.identity;
+    if (id === undefined) return;
+    const a = await link.lookup(id.hostId).catch(() => null);
+    if (a === null || a.kind !== 'binding') return;
+    let changed = false;
+    for (const l of a.locators) {
+      const u = ul.list.find((x) => x.name === l.uplink);
+      if (u === undefined) continue;
+      const priority = l.state === 'up' || !u.up ? l.priority : 255;
+      if (u.priority === priority && u.weight === l.weight) continue;
+      log.info({ uplink: u.name, priority, weight: l.weight, was: `${u.priority}/${u.weight}` }, 'realm policy sets this uplink\'s priority and weight');
+      u.priority = priority;
+      u.weight = l.weight;
+      changed = true;
+    }
+    if (!changed) return;
+    if (peerPaths !== null) peerPaths.uplinksChanged();
+    else repath(ul);
+  }
+
   /** Rebuilds every map-cache entry's path from the uplinks' current state. */
   function repath(ul: Uplinks): void {
     for (const e of cache.entries()) {
@@ -229,6 +257,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
             log: log.child({ module: 'rm' }),
           });
           rmLink = link;
+          link.onRegistered(() => void applyOwnPolicy(link, ul));
           res = new Resolver(
             {
               pendingPerId: rmCfg.pendingPerId,

@@ -53,6 +53,7 @@ export class RmLink implements ResolverLookup {
   private lastError: string | null = null;
   private readonly pushListeners = new Set<(a: BindingAnswer) => void>();
   private readonly signedListeners = new Set<(b: Binding) => void>();
+  private readonly registeredListeners = new Set<(b: Binding) => void>();
   private stopped = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryMs = 1000;
@@ -85,6 +86,11 @@ export class RmLink implements ResolverLookup {
     this.pushListeners.add(cb);
   }
 
+  /** Every binding the RM acknowledged (durably stored). */
+  onRegistered(cb: (b: Binding) => void): void {
+    this.registeredListeners.add(cb);
+  }
+
   /** Every newly signed binding of this host, before it is registered (direct updates to peers use it). */
   onSigned(cb: (b: Binding) => void): void {
     this.signedListeners.add(cb);
@@ -110,6 +116,7 @@ export class RmLink implements ResolverLookup {
       this.registeredAt = this.deps.clock.now();
       this.lastError = null;
       this.deps.log.info({ hostId: this.deps.hostId.toString(), seq: b.seq, locators: locators.map((l) => `${l.uplink}=${l.address}/${l.state}`).join(',') }, 'binding registered');
+      for (const l of this.registeredListeners) l(b);
     } else {
       const why = results.map((r) => (r.status === 'rejected' ? String((r.reason as Error)?.message ?? r.reason) : r.value.ok ? 'ok' : r.value.status));
       this.lastError = why.join('; ');

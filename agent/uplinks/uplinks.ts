@@ -22,8 +22,9 @@ export interface Uplink {
   readonly interface: string | undefined;
   readonly locator: string;
   readonly family: Family;
-  readonly priority: number;
-  readonly weight: number;
+  /** From the config, overridden by the realm's policy when the RM serves one (agent.ts). */
+  priority: number;
+  weight: number;
   readonly socket: UdpBatchSocket;
   up: boolean;
 }

@@ -98,8 +98,8 @@ async function started(n: Node): Promise<void> {
 }
 
 /** mh (ispa preferred, ispb backup) and ch, exchanging a packet each way every 20 ms. */
-async function talkingPair(failover: Record<string, number> = {}) {
-  const rm = await startHarness();
+async function talkingPair(failover: Record<string, number> = {}, rmExtra: Record<string, unknown> = {}) {
+  const rm = await startHarness(rmExtra);
   cleanup.push(() => rm.close());
   const net = new MemoryNet();
   const mh = agentOn(net, rm, [
@@ -185,6 +185,14 @@ describe('path probing and failover', () => {
     await until(() => inUseUplink(mh) === 'ispa' && inUse(ch) === '192.0.2.1:4341', 5000, 'back on ispa');
     expect(Date.now() - back).toBeGreaterThanOrEqual(400);
     expect(ch.agent.status().peers?.updatesApplied).toBe(2);
+  });
+
+  it("follows the realm's policy on uplinks on both sides (organisational control)", async () => {
+    // The realm says ispa (the host's own first choice) is backup only.
+    const { mh, ch } = await talkingPair({}, { policy: { uplinks: { ispa: { use: 'backup' } } } });
+    await until(() => inUseUplink(mh) === 'ispb' && inUse(ch) === '192.0.2.65:4341', 3000, 'both on ispb');
+    expect(mh.agent.status().uplinks.find((u) => u.name === 'ispa')?.priority).toBeGreaterThanOrEqual(200);
+    expect(ch.agent.status().mapCache.find((e) => e.hostId === mh.id)?.locators.some((l) => /^192\.0\.2\.1:4341 p2\d\d$/.test(l))).toBe(true);
   });
 
   it('drops forged, replayed and stray peer messages and counts them', async () => {
