@@ -9,6 +9,17 @@ import { familyOf, locatorBytes, type Family } from '../../shared/locator.ts';
  * a small-integer hash of the ID's last eight bytes (a Smi, so V8 allocates nothing), each bucket an
  * array compared byte by byte. IDs of one realm share their prefix, so the low bytes, which come from
  * the key hash, spread well.
+ *
+ * Bounded, with approximate LRU eviction (CLOCK, second chance). Exact LRU would need the data plane
+ * to move an entry to the head of a list on every packet; instead the data plane only bumps the
+ * entry's traffic counters (a number write it does anyway), and the counters are the reference bit:
+ *   1. a full cache asked to take a new ID advances a hand over the entries in insertion order;
+ *   2. an entry whose tx + rx changed since the hand last passed it was used: it gets a second chance
+ *      (its count is noted) and the hand moves on; a new entry gets one more chance of its own;
+ *   3. the first entry unused for a whole turn of the hand is evicted (counted in `evicted`);
+ *   4. static-config peers (source 'static') are pinned: the hand skips them, they are never evicted.
+ *      A cache of pinned entries only refuses the new ID (set() returns false, as before).
+ * All of it runs in set(), on the control plane, at most two turns of the hand per insertion.
  */
 export interface BoundLocator {
   readonly address: string;
@@ -73,9 +84,25 @@ export interface MapEntry {
   readonly seq: number;
 }
 
+/** The CLOCK's view of one cached ID. */
+interface ClockSlot {
+  readonly id: Uint8Array;
+  traffic: Traffic;
+  /** tx + rx when the hand last passed (or when the entry came in). */
+  seen: number;
+  /** New since the hand last passed: counts as used once. */
+  fresh: boolean;
+  pinned: boolean;
+}
+
 export class MapCache {
   private readonly buckets = new Map<number, MapEntry[]>();
   private count = 0;
+  /** Every cached ID in insertion order (key: its 16 bytes as latin1); the hand walks it. */
+  private readonly clock = new Map<string, ClockSlot>();
+  private hand: Iterator<ClockSlot> | null = null;
+  /** Entries evicted to make room (least recently used, approximately). */
+  evicted = 0;
 
   constructor(readonly capacity: number) {}
 
@@ -94,28 +121,39 @@ export class MapCache {
     return undefined;
   }
 
-  /** Inserts or replaces the entry for e.id. Returns false when full (counted by the caller). */
+  /**
+   * Inserts or replaces the entry for e.id. A new ID in a full cache evicts the least recently used
+   * evictable entry (see the class comment); false only when every entry is pinned (counted by the
+   * caller).
+   */
   set(e: MapEntry): boolean {
     const h = hashAt(e.id, 0);
     const bucket = this.buckets.get(h);
-    if (bucket === undefined) {
-      if (this.count >= this.capacity) return false;
-      this.buckets.set(h, [e]);
-      this.count++;
-      return true;
-    }
-    for (let i = 0; i < bucket.length; i++) {
-      if (sameId(bucket[i].id, e.id, 0)) {
-        // Copy-on-write: a reader iterating the old bucket array sees a consistent old view.
-        const next = bucket.slice();
-        next[i] = e;
-        this.buckets.set(h, next);
-        return true;
+    if (bucket !== undefined) {
+      for (let i = 0; i < bucket.length; i++) {
+        if (sameId(bucket[i].id, e.id, 0)) {
+          // Copy-on-write: a reader iterating the old bucket array sees a consistent old view.
+          const next = bucket.slice();
+          next[i] = e;
+          this.buckets.set(h, next);
+          const slot = this.clock.get(keyOf(e.id));
+          if (slot !== undefined) {
+            if (slot.traffic !== e.traffic) {
+              slot.traffic = e.traffic;
+              slot.seen = e.traffic.tx + e.traffic.rx;
+            }
+            slot.pinned = e.source === 'static';
+          }
+          return true;
+        }
       }
     }
-    if (this.count >= this.capacity) return false;
-    this.buckets.set(h, [...bucket, e]);
+    if (this.count >= this.capacity && !this.evictOne()) return false;
+    // Copy-on-write again; re-read the bucket, the victim may have shared it.
+    const now = this.buckets.get(h);
+    this.buckets.set(h, now === undefined ? [e] : [...now, e]);
     this.count++;
+    this.clock.set(keyOf(e.id), { id: e.id, traffic: e.traffic, seen: e.traffic.tx + e.traffic.rx, fresh: true, pinned: e.source === 'static' });
     return true;
   }
 
@@ -128,7 +166,40 @@ export class MapCache {
     if (next.length === 0) this.buckets.delete(h);
     else this.buckets.set(h, next);
     this.count--;
+    this.clock.delete(keyOf(id));
     return true;
+  }
+
+  /** One CLOCK eviction; false if no entry may be evicted (all pinned). */
+  private evictOne(): boolean {
+    // Two turns at most: the first may only use up second chances, the second then finds a victim.
+    for (let steps = 2 * this.clock.size + 1; steps > 0; steps--) {
+      let n = this.hand?.next();
+      if (n === undefined || n.done === true) {
+        // Map iterators are live (they see deletions and later insertions): a new one starts the next
+        // turn at the oldest entry.
+        this.hand = this.clock.values();
+        n = this.hand.next();
+        if (n.done === true) return false;
+      }
+      const slot = n.value;
+      if (slot.pinned) continue;
+      const used = slot.traffic.tx + slot.traffic.rx;
+      if (used !== slot.seen) {
+        slot.seen = used;
+        continue;
+      }
+      // Being new is a chance of its own, apart from traffic: an entry just installed for a miss
+      // survives the next turn even before its first queued packet has gone out.
+      if (slot.fresh) {
+        slot.fresh = false;
+        continue;
+      }
+      this.delete(slot.id);
+      this.evicted++;
+      return true;
+    }
+    return false;
   }
 
   entries(): MapEntry[] {
@@ -136,6 +207,11 @@ export class MapCache {
     for (const b of this.buckets.values()) out.push(...b);
     return out;
   }
+}
+
+/** The CLOCK's key of an ID: its 16 bytes as a latin1 string (control plane only). */
+function keyOf(id: Uint8Array): string {
+  return Buffer.from(id.buffer, id.byteOffset, 16).toString('latin1');
 }
 
 function hashAt(b: Uint8Array, off: number): number {
