@@ -106,6 +106,7 @@ export const PEER_COUNTERS = [
   'peerBadBinding',
   'peerStaleBinding',
   'sendErrors',
+  'internalErrors',
 ] as const;
 export type PeerCounter = (typeof PEER_COUNTERS)[number];
 
@@ -231,8 +232,21 @@ export class PeerPaths {
     this.retransmitUpdates(now);
   }
 
-  /** A peer message from the data port (outside.ts hands over anything with the peer flags). */
+  /**
+   * A peer message from the data port (outside.ts hands over anything with the peer flags). Called
+   * from the data path: whatever the bytes, it counts and returns, it never throws.
+   */
   onMessage(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number): void {
+    try {
+      this.handle(uplink, buf, off, len, srcAddrs, srcOff, port);
+    } catch (e) {
+      // A bug, not an attack we know of: count it, say it once in a while, keep forwarding.
+      this.counters.internalErrors++;
+      if ((this.counters.internalErrors & (this.counters.internalErrors - 1)) === 0) this.deps.log.error({ err: e instanceof Error ? e.stack : String(e) }, 'peer message handling failed');
+    }
+  }
+
+  private handle(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number): void {
     const env = openPeer(buf, off, len, this.opts.instanceId);
     if (typeof env === 'string') return void this.counters[env]++;
     if (!sameId(this.deps.myId, buf, env.toOff)) return void this.counters.peerNotForUs++;

@@ -1,0 +1,188 @@
+import { describe, expect, it } from 'vitest';
+import { MapCache, boundLocator, type MapEntry } from '../../agent/mapcache/cache.ts';
+import { DEFAULT_PEER_PATHS, PEER_COUNTERS, PeerPaths, type PeerUplink } from '../../agent/peers/paths.ts';
+import { pairKey } from '../../agent/peers/keys.ts';
+import { PEER_MAX_LEN, PeerType, encodePeer } from '../../agent/peers/wire.ts';
+import { DEFAULT_PATH_TIMING } from '../../agent/failover.ts';
+import { ManualClock } from '../../shared/clock.ts';
+import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
+import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
+import { silentLogger } from '../../shared/log.ts';
+import { locatorBytes } from '../../shared/locator.ts';
+import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
+
+/**
+ * PeerPaths on a manual clock: nothing sleeps, the test plays the peer (it holds the peer's key) and
+ * answers or ignores the probes it captures.
+ */
+interface Sent {
+  uplink: number;
+  data: Buffer;
+  to: string;
+}
+
+function fakeSocket(uplink: number, log: Sent[]): UdpBatchSocket {
+  const s = {
+    family: 4 as const,
+    localAddress: '0.0.0.0',
+    localPort: 4341,
+    stride: 2048,
+    start: () => undefined,
+    send(buf: Buffer, offs: Uint32Array, lens: Uint32Array, addrs: Uint8Array, _ports: Uint16Array, count: number) {
+      for (let i = 0; i < count; i++) log.push({ uplink, data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), to: Array.from(addrs.subarray(i * 16, i * 16 + 4)).join('.') });
+      return count;
+    },
+    stats: { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0 },
+    close: () => undefined,
+  };
+  return s as UdpBatchSocket;
+}
+
+function setup() {
+  const prefix = parsePrefix('fd00:1::/32');
+  const me = generateKeyPair();
+  const peer = generateKeyPair();
+  const myId = deriveHostId(prefix, me.publicKey).toBytes();
+  const peerId = deriveHostId(prefix, peer.publicKey);
+  const clock = new ManualClock(1_000_000);
+  const sent: Sent[] = [];
+  const uplinks: PeerUplink[] = [
+    { name: 'ispa', family: 4, priority: 1, weight: 1, up: true, socket: fakeSocket(0, sent) },
+    { name: 'ispb', family: 4, priority: 2, weight: 1, up: true, socket: fakeSocket(1, sent) },
+  ];
+  const cache = new MapCache(16);
+  const entry: MapEntry = Object.freeze({
+    hostId: peerId.toString(),
+    id: peerId.toBytes(),
+    locators: [boundLocator('203.0.113.2', 4341, 1, 1, true)],
+    path: null,
+    group: [],
+    publicKey: peer.publicKey,
+    traffic: { tx: 1, rx: 0 },
+    source: 'rm' as const,
+    createdAt: 0,
+    expiresAt: Infinity,
+    seq: 1,
+  });
+  cache.set(entry);
+  const pp = new PeerPaths(
+    { ...DEFAULT_PEER_PATHS, timing: DEFAULT_PATH_TIMING, instanceId: 0 },
+    { cache, uplinks, myId, mySeed: privateSeed(me), clock, wallClock: () => 0, log: silentLogger, applyBinding: () => undefined },
+  );
+  const key = pairKey(privateSeed(peer), peerId.toBytes(), me.publicKey, myId);
+  if (key === null) throw new Error('key');
+  const src = locatorBytes('203.0.113.2');
+  /** The peer answers every probe captured so far on the uplinks in `answer`. */
+  const answer = (which: readonly number[]) => {
+    const out = Buffer.alloc(PEER_MAX_LEN);
+    for (const s of sent.splice(0)) {
+      if (s.data[9] !== PeerType.Probe || !which.includes(s.uplink)) continue;
+      const token = s.data.readUInt32BE(42) * 2 ** 32 + s.data.readUInt32BE(46);
+      const n = encodePeer(out, { type: PeerType.Reply, instanceId: 0, from: peerId.toBytes(), to: myId, token, counter: 1 }, key);
+      pp.onMessage(s.uplink, out, 0, n, src, 0, 4341);
+    }
+  };
+  const inUse = () => cache.lookup(peerId.toBytes(), 0)?.path?.uplink;
+  /** Time passes in 10 ms ticks; traffic keeps the peer active; the peer answers on `which`. */
+  const run = (ms: number, which: readonly number[]) => {
+    for (let t = 0; t < ms; t += 10) {
+      clock.advance(10);
+      entry.traffic.tx++;
+      pp.tick();
+      answer(which);
+    }
+  };
+  return { pp, clock, sent, uplinks, cache, entry, key, myId, peerId, src, run, inUse };
+}
+
+describe('PeerPaths', () => {
+  it('moves traffic off a path that stops answering within ~150-300 ms, and back after the hold-down', () => {
+    const t = setup();
+    t.run(500, [0, 1]);
+    expect(t.pp.paths().map((p) => p.state)).toEqual(['up', 'up']);
+    expect(t.inUse()).toBe(0);
+    // ispa goes silent.
+    let moved = -1;
+    for (let ms = 10; ms <= 1000; ms += 10) {
+      t.run(10, [1]);
+      if (t.inUse() === 1) {
+        moved = ms;
+        break;
+      }
+    }
+    // The last answer came up to one probe interval before the silence began here.
+    expect(moved).toBeGreaterThan(0);
+    expect(moved).toBeLessThanOrEqual(160);
+    const f = t.pp.failovers().at(-1);
+    expect(f).toMatchObject({ from: 'ispa → 203.0.113.2:4341', to: 'ispb → 203.0.113.2:4341' });
+    // Counted from the last reply: suspect (and moved) after 150 ms of silence, within a tick.
+    expect(f?.tookMs).toBeGreaterThanOrEqual(150);
+    expect(f?.tookMs).toBeLessThanOrEqual(160);
+    t.run(500, [1]);
+    expect(t.pp.paths()[0].state).toBe('down');
+    // ispa answers again: 3 replies, then 2 s of probation, then traffic returns.
+    t.run(1500, [0, 1]);
+    expect(t.inUse()).toBe(1);
+    t.run(1000, [0, 1]);
+    expect(t.inUse()).toBe(0);
+  });
+
+  it('acts on a local uplink going down at once, without probes', () => {
+    const t = setup();
+    t.run(300, [0, 1]);
+    (t.uplinks[0] as { up: boolean }).up = false;
+    t.pp.uplinksChanged();
+    expect(t.inUse()).toBe(1);
+    expect(t.pp.failovers().at(-1)?.reason).toBe('uplink ispa down');
+  });
+
+  it('probes an idle peer rarely and an active one every probe interval', () => {
+    const t = setup();
+    t.run(1000, [0, 1]);
+    const active = t.pp.counters.probesSent;
+    expect(active).toBeGreaterThanOrEqual(18); // 2 paths x 10/s
+    for (let i = 0; i < 300; i++) {
+      t.clock.advance(10);
+      t.pp.tick();
+      t.sent.splice(0);
+    }
+    // 3 s idle (after the 1 s active window): at most one idle probe per path.
+    expect(t.pp.counters.probesSent - active).toBeLessThanOrEqual(2 * 10 + 2);
+  });
+
+  it('survives 100k random and mutated messages, counting each once', () => {
+    const t = setup();
+    t.run(200, [0, 1]);
+    const before = PEER_COUNTERS.reduce((s, k) => s + t.pp.counters[k], 0) - t.pp.counters.probesSent - t.pp.counters.sendErrors;
+    const valid = Buffer.alloc(PEER_MAX_LEN);
+    const n = encodePeer(valid, { type: PeerType.Probe, instanceId: 0, from: t.peerId.toBytes(), to: t.myId, token: 5, counter: 10 }, t.key);
+    let seed = 12345;
+    const rnd = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed;
+    };
+    const N = 100_000;
+    const buf = Buffer.alloc(PEER_MAX_LEN + 64);
+    for (let i = 0; i < N; i++) {
+      let len: number;
+      if (i % 2 === 0) {
+        len = rnd() % buf.length;
+        for (let j = 0; j < len; j++) buf[j] = rnd() & 0xff;
+        if (len > 0 && i % 4 === 0) buf[0] = valid[0]; // past the first check
+      } else {
+        valid.copy(buf, 0, 0, n);
+        len = n;
+        const flips = 1 + (rnd() % 3);
+        for (let f = 0; f < flips; f++) buf[rnd() % n] ^= 1 + (rnd() % 255);
+        if (i % 5 === 0) len = rnd() % (n + 1);
+      }
+      t.pp.onMessage(0, buf, 0, len, t.src, 0, 4341);
+    }
+    const c = t.pp.counters;
+    const after = PEER_COUNTERS.reduce((s, k) => s + c[k], 0) - c.probesSent - c.sendErrors;
+    // Every message lands in exactly one counter (a probe answered counts as probesAnswered).
+    expect(after - before).toBe(N);
+    expect(c.internalErrors).toBe(0);
+    expect(c.peerMalformed + c.peerBadMac + c.peerVersion + c.peerWrongInstance + c.peerNotForUs + c.peerUnknown).toBeGreaterThan(N * 0.9);
+  });
+});
