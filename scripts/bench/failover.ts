@@ -16,8 +16,11 @@
  *     netns other than the root one may not make cubic its default (see scripts/tools/flowmeter.ts).
  *     mh's uplinks and ch's link send one packet per skb (gso_max_segs 1), so that loss and tbf act on
  *     wire packets, not on 64 KB GSO super-packets of MPTCP's TCP, for both systems alike.
- *  2. realmnet: the agents (test/helpers/agents.ts; mh: ispa priority 1, ispb 2; ch knows both of
- *     mh's locators), the tools over host IDs. mptcp: scripts/bench/mptcp.ts, the tools under
+ *  2. realmnet in realm mode (test/helpers/agents.ts startRealm): a Realm Manager in rm, agents with
+ *     Ed25519 keys and no static peers (mh: ispa priority 1, ispb 2; ch learns both of mh's locators
+ *     from mh's signed binding), the failover section written out (FAILOVER_DEFAULTS: probes every
+ *     100 ms, suspect 150 ms, down 300 ms, hold-down 2 s; probes are authenticated with the hosts'
+ *     keys, so static configs would measure the uplink monitor alone), the tools over host IDs. mptcp: scripts/bench/mptcp.ts, the tools under
  *     `mptcpize run` to ch's underlay address; the subflows are checked (ss, MPTcpExt counters).
  *  3. flowmeter (scripts/tools/flowmeter.ts) sink + echo server in ch, source + request/response
  *     client (64 bytes every 10 ms) in mh, both on one absolute schedule: sending starts at t=0, the
@@ -57,8 +60,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { startAgents } from '../../test/helpers/agents.ts';
-import { HOST_IDS } from '../testbed/configs.ts';
+import { startRealm } from '../../test/helpers/agents.ts';
+import { FAILOVER_DEFAULTS } from '../testbed/configs.ts';
 import { execHost, up, type NsProcess, type Testbed, type TESTBED } from '../testbed/topology.ts';
 import {
   degradedMs,
@@ -378,10 +381,13 @@ async function prepareTestbed(tb: Std, o: Options): Promise<void> {
 }
 
 /** realmnet's TCP runs over host IDs through the agent's TUN: give those routes cubic too. */
-async function realmnetCongestion(tb: Std): Promise<void> {
-  await tb.exec('mh', 'ip', ['-6', 'route', 'replace', `${HOST_IDS.ch}/128`, 'dev', 'rn0', 'congctl', CONGESTION]);
-  await tb.exec('ch', 'ip', ['-6', 'route', 'replace', `${HOST_IDS.mh}/128`, 'dev', 'rn0', 'congctl', CONGESTION]);
+async function realmnetCongestion(tb: Std, ids: { mh: string; ch: string }): Promise<void> {
+  await tb.exec('mh', 'ip', ['-6', 'route', 'replace', `${ids.ch}/128`, 'dev', 'rn0', 'congctl', CONGESTION]);
+  await tb.exec('ch', 'ip', ['-6', 'route', 'replace', `${ids.mh}/128`, 'dev', 'rn0', 'congctl', CONGESTION]);
 }
+
+/** The agents' failover section in every realmnet run (recorded in the results' settings). */
+export const BENCH_FAILOVER = { ...FAILOVER_DEFAULTS };
 
 interface SystemUp {
   /** Processes of the system's data path whose CPU use is recorded (the agents). */
@@ -398,12 +404,12 @@ interface SystemUp {
 
 async function startSystem(tb: Std, o: Options, system: SystemName): Promise<SystemUp> {
   if (system === 'realmnet') {
-    const agents = await startAgents(tb, { logLevel: 'info' });
+    const realm = await startRealm(tb, { logLevel: 'info', failover: BENCH_FAILOVER });
     try {
-      await realmnetCongestion(tb);
-      for (const pid of [agents.mh.pid, agents.ch.pid]) await prioritizeAgent(o.sched, pid);
+      await realmnetCongestion(tb, realm.files.ids);
+      for (const pid of [realm.mh.pid, realm.ch.pid]) await prioritizeAgent(o.sched, pid);
     } catch (e) {
-      await agents.stop();
+      await realm.stop();
       throw e;
     }
     const tail = (p: NsProcess): string[] =>
@@ -413,13 +419,13 @@ async function startSystem(tb: Std, o: Options, system: SystemName): Promise<Sys
         .slice(-AGENT_LOG_LINES)
         .map((l) => l.slice(0, 300));
     return {
-      pids: { agent_mh: agents.mh.pid, agent_ch: agents.ch.pid },
-      connect: HOST_IDS.ch,
+      pids: { agent_mh: realm.mh.pid, agent_ch: realm.ch.pid },
+      connect: realm.files.ids.ch,
       listen: '::',
       wrapper: [],
       mptcp: null,
-      logTail: () => ({ mh: tail(agents.mh), ch: tail(agents.ch) }),
-      stop: () => agents.stop(),
+      logTail: () => ({ mh: tail(realm.mh), ch: tail(realm.ch) }),
+      stop: () => realm.stop(),
     };
   }
   const m = await setupMptcp(tb, { mode: o.mptcpMode, congestion: CONGESTION });
@@ -873,10 +879,10 @@ function report(o: Options, results: ScenarioResult[]): void {
 }
 
 function estimateMs(o: Options): number {
-  // Per run, measured (phase_ms): testbed up, set-up and down ~1.6 s; agents ~1.7 s (realmnet) or
-  // MPTCP set-up ~0.1 s; tool start-up lead ~1.5 s; the flow; the drain ~0.5 s. A flow that stalls
+  // Per run, measured (phase_ms): testbed up, set-up and down ~1.6 s; RM + agents registered and
+  // reaching each other ~6 s (realmnet, realm mode) or MPTCP set-up ~0.1 s; tool start-up lead ~1.5 s; the flow; the drain ~0.5 s. A flow that stalls
   // runs to the bound (+grace).
-  const perSystem = (s: SystemName): number => 1_600 + (s === 'realmnet' ? 1_700 : 100) + 1_500 + o.seconds * 1000 + 500;
+  const perSystem = (s: SystemName): number => 1_600 + (s === 'realmnet' ? 6_000 : 100) + 1_500 + o.seconds * 1000 + 500;
   return o.scenarios.length * o.reps * o.systems.reduce((a, s) => a + perSystem(s), 0);
 }
 
@@ -970,7 +976,14 @@ export async function run(argv: string[]): Promise<number> {
       direction: 'mh -> ch (bulk); rr requests mh -> ch, echoes ch -> mh',
       testbed: 'fresh per run',
       sched: o.sched === 'rr' ? 'tools SCHED_RR 10, agents (all threads) SCHED_RR 5, harness main thread (fault commands) SCHED_RR 20 during each run' : o.sched === 'nice' ? 'tools and agents nice -10' : 'default',
-      realmnet: { underlay: 'ipv4', tun_mtu: 1400, offload: false, address: HOST_IDS.ch },
+      realmnet: {
+        mode: 'realm: RM in rm, Ed25519 host keys, bindings learned from the RM, authenticated path probes',
+        failover: BENCH_FAILOVER,
+        underlay: 'ipv4',
+        tun_mtu: 1400,
+        offload: false,
+        address: "ch's host ID (derived from a fresh key per run)",
+      },
       mptcp: { mode: o.mptcpMode, wrapper: MPTCP_WRAPPER.join(' '), path_manager: 'in-kernel', address: '203.0.113.2', listen: '0.0.0.0' },
     },
     machine: { cpus: cpus().length, kernel: release(), node: process.version, loadavg1_start: load.start, loadavg1_end: load.end },

@@ -49,8 +49,8 @@ export interface FailoverSettings {
   holdDownMs: number;
   /** Consecutive replies a down path needs before its hold-down starts. */
   upAfterReplies: number;
-  /** Duplicate onto a second path while the active one is suspect. */
-  makeBeforeBreak: boolean;
+  /** Duplicate onto a second path while the active one is suspect (not implemented by the agent yet: docs/failover.md). */
+  makeBeforeBreak?: boolean;
 }
 
 /** The defaults the agent documents; tests and benches that need them read them from here. */
@@ -61,7 +61,6 @@ export const FAILOVER_DEFAULTS: Readonly<FailoverSettings> = Object.freeze({
   downAfterMs: 300,
   holdDownMs: 2000,
   upAfterReplies: 3,
-  makeBeforeBreak: false,
 });
 
 export interface UplinkConfig {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { parseReport, SinkReport, SourceReport, type SinkReport as SinkReportT, type SourceReport as SourceReportT } from '../../scripts/tools/flowmeter.ts';
 import type { NsProcess, Testbed } from '../../scripts/testbed/topology.ts';
-import { agentStatus, REPO } from './agents.ts';
+import { controlStatus, REPO } from './agents.ts';
 
 // 1. What the agents say (`realmnet status --json`).
 
@@ -58,32 +58,9 @@ export const FailoverView = z.object({
 });
 export type FailoverView = z.infer<typeof FailoverView>;
 
-/**
- * The agent's status document, read from its control socket by a bare `node -e` in the node's
- * namespace (the socket is abstract, so per namespace): ~50 ms, where `realmnet status --json`
- * (agentStatus(), through tsx) takes 1.3 s on this box, too slow to poll during a failover.
- */
-const STATUS_SCRIPT = `
-const c = require('node:net').createConnection('\\0' + process.argv[1].slice(1));
-let b = '';
-c.setEncoding('utf8');
-c.on('connect', () => c.write('status\\n'));
-c.on('data', (d) => (b += d));
-c.on('end', () => process.stdout.write(b));
-c.on('error', (e) => { process.stderr.write(String(e)); process.exit(1); });
-setTimeout(() => { process.stderr.write('no answer within 3 s'); process.exit(1); }, 3000).unref();
-`;
-
-/** The agent's raw status (same JSON as `realmnet status --json`), over the default control socket. */
-export async function rawStatus(tb: Testbed, node: 'mh' | 'ch', socket = '@realmnet/agent'): Promise<unknown> {
-  if (!socket.startsWith('@')) return agentStatus(tb, node);
-  const r = await tb.exec(node, process.execPath, ['-e', STATUS_SCRIPT, socket], { timeoutMs: 5_000 });
-  return JSON.parse(r.stdout) as unknown;
-}
-
 export async function failoverView(tb: Testbed, node: 'mh' | 'ch'): Promise<FailoverView> {
   // The JSON is the agent's AgentStatus; narrow the part read here instead of trusting it.
-  const raw = await rawStatus(tb, node);
+  const raw = await controlStatus(tb, node);
   const r = FailoverView.safeParse(raw);
   if (!r.success) {
     const i = r.error.issues[0];
