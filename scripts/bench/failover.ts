@@ -61,6 +61,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { startRealm } from '../../test/helpers/agents.ts';
+import { failoversSince, failoverView, type FailoverRecord, type PathStatus } from '../../test/helpers/failover.ts';
 import { FAILOVER_DEFAULTS } from '../testbed/configs.ts';
 import { execHost, up, type NsProcess, type Testbed, type TESTBED } from '../testbed/topology.ts';
 import {
@@ -346,6 +347,12 @@ export interface RunRecord {
   error: string | null;
   /** realmnet: the last lines of each agent's output (stderr, then stdout), after it stopped. */
   agent_log_tail: Record<string, string[]> | null;
+  /**
+   * realmnet: the failovers each agent recorded during the run (`realmnet status`: from, to, reason,
+   * tookMs = from the last reply or the link event to the switch), and its paths at the end: where
+   * the time went, the agents' part of the gap against TCP's.
+   */
+  agent_failovers: { mh: FailoverRecord[]; ch: FailoverRecord[]; paths_mh: PathStatus[]; paths_ch: PathStatus[] } | null;
   /** Wall time of the run's phases (testbed, system, run, teardown), for the time estimate. */
   phase_ms: Record<string, number>;
   /** Attempts abandoned because the tools had not connected before the start (too slow to start). */
@@ -399,6 +406,8 @@ interface SystemUp {
   mptcp: MptcpSetup | null;
   /** The last lines the agents wrote (realmnet), for the record. */
   logTail?: () => Record<string, string[]>;
+  /** realmnet: failovers the agents recorded since `since` (epoch ms), and their paths now. */
+  failovers?: (since: number) => Promise<RunRecord['agent_failovers']>;
   stop(): Promise<void>;
 }
 
@@ -425,6 +434,10 @@ async function startSystem(tb: Std, o: Options, system: SystemName): Promise<Sys
       wrapper: [],
       mptcp: null,
       logTail: () => ({ mh: tail(realm.mh), ch: tail(realm.ch) }),
+      failovers: async (since) => {
+        const [mh, ch] = await Promise.all([failoverView(tb, 'mh'), failoverView(tb, 'ch')]);
+        return { mh: failoversSince(mh, since), ch: failoversSince(ch, since), paths_mh: mh.paths, paths_ch: ch.paths };
+      },
       stop: () => realm.stop(),
     };
   }
@@ -502,10 +515,12 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     start_retries: [],
     phase_ms: {},
     agent_log_tail: null,
+    agent_failovers: null,
     sink: null,
     source: null,
   };
   const t0 = nowMs();
+  const t0Epoch = Date.now();
   const phase = (name: string): void => {
     rec.phase_ms[name] = Math.round(nowMs() - t0 - Object.values(rec.phase_ms).reduce((a, b) => a + b, 0));
   };
@@ -658,6 +673,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
   } finally {
     if (elevated) await elevateHarness(o.sched, false).catch(() => false);
     phase('run');
+    if (sys?.failovers) rec.agent_failovers = await sys.failovers(t0Epoch).catch(() => null);
     await sys?.stop().catch(() => {});
     rec.agent_log_tail = sys?.logTail?.() ?? null;
     await tb.down();
@@ -878,6 +894,17 @@ function report(o: Options, results: ScenarioResult[]): void {
         );
 }
 
+/** "; mh switched: <reason> (<n> ms); ch: ..." from the first failover each agent recorded in the run. */
+function agentNote(r: RunRecord): string {
+  const f = r.agent_failovers;
+  if (f === null) return '';
+  const one = (node: string, list: readonly FailoverRecord[]): string => {
+    const x = list[0];
+    return x === undefined ? `${node}: no switch` : `${node}: ${x.reason}${list.length > 1 ? ` (+${list.length - 1} more)` : ''}`;
+  };
+  return `; ${one('mh', f.mh)}; ${one('ch', f.ch)}`;
+}
+
 function estimateMs(o: Options): number {
   // Per run, measured (phase_ms): testbed up, set-up and down ~1.6 s; RM + agents registered and
   // reaching each other ~6 s (realmnet, realm mode) or MPTCP set-up ~0.1 s; tool start-up lead ~1.5 s; the flow; the drain ~0.5 s. A flow that stalls
@@ -922,7 +949,7 @@ export async function run(argv: string[]): Promise<number> {
         const flags = [r.reset ? 'RESET' : null, r.data_intact ? null : 'NOT INTACT', r.completed ? null : 'not completed', r.error].filter((x) => x !== null);
         console.error(
           `[${done}/${total} ${(elapsed / 1000).toFixed(0)} s${left}] ${sc.name} ${system} #${rep}: gap ${r.gap_ms} ms, rr gap ${r.rr_gap_ms ?? '—'} ms, ` +
-            `${fmt(r.goodput_mbps_before, 0)} Mbit/s before${flags.length ? ` (${flags.join(', ')})` : ''}`,
+            `${fmt(r.goodput_mbps_before, 0)} Mbit/s before${flags.length ? ` (${flags.join(', ')})` : ''}${agentNote(r)}`,
         );
       }
     }
