@@ -1,5 +1,5 @@
 /**
- * The demo: the standard testbed, two agents, traffic over host IDs, narrated.
+ * The demo: the standard testbed, two agents, traffic over host IDs, live failover, narrated.
  * Run through scripts/demo.sh (which installs what is needed first).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { up, TESTBED, type NsProcess, type Testbed } from './testbed/topology.ts';
 import { REALM, writeRealmConfigs } from './testbed/configs.ts';
+import { plotFailover } from './bench/plot.ts';
+import { RESULTS_DIR } from './bench/table.ts';
+import { failoversSince, failoverView, pathsVia, runFlow, waitFor, type FailoverRecord, type FailoverView } from '../test/helpers/failover.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(REPO, 'bin', 'realmnet.js');
@@ -34,6 +37,93 @@ async function waitForOverlay(tb: Testbed, to: string, procs: readonly NsProcess
   }
   const logs = procs.map((p) => `--- ${p.node}:\n${p.stderrTail()}${p.stdoutTail()}`).join('\n');
   throw new Error(`the agents did not reach each other within 30 s. Their logs:\n${logs}`);
+}
+
+// Failover: a checked transfer while mh's active uplink fails, what the agents did, the goodput gap.
+
+const FLOW_S = 6;
+const FAULT_AT_MS = 2_500;
+
+function failoverLines(node: string, list: readonly FailoverRecord[]): string[] {
+  if (list.length === 0) return [`${node}: no failover recorded`];
+  return list.map((f) => `${node}: at ${f.at.slice(11, 23)} moved ${f.from ?? '(nothing)'}  ==>  ${f.to ?? '(nothing)'}\n      because: ${f.reason}${f.tookMs === null ? '' : `; took ${f.tookMs} ms (from the path's last answer, or from the link event)`}`);
+}
+
+function pathLines(node: string, v: FailoverView): string[] {
+  return v.paths.map((p) => `${node}: path ${p.uplink} -> ${p.locator}  ${p.state}${p.inUse ? ', in use' : ''}${p.rttMs === null ? '' : `, rtt ${p.rttMs.toFixed(1)} ms`}, loss ${p.lossPct.toFixed(0)}%`);
+}
+
+/** One transfer with one fault on uplink a, narrated; writes the goodput plot. */
+async function failoverRun(tb: Testbed, ids: { mh: string; ch: string }, name: string, label: string, fault: () => Promise<void>): Promise<void> {
+  const since = Date.now();
+  const r = await runFlow(tb, { to: ids.ch, seconds: FLOW_S, windowFromMs: FAULT_AT_MS, faults: [{ atMs: FAULT_AT_MS, label, run: fault }] });
+  const [mh, ch] = await Promise.all([failoverView(tb, 'mh'), failoverView(tb, 'ch')]);
+  show(
+    [
+      `transfer: ${(r.source.bytes / 1e6).toFixed(0)} MB sent, ${(r.sink.bytes / 1e6).toFixed(0)} MB received, ` +
+        `${r.intact ? 'every byte intact (sha256 equal, each byte checked)' : 'DATA NOT INTACT'}, ${r.reset ? 'CONNECTION RESET' : 'no reset'}`,
+      `longest goodput gap after the fault: ${r.gapMs} ms (bytes counted every 10 ms at the receiving application);` +
+        ` request/response stream (one message per 10 ms): longest wait ${r.rrGapMs === null ? '—' : `${Math.round(r.rrGapMs)} ms`}`,
+      'what the agents did:',
+      ...failoverLines('  mh', failoversSince(mh, since)),
+      ...failoverLines('  ch', failoversSince(ch, since)),
+      'their paths now:',
+      ...pathLines('  mh', mh),
+      ...pathLines('  ch', ch),
+    ].join('\n'),
+  );
+  try {
+    const files = await plotFailover({
+      scenario: `demo-${name}`,
+      description: `the demo: ${label} at ${FAULT_AT_MS / 1000} s`,
+      series: [{ system: 'realmnet', rep: 1, gapMs: r.gapMs, buckets: r.sink.buckets, bucketMs: r.sink.bucket_ms }],
+      events: [{ label, ms: FAULT_AT_MS }],
+      seconds: FLOW_S,
+      rateMbit: null,
+      outDir: RESULTS_DIR,
+      runNote: 'one run',
+    });
+    show(`goodput plot: ${files.png}`);
+  } catch (e) {
+    show(`(no plot: ${e instanceof Error ? e.message : String(e)})`);
+  }
+}
+
+/** Clears the fault and waits (with light traffic, so the paths are probed) until both agents use uplink a again. */
+async function backOnIspa(tb: Testbed, ids: { mh: string; ch: string }, clear: () => Promise<void>): Promise<void> {
+  await clear();
+  const t0 = Date.now();
+  const ping = tb.spawn('mh', 'ping', ['-6', '-n', '-q', '-i', '0.05', '-w', '20', ids.ch]);
+  try {
+    const back = await waitFor(
+      async () => {
+        const [mh, ch] = await Promise.all([failoverView(tb, 'mh'), failoverView(tb, 'ch')]);
+        const mhOk = pathsVia(mh, { uplink: 'ispa' }).some((p) => p.inUse && p.state === 'up');
+        const chOk = pathsVia(ch, { locator: TESTBED.v4.mh.ispa }).some((p) => p.inUse && p.state === 'up');
+        return mhOk && chOk ? Date.now() - t0 : null;
+      },
+      20_000,
+      'the agents did not return to uplink ispa within 20 s',
+    );
+    show(`uplink ispa is usable again: after ${back} ms (3 probe answers, then a 2 s hold-down) both agents send on it again`);
+  } finally {
+    await ping.stop(500);
+  }
+}
+
+async function failoverDemo(tb: Testbed, ids: { mh: string; ch: string }): Promise<void> {
+  say(`Failover 1/2: a ${FLOW_S}-second TCP transfer from mh to ch over host IDs; ${FAULT_AT_MS / 1000} s in, mh's active uplink (ispa) loses carrier`);
+  show(`ISP A's end of the link goes down (ip link set to-mh down in ispa): mh's eth-a reports NO-CARRIER.
+The applications only know host IDs; the agents move the traffic to uplink ispb, and mh tells ch
+directly (and through the RM) with a new signed binding.`);
+  await failoverRun(tb, ids, 'carrier-loss', 'ispa link down', () => tb.linkDown('ispa', TESTBED.dev.ispa.mh));
+  await backOnIspa(tb, ids, () => tb.linkUp('ispa', TESTBED.dev.ispa.mh));
+
+  say(`Failover 2/2: the same transfer; ${FAULT_AT_MS / 1000} s in, ISP A silently drops everything (link stays up)`);
+  show(`An nftables drop rule in ispa: no link event anywhere. Both agents probe every path to a peer with
+traffic every 100 ms (authenticated with the hosts' keys); a path silent for 150 ms is left for a working one.`);
+  await failoverRun(tb, ids, 'silent-blackhole', 'ispa drops all', () => tb.blackhole('ispa'));
+  await backOnIspa(tb, ids, () => tb.clearBlackhole('ispa'));
 }
 
 async function main(): Promise<void> {
@@ -90,6 +180,8 @@ mh: ${V4.mh.ispa} (ispa, priority 1) and ${V4.mh.ispb} (ispb, priority 2); ch: $
 
     say('Non-overlay traffic is untouched: mh still reaches ch\'s underlay address through its normal route');
     show((await tb.exec('mh', 'ip', ['route', 'get', V4.ch.core])).stdout);
+
+    await failoverDemo(tb, HOST_IDS);
 
     say("What mh's agent knows: `realmnet status` (ch's binding came from the RM, signed by ch)");
     show((await tb.exec('mh', process.execPath, [CLI, 'status'], { cwd: REPO })).stdout);

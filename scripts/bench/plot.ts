@@ -26,8 +26,11 @@ export interface PlotInput {
   /** Fault events, ms from t=0. */
   events: readonly { label: string; ms: number }[];
   seconds: number;
-  rateMbit: number;
+  /** The per-ISP-link rate limit, or null when the links were not rate-limited (the demo). */
+  rateMbit: number | null;
   outDir: string;
+  /** Which run each series is (default: the median-gap run of each system, as the bench picks them). */
+  runNote?: string;
   /** Plot resolution (default 50 ms: fine enough to show a 100 ms gap, coarse enough to read). */
   stepMs?: number;
 }
@@ -64,7 +67,7 @@ export function failoverSpec(input: PlotInput): TopLevelSpec {
       text: `Failover: ${input.scenario}`,
       subtitle: [
         input.description,
-        `goodput at the receiving application, ${stepMs} ms steps, ${input.rateMbit} Mbit/s per ISP link; the median-gap run of each system`,
+        `goodput at the receiving application, ${stepMs} ms steps, ${input.rateMbit === null ? 'links not rate-limited' : `${input.rateMbit} Mbit/s per ISP link`}; ${input.runNote ?? 'the median-gap run of each system'}`,
         `longest goodput gap in the measured window: ${gaps || 'no runs'}`,
       ],
     },
