@@ -9,29 +9,75 @@ import { SystemError } from '../shared/errors.ts';
 export type ControlRequest = 'status';
 const MAX_REQUEST = 256;
 
+/**
+ * How each connection ended; every connection ends in exactly one (connections = the sum of the
+ * others once it has closed). The socket is local and root-only in practice, but its input is still
+ * untrusted: a bad request is answered or dropped and counted, never thrown.
+ */
+export interface ControlCounters {
+  connections: number;
+  /** Answered a status request. */
+  ok: number;
+  /** A full line that is not a known request: answered with an error document. */
+  unknown: number;
+  /** More than MAX_REQUEST bytes without a newline: closed. */
+  tooLong: number;
+  /** Closed (or broke) before a full line arrived. */
+  incomplete: number;
+  /** The handler threw (a bug): answered with an error document. */
+  failed: number;
+}
+
+export function newControlCounters(): ControlCounters {
+  return { connections: 0, ok: 0, unknown: 0, tooLong: 0, incomplete: 0, failed: 0 };
+}
+
 function socketPath(p: string): string {
   return p.startsWith('@') ? `\0${p.slice(1)}` : p;
 }
 
-export async function startControlServer(path: string, handle: (req: ControlRequest) => unknown): Promise<Server> {
+export async function startControlServer(path: string, handle: (req: ControlRequest) => unknown, counters: ControlCounters = newControlCounters()): Promise<Server> {
   const server = createServer((conn) => {
+    counters.connections++;
     let req = '';
+    let ended = false;
+    const end = (how: Exclude<keyof ControlCounters, 'connections'>): void => {
+      if (ended) return;
+      ended = true;
+      counters[how]++;
+    };
     conn.setEncoding('utf8');
-    conn.on('error', () => conn.destroy());
+    conn.on('error', () => {
+      end('incomplete');
+      conn.destroy();
+    });
+    conn.on('close', () => end('incomplete'));
     conn.on('data', (chunk: string) => {
+      if (ended) return;
       req += chunk;
-      if (req.length > MAX_REQUEST) {
-        conn.destroy();
+      const nl = req.indexOf('\n');
+      if (nl < 0 || nl > MAX_REQUEST) {
+        if (req.length > MAX_REQUEST) {
+          end('tooLong');
+          conn.destroy();
+        }
         return;
       }
-      const nl = req.indexOf('\n');
-      if (nl < 0) return;
       const line = req.slice(0, nl).trim();
       if (line !== 'status') {
+        end('unknown');
         conn.end(JSON.stringify({ error: `unknown request "${line.slice(0, 32)}"` }) + '\n');
         return;
       }
-      conn.end(JSON.stringify(handle(line)) + '\n');
+      let answer: string;
+      try {
+        answer = JSON.stringify(handle(line));
+        end('ok');
+      } catch (e) {
+        end('failed');
+        answer = JSON.stringify({ error: `status failed: ${e instanceof Error ? e.message : String(e)}` });
+      }
+      conn.end(answer + '\n');
     });
   });
   await new Promise<void>((resolve, reject) => {

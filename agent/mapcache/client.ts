@@ -40,6 +40,9 @@ import {
  * 3. Every answer is authenticated (session MAC, replay window), and every binding in it is
  *    verified (signature, ID = hash of key, sequence number not older than one seen) before use.
  *    Forged, mismatched or stale bindings are counted and never returned.
+ *    Every datagram received ends in exactly one counter: rx.datagrams = Σ rx.drop.* + Σ rx.handled.*
+ *    (test/integration/agent-fuzz.test.ts checks it). What a handled message then leads to is
+ *    counted on top (binding.*, push.*, answers.late, sessions.*).
  * 4. If the RM forgets the session (it restarted), the client runs a new HELLO, re-sends what is in
  *    flight, re-subscribes and re-registers its kept bindings. A silent RM makes the client move to
  *    the next RM in the list.
@@ -201,6 +204,14 @@ export function createRmClient(opts: RmClientOptions): RmClient {
     'rx.drop.malformed': 0,
     'rx.drop.unexpected': 0,
     'rx.drop.badWelcome': 0,
+    /** Decoded WELCOMEs that were not refused (a late one included: answers.late). */
+    'rx.handled.welcome': 0,
+    /** REJECTs naming the current session (they start a new HELLO). */
+    'rx.handled.reject': 0,
+    /** Authenticated answers to requests (late ones included). */
+    'rx.handled.answer': 0,
+    /** Authenticated pushes (acknowledged; then verified: push.delivered or binding.*). */
+    'rx.handled.push': 0,
     'requests.sent': 0,
     'requests.retransmitted': 0,
     'requests.timedOut': 0,
@@ -211,6 +222,8 @@ export function createRmClient(opts: RmClientOptions): RmClient {
     'binding.stale': 0,
     'push.received': 0,
     'push.delivered': 0,
+    /** Verified pushes for IDs this host does not follow: dropped. */
+    'push.notFollowed': 0,
     'sessions.established': 0,
     'sessions.lost': 0,
     'rm.failovers': 0,
@@ -270,6 +283,7 @@ export function createRmClient(opts: RmClientOptions): RmClient {
   function onWelcome(m: Extract<ControlMessage, { type: 'welcome' }>): void {
     const hs = handshake;
     if (hs === null || m.reqId !== hs.hello.reqId) {
+      c['rx.handled.welcome']++;
       c['answers.late']++;
       return;
     }
@@ -294,6 +308,7 @@ export function createRmClient(opts: RmClientOptions): RmClient {
       c['rx.drop.badWelcome']++;
       return;
     }
+    c['rx.handled.welcome']++;
     handshake = null;
     session = { sid: m.sid, keys, rx: new ReplayWindow(), txSeq: 0 };
     c['sessions.established']++;
@@ -450,8 +465,10 @@ export function createRmClient(opts: RmClientOptions): RmClient {
       if (b.msg.type === 'welcome') return onWelcome(b.msg);
       if (b.msg.type === 'reject') {
         // Unauthenticated: acted on only if it names our current session, and only by re-handshaking.
-        if (b.msg.code === RejectCode.sessionUnknown && session !== null && b.msg.sid === session.sid) loseSession('RM does not know the session');
-        else c['rx.drop.unexpected']++;
+        if (b.msg.code === RejectCode.sessionUnknown && session !== null && b.msg.sid === session.sid) {
+          c['rx.handled.reject']++;
+          loseSession('RM does not know the session');
+        } else c['rx.drop.unexpected']++;
         return;
       }
       c['rx.drop.unexpected']++;
@@ -480,6 +497,7 @@ export function createRmClient(opts: RmClientOptions): RmClient {
       c['rx.drop.unexpected']++;
       return;
     }
+    c['rx.handled.answer']++;
     const p = pending.get(m.reqId);
     if (p === undefined) {
       c['answers.late']++;
@@ -489,6 +507,7 @@ export function createRmClient(opts: RmClientOptions): RmClient {
   }
 
   function onPushMsg(m: Push): void {
+    c['rx.handled.push']++;
     c['push.received']++;
     if (session === null) return;
     // Acknowledge even what we then refuse: the RM should stop retransmitting either way.
@@ -497,7 +516,7 @@ export function createRmClient(opts: RmClientOptions): RmClient {
     const a = verifiedAnswer(m.binding, null, m.ttl, m.prefs);
     if (a === null) return;
     if (!followed.has(a.hostId.hex)) {
-      c['rx.drop.unexpected']++;
+      c['push.notFollowed']++;
       return;
     }
     c['push.delivered']++;
