@@ -1,0 +1,95 @@
+import { createSocket, type Socket } from 'node:dgram';
+import type { Binding } from '../../shared/binding.ts';
+import { signBytes, type KeyPair } from '../../shared/keys.ts';
+import { createEphemeral, deriveSessionKeys, mac, randomSid, welcomeSignedBytes, type SessionKeys } from '../../shared/wire/auth.ts';
+import { decode, decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';
+import { HEADER_LEN, type ControlMessage } from '../../shared/wire/messages.ts';
+
+/**
+ * A Realm Manager played by a test on 127.0.0.1: it sets up real sessions (signed WELCOME, X25519,
+ * session keys), answers LOOKUP / SUBSCRIBE / REGISTER from a table of bindings, and can send the
+ * client anything under a valid session MAC, which is what a fuzzer, or an RM gone rogue, needs.
+ */
+export class ScriptedRm {
+  session: { sid: number; keys: SessionKeys; txSeq: number } | null = null;
+  sessions = 0;
+  pushAcks = 0;
+  private readonly bindings = new Map<string, Binding>();
+
+  constructor(
+    readonly sock: Socket,
+    readonly key: KeyPair,
+  ) {
+    sock.on('message', (buf, r) => this.onMessage(buf, r.port));
+  }
+
+  get port(): number {
+    return this.sock.address().port;
+  }
+
+  serve(b: Binding): void {
+    this.bindings.set(b.hostId.hex, b);
+  }
+
+  /** A session message with a valid MAC and the next sequence number. */
+  sealed(type: number, body: Uint8Array): Buffer {
+    const s = this.session as NonNullable<ScriptedRm['session']>;
+    const out = Buffer.alloc(HEADER_LEN + body.length + 16);
+    writeHeader(out, type, s.sid, ++s.txSeq);
+    out.set(body, HEADER_LEN);
+    mac(s.keys.s2c, out, 0, out.length - 16, out, out.length - 16);
+    return out;
+  }
+
+  encode(m: ControlMessage): Buffer {
+    const s = this.session as NonNullable<ScriptedRm['session']>;
+    return encode(m, { sid: s.sid, seq: ++s.txSeq, key: s.keys.s2c });
+  }
+
+  /** Where the client's datagrams come from (its socket). */
+  clientPort = 0;
+  send(buf: Uint8Array): void {
+    this.sock.send(buf, this.clientPort, '127.0.0.1');
+  }
+
+  private onMessage(buf: Buffer, port: number): void {
+    this.clientPort = port;
+    const h = decodeHeader(buf);
+    if (!h.ok) return;
+    if (h.msg.sid === 0) {
+      const b = decodeBody(h.msg, buf);
+      if (!b.ok || b.msg.type !== 'hello') return;
+      const hello = b.msg;
+      const eph = createEphemeral();
+      const sid = randomSid();
+      const keys = deriveSessionKeys(eph, hello.ephemeral, { sid, clientHostId: hello.hostId, clientEphemeral: hello.ephemeral, rmEphemeral: eph.publicKey, nonce: hello.nonce });
+      if (keys === null) return;
+      this.session = { sid, keys, txSeq: 0 };
+      this.sessions++;
+      const signature = signBytes(this.key, welcomeSignedBytes(sid, eph.publicKey, hello.hostId, hello.ephemeral, hello.nonce));
+      this.send(encode({ type: 'welcome', reqId: hello.reqId, sid, rmPublicKey: this.key.publicKey, ephemeral: eph.publicKey, signature }, null));
+      return;
+    }
+    const s = this.session;
+    if (s === null) return;
+    const d = decode(buf, (sid) => (sid === s.sid ? s.keys.c2s : undefined));
+    if (!d.ok) return;
+    const m = d.msg.msg;
+    if (m.type === 'pushAck') this.pushAcks++;
+    else if (m.type === 'lookup') {
+      const b = this.bindings.get(Buffer.from(m.hostId).toString('hex'));
+      this.send(this.encode({ type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: 60, binding: b?.bytes ?? null, prefs: [] }));
+    } else if (m.type === 'subscribe') this.send(this.encode({ type: 'subscribeReply', reqId: m.reqId, accepted: m.hostIds.length }));
+    else if (m.type === 'register') {
+      this.send(this.encode({ type: 'registerReply', reqId: m.reqId, hostId: new Uint8Array(16), seq: 1, status: 0, expiresIn: 180, refresh: 60 }));
+    }
+  }
+}
+
+/** A UDP socket on 127.0.0.1, any port. */
+export async function bound(): Promise<Socket> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  s.on('error', () => {});
+  return s;
+}
