@@ -14,6 +14,11 @@ export class ScriptedRm {
   session: { sid: number; keys: SessionKeys; txSeq: number } | null = null;
   sessions = 0;
   pushAcks = 0;
+  /** Datagrams this RM sent through send() (its answers), as opposed to what a test sends raw. */
+  sent = 0;
+  /** Answers to HELLOs by nonce: a retransmitted HELLO gets the same WELCOME (as the real RM does),
+   *  so client and RM never end up on different sessions. */
+  private readonly welcomes = new Map<string, Buffer>();
   private readonly bindings = new Map<string, Binding>();
 
   constructor(
@@ -49,6 +54,7 @@ export class ScriptedRm {
   /** Where the client's datagrams come from (its socket). */
   clientPort = 0;
   send(buf: Uint8Array): void {
+    this.sent++;
     this.sock.send(buf, this.clientPort, '127.0.0.1');
   }
 
@@ -60,6 +66,9 @@ export class ScriptedRm {
       const b = decodeBody(h.msg, buf);
       if (!b.ok || b.msg.type !== 'hello') return;
       const hello = b.msg;
+      const nonce = Buffer.from(hello.nonce).toString('hex');
+      const again = this.welcomes.get(nonce);
+      if (again !== undefined) return this.send(again);
       const eph = createEphemeral();
       const sid = randomSid();
       const keys = deriveSessionKeys(eph, hello.ephemeral, { sid, clientHostId: hello.hostId, clientEphemeral: hello.ephemeral, rmEphemeral: eph.publicKey, nonce: hello.nonce });
@@ -67,7 +76,9 @@ export class ScriptedRm {
       this.session = { sid, keys, txSeq: 0 };
       this.sessions++;
       const signature = signBytes(this.key, welcomeSignedBytes(sid, eph.publicKey, hello.hostId, hello.ephemeral, hello.nonce));
-      this.send(encode({ type: 'welcome', reqId: hello.reqId, sid, rmPublicKey: this.key.publicKey, ephemeral: eph.publicKey, signature }, null));
+      const welcome = encode({ type: 'welcome', reqId: hello.reqId, sid, rmPublicKey: this.key.publicKey, ephemeral: eph.publicKey, signature }, null);
+      this.welcomes.set(nonce, welcome);
+      this.send(welcome);
       return;
     }
     const s = this.session;
