@@ -1,4 +1,5 @@
 import { addressToBytes, bytesToAddress, openUdp, type UdpBatchSocket } from '../shared/udp/socket.ts';
+import { SystemError } from '../shared/errors.ts';
 import { MAX_DATAGRAM } from '../shared/wire/messages.ts';
 import type { ControlSocket } from './sessions.ts';
 
@@ -27,7 +28,19 @@ const BATCH = 64;
 const ARENA_SLOTS = 256;
 
 export function openControlSocket(address: string, port: number, onDatagram: OnDatagram): ControlSocket {
-  const sock: UdpBatchSocket = openUdp({ address, port, maxDatagram: MAX_DATAGRAM, batchSize: BATCH, slots: 8, sndbuf: 8 << 20, rcvbuf: 8 << 20 });
+  let sock: UdpBatchSocket;
+  try {
+    sock = openUdp({ address, port, maxDatagram: MAX_DATAGRAM, batchSize: BATCH, slots: 8, sndbuf: 8 << 20, rcvbuf: 8 << 20 });
+  } catch (e) {
+    // The socket's hints speak of uplinks; say what to change in the RM's config instead.
+    if (e instanceof SystemError && e.code === 'UDP_PORT_IN_USE') {
+      throw new SystemError('UDP_PORT_IN_USE', `cannot listen on ${address} port ${port}: in use`, 'is another Realm Manager running? change port or listen in the config');
+    }
+    if (e instanceof SystemError && e.code === 'UDP_ADDRESS_NOT_AVAILABLE') {
+      throw new SystemError('UDP_ADDRESS_NOT_AVAILABLE', e.message, 'fix listen in the config');
+    }
+    throw e;
+  }
   const arena = Buffer.allocUnsafeSlow(ARENA_SLOTS * MAX_DATAGRAM);
   const offsets = new Uint32Array(ARENA_SLOTS);
   const lengths = new Uint32Array(ARENA_SLOTS);
