@@ -341,6 +341,8 @@ export interface RunRecord {
   /** MPTCP runs: subflows of the bulk connection seen before the fault, and MPTcpExt counter deltas. */
   mptcp: { subflows_before_fault: number; verified: boolean; counters_mh: Record<string, number>; counters_ch: Record<string, number> } | null;
   fault_events: FaultEvent[];
+  /** t=0 (sending starts) as epoch ms, to place the agents' failover records on the run's clock. */
+  start_epoch_ms: number | null;
   window_from_ms: number;
   bound_ms: number;
   /** Why the run could not be measured (agents did not start, a tool crashed...). */
@@ -509,6 +511,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     cpu_percent: { before_fault: null, after_fault: null },
     mptcp: null,
     fault_events: [],
+    start_epoch_ms: null,
     window_from_ms: windowFrom,
     bound_ms: boundMs,
     error: null,
@@ -580,6 +583,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
       return rec;
     }
     const { sink, source, startAt, spawnedAt } = tools;
+    rec.start_epoch_ms = startAt;
 
     // The schedule: CPU samples from t=0 to the first fault and from there to the end of sending, a
     // socket sample before the fault, then the fault actions at their times.
@@ -894,13 +898,17 @@ function report(o: Options, results: ScenarioResult[]): void {
         );
 }
 
-/** "; mh switched: <reason> (<n> ms); ch: ..." from the first failover each agent recorded in the run. */
+/** "; mh: <reason> at +<ms>; ch: ..." from the first failover each agent recorded after the first fault. */
 function agentNote(r: RunRecord): string {
   const f = r.agent_failovers;
-  if (f === null) return '';
-  const one = (node: string, list: readonly FailoverRecord[]): string => {
+  if (f === null || r.start_epoch_ms === null) return '';
+  const from = r.start_epoch_ms + Math.min(...r.fault_events.map((e) => e.planned_ms));
+  const one = (node: string, all: readonly FailoverRecord[]): string => {
+    const list = all.filter((x) => Date.parse(x.at) >= from);
     const x = list[0];
-    return x === undefined ? `${node}: no switch` : `${node}: ${x.reason}${list.length > 1 ? ` (+${list.length - 1} more)` : ''}`;
+    return x === undefined
+      ? `${node}: no switch`
+      : `${node}: ${x.reason} at +${Date.parse(x.at) - from} ms${list.length > 1 ? ` (+${list.length - 1} more)` : ''}`;
   };
   return `; ${one('mh', f.mh)}; ${one('ch', f.ch)}`;
 }
