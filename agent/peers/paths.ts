@@ -395,9 +395,12 @@ export class PeerPaths {
 
   private choose(p: Peer, now: number): void {
     const ups = this.deps.uplinks;
+    // A path not yet asked long enough to have answered ranks as up: otherwise whichever path answers
+    // first would win and traffic would hop there and back while a peer's probing starts.
+    const grace = this.opts.timing.probeIntervalMs;
     const cands: PathCandidate<TrackedPath>[] = p.paths.map((x) => ({
       path: x,
-      state: x.state,
+      state: x.state.state === 'unknown' && now - x.state.since < grace ? Object.freeze({ ...x.state, state: 'up' as const }) : x.state,
       remotePriority: x.locator.priority,
       localPriority: ups[x.uplink].priority,
       weight: x.locator.weight * ups[x.uplink].weight,
@@ -432,6 +435,9 @@ export class PeerPaths {
         const since = Number.isFinite(s.lastReplyAt) ? s.lastReplyAt : s.since;
         reason = `no probe reply for ${Math.round(now - since)} ms (path ${s.state})`;
         tookMs = Math.max(0, now - since);
+      } else if (s.state === 'unknown') {
+        // Leaving a path that never answered yet: part of choosing, not a failover.
+        return;
       } else {
         reason = to !== null && to.state.state === 'up' ? 'a preferred path is up again' : 'path ranking changed';
       }
