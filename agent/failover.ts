@@ -36,6 +36,12 @@ export interface PathTiming {
   readonly flapHalfLifeMs: number;
   /** With a penalty at or above this, a path may not leave down or probation. */
   readonly flapSuppressAt: number;
+  /**
+   * Share of recent probes lost (lossRatio, at least LOSSY_MIN_RESOLVED resolved) at which an up
+   * path is suspect and a recovering one may not be up: a lossy path answers often enough never to
+   * be silent for long, and would otherwise win traffic back after every answer.
+   */
+  readonly lossyRatio: number;
 }
 
 /**
@@ -61,7 +67,11 @@ export const DEFAULT_PATH_TIMING: PathTiming = Object.freeze({
   upAfterReplies: 3,
   flapHalfLifeMs: 15_000,
   flapSuppressAt: 2,
+  lossyRatio: 0.2,
 });
+
+/** Probes that must have been resolved (answered or timed out) before a loss ratio is believed. */
+export const LOSSY_MIN_RESOLVED = 5;
 
 export type PathStateName = 'unknown' | 'up' | 'suspect' | 'down' | 'probation';
 
@@ -108,7 +118,8 @@ export type PathAction =
   | { readonly kind: 'markSuspect' }
   | { readonly kind: 'markDown' }
   | { readonly kind: 'markUp' }
-  | { readonly kind: 'markProbation' };
+  /** fresh: the hold-down starts again now (the path was lossy), else it keeps running. */
+  | { readonly kind: 'markProbation'; readonly fresh?: boolean };
 
 const NONE: PathAction = Object.freeze({ kind: 'none' });
 const PROBE: PathAction = Object.freeze({ kind: 'probe' });
@@ -116,6 +127,7 @@ const MARK_SUSPECT: PathAction = Object.freeze({ kind: 'markSuspect' });
 const MARK_DOWN: PathAction = Object.freeze({ kind: 'markDown' });
 const MARK_UP: PathAction = Object.freeze({ kind: 'markUp' });
 const MARK_PROBATION: PathAction = Object.freeze({ kind: 'markProbation' });
+const MARK_PROBATION_FRESH: PathAction = Object.freeze({ kind: 'markProbation', fresh: true });
 
 export function initialPathState(now: number, localUp = true): PathState {
   return Object.freeze({
@@ -223,8 +235,9 @@ export function apply(s: PathState, action: PathAction, now: number): PathState 
     case 'markUp':
       return Object.freeze({ ...s, state: 'up', since: now });
     case 'markProbation':
-      // From suspect the path never went down: its hold-down keeps running from when it came back.
-      return Object.freeze({ ...s, state: 'probation', since: now, recoveredAt: s.state === 'suspect' ? s.recoveredAt : now });
+      // From suspect the path never went down: its hold-down keeps running from when it came back
+      // (unless it was lossy: then it starts again).
+      return Object.freeze({ ...s, state: 'probation', since: now, recoveredAt: s.state === 'suspect' && action.fresh !== true ? s.recoveredAt : now });
   }
 }
 
@@ -240,6 +253,7 @@ export function decide(s: PathState, now: number, t: PathTiming, active: boolean
   const quiet = silence(s, now, t, active);
   const downAfter = active ? t.downAfterMs : t.downAfterMs + t.idleProbeIntervalMs;
   const suppressed = flapPenalty(s, now, t) >= t.flapSuppressAt;
+  const isLossy = lossy(s, now, t);
 
   switch (s.state) {
     case 'unknown':
@@ -248,17 +262,18 @@ export function decide(s: PathState, now: number, t: PathTiming, active: boolean
       break;
     case 'up':
       if (quiet >= downAfter) return MARK_DOWN;
-      if (quiet >= t.suspectAfterMs) return MARK_SUSPECT;
+      if (quiet >= t.suspectAfterMs || isLossy) return MARK_SUSPECT;
       break;
     case 'probation':
       if (quiet >= downAfter) return MARK_DOWN;
       if (quiet >= t.suspectAfterMs) return MARK_SUSPECT;
-      if (now - s.recoveredAt >= t.holdDownMs && !suppressed) return MARK_UP;
+      if (now - s.recoveredAt >= t.holdDownMs && !suppressed && !isLossy) return MARK_UP;
       break;
     case 'suspect':
       if (quiet >= downAfter) return MARK_DOWN;
       if (s.lastReplyAt >= s.since) {
         // A reply: back where it was. A path still inside its hold-down (or penalised) was on probation.
+        if (isLossy) return MARK_PROBATION_FRESH;
         return now - s.recoveredAt < t.holdDownMs || suppressed ? MARK_PROBATION : MARK_UP;
       }
       break;
@@ -299,6 +314,15 @@ export function lossRatio(s: PathState, now: number): number {
   let resolved = 0;
   for (let i = 0; i < s.probeTimes.length; i++) if ((s.answered & (1 << i)) !== 0 || now - s.probeTimes[i] > rto) resolved++;
   return resolved > 0 ? lostIn(s.probeTimes, s.answered, now, rto) / resolved : 0;
+}
+
+/** Enough of the recent probes were lost that the path should not carry traffic while another is clean. */
+export function lossy(s: PathState, now: number, t: PathTiming): boolean {
+  if (s.lost === 0) return false;
+  const rto = rtoMs(s);
+  let resolved = 0;
+  for (let i = 0; i < s.probeTimes.length; i++) if ((s.answered & (1 << i)) !== 0 || now - s.probeTimes[i] > rto) resolved++;
+  return resolved >= LOSSY_MIN_RESOLVED && lostIn(s.probeTimes, s.answered, now, rto) / resolved >= t.lossyRatio;
 }
 
 /** RFC 6298 retransmission timeout for a probe on this path (1 s before the first sample, clock granularity 1 ms). */

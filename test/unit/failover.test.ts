@@ -24,6 +24,8 @@ import {
 } from '../../agent/failover.ts';
 
 const t0 = 1_000_000;
+/** These tests probe sparsely (a handful of probes, one lost, is a high ratio): loss-based demotion off, tested on its own below. */
+const NL: PathTiming = { ...T, lossyRatio: 2 };
 
 /** A path that is up, with a probe answered at t0 (RTT 1 ms) and the next probe outstanding since t0 + 99. */
 function upPath(): PathState {
@@ -152,34 +154,65 @@ describe('decide: timing of state changes', () => {
     let s = apply(upPath(), { kind: 'markDown' }, t0 + 300);
     for (let i = 1; i <= 2; i++) {
       s = onReply(onProbeSent(s, t0 + 300 + i * 100), t0 + 301 + i * 100, 1);
-      expect(decide(s, t0 + 301 + i * 100, T, true).kind).not.toBe('markProbation');
+      expect(decide(s, t0 + 301 + i * 100, NL, true).kind).not.toBe('markProbation');
     }
     // A lost probe breaks the run.
     s = onProbeSent(s, t0 + 600);
     s = onReply(onProbeSent(s, t0 + 700), t0 + 701, 1);
     expect(s.consecutiveReplies).toBe(1);
-    expect(decide(s, t0 + 701, T, true).kind).not.toBe('markProbation');
+    expect(decide(s, t0 + 701, NL, true).kind).not.toBe('markProbation');
     s = onReply(onProbeSent(s, t0 + 800), t0 + 801, 1);
     s = onReply(onProbeSent(s, t0 + 900), t0 + 901, 1);
     expect(s.consecutiveReplies).toBe(3);
-    expect(decide(s, t0 + 901, T, true)).toEqual({ kind: 'markProbation' });
+    expect(decide(s, t0 + 901, NL, true)).toEqual({ kind: 'markProbation' });
     s = apply(s, { kind: 'markProbation' }, t0 + 901);
     s = onReply(onProbeSent(s, t0 + 2_850), t0 + 2_851, 1);
-    expect(decide(s, t0 + 2_851, T, true)).toEqual({ kind: 'none' });
-    expect(decide(s, t0 + 2_901, T, true)).toEqual({ kind: 'markUp' });
+    expect(decide(s, t0 + 2_851, NL, true)).toEqual({ kind: 'none' });
+    expect(decide(s, t0 + 2_901, NL, true)).toEqual({ kind: 'markUp' });
   });
 
   it('a hiccup during probation keeps the hold-down running instead of promoting the path', () => {
     let s = apply(apply(upPath(), { kind: 'markDown' }, t0 + 300), { kind: 'markProbation' }, t0 + 1_000);
     s = onReply(onProbeSent(s, t0 + 1_000), t0 + 1_001, 1);
     s = onProbeSent(s, t0 + 1_100); // lost
-    expect(decide(s, t0 + 1_151, T, true)).toEqual({ kind: 'markSuspect' });
+    expect(decide(s, t0 + 1_151, NL, true)).toEqual({ kind: 'markSuspect' });
     s = apply(s, { kind: 'markSuspect' }, t0 + 1_151);
     s = onReply(onProbeSent(s, t0 + 1_200), t0 + 1_201, 1);
-    expect(decide(s, t0 + 1_201, T, true)).toEqual({ kind: 'markProbation' });
+    expect(decide(s, t0 + 1_201, NL, true)).toEqual({ kind: 'markProbation' });
     s = apply(s, { kind: 'markProbation' }, t0 + 1_201);
     expect(s.recoveredAt).toBe(t0 + 1_000);
-    expect(decide(s, t0 + 3_000, T, true)).toEqual({ kind: 'markUp' });
+    expect(decide(s, t0 + 3_000, NL, true)).toEqual({ kind: 'markUp' });
+  });
+
+  it('a lossy path that still answers is suspect, and is not up again until its probes are clean for the hold-down', () => {
+    // Steady probing every 100 ms, every other probe lost (a 30 % loss each way loses ~half the round trips).
+    let s = upPath();
+    let at = t0 + 1_000;
+    let sawSuspect = false;
+    for (let i = 0; i < 30; i++, at += 100) {
+      s = onProbeSent(s, at);
+      if (i % 2 === 0) s = onReply(s, at + 1, 1);
+      for (let k = 0; k < 3; k++) {
+        const a = decide(s, at + 2, T, true);
+        if (a.kind === 'none' || a.kind === 'probe') break;
+        if (a.kind === 'markSuspect') sawSuspect = true;
+        s = apply(s, a, at + 2);
+      }
+      if (i > 8) expect(s.state).not.toBe('up');
+    }
+    expect(sawSuspect).toBe(true);
+    // Loss ends: up only once the probe window is clean again (under lossyRatio: ~1.2 s of clean
+    // answers after 50 % loss) and the hold-down since the path last came back has passed.
+    let upAt = -1;
+    for (let i = 0; i < 60 && upAt < 0; i++, at += 100) {
+      s = onReply(onProbeSent(s, at), at + 1, 1);
+      const a = decide(s, at + 2, T, true);
+      if (a.kind !== 'none' && a.kind !== 'probe') s = apply(s, a, at + 2);
+      if (s.state === 'up') upAt = at;
+    }
+    expect(upAt).toBeGreaterThan(0);
+    expect(upAt - (t0 + 1_000 + 30 * 100)).toBeGreaterThanOrEqual(1_000);
+    expect(upAt - s.recoveredAt).toBeGreaterThanOrEqual(T.holdDownMs);
   });
 
   it('local carrier loss puts the path down at once; back means probation', () => {
