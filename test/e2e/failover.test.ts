@@ -288,8 +288,12 @@ describe('IPv4 underlay', () => {
   }, 60_000);
 
   it('30% random loss on the active path (nftables numgen, both directions)', async () => {
+    const since = Date.now();
     const r = await flowTo(5, [{ atMs: FAULT_AT_MS, label: '30% loss ispa to-mh', run: () => tb.randomLoss('ispa', tb.addr.dev.ispa.mh, 30) }]);
     await expectSurvived('30% loss', r);
+    const { mh: mhNow, ch: chNow } = await views();
+    const n = { mh: failoversSince(mhNow, since).length, ch: failoversSince(chNow, since).length };
+    figures.push(`${fam} 30% loss: failovers recorded in the 3 s of loss: mh ${n.mh}, ch ${n.ch}`);
     // The agents noticed: mh's ispa path shows loss or is no longer up.
     const ps = pathsVia((await views()).mh, { uplink: 'ispa' });
     if (!ps.some((p) => p.lossPct > 0 || p.state !== 'up')) throw new Error(`mh's ispa path shows no loss:\n${await describeBoth()}`);
