@@ -355,6 +355,11 @@ export interface RunRecord {
    * the time went, the agents' part of the gap against TCP's.
    */
   agent_failovers: { mh: FailoverRecord[]; ch: FailoverRecord[]; paths_mh: PathStatus[]; paths_ch: PathStatus[] } | null;
+  /**
+   * realmnet: ms from the first fault action (as planned) to each agent's first recorded switch after
+   * it (null: that agent did not switch). The agents' part of the gap; the rest is TCP's recovery.
+   */
+  switch_ms: { mh: number | null; ch: number | null } | null;
   /** Wall time of the run's phases (testbed, system, run, teardown), for the time estimate. */
   phase_ms: Record<string, number>;
   /** Attempts abandoned because the tools had not connected before the start (too slow to start). */
@@ -519,6 +524,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     phase_ms: {},
     agent_log_tail: null,
     agent_failovers: null,
+    switch_ms: null,
     sink: null,
     source: null,
   };
@@ -678,6 +684,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     if (elevated) await elevateHarness(o.sched, false).catch(() => false);
     phase('run');
     if (sys?.failovers) rec.agent_failovers = await sys.failovers(t0Epoch).catch(() => null);
+    rec.switch_ms = switchTimes(rec);
     await sys?.stop().catch(() => {});
     rec.agent_log_tail = sys?.logTail?.() ?? null;
     await tb.down();
@@ -705,6 +712,11 @@ export interface SystemSummary {
   completed: number;
   failed_runs: number;
   goodput_mbps_before_median: number | null;
+  /** realmnet: median ms from the fault to mh's / ch's first switch (runs where it switched), and how many switched. */
+  switch_ms_mh_median: number | null;
+  switch_ms_ch_median: number | null;
+  switched_mh: number;
+  switched_ch: number;
 }
 
 export function summarize(runs: readonly RunRecord[]): SystemSummary | null {
@@ -728,6 +740,10 @@ export function summarize(runs: readonly RunRecord[]): SystemSummary | null {
     completed: runs.filter((r) => r.completed).length,
     failed_runs: runs.filter((r) => r.error !== null).length,
     goodput_mbps_before_median: medianOf(gb),
+    switch_ms_mh_median: medianOf(runs.map((r) => r.switch_ms?.mh).filter((x): x is number => typeof x === 'number')),
+    switch_ms_ch_median: medianOf(runs.map((r) => r.switch_ms?.ch).filter((x): x is number => typeof x === 'number')),
+    switched_mh: runs.filter((r) => typeof r.switch_ms?.mh === 'number').length,
+    switched_ch: runs.filter((r) => typeof r.switch_ms?.ch === 'number').length,
   };
 }
 
@@ -846,6 +862,7 @@ function report(o: Options, results: ScenarioResult[]): void {
       `${n(rn, intactCell)} / ${n(mp, intactCell)}`,
       `${n(rn, (x) => `${x.recovered}/${x.runs}`)} / ${n(mp, (x) => `${x.recovered}/${x.runs}`)}`,
       `${n(rn, (x) => fmt(x.degraded_ms_median, 0))} / ${n(mp, (x) => fmt(x.degraded_ms_median, 0))}`,
+      rn ? `${fmt(rn.switch_ms_mh_median, 0)} / ${fmt(rn.switch_ms_ch_median, 0)}` : '—',
       r.better_than_mptcp_reps ?? '—',
       r.meets_target === null ? '—' : r.meets_target ? 'yes' : 'NO',
     ];
@@ -854,9 +871,9 @@ function report(o: Options, results: ScenarioResult[]): void {
     `\nfailover: bulk TCP mh → ch (${o.seconds} s, cubic, ${o.rateMbit} Mbit/s per ISP link), fault at ${o.faultAtS} s on uplink a, ${o.reps} rep(s); MPTCP mode: ${o.mptcpMode}\n`,
   );
   printTable(
-    ['scenario', 'target ms', 'realmnet gap ms med/max', 'MPTCP gap ms med/max', 'rn rr gap', 'MPTCP rr gap', 'resets rn/MPTCP', 'intact rn/MPTCP', 'recovered rn/MPTCP', 'degraded ms rn/MPTCP', 'rn shorter', 'target met'],
+    ['scenario', 'target ms', 'realmnet gap ms med/max', 'MPTCP gap ms med/max', 'rn rr gap', 'MPTCP rr gap', 'resets rn/MPTCP', 'intact rn/MPTCP', 'recovered rn/MPTCP', 'degraded ms rn/MPTCP', 'rn switch ms mh/ch', 'rn shorter', 'target met'],
     rows,
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
   );
   const bound = (o.seconds + o.graceS) * 1000;
   console.log(
@@ -866,6 +883,7 @@ function report(o: Options, results: ScenarioResult[]): void {
       ` degraded: median time after the fault spent below half the pre-fault goodput (100 ms steps, to the end of sending).` +
       ` intact: byte count and sha256 equal, every byte checked against the source's stream (corrupt: wrong bytes arrived;` +
       ` short: the flow was cut at the bound).` +
+      ` rn switch: median ms from the fault to each realmnet agent's first recorded switch (its status), the agents' part of the gap.` +
       ` rn shorter: repetitions where realmnet's gap was shorter than MPTCP's in the same repetition. target met: realmnet within` +
       ` the target in every run, no reset, data intact.`,
   );
@@ -898,13 +916,32 @@ function report(o: Options, results: ScenarioResult[]): void {
         );
 }
 
+/** The failovers an agent recorded from the run's first fault on, and that moment (epoch ms). */
+function afterFault(r: RunRecord, all: readonly FailoverRecord[]): { from: number; list: FailoverRecord[] } | null {
+  if (r.start_epoch_ms === null || r.fault_events.length === 0) return null;
+  const from = r.start_epoch_ms + Math.min(...r.fault_events.map((e) => e.planned_ms));
+  return { from, list: all.filter((x) => Date.parse(x.at) >= from) };
+}
+
+export function switchTimes(r: RunRecord): RunRecord['switch_ms'] {
+  const f = r.agent_failovers;
+  if (f === null) return null;
+  const first = (all: readonly FailoverRecord[]): number | null => {
+    const a = afterFault(r, all);
+    const x = a?.list[0];
+    return a === null || x === undefined ? null : Date.parse(x.at) - a.from;
+  };
+  return { mh: first(f.mh), ch: first(f.ch) };
+}
+
 /** "; mh: <reason> at +<ms>; ch: ..." from the first failover each agent recorded after the first fault. */
 function agentNote(r: RunRecord): string {
   const f = r.agent_failovers;
   if (f === null || r.start_epoch_ms === null) return '';
-  const from = r.start_epoch_ms + Math.min(...r.fault_events.map((e) => e.planned_ms));
   const one = (node: string, all: readonly FailoverRecord[]): string => {
-    const list = all.filter((x) => Date.parse(x.at) >= from);
+    const a = afterFault(r, all);
+    if (a === null) return `${node}: —`;
+    const { from, list } = a;
     const x = list[0];
     return x === undefined
       ? `${node}: no switch`
