@@ -214,7 +214,7 @@ describe('IPv4 underlay', () => {
   beforeAll(async () => {
     await startRealmFor('v4');
   }, 60_000);
-  afterEach(recover, 60_000);
+  afterEach(recover, 90_000);
 
   it("carrier loss at mh (`ip link set eth-a down` in mh)", async () => {
     const since = Date.now();
@@ -321,7 +321,7 @@ describe('IPv6 underlay', () => {
   beforeAll(async () => {
     await startRealmFor('v6');
   }, 60_000);
-  afterEach(recover, 60_000);
+  afterEach(recover, 90_000);
 
   it('carrier loss at the ISP', async () => {
     const since = Date.now();
@@ -350,7 +350,7 @@ describe('with the Realm Manager stopped (direct signed updates between the host
     r.rm.child.kill('SIGKILL');
     await r.rm.exited;
   }, 60_000);
-  afterEach(recover, 60_000);
+  afterEach(recover, 90_000);
 
   it('carrier loss at the ISP: ch learns of it from mh directly', async () => {
     const since = Date.now();
