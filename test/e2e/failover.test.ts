@@ -16,9 +16,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { up, type Testbed } from '../../scripts/testbed/topology.ts';
 import { requireRoot, uniquePrefix, pings } from '../helpers/netns.ts';
-import { startRealm, waitRegistered, type Realm } from '../helpers/agents.ts';
+import { agentStatus, startRealm, waitRegistered, type Realm } from '../helpers/agents.ts';
 import {
   describeView,
+  FailoverView,
   failoversSince,
   failoverView,
   flap,
@@ -27,7 +28,6 @@ import {
   runFlow,
   uplinkTxOver,
   waitFor,
-  type FailoverView,
   type FaultStep,
   type FlowResult,
 } from '../helpers/failover.ts';
@@ -265,6 +265,10 @@ describe('IPv4 underlay', () => {
     const r = await flowTo(5, [{ atMs: FAULT_AT_MS, label: 'ispa blackhole both ways', run: () => tb.blackhole('ispa') }]);
     await expectSurvived('silent blackhole', r);
     expect((await views()).mh.uplinks.every((u) => u.up)).toBe(true); // the link never went down
+    // The same through the CLI users run (the other checks read the control socket directly for speed).
+    const cli = FailoverView.parse(await agentStatus(tb, 'mh'));
+    expect(pathsVia(cli, { uplink: 'ispa' }).map((p) => p.state), describeView('mh (CLI)', cli)).not.toContain('up');
+    expect(failoversSince(cli, since).length).toBeGreaterThan(0);
     await expectIspaPaths('mh', ['down', 'suspect']);
     await expectIspaPaths('ch', ['down', 'suspect']);
     await expectMhFailedOverFromIspa(since);
