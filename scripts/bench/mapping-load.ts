@@ -435,6 +435,8 @@ async function runPush(job: Extract<LoadJob, { kind: 'push' }>): Promise<unknown
   const lastPerRound: number[] = [];
   // The first follower's push: the registration's commit and the RM's turn, before any fan-out.
   const firstPerRound: number[] = [];
+  // From the first follower's push to the last one's: the fan-out alone, without the commit.
+  const fanoutPerRound: number[] = [];
   let roundDone: (() => void) | null = null;
   const arena = sock.arena;
   route.set(-1, (buf) => {
@@ -485,6 +487,7 @@ async function runPush(job: Extract<LoadJob, { kind: 'push' }>): Promise<unknown
       perDelivery.push(dt);
       if (got.size === subs.length) {
         lastPerRound.push(dt);
+        fanoutPerRound.push(dt - firstPerRound[firstPerRound.length - 1]);
         roundDone?.();
       }
       return;
@@ -533,6 +536,8 @@ async function runPush(job: Extract<LoadJob, { kind: 'push' }>): Promise<unknown
     last_p50_ms: q(lastPerRound, 0.5),
     last_p99_ms: q(lastPerRound, 0.99),
     last_max_ms: q(lastPerRound, 1),
+    fanout_p50_ms: q(fanoutPerRound, 0.5),
+    fanout_p99_ms: q(fanoutPerRound, 0.99),
     first_p50_ms: q(firstPerRound, 0.5),
     first_p99_ms: q(firstPerRound, 0.99),
     delivery_p50_ms: q(perDelivery, 0.5),

@@ -45,14 +45,16 @@ async function freePort(): Promise<number> {
 }
 
 /**
- * The RM and the load generator run at nice -10 when we are root: on a 2-vCPU box shared with other
- * engineers' test suites, a nice-0 process waits for the CPU for tens of ms at a time, and that wait,
- * not the RM, was the latency measured. A raised priority isolates the processes measured from that
- * background; it is recorded in the results, and the load average is recorded too.
+ * Scheduling. This 2-vCPU box is shared with other engineers' test suites and benchmarks; when we are
+ * root, the RM and the generator run at nice -10 so that they get most of the CPU when they want it,
+ * not all of it. (SCHED_RR was tried: at 50k/s on a busy box it took the lookup p99 from 5 ms to
+ * 0.8 ms once, but in full runs it made the tail far worse, p99 392 ms: real-time threads starve the
+ * kernel's own nice-0 threads, ksoftirqd, which moves loopback packets under load, and the writeback
+ * behind the store's fsync.) The load average before and after is recorded with the results.
  */
-const NICE = process.getuid?.() === 0 ? ['nice', '-n', '-10'] : [];
+const ROOT = process.getuid?.() === 0;
 function nodeCommand(args: string[]): [string, string[]] {
-  return NICE.length ? [NICE[0], [...NICE.slice(1), process.execPath, ...args]] : [process.execPath, args];
+  return ROOT ? ['nice', ['-n', '-10', process.execPath, ...args]] : [process.execPath, args];
 }
 
 function startRm(config: string): ChildProcess {
@@ -229,18 +231,20 @@ export async function run(argv: string[]): Promise<void> {
     );
     results.lookupPeak = peak;
     const half = Math.floor(peak.lookups_per_s / 2);
+    type Lat = { lookups_per_s: number; p50_ms: number; p99_ms: number; p999_ms: number; max_ms: number; lost: number; late: number };
+    type Push = { fanout_p50_ms: number; fanout_p99_ms: number; first_p99_ms: number; last_p99_ms: number; last_p50_ms: number; last_max_ms: number; first_p50_ms: number; delivery_p50_ms: number; delivery_p99_ms: number; rounds: number; incomplete_rounds: number };
+    const latJob: LoadJob = { kind: 'lookup', port, prefix: PREFIX, ids, sessions: 8, mode: 'rate', rate: half, seconds: quick ? 3 : 8, warmupS: 1 };
+    const pushJob: LoadJob = { kind: 'push', port, prefix: PREFIX, subscribers: 1000, rounds: quick ? 20 : 100, timeoutS: 120 };
     console.error(`mapping: lookups at half the peak (${half}/s)…`);
-    const lat = await runLoad<{ lookups_per_s: number; p50_ms: number; p99_ms: number; p999_ms: number; max_ms: number; lost: number; late: number }>(
-      { kind: 'lookup', port, prefix: PREFIX, ids, sessions: 8, mode: 'rate', rate: half, seconds: quick ? 3 : 8, warmupS: 1 },
-      60,
-    );
+    const lat = await runLoad<Lat>(latJob, 60);
     results.lookupHalf = lat;
-
+    // The latency curve below the half-peak point.
+    const quarter = Math.floor(peak.lookups_per_s / 4);
+    console.error(`mapping: lookups at a quarter of the peak (${quarter}/s)…`);
+    const latQuarter = await runLoad<Lat>({ ...latJob, rate: quarter }, 60);
+    results.lookupQuarter = latQuarter;
     console.error('mapping: push to 1,000 subscribers…');
-    const push = await runLoad<{ last_p99_ms: number; last_p50_ms: number; last_max_ms: number; first_p50_ms: number; delivery_p50_ms: number; delivery_p99_ms: number; rounds: number; incomplete_rounds: number }>(
-      { kind: 'push', port, prefix: PREFIX, subscribers: 1000, rounds: quick ? 20 : 100, timeoutS: 120 },
-      240,
-    );
+    const push = await runLoad<Push>(pushJob, 240);
     results.push = push;
     await stopRm(rm);
 
@@ -266,9 +270,15 @@ export async function run(argv: string[]): Promise<void> {
       lookup_p999_ms: lat.p999_ms,
       lookup_lost_at_half: lat.lost,
       lookup_late_at_half: lat.late,
+      lookup_rate_quarter: quarter,
+      lookup_p50_ms_quarter: latQuarter.p50_ms,
+      lookup_p99_ms_quarter: latQuarter.p99_ms,
       registrations_per_s: Math.round(reg.registrations_per_s),
       push_p99_ms: push.last_p99_ms,
       push_p50_ms: push.last_p50_ms,
+      push_commit_p99_ms: push.first_p99_ms,
+      push_fanout_p50_ms: push.fanout_p50_ms,
+      push_fanout_p99_ms: push.fanout_p99_ms,
       push_first_p50_ms: push.first_p50_ms,
       push_delivery_p99_ms: push.delivery_p99_ms,
       rss_mib_1m_bindings: quick ? null : Math.round(mem.rss),
@@ -279,7 +289,7 @@ export async function run(argv: string[]): Promise<void> {
       details: results,
       setup: {
         machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavg_1m_before: loadBefore, loadavg_1m_after: loadavg()[0] },
-        processes: `one RM process, one load-generator process at a time, 127.0.0.1, both ${NICE.length ? 'at nice -10' : 'at nice 0'}`,
+        processes: `one RM process, one load-generator process at a time, 127.0.0.1, ${ROOT ? 'nice -10' : 'nice 0 (not root)'}`,
         sockets: 'RM and load generator on the native batched UDP socket (recvmmsg/sendmmsg, shared/udp)',
         store: 'better-sqlite3, WAL, synchronous=FULL, group commit 2 ms / 1024 rows',
         auth: 'every request on an authenticated session (keyed BLAKE2s-128 MAC, replay window)',
@@ -292,13 +302,17 @@ export async function run(argv: string[]): Promise<void> {
     printTable(
       ['metric', 'value', 'unit', 'target', 'met'],
       [
-        row('lookups_per_s', summary.lookups_per_s, '1/s', '≥ 100000', summary.lookups_per_s >= TARGETS.lookups_per_s),
+        row('lookups_per_s', summary.lookups_per_s, '1/s', '≥ 100000 (1 ID per LOOKUP)', summary.lookups_per_s >= TARGETS.lookups_per_s),
         row('lookup_p50_ms', summary.lookup_p50_ms, 'ms', `at ${half}/s`, null),
-        row('lookup_p99_ms', summary.lookup_p99_ms, 'ms', '< 2', summary.lookup_p99_ms < TARGETS.lookup_p99_ms),
+        row('lookup_p99_ms', summary.lookup_p99_ms, 'ms', `< 2 at ${half}/s`, summary.lookup_p99_ms < TARGETS.lookup_p99_ms),
         row('lookup_p999_ms', summary.lookup_p999_ms, 'ms', `at ${half}/s`, null),
+        row('lookup_p50_ms_quarter', summary.lookup_p50_ms_quarter, 'ms', `at ${quarter}/s`, null),
+        row('lookup_p99_ms_quarter', summary.lookup_p99_ms_quarter, 'ms', `at ${quarter}/s`, null),
         row('registrations_per_s', summary.registrations_per_s, '1/s', 'signed, durable', null),
-        row('push_p50_ms', summary.push_p50_ms, 'ms', 'last of 1000', null),
-        row('push_p99_ms', summary.push_p99_ms, 'ms', '< 50 (last of 1000)', summary.push_p99_ms < TARGETS.push_p99_ms),
+        row('push_p50_ms', summary.push_p50_ms, 'ms', 'register to last of 1000', null),
+        row('push_p99_ms', summary.push_p99_ms, 'ms', '< 50 (register to last of 1000)', summary.push_p99_ms < TARGETS.push_p99_ms),
+        row('push_commit_p99_ms', summary.push_commit_p99_ms, 'ms', 'register to first push (commit)', null),
+        row('push_fanout_p99_ms', summary.push_fanout_p99_ms, 'ms', 'first to last push (fan-out)', null),
         row('rss_mib_1m_bindings', summary.rss_mib_1m_bindings, 'MiB', '≤ 1024', summary.rss_mib_1m_bindings === null ? null : summary.rss_mib_1m_bindings <= 1024),
       ],
     );
