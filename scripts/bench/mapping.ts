@@ -18,7 +18,7 @@
  *                           with distinct IDs: signing a million keys would take the box ~4 minutes,
  *                           and the RM does not re-verify rows it loads from its own store).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -55,6 +55,20 @@ async function freePort(): Promise<number> {
 const ROOT = process.getuid?.() === 0;
 function nodeCommand(args: string[]): [string, string[]] {
   return ROOT ? ['nice', ['-n', '-10', process.execPath, ...args]] : [process.execPath, args];
+}
+
+/**
+ * Other user processes running real-time (SCHED_RR/FIFO) right now: they preempt ours whatever our
+ * nice, so a run that saw any is flagged in the results (other benchmarks on this box use RR).
+ */
+function realtimeOthers(): string[] {
+  const r = spawnSync('ps', ['-eo', 'cls=,pid=,args='], { encoding: 'utf8' });
+  if (r.status !== 0) return [];
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter(([cls, , cmd]) => (cls === 'RR' || cls === 'FF') && cmd !== undefined && !cmd.startsWith('['))
+    .map(([, pid, ...args]) => `${pid} ${args.join(' ').slice(0, 80)}`);
 }
 
 function startRm(config: string): ChildProcess {
@@ -209,6 +223,7 @@ export async function run(argv: string[]): Promise<void> {
   // Other work on the box skews every figure here (2 vCPUs: the RM and the load generator each
   // want one). Recorded so that a reader can tell a busy-machine run from a quiet one.
   const loadBefore = loadavg()[0];
+  const rtBefore = realtimeOthers();
   const dir = mkdtempSync(join(tmpdir(), 'realmnet-bench-mapping-'));
   const port = await freePort();
   saveKeyPair(join(dir, 'rm.key'), generateKeyPair());
@@ -289,6 +304,10 @@ export async function run(argv: string[]): Promise<void> {
       details: results,
       setup: {
         machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavg_1m_before: loadBefore, loadavg_1m_after: loadavg()[0] },
+        // Non-empty: someone else's real-time processes were running, and the latency figures of this
+        // run measure them as much as the RM.
+        realtime_others_before: rtBefore,
+        realtime_others_after: realtimeOthers(),
         processes: `one RM process, one load-generator process at a time, 127.0.0.1, ${ROOT ? 'nice -10' : 'nice 0 (not root)'}`,
         sockets: 'RM and load generator on the native batched UDP socket (recvmmsg/sendmmsg, shared/udp)',
         store: 'better-sqlite3, WAL, synchronous=FULL, group commit 2 ms / 1024 rows',
@@ -317,6 +336,8 @@ export async function run(argv: string[]): Promise<void> {
       ],
     );
     console.log(`results: ${file}  (1-minute load average before/after: ${loadBefore.toFixed(1)}/${loadavg()[0].toFixed(1)} on ${cpus().length} CPUs)`);
+    const rt = [...rtBefore, ...out.setup.realtime_others_after];
+    if (rt.length > 0) console.log(`warning: other real-time processes ran during this run (latency figures not trustworthy): ${rt.join('; ')}`);
   } finally {
     await stopRm(rm);
     rmSync(dir, { recursive: true, force: true });
