@@ -108,6 +108,9 @@ export interface PathState {
   readonly answered: number;
   /** Last entry into probation (-Infinity: never); the hold-down counts from here. */
   readonly recoveredAt: number;
+  /** The last two transitions to suspect (-Infinity: none): a second within a hold-down is no fluke. */
+  readonly lastSuspectAt: number;
+  readonly prevSuspectAt: number;
   /** Times of the last transitions to down, oldest first, at most MAX_DOWNS_KEPT. */
   readonly downs: readonly number[];
 }
@@ -145,6 +148,8 @@ export function initialPathState(now: number, localUp = true): PathState {
     probeTimes: [],
     answered: 0,
     recoveredAt: -Infinity,
+    lastSuspectAt: -Infinity,
+    prevSuspectAt: -Infinity,
     downs: [],
   });
 }
@@ -229,7 +234,7 @@ export function apply(s: PathState, action: PathAction, now: number): PathState 
     case 'probe':
       return onProbeSent(s, now);
     case 'markSuspect':
-      return Object.freeze({ ...s, state: 'suspect', since: now });
+      return Object.freeze({ ...s, state: 'suspect', since: now, lastSuspectAt: now, prevSuspectAt: s.lastSuspectAt });
     case 'markDown':
       return Object.freeze({ ...s, state: 'down', since: now, downs: pushDown(s.downs, now) });
     case 'markUp':
@@ -273,7 +278,8 @@ export function decide(s: PathState, now: number, t: PathTiming, active: boolean
       if (quiet >= downAfter) return MARK_DOWN;
       if (s.lastReplyAt >= s.since) {
         // A reply: back where it was. A path still inside its hold-down (or penalised) was on probation.
-        if (isLossy) return MARK_PROBATION_FRESH;
+        // Lossy, or suspect twice within a hold-down: not a late reply under load but a bad path.
+        if (isLossy || s.lastSuspectAt - s.prevSuspectAt < t.holdDownMs) return MARK_PROBATION_FRESH;
         return now - s.recoveredAt < t.holdDownMs || suppressed ? MARK_PROBATION : MARK_UP;
       }
       break;

@@ -215,6 +215,25 @@ describe('decide: timing of state changes', () => {
     expect(upAt - s.recoveredAt).toBeGreaterThanOrEqual(T.holdDownMs);
   });
 
+  it('one late reply is a fluke (back to up), a second suspect within the hold-down means probation', () => {
+    let s = upPath();
+    // Silence: suspect; then the reply comes (it was late, e.g. queued behind data).
+    s = apply(s, { kind: 'markSuspect' }, t0 + 160);
+    s = onReply(s, t0 + 170, 70);
+    expect(decide(s, t0 + 170, T, true)).toEqual({ kind: 'markUp' });
+    s = apply(s, { kind: 'markUp' }, t0 + 170);
+    // Suspect again 1 s later: no fluke this time.
+    s = apply(s, { kind: 'markSuspect' }, t0 + 1_170);
+    s = onReply(s, t0 + 1_180, 5);
+    expect(decide(s, t0 + 1_180, T, true)).toEqual({ kind: 'markProbation', fresh: true });
+    s = apply(s, { kind: 'markProbation', fresh: true }, t0 + 1_180);
+    expect(s.recoveredAt).toBe(t0 + 1_180);
+    // A third, long after: a fluke again.
+    s = apply(apply(s, { kind: 'markUp' }, t0 + 3_200), { kind: 'markSuspect' }, t0 + 9_000);
+    s = onReply(s, t0 + 9_010, 5);
+    expect(decide(s, t0 + 9_010, T, true)).toEqual({ kind: 'markUp' });
+  });
+
   it('local carrier loss puts the path down at once; back means probation', () => {
     const s = upPath();
     const out = onLocalLink(s, false, t0 + 120);
