@@ -181,17 +181,34 @@ export async function runFlow(tb: Testbed, plan: FlowPlan): Promise<FlowResult> 
   const graceS = plan.graceS ?? 15;
   const seed = randomBytes(16).toString('hex');
   const t0 = Date.now();
-  const startAt = Date.now() + LEAD_MS;
-  const until = startAt + (plan.seconds + graceS) * 1000;
-  const sched = ['--start-at', String(startAt), '--fault-at', String(startAt + plan.windowFromMs), '--until', String(until), '--seed', seed];
-  const tool = (node: 'mh' | 'ch', args: string[]): NsProcess => tb.spawn(node, process.execPath, ['--import', 'tsx', FLOWMETER, ...args, ...sched], { cwd: REPO });
-  const sink = tool('ch', ['sink', '--listen', plan.to, '--port', String(port), '--rr-port', String(rrPort)]);
-  const source = tool('mh', ['source', '--connect', plan.to, '--port', String(port), '--rr-port', String(rrPort), '--seconds', String(plan.seconds)]);
+  const tail = (p: NsProcess): string => p.stderrTail().trim().split('\n').slice(-6).join(' | ');
+  // A tool that dies while starting (seen once: source and sink both exited within 0.4 s, the cause
+  // not captured, on a box where other work was changing the tree) is retried once, with its output
+  // in the summary; a source that runs but cannot connect is not retried: that is the overlay
+  // failing, which the caller must see.
+  let started: { sink: NsProcess; source: NsProcess; startAt: number; until: number } | null = null;
+  const crashes: string[] = [];
+  for (let attempt = 1; started === null; attempt++) {
+    const startAt = Date.now() + LEAD_MS;
+    const until = startAt + (plan.seconds + graceS) * 1000;
+    const sched = ['--start-at', String(startAt), '--fault-at', String(startAt + plan.windowFromMs), '--until', String(until), '--seed', seed];
+    const tool = (node: 'mh' | 'ch', args: string[]): NsProcess => tb.spawn(node, process.execPath, ['--import', 'tsx', FLOWMETER, ...args, ...sched], { cwd: REPO });
+    const sink = tool('ch', ['sink', '--listen', plan.to, '--port', String(port), '--rr-port', String(rrPort)]);
+    const source = tool('mh', ['source', '--connect', plan.to, '--port', String(port), '--rr-port', String(rrPort), '--seconds', String(plan.seconds)]);
+    while (!source.stderrTail().includes('flowmeter: connected') && source.running() && Date.now() < startAt + 3_000) await sleep(20);
+    if (source.stderrTail().includes('flowmeter: connected')) {
+      started = { sink, source, startAt, until };
+      break;
+    }
+    const why = `source ${source.running() ? 'not connected 3 s after the start' : `exited: ${tail(source)}`}; sink ${sink.running() ? 'running' : `exited: ${tail(sink)}`}`;
+    const crashed = !source.running();
+    await Promise.all([sink.stop(500), source.stop(500)]);
+    crashes.push(why);
+    if (!crashed || attempt >= 2) throw new Error(`the flow did not start (${attempt} attempt(s)): ${crashes.join(' // ')}`);
+  }
+  const { sink, source, startAt, until } = started;
   const faults: FaultDone[] = [];
   try {
-    while (!source.stderrTail().includes('flowmeter: connected') && source.running() && Date.now() < startAt + 3_000) await sleep(20);
-    if (!source.stderrTail().includes('flowmeter: connected'))
-      throw new Error(`the flow did not start: source ${source.stderrTail().trim().split('\n').pop() ?? ''}; sink ${sink.stderrTail().trim().split('\n').pop() ?? ''}`);
     const steps = [...plan.faults].sort((a, b) => a.atMs - b.atMs);
     const ticker = plan.onTick === undefined ? null : tick(plan.onTick, startAt, startAt + plan.seconds * 1000);
     for (const s of steps) {
@@ -222,7 +239,8 @@ export async function runFlow(tb: Testbed, plan: FlowPlan): Promise<FlowResult> 
     `${(s.bytes / 1e6).toFixed(0)} MB received of ${(c.bytes / 1e6).toFixed(0)} MB sent in ${plan.seconds} s; ` +
     `intact ${intact}${s.mismatch ? ` (first wrong byte at ${s.mismatch.first_offset})` : ''}, reset ${reset}` +
     `${s.error || c.error ? ` (${[s.error, c.error].filter((x) => x).join(', ')})` : ''}, completed ${completed}, ` +
-    `goodput gap ${s.gap_ms} ms, rr gap ${rrGapMs ?? '—'} ms, moving at the end ${movingAtEnd}; faults: ` +
+    `goodput gap ${s.gap_ms} ms, rr gap ${rrGapMs ?? '—'} ms, moving at the end ${movingAtEnd}` +
+    `${crashes.length > 0 ? ` (tools restarted once: ${crashes.join(' // ')})` : ''}; faults: ` +
     faults.map((f) => `${f.label} @${f.plannedMs}${f.error ? ` FAILED ${f.error}` : f.doneMs === null ? '' : ` (done ${f.doneMs})`}`).join(', ');
   return { sink: s, source: c, faults, intact, reset, completed, gapMs: s.gap_ms, rrGapMs, movingAtEnd, startAt, wallMs: Date.now() - t0, summary };
 }
