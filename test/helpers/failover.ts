@@ -130,8 +130,6 @@ export interface FlowPlan {
   graceS?: number;
   port?: number;
   rrPort?: number;
-  /** Called every ~250 ms during the flow with ms since the start, e.g. to sample status. */
-  onTick?: (ms: number) => Promise<void>;
 }
 
 export interface FaultDone {
@@ -210,7 +208,6 @@ export async function runFlow(tb: Testbed, plan: FlowPlan): Promise<FlowResult> 
   const faults: FaultDone[] = [];
   try {
     const steps = [...plan.faults].sort((a, b) => a.atMs - b.atMs);
-    const ticker = plan.onTick === undefined ? null : tick(plan.onTick, startAt, startAt + plan.seconds * 1000);
     for (const s of steps) {
       await sleep(startAt + s.atMs - Date.now());
       const f: FaultDone = { label: s.label, plannedMs: s.atMs, doneMs: null, error: null };
@@ -222,7 +219,6 @@ export async function runFlow(tb: Testbed, plan: FlowPlan): Promise<FlowResult> 
       }
       faults.push(f);
     }
-    await ticker;
     await Promise.race([Promise.all([sink.exited, source.exited]), sleep(until + 2_000 - Date.now())]);
   } finally {
     await Promise.all([sink.stop(1_000), source.stop(1_000)]);
@@ -243,13 +239,6 @@ export async function runFlow(tb: Testbed, plan: FlowPlan): Promise<FlowResult> 
     `${crashes.length > 0 ? ` (tools restarted once: ${crashes.join(' // ')})` : ''}; faults: ` +
     faults.map((f) => `${f.label} @${f.plannedMs}${f.error ? ` FAILED ${f.error}` : f.doneMs === null ? '' : ` (done ${f.doneMs})`}`).join(', ');
   return { sink: s, source: c, faults, intact, reset, completed, gapMs: s.gap_ms, rrGapMs, movingAtEnd, startAt, wallMs: Date.now() - t0, summary };
-}
-
-async function tick(f: (ms: number) => Promise<void>, from: number, to: number): Promise<void> {
-  while (Date.now() < to) {
-    await f(Date.now() - from).catch(() => {});
-    await sleep(250);
-  }
 }
 
 // 3. Faults the testbed has no single call for.
