@@ -1,4 +1,3 @@
-import { Packr } from 'msgpackr';
 import { MAC_LEN, mac, type MacKey } from '../shared/wire/auth.ts';
 import { writeHeader } from '../shared/wire/codec.ts';
 import { HEADER_LEN, MAX_DATAGRAM, MsgType, type LocatorPref } from '../shared/wire/messages.ts';
@@ -8,9 +7,10 @@ import { HEADER_LEN, MAX_DATAGRAM, MsgType, type LocatorPref } from '../shared/w
  *
  * Profiling the RM handler (node --cpu-prof, in process, no sockets) put 9–12 µs on each positive
  * lookup, a third of it in msgpackr (unpack the request, pack the answer), Buffer allocation and GC.
- * The answer's bulky part (ttl, binding bytes, prefs) depends only on the stored record, so it is
- * packed once per record (AnswerTails) and each answer is: header | array marker | request ID | the
- * 16-byte ID | the record's tail | MAC, written into a caller-owned buffer.
+ * Here each answer is written field by field straight into a caller-owned buffer (header | array
+ * marker | request ID | ID | ttl | binding bytes | prefs | MAC): no intermediate objects, and nothing
+ * kept per record (a memo of packed answers per record would add ~0.5 KB to each of a million
+ * bindings once looked up).
  *
  * The bytes are exactly what shared/wire/codec.ts encode() writes for the same message (msgpack
  * concatenates: an array marker followed by its packed elements); test/unit/rm-fastpath.test.ts checks
@@ -18,23 +18,6 @@ import { HEADER_LEN, MAX_DATAGRAM, MsgType, type LocatorPref } from '../shared/w
  * body (another integer width for the request ID, extra fields) goes to the general decoder instead,
  * so the fast path never accepts what the codec would refuse.
  */
-
-const packr = new Packr({ useRecords: false, int64AsType: 'number', bundleStrings: false });
-
-/** The packed fields of a record's answers, shared by every asker and subscriber. Immutable. */
-export interface AnswerTails {
-  /** ttl | binding | prefs — LOOKUP-REPLY fields 3..5. */
-  readonly lookup: Buffer;
-  /** binding | ttl | prefs — PUSH fields 2..4. */
-  readonly push: Buffer;
-}
-
-export function answerTails(binding: Uint8Array | null, ttl: number, prefs: readonly LocatorPref[]): AnswerTails {
-  const b = packr.pack(binding);
-  const t = packr.pack(ttl);
-  const p = packr.pack(prefs.map((x) => [x.index, x.priority, x.weight, x.up ? 1 : 0]));
-  return Object.freeze({ lookup: Buffer.concat([t, b, p]), push: Buffer.concat([b, t, p]) });
-}
 
 /**
  * The request ID of a canonical LOOKUP body in buf[HEADER_LEN, len - MAC_LEN): 0x92, a msgpack
@@ -96,12 +79,59 @@ function writeUint(out: Uint8Array, o: number, v: number): number {
   return o + 5;
 }
 
+/** msgpack bin 8/16 header and bytes (a binding is at most MAX_BINDING_LEN < 65536 bytes). */
+function writeBin(out: Uint8Array, o: number, b: Uint8Array): number {
+  if (b.length < 0x100) {
+    out[o] = 0xc4;
+    out[o + 1] = b.length;
+    o += 2;
+  } else {
+    out[o] = 0xc5;
+    out[o + 1] = b.length >>> 8;
+    out[o + 2] = b.length & 0xff;
+    o += 3;
+  }
+  out.set(b, o);
+  return o + b.length;
+}
+
+/** prefs as the codec packs them: [[index, priority, weight, up 0/1]…] (at most MAX_LOCATORS < 16). */
+function writePrefs(out: Uint8Array, o: number, prefs: readonly LocatorPref[]): number {
+  out[o++] = 0x90 | prefs.length;
+  for (let i = 0; i < prefs.length; i++) {
+    const p = prefs[i];
+    out[o++] = 0x94;
+    o = writeUint(out, o, p.index);
+    o = writeUint(out, o, p.priority);
+    o = writeUint(out, o, p.weight);
+    out[o++] = p.up ? 1 : 0;
+  }
+  return o;
+}
+
+/** Room the variable fields take at most, so that a bug can never write past out. */
+function fits(out: Uint8Array, o: number, binding: Uint8Array | null, prefs: readonly LocatorPref[]): boolean {
+  const need = o + 5 + 3 + (binding?.length ?? 1) + 1 + prefs.length * 9 + MAC_LEN;
+  return need <= MAX_DATAGRAM && need <= out.length && prefs.length < 16;
+}
+
 /**
  * LOOKUP-REPLY into out[0, returned length): the ID is copied from id[idOff, idOff+16) (the request's
- * own bytes), the rest from the tail. Returns 0 if it would not fit a control datagram (cannot happen
- * for a valid binding; checked so that a bug can never write past out).
+ * own bytes); binding null is the negative answer. Returns 0 if it might not fit a control datagram
+ * (cannot happen for a valid binding).
  */
-export function writeLookupReply(out: Buffer, sid: number, seq: number, key: MacKey, reqId: number, id: Uint8Array, idOff: number, tail: Buffer): number {
+export function writeLookupReply(
+  out: Buffer,
+  sid: number,
+  seq: number,
+  key: MacKey,
+  reqId: number,
+  id: Uint8Array,
+  idOff: number,
+  ttl: number,
+  binding: Uint8Array | null,
+  prefs: readonly LocatorPref[],
+): number {
   writeHeader(out, MsgType.lookupReply, sid, seq);
   let o = HEADER_LEN;
   out[o++] = 0x95;
@@ -110,22 +140,25 @@ export function writeLookupReply(out: Buffer, sid: number, seq: number, key: Mac
   out[o++] = 16;
   for (let i = 0; i < 16; i++) out[o + i] = id[idOff + i];
   o += 16;
-  if (o + tail.length + MAC_LEN > MAX_DATAGRAM || o + tail.length + MAC_LEN > out.length) return 0;
-  tail.copy(out, o);
-  o += tail.length;
+  if (!fits(out, o, binding, prefs)) return 0;
+  o = writeUint(out, o, ttl);
+  if (binding === null) out[o++] = 0xc0;
+  else o = writeBin(out, o, binding);
+  o = writePrefs(out, o, prefs);
   mac(key, out, 0, o, out, o);
   return o + MAC_LEN;
 }
 
-/** PUSH into out[0, returned length); 0 if it would not fit (see writeLookupReply). */
-export function writePush(out: Buffer, sid: number, seq: number, key: MacKey, pushId: number, tail: Buffer): number {
+/** PUSH into out[0, returned length); 0 if it might not fit (see writeLookupReply). */
+export function writePush(out: Buffer, sid: number, seq: number, key: MacKey, pushId: number, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[]): number {
   writeHeader(out, MsgType.push, sid, seq);
   let o = HEADER_LEN;
   out[o++] = 0x94;
   o = writeUint(out, o, pushId);
-  if (o + tail.length + MAC_LEN > MAX_DATAGRAM || o + tail.length + MAC_LEN > out.length) return 0;
-  tail.copy(out, o);
-  o += tail.length;
+  if (!fits(out, o, binding, prefs)) return 0;
+  o = writeBin(out, o, binding);
+  o = writeUint(out, o, ttl);
+  o = writePrefs(out, o, prefs);
   mac(key, out, 0, o, out, o);
   return o + MAC_LEN;
 }

@@ -99,7 +99,7 @@ export class PushQueue {
   }
 
   /** Queues and sends at once. False when the queue is full (counted). */
-  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], tail: Buffer, now: number): boolean {
+  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number): boolean {
     const old = s.pushByKey.get(key);
     if (old !== undefined) {
       s.pushes.delete(old);
@@ -111,7 +111,7 @@ export class PushQueue {
     }
     const pushId = s.nextPushId;
     s.nextPushId = s.nextPushId >= 0xffffffff ? 1 : s.nextPushId + 1;
-    const p: PendingPush = { key, pushId, binding, ttl, prefs, tail, attempts: 1, nextAt: now + pushBackoffMs(1, this.retransmitMs) };
+    const p: PendingPush = { key, pushId, binding, ttl, prefs, attempts: 1, nextAt: now + pushBackoffMs(1, this.retransmitMs) };
     s.pushes.set(pushId, p);
     s.pushByKey.set(key, pushId);
     this.count++;

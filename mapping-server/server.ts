@@ -20,7 +20,7 @@ import {
   type Unsubscribe,
 } from '../shared/wire/messages.ts';
 import type { RmConfig } from './config.ts';
-import { answerTails, parseLookup, parsedReqId, writeLookupReply, writePush, type AnswerTails } from './fastpath.ts';
+import { parseLookup, parsedReqId, writeLookupReply, writePush } from './fastpath.ts';
 import { createPolicy, type Policy } from './policy.ts';
 import { PushQueue, Subscriptions } from './push.ts';
 import { RateLimiter, takeToken, type Bucket } from './ratelimit.ts';
@@ -117,8 +117,6 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
   const out = Buffer.allocUnsafe(MAX_DATAGRAM);
   const idScratch = new Uint8Array(16);
   const maxTtlS = config.lookup.maxTtlS;
-  const negativeTails = answerTails(null, config.lookup.negativeTtlS, NO_PREFS);
-  const tailsOf = (rec: StoredBinding): AnswerTails => (rec.tails ??= answerTails(rec.bytes, Math.min(rec.ttl, maxTtlS), rec.prefs));
 
   function describe(bytes: Uint8Array): { ttl: number; prefs: StoredBinding['prefs'] } | null {
     const d = decodeBinding(bytes);
@@ -143,10 +141,9 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
   }
 
   function sendPush(s: Session, p: PendingPush): void {
-    // The binding, ttl and prefs were packed once for all followers; per follower only the header,
-    // push ID and MAC are new.
+    // Written by hand into the one reused buffer (fastpath.ts): no msgpackr, no Buffer per follower.
     s.txSeq++;
-    const n = writePush(out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.tail);
+    const n = writePush(out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.binding, p.ttl, p.prefs);
     if (n === 0) c.txErrors++;
     else sendOn(s.socket, out, s.port, s.address, n);
     if (pushTimer === null && running) {
@@ -261,18 +258,17 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
     const k = buf.toString('latin1', idOff, idOff + 16);
     const rec = (store as BindingStore).get(k);
     for (let i = 0; i < 16; i++) idScratch[i] = buf[idOff + i];
-    let tail: Buffer;
+    s.txSeq++;
+    let n: number;
     if (rec !== undefined && s.view.mayLearn(idScratch, k)) {
       c.lookup.positive++;
-      tail = tailsOf(rec).lookup;
+      n = writeLookupReply(out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, Math.min(rec.ttl, maxTtlS), rec.bytes, rec.prefs);
     } else {
       // Location privacy: a denied asker gets exactly the answer for an unknown ID.
       if (rec !== undefined) c.lookup.denied++;
       else c.lookup.negative++;
-      tail = negativeTails.lookup;
+      n = writeLookupReply(out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, config.lookup.negativeTtlS, null, NO_PREFS);
     }
-    s.txSeq++;
-    const n = writeLookupReply(out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, tail);
     if (n === 0) c.txErrors++;
     else sendOn(s.socket, out, s.port, s.address, n);
   }
@@ -354,8 +350,7 @@ export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServ
     if (followers === undefined || rec === undefined) return;
     const now = clock.now();
     const ttl = Math.min(rec.ttl, config.lookup.maxTtlS);
-    const tail = tailsOf(rec).push;
-    for (const f of followers) if (f.view.mayLearn(idBytes, k)) pushes.push(f, k, rec.bytes, ttl, rec.prefs, tail, now);
+    for (const f of followers) if (f.view.mayLearn(idBytes, k)) pushes.push(f, k, rec.bytes, ttl, rec.prefs, now);
   }
 
   function onSubscribe(s: Session, m: Subscribe): void {

@@ -35,8 +35,6 @@ export interface PendingPush {
   readonly binding: Uint8Array;
   readonly ttl: number;
   readonly prefs: readonly LocatorPref[];
-  /** binding, ttl and prefs packed once for every follower (fastpath.ts). */
-  readonly tail: Buffer;
   attempts: number;
   nextAt: number;
 }

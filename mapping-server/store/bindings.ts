@@ -5,7 +5,6 @@ import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import { RealmnetError } from '../../shared/errors.ts';
 import type { LocatorPref } from '../../shared/wire/messages.ts';
-import type { AnswerTails } from '../fastpath.ts';
 
 /**
  * The binding store: every live binding in memory, SQLite (better-sqlite3, WAL) as the durable
@@ -37,10 +36,6 @@ export class StoredBinding {
     /** Realm policy on its locators (policy.ts), computed when stored. */
     readonly prefs: readonly LocatorPref[],
   ) {}
-
-  /** The record's packed answer fields (fastpath.ts), made on its first lookup or push: a memo of
-   *  the immutable fields above, so it never goes stale; a changed binding is a new record. */
-  tails: AnswerTails | null = null;
 }
 
 export interface StoreOptions {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { answerTails, parseLookup, parsedReqId, writeLookupReply, writePush } from '../../mapping-server/fastpath.ts';
+import { parseLookup, parsedReqId, writeLookupReply, writePush } from '../../mapping-server/fastpath.ts';
 import { macKey } from '../../shared/wire/auth.ts';
 import { decode, encode } from '../../shared/wire/codec.ts';
 import { MAX_DATAGRAM, type LocatorPref } from '../../shared/wire/messages.ts';
@@ -11,6 +11,8 @@ import { MAX_DATAGRAM, type LocatorPref } from '../../shared/wire/messages.ts';
 const key = macKey(new Uint8Array(32).fill(7));
 const id = Uint8Array.from({ length: 16 }, (_, i) => 0xf0 + i);
 const binding = Uint8Array.from({ length: 170 }, (_, i) => i);
+// Longer than 255 bytes: msgpack bin 16 instead of bin 8 (a binding with several IPv6 locators).
+const longBinding = Uint8Array.from({ length: 300 }, (_, i) => i & 0xff);
 const prefs: LocatorPref[] = [
   { index: 0, priority: 1, weight: 50, up: true },
   { index: 1, priority: 200, weight: 0, up: false },
@@ -45,9 +47,10 @@ describe('RM fast path', () => {
     for (const reqId of REQ_IDS) {
       for (const [b, ttl, p] of [
         [binding, 300, prefs],
+        [longBinding, 86400, prefs],
         [null, 60, []],
       ] as const) {
-        const n = writeLookupReply(out, 77, 1234567, key, reqId, id, 0, answerTails(b, ttl, p).lookup);
+        const n = writeLookupReply(out, 77, 1234567, key, reqId, id, 0, ttl, b, p);
         const want = encode({ type: 'lookupReply', reqId, hostId: id, ttl, binding: b, prefs: p }, { sid: 77, seq: 1234567, key });
         expect(out.subarray(0, n).equals(want)).toBe(true);
         const d = decode(out.subarray(0, n), () => key);
@@ -58,16 +61,15 @@ describe('RM fast path', () => {
 
   it('writes PUSH exactly as encode() does', () => {
     const out = Buffer.alloc(MAX_DATAGRAM);
-    const tail = answerTails(binding, 86400, prefs).push;
     for (const pushId of REQ_IDS) {
-      const n = writePush(out, 5, 2 ** 40, key, pushId, tail);
+      const n = writePush(out, 5, 2 ** 40, key, pushId, binding, 86400, prefs);
       expect(out.subarray(0, n).equals(encode({ type: 'push', pushId, binding, ttl: 86400, prefs }, { sid: 5, seq: 2 ** 40, key }))).toBe(true);
     }
   });
 
   it('never writes past the buffer it is given', () => {
     const small = Buffer.alloc(64);
-    expect(writeLookupReply(small, 1, 1, key, 1, id, 0, answerTails(binding, 1, prefs).lookup)).toBe(0);
-    expect(writePush(small, 1, 1, key, 1, answerTails(binding, 1, prefs).push)).toBe(0);
+    expect(writeLookupReply(small, 1, 1, key, 1, id, 0, 1, binding, prefs)).toBe(0);
+    expect(writePush(small, 1, 1, key, 1, binding, 1, prefs)).toBe(0);
   });
 });
