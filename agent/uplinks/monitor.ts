@@ -22,8 +22,8 @@
  * Measured (test/e2e/monitor.test.ts, 2 vCPU): kernel change → onChange 0.3–6 ms (median ~0.5 ms).
  * Carrier changes reach netlink through the kernel's link watcher: at once for a device whose ifindex
  * differs from its iflink (a veth whose peer has another number), otherwise batched, at most one batch
- * per second for the whole host. For real NICs and for the testbed's mh eth-a (ifindex 2, peer 2) a
- * carrier loss can so be reported up to ~1 s late, and a loss shorter than that not at all: probing
+ * per second for the whole host. For real NICs (the testbed gives every veth end an index of its own,
+ * so it is in the first case) a carrier loss can so be reported up to ~1 s late, and a loss shorter than that not at all: probing
  * (failover.ts) covers that gap. IPv4 routes flushed by the kernel are not announced (see reduce()).
  */
 import { execFile, spawn } from 'node:child_process';

@@ -11,7 +11,8 @@
  * That matters: the kernel's link watcher reports a carrier change at once ("urgent") only for a
  * device whose ifindex differs from its iflink (for a veth, the peer's ifindex); otherwise the event
  * is batched, at most one batch per second system-wide, and a carrier loss can be reported up to ~1 s
- * late. Real NICs (iflink == ifindex) are in the second case, and so is the testbed's mh eth-a.
+ * late. Real NICs (iflink == ifindex) are in the second case; the shared testbed is not (its veth
+ * ends all have indexes of their own).
  *
  * The monitor runs where the agent runs it: inside mh, as `ip netns exec mh node` with a small
  * harness that prints every change as a JSON line with its time.
