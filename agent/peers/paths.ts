@@ -8,6 +8,7 @@ import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapca
 import {
   apply,
   decide,
+  flapPenalty,
   initialPathState,
   lossRatio,
   onLocalLink,
@@ -395,12 +396,9 @@ export class PeerPaths {
 
   private choose(p: Peer, now: number): void {
     const ups = this.deps.uplinks;
-    // A path not yet asked long enough to have answered ranks as up: otherwise whichever path answers
-    // first would win and traffic would hop there and back while a peer's probing starts.
-    const grace = this.opts.timing.probeIntervalMs;
     const cands: PathCandidate<TrackedPath>[] = p.paths.map((x) => ({
       path: x,
-      state: x.state.state === 'unknown' && now - x.state.since < grace ? Object.freeze({ ...x.state, state: 'up' as const }) : x.state,
+      state: this.rankAs(x.state, now),
       remotePriority: x.locator.priority,
       localPriority: ups[x.uplink].priority,
       weight: x.locator.weight * ups[x.uplink].weight,
@@ -418,6 +416,20 @@ export class PeerPaths {
     const next: MapEntry = Object.freeze({ ...e, path, group: groupPaths });
     if (this.deps.cache.set(next)) p.entry = next;
     if (prev !== best) this.record(p, prev, best, now);
+  }
+
+  /**
+   * The state a path is ranked by. A path not yet asked long enough to have answered ranks as up:
+   * otherwise whichever path answers first would win and traffic would hop there and back while a
+   * peer's probing starts. A path on probation whose flap penalty holds it there ranks as down (a
+   * last resort): a flapping uplink must not win traffic back whenever the other path has a late
+   * probe reply, which under load happens (seen in the flapping test: a switch per flap).
+   */
+  private rankAs(s: PathState, now: number): PathState {
+    const t = this.opts.timing;
+    if (s.state === 'unknown' && now - s.since < t.probeIntervalMs) return Object.freeze({ ...s, state: 'up' as const });
+    if (s.state === 'probation' && flapPenalty(s, now, t) >= t.flapSuppressAt) return Object.freeze({ ...s, state: 'down' as const });
+    return s;
   }
 
   private record(p: Peer, from: TrackedPath | null, to: TrackedPath | null, now: number): void {

@@ -136,6 +136,30 @@ describe('PeerPaths', () => {
     expect(t.pp.failovers().at(-1)?.reason).toBe('uplink ispa down');
   });
 
+  it('a flapping uplink on probation does not win traffic back when the other path has a late reply', () => {
+    const t = setup();
+    t.run(500, [0, 1]);
+    const ul = t.uplinks[0] as { up: boolean };
+    for (let i = 0; i < 3; i++) {
+      ul.up = false;
+      t.pp.uplinksChanged();
+      t.run(200, [1]);
+      ul.up = true;
+      t.pp.uplinksChanged();
+      t.run(300, [0, 1]);
+    }
+    expect(t.inUse()).toBe(1);
+    expect(t.pp.paths()[0].state).toBe('probation');
+    // ispb's replies stop for 200 ms (suspect, not down): ispa, held by its flap penalty, stays a last resort.
+    const before = t.pp.failovers().length;
+    for (let i = 0; i < 30 && t.pp.paths()[1].state !== 'suspect'; i++) t.run(10, [0]);
+    expect(t.pp.paths()[1].state).toBe('suspect');
+    expect(t.inUse()).toBe(1);
+    t.run(300, [0, 1]);
+    expect(t.inUse()).toBe(1);
+    expect(t.pp.failovers().slice(before)).toEqual([]);
+  });
+
   it('probes an idle peer rarely and an active one every probe interval', () => {
     const t = setup();
     t.run(1000, [0, 1]);
