@@ -63,6 +63,7 @@ export interface AgentStatus {
   readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean };
   readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number }[];
   readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number }) | null;
+  readonly mapCacheStats: { readonly size: number; readonly capacity: number; readonly evicted: number };
   readonly mapCache: readonly { readonly hostId: string; readonly source: string; readonly seq: number; readonly locators: readonly string[]; readonly path: string | null; readonly ageS: number; readonly ttlS: number | null }[];
   readonly inside: Readonly<InsideStats>;
   readonly outside: Readonly<OutsideStats>;
@@ -389,6 +390,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
           rl === null || rs === null
             ? null
             : { ...rl.status(), servers: (config.rm?.servers ?? []).map((s) => `${s.address}:${s.port}`), resolver: { ...rs.counters }, pendingIds: rs.pendingIds() },
+        mapCacheStats: { size: cache.size, capacity: cache.capacity, evicted: cache.evicted },
         mapCache: cache.entries().map((e) => ({
           hostId: e.hostId,
           source: e.source,

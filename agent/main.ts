@@ -11,7 +11,7 @@ import type { AgentConfig } from './config.ts';
 import { createRmClient } from './mapcache/client.ts';
 import { UplinkMonitor } from './uplinks/monitor.ts';
 import { loadAgentConfig, DEFAULTS } from './config.ts';
-import { queryControl, startControlServer } from './control.ts';
+import { newControlCounters, queryControl, startControlServer } from './control.ts';
 import { createIpCommand } from './netconfig.ts';
 import { openTun } from './tun/tun.ts';
 import { openUdp } from '../shared/udp/socket.ts';
@@ -56,7 +56,9 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   await agent.start();
   let control;
   try {
-    control = await startControlServer(config.control.socket, () => agent.status());
+    // The control socket's own counters travel with the status: it is untrusted local input too.
+    const counters = newControlCounters();
+    control = await startControlServer(config.control.socket, () => ({ ...agent.status(), control: { ...counters } }), counters);
   } catch (e) {
     await agent.stop();
     throw e;

@@ -24,6 +24,7 @@ export function formatStatus(st: AgentStatus): string {
     out.push('Realm Manager: none configured (static bindings only)');
     out.push('');
   }
+  out.push(`map-cache ${st.mapCacheStats.size}/${st.mapCacheStats.capacity} entries${st.mapCacheStats.evicted > 0 ? `, ${st.mapCacheStats.evicted} evicted (least recently used)` : ''}`);
   out.push(
     st.mapCache.length === 0
       ? 'map-cache: empty'
