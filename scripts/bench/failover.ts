@@ -959,16 +959,7 @@ function estimateMs(o: Options): number {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(argv);
-  } catch (e) {
-    if (e instanceof UsageProblem) {
-      console.error(`bench failover: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
+  const o = parseOptions(argv);
   const total = o.scenarios.length * o.reps * o.systems.length;
   const est = estimateMs(o);
   const worst = est + total * o.graceS * 1000;

@@ -3,11 +3,12 @@
  *
  * Runs the exported `run(argv)` of scripts/bench/NAME.ts. A benchmark is any file here that exports
  * `run`; the others (iperf, cpu, table, nebula) are helpers. An unknown NAME prints one line with
- * the available ones and exits 2.
+ * the available ones and exits 2; so does a bad option (a UsageProblem thrown by the bench).
  */
 import { readdir } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { join } from 'node:path';
+import { UsageProblem } from './table.ts';
 
 export type BenchRun = (argv: string[]) => Promise<number | void>;
 
@@ -37,8 +38,14 @@ async function main(argv: string[]): Promise<number> {
   }
   const run = await load(name);
   if (run === undefined) return 2;
-  const code = await run(rest);
-  return typeof code === 'number' ? code : 0;
+  try {
+    const code = await run(rest);
+    return typeof code === 'number' ? code : 0;
+  } catch (e) {
+    if (!(e instanceof UsageProblem)) throw e;
+    console.error(`bench ${name}: ${e.message}`);
+    return 2;
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -323,16 +323,7 @@ function toJson(o: Options, rows: RowResult[], load: { start: number; end: numbe
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(argv);
-  } catch (e) {
-    if (e instanceof UsageProblem) {
-      console.error(`bench throughput: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
+  const o = parseOptions(argv);
   const loadStart = loadavg()[0] ?? 0;
   const tb = await up({ prefix: `rnb${process.pid % 100000}-` });
   const rows: RowResult[] = [];
