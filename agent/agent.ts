@@ -8,13 +8,13 @@ import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';
 import { DropCounters, type DropName } from './dataplane/drops.ts';
-import { MapCache, boundLocator, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
+import { MapCache, boundLocator, locatorText, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
 import type { RmClient } from './mapcache/client.ts';
-import { Resolver, entryFromAnswer, type ResolverCounter } from './mapcache/resolver.ts';
+import { Resolver, type ResolverCounter } from './mapcache/resolver.ts';
 import { DEFAULT_PEER_PATHS, PeerPaths, type FailoverRecord, type PathStatus, type PeerCounter } from './peers/paths.ts';
 import { DEFAULT_PATH_TIMING, type PathTiming } from './failover.ts';
 import { tunUpCommands, type NetConfig } from './netconfig.ts';
-import { choosePath } from './paths.ts';
+import { choosePath, repathEntries } from './paths.ts';
 import { RmLink, type RmLinkStatus } from './rmlink.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
 import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from '../shared/udp/socket.ts';
@@ -72,7 +72,7 @@ export interface AgentStatus {
   readonly paths: readonly PathStatus[];
   /** Path changes, newest last (at most 20). */
   readonly failovers: readonly FailoverRecord[];
-  /** Messages between agents (probes, replies, direct updates) and why some were dropped; null without identity. */
+  /** Messages between agents (probes, replies, direct updates) and why some were dropped; null without an RM (probing needs the peers' keys). */
   readonly peers: Readonly<Record<PeerCounter, number>> | null;
 }
 
@@ -145,18 +145,13 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
    * preferences came with the RM's answer: a locator we already had keeps the priority and weight
    * the RM served for it; only its state and the set of locators come from the host.
    */
-  function applyDirect(b: Binding, res: Resolver | null): void {
+  function applyDirect(b: Binding, res: Resolver): void {
     const held = cache.lookup(b.hostId.toBytes(), 0);
     const locators: Locator[] = b.locators.map((l) => {
       const h = held?.locators.find((x) => x.address === l.address && x.port === l.port);
       return h === undefined ? l : { ...l, priority: h.priority, weight: h.weight };
     });
-    const answer = { kind: 'binding' as const, hostId: b.hostId, binding: b, locators, ttl: b.ttl };
-    if (res !== null) res.applyDirect(answer);
-    else {
-      const e = entryFromAnswer(answer, uplinks?.list ?? [], deps.clock.now());
-      cache.set(held === undefined ? e : Object.freeze({ ...e, traffic: held.traffic }));
-    }
+    res.applyDirect({ kind: 'binding', hostId: b.hostId, binding: b, locators, ttl: b.ttl });
   }
 
   /**
@@ -182,17 +177,13 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
       u.weight = l.weight;
       changed = true;
     }
-    if (!changed) return;
-    if (peerPaths !== null) peerPaths.uplinksChanged();
-    else repath(ul);
+    if (changed) uplinksChanged(ul);
   }
 
-  /** Rebuilds every map-cache entry's path from the uplinks' current state. */
-  function repath(ul: Uplinks): void {
-    for (const e of cache.entries()) {
-      const path = choosePath(ul.list, e.locators);
-      if (path?.uplink !== e.path?.uplink || path?.locator !== e.path?.locator) cache.set(Object.freeze({ ...e, path }));
-    }
+  /** The uplinks' state or priorities changed: every entry's path is chosen again. */
+  function uplinksChanged(ul: Uplinks): void {
+    if (peerPaths !== null) peerPaths.uplinksChanged();
+    else repathEntries(cache, ul.list);
   }
 
   /**
@@ -217,8 +208,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
       if (u.up === f.usable) return;
       u.up = f.usable;
       log.warn({ uplink: name, carrier: f.carrier, address: f.hasAddress, route: f.hasRoute }, f.usable ? 'uplink up' : 'uplink down: moving traffic to the remaining uplinks');
-      if (peerPaths !== null) peerPaths.uplinksChanged();
-      else repath(ul);
+      uplinksChanged(ul);
       void rmLink?.register();
     };
     m.onChange(apply);
@@ -285,7 +275,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         }
 
         const r = res;
-        const pp = id === undefined ? null : new PeerPaths(
+        // Probing needs keys (ours, and the peers' from their bindings), so an RM: static peers have no keys.
+        const pp = id === undefined || r === null ? null : new PeerPaths(
           { ...DEFAULT_PEER_PATHS, timing: pathTiming(config), instanceId: config.realm.instanceId },
           {
             cache,
@@ -395,7 +386,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
           hostId: e.hostId,
           source: e.source,
           seq: e.seq,
-          locators: e.locators.map((l) => `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port} p${l.priority}${l.up ? '' : ' down'}`),
+          locators: e.locators.map((l) => `${locatorText(l)} p${l.priority}${l.up ? '' : ' down'}`),
           path: e.path ? `${uplinks?.list[e.path.uplink]?.name ?? e.path.uplink} → ${e.path.locator.address}` : null,
           ageS: Math.round((now - e.createdAt) / 1000),
           ttlS: Number.isFinite(e.expiresAt) ? Math.max(0, Math.round((e.expiresAt - now) / 1000)) : null,

@@ -1,5 +1,5 @@
 import type { Family } from '../shared/locator.ts';
-import type { BoundLocator, Path } from './mapcache/cache.ts';
+import type { BoundLocator, MapCache, MapEntry, Path } from './mapcache/cache.ts';
 
 /** What path choice needs to know of a local uplink. */
 export interface UplinkView {
@@ -33,4 +33,16 @@ export function choosePath(uplinks: readonly UplinkView[], locators: readonly Bo
     }
   }
   return best;
+}
+
+/**
+ * Swaps in, for every map-cache entry that `skip` leaves to someone else (path probing decides for
+ * the peers it tracks), a copy with the path choosePath picks from the uplinks' state now.
+ */
+export function repathEntries(cache: MapCache, uplinks: readonly UplinkView[], skip: (e: MapEntry) => boolean = () => false): void {
+  for (const e of cache.entries()) {
+    if (skip(e)) continue;
+    const path = choosePath(uplinks, e.locators);
+    if (path?.uplink !== e.path?.uplink || path?.locator !== e.path?.locator) cache.set(Object.freeze({ ...e, path, group: [] }));
+  }
 }

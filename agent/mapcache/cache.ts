@@ -37,6 +37,11 @@ export function boundLocator(address: string, port: number, priority: number, we
   return Object.freeze({ address, port, family: familyOf(address), bytes: locatorBytes(address), priority, weight, up });
 }
 
+/** "192.0.2.1:4341" or "[2001:db8::1]:4341": how status and logs write a locator. */
+export function locatorText(l: { readonly address: string; readonly port: number; readonly family: Family }): string {
+  return `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port}`;
+}
+
 export interface Path {
   /** Index of the local uplink that sends. */
   readonly uplink: number;

@@ -1,6 +1,7 @@
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import { HostId } from '../../shared/ids.ts';
+import { hex16 } from '../../shared/bytes.ts';
 import type { Locator } from '../../shared/binding.ts';
 import { choosePath, type UplinkView } from '../paths.ts';
 import { boundLocator, type MapCache, type MapEntry, type BoundLocator } from './cache.ts';
@@ -76,7 +77,7 @@ export class Resolver {
 
   /** Data plane, inside: no binding for the destination ID at buf[idOff..]. Returns true if the packet was kept. */
   missInside(buf: Uint8Array, off: number, len: number, idOff: number): boolean {
-    const key = hexAt(buf, idOff);
+    const key = hex16(buf, idOff);
     if (this.isNegative(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
@@ -85,7 +86,7 @@ export class Resolver {
 
   /** Data plane, outside: a datagram whose inner source ID (at idOff) has no binding. */
   missOutside(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number): boolean {
-    const key = hexAt(buf, idOff);
+    const key = hex16(buf, idOff);
     if (this.isNegative(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
@@ -256,8 +257,4 @@ export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkV
     publicKey: answer.binding.publicKey,
     traffic: { tx: 0, rx: 0 },
   });
-}
-
-function hexAt(buf: Uint8Array, off: number): string {
-  return Buffer.from(buf.buffer, buf.byteOffset + off, 16).toString('hex');
 }

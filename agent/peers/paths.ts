@@ -4,7 +4,8 @@ import { decodeBinding, verifyBinding, type Binding } from '../../shared/binding
 import { ReplayWindow, type MacKey } from '../../shared/wire/auth.ts';
 import type { Family } from '../../shared/locator.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
-import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapcache/cache.ts';
+import { locatorText, type BoundLocator, type GroupPath, type MapCache, type MapEntry, type Path } from '../mapcache/cache.ts';
+import { hex16, sameBytes16 } from '../../shared/bytes.ts';
 import {
   apply,
   decide,
@@ -19,7 +20,7 @@ import {
   type PathState,
   type PathTiming,
 } from '../failover.ts';
-import { choosePath } from '../paths.ts';
+import { repathEntries } from '../paths.ts';
 import { pairKey } from './keys.ts';
 import { PEER_MAX_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer, type PeerMessage } from './wire.ts';
 
@@ -212,11 +213,7 @@ export class PeerPaths {
    * choice (no probe knowledge about them).
    */
   uplinksChanged(): void {
-    for (const e of this.deps.cache.entries()) {
-      if (this.peers.has(hexOf(e.id))) continue;
-      const path = choosePath(this.deps.uplinks, e.locators);
-      if (path?.uplink !== e.path?.uplink || path?.locator !== e.path?.locator) this.deps.cache.set(Object.freeze({ ...e, path, group: [] }));
-    }
+    repathEntries(this.deps.cache, this.deps.uplinks, (e) => this.peers.has(hex16(e.id)));
     this.tick();
   }
 
@@ -250,14 +247,14 @@ export class PeerPaths {
   private handle(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number): void {
     const env = openPeer(buf, off, len, this.opts.instanceId);
     if (typeof env === 'string') return void this.counters[env]++;
-    if (!sameId(this.deps.myId, buf, env.toOff)) return void this.counters.peerNotForUs++;
+    if (!sameBytes16(this.deps.myId, 0, buf, env.toOff)) return void this.counters.peerNotForUs++;
     const entry = this.deps.cache.lookup(buf, env.fromOff);
     if (entry === undefined) return void this.counters.peerUnknown++;
     const key = this.keyFor(entry);
     if (key === null) return void this.counters.peerNoKey++;
     if (!verifyPeer(key, buf, off, len)) return void this.counters.peerBadMac++;
     const msg = readPeer(buf, off, len, env);
-    const hex = hexOf(entry.id);
+    const hex = hex16(entry.id);
     const now = this.deps.clock.now();
     switch (msg.type) {
       case PeerType.Probe:
@@ -288,7 +285,7 @@ export class PeerPaths {
         out.push({
           peer: p.hostId,
           uplink: this.deps.uplinks[t.uplink]?.name ?? String(t.uplink),
-          locator: locText(t.locator),
+          locator: locatorText(t.locator),
           state: t.state.state,
           rttMs: t.state.rttMs === null ? null : Math.round(t.state.rttMs * 100) / 100,
           lossPct: Math.round(lossRatio(t.state, now) * 1000) / 10,
@@ -309,7 +306,7 @@ export class PeerPaths {
   private discover(now: number): void {
     for (const e of this.deps.cache.entries()) {
       if (e.publicKey === null) continue;
-      const hex = hexOf(e.id);
+      const hex = hex16(e.id);
       if (this.peers.has(hex)) continue;
       if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
       const p: Peer = { hex, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [] };
@@ -474,7 +471,7 @@ export class PeerPaths {
   }
 
   private pathText(t: TrackedPath): string {
-    return `${this.deps.uplinks[t.uplink]?.name ?? t.uplink} → ${locText(t.locator)}`;
+    return `${this.deps.uplinks[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator)}`;
   }
 
   private probe(p: Peer, path: TrackedPath, key: MacKey, now: number): void {
@@ -503,7 +500,7 @@ export class PeerPaths {
   private onUpdateMsg(entry: MapEntry, uplink: number, src: Uint8Array, port: number, msg: PeerMessage, key: MacKey): void {
     this.counters.updatesReceived++;
     const d = decodeBinding(msg.binding as Uint8Array);
-    if (!d.ok || !sameId(entry.id, d.binding.hostId.toBytes(), 0) || !verifyBinding(d.binding).ok) return void this.counters.peerBadBinding++;
+    if (!d.ok || !sameBytes16(entry.id, 0, d.binding.hostId.toBytes(), 0) || !verifyBinding(d.binding).ok) return void this.counters.peerBadBinding++;
     const b = d.binding;
     // Whatever its order, a valid update is acknowledged (the sender may have missed our ack).
     this.send(uplink, src, port, { type: PeerType.UpdateAck, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token, counter: this.nextCounter() }, key);
@@ -511,7 +508,7 @@ export class PeerPaths {
     this.counters.updatesApplied++;
     this.deps.log.info({ peer: entry.hostId, seq: b.seq, locators: b.locators.map((l) => `${l.uplink}=${l.address}/${l.state}`).join(',') }, 'binding update received from the peer');
     this.deps.applyBinding(b);
-    const p = this.peers.get(hexOf(entry.id));
+    const p = this.peers.get(hex16(entry.id));
     if (p !== undefined) this.runPeer(p, this.deps.clock.now());
   }
 
@@ -551,7 +548,7 @@ export class PeerPaths {
 
   private keyFor(e: MapEntry): MacKey | null {
     if (e.publicKey === null) return null;
-    const hex = hexOf(e.id);
+    const hex = hex16(e.id);
     const held = this.keys.get(hex);
     if (held !== undefined && Buffer.compare(held.publicKey, e.publicKey) === 0) return held.key;
     const key = pairKey(this.deps.mySeed, this.deps.myId, e.publicKey, e.id);
@@ -579,18 +576,6 @@ function randomToken(): number {
   return Math.floor(Math.random() * 2 ** 53);
 }
 
-function hexOf(id: Uint8Array): string {
-  return Buffer.from(id.buffer, id.byteOffset, 16).toString('hex');
-}
-
-function sameId(id: Uint8Array, buf: Uint8Array, off: number): boolean {
-  for (let i = 0; i < 16; i++) if (id[i] !== buf[off + i]) return false;
-  return true;
-}
-
-function locText(l: BoundLocator): string {
-  return `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port}`;
-}
 
 function sameGroup(a: readonly GroupPath[], b: readonly GroupPath[]): boolean {
   if (a.length !== b.length) return false;
