@@ -316,19 +316,22 @@ export function flapPenalty(s: PathState, now: number, t: PathTiming): number {
 
 /** Fraction of the probes in the window that were lost (in-flight ones not counted). */
 export function lossRatio(s: PathState, now: number): number {
-  const rto = rtoMs(s);
-  let resolved = 0;
-  for (let i = 0; i < s.probeTimes.length; i++) if ((s.answered & (1 << i)) !== 0 || now - s.probeTimes[i] > rto) resolved++;
-  return resolved > 0 ? lostIn(s.probeTimes, s.answered, now, rto) / resolved : 0;
+  return resolvedLoss(s, now).ratio;
 }
 
 /** Enough of the recent probes were lost that the path should not carry traffic while another is clean. */
 export function lossy(s: PathState, now: number, t: PathTiming): boolean {
   if (s.lost === 0) return false;
+  const { resolved, ratio } = resolvedLoss(s, now);
+  return resolved >= LOSSY_MIN_RESOLVED && ratio >= t.lossyRatio;
+}
+
+/** Probes of the window whose fate is known (answered, or older than the RTO) and the share of them lost. */
+function resolvedLoss(s: PathState, now: number): { resolved: number; ratio: number } {
   const rto = rtoMs(s);
   let resolved = 0;
   for (let i = 0; i < s.probeTimes.length; i++) if ((s.answered & (1 << i)) !== 0 || now - s.probeTimes[i] > rto) resolved++;
-  return resolved >= LOSSY_MIN_RESOLVED && lostIn(s.probeTimes, s.answered, now, rto) / resolved >= t.lossyRatio;
+  return { resolved, ratio: resolved > 0 ? lostIn(s.probeTimes, s.answered, now, rto) / resolved : 0 };
 }
 
 /** RFC 6298 retransmission timeout for a probe on this path (1 s before the first sample, clock granularity 1 ms). */
