@@ -11,6 +11,7 @@ import { generateKeyPair, signBytes } from '../../shared/keys.ts';
 import { encode } from '../../shared/wire/codec.ts';
 import { HEADER_LEN, MsgType, type ControlMessage } from '../../shared/wire/messages.ts';
 import { LOCATORS, REALM_PREFIX } from './rm-harness.ts';
+import { until } from '../helpers/fake-agent.ts';
 import { ScriptedRm, bound } from './rm-scripted.ts';
 
 /**
@@ -255,11 +256,3 @@ describe('agent fuzz', () => {
     expect(await queryControl(path, 'status')).toEqual({ ok: true });
   }, 180_000);
 });
-
-async function until(f: () => boolean, timeoutMs = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!f()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -1,13 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAgent, type Agent } from '../../agent/agent.ts';
-import { parseAgentConfig } from '../../agent/config.ts';
-import { createRmClient } from '../../agent/mapcache/client.ts';
-import { MemoryTun } from '../../agent/tun/memory.ts';
+import type { Agent } from '../../agent/agent.ts';
 import { MemoryNet } from '../../agent/uplinks/memory.ts';
-import { systemClock } from '../../shared/clock.ts';
-import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
-import { generateKeyPair } from '../../shared/keys.ts';
-import { silentLogger } from '../../shared/log.ts';
+import { fakeAgent, until, type FakeAgent, type UplinkSpec } from '../helpers/fake-agent.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 import { REALM_PREFIX, startHarness, type Harness } from './rm-harness.ts';
 
@@ -21,36 +15,8 @@ afterEach(async () => {
   cleanup = [];
 });
 
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-function agentOn(net: MemoryNet, rm: Harness, uplinks: { name: string; locator: string; priority?: number }[]) {
-  const key = generateKeyPair();
-  const prefix = parsePrefix(REALM_PREFIX);
-  const hostId = deriveHostId(prefix, key.publicKey);
-  const tun = new MemoryTun({ name: 'rn0' });
-  const config = parseAgentConfig({
-    identity: { key: 'unused-in-test.key', prefix: REALM_PREFIX },
-    realm: { prefixes: ['fd00::/8'], instanceId: 3 },
-    uplinks,
-    rm: { servers: [{ address: '127.0.0.1', port: rm.port }] },
-  });
-  const agent = createAgent(config, {
-    openTun: () => tun,
-    openUdp: (o) => net.open(o),
-    net: { ip: async () => undefined },
-    log: silentLogger,
-    clock: systemClock,
-    identity: { key, prefix, hostId },
-    makeRmClient: () =>
-      createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.rmKey.publicKey }], key, prefix, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
-  });
-  return { agent, tun, id: hostId.toString(), key };
+function agentOn(net: MemoryNet, rm: Harness, uplinks: UplinkSpec[]): FakeAgent {
+  return fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey }, REALM_PREFIX, uplinks);
 }
 
 async function started(a: { agent: Agent }): Promise<void> {

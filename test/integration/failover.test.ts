@@ -1,17 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAgent, type Agent, type MonitorLike } from '../../agent/agent.ts';
-import { parseAgentConfig } from '../../agent/config.ts';
-import { createRmClient } from '../../agent/mapcache/client.ts';
-import { MemoryTun } from '../../agent/tun/memory.ts';
+import type { MonitorLike } from '../../agent/agent.ts';
 import { MemoryNet } from '../../agent/uplinks/memory.ts';
 import type { UplinkFacts } from '../../agent/uplinks/monitor.ts';
 import { pairKey } from '../../agent/peers/keys.ts';
 import { PeerType, encodePeer } from '../../agent/peers/wire.ts';
-import { systemClock } from '../../shared/clock.ts';
-import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
-import { generateKeyPair, privateSeed, type KeyPair } from '../../shared/keys.ts';
-import { silentLogger } from '../../shared/log.ts';
+import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
 import { hostIdBytes } from '../../shared/locator.ts';
+import { fakeAgent, until, type FakeAgent, type UplinkSpec } from '../helpers/fake-agent.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 import { REALM_PREFIX, startHarness, type Harness } from './rm-harness.ts';
 
@@ -25,14 +20,6 @@ afterEach(async () => {
   for (const c of cleanup.reverse()) await c();
   cleanup = [];
 });
-
-async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`${what} not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const UP: UplinkFacts = Object.freeze({ carrier: true, adminUp: true, hasAddress: true, hasRoute: true, usable: true });
 const DOWN: UplinkFacts = Object.freeze({ carrier: false, adminUp: true, hasAddress: true, hasRoute: false, usable: false });
@@ -56,39 +43,13 @@ class FakeMonitor implements MonitorLike {
   }
 }
 
-interface Node {
-  agent: Agent;
-  tun: MemoryTun;
-  id: string;
-  key: KeyPair;
-  monitor: FakeMonitor;
+interface Node extends FakeAgent {
+  readonly monitor: FakeMonitor;
 }
 
-function agentOn(net: MemoryNet, rm: Harness, uplinks: { name: string; locator: string; priority?: number; weight?: number }[], failover: Record<string, number> = {}): Node {
-  const key = generateKeyPair();
-  const prefix = parsePrefix(REALM_PREFIX);
-  const hostId = deriveHostId(prefix, key.publicKey);
-  const tun = new MemoryTun({ name: 'rn0' });
+function agentOn(net: MemoryNet, rm: Harness, uplinks: UplinkSpec[], failover: Record<string, number> = {}): Node {
   const monitor = new FakeMonitor();
-  const config = parseAgentConfig({
-    identity: { key: 'unused-in-test.key', prefix: REALM_PREFIX },
-    realm: { prefixes: ['fd00::/8'], instanceId: 3 },
-    uplinks: uplinks.map((u, i) => ({ ...u, interface: `eth${i}` })),
-    rm: { servers: [{ address: '127.0.0.1', port: rm.port }] },
-    failover,
-  });
-  const agent = createAgent(config, {
-    openTun: () => tun,
-    openUdp: (o) => net.open(o),
-    net: { ip: async () => undefined },
-    log: silentLogger,
-    clock: systemClock,
-    identity: { key, prefix, hostId },
-    makeRmClient: () =>
-      createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.rmKey.publicKey }], key, prefix, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
-    makeMonitor: () => monitor,
-  });
-  return { agent, tun, id: hostId.toString(), key, monitor };
+  return { ...fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey }, REALM_PREFIX, uplinks, { config: { failover }, monitor }), monitor };
 }
 
 async function started(n: Node): Promise<void> {

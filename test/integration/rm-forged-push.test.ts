@@ -1,14 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAgent } from '../../agent/agent.ts';
-import { parseAgentConfig } from '../../agent/config.ts';
-import { createRmClient } from '../../agent/mapcache/client.ts';
-import { MemoryTun } from '../../agent/tun/memory.ts';
 import { MemoryNet } from '../../agent/uplinks/memory.ts';
 import { signBinding, type Locator } from '../../shared/binding.ts';
-import { systemClock } from '../../shared/clock.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { generateKeyPair, signBytes } from '../../shared/keys.ts';
-import { silentLogger } from '../../shared/log.ts';
+import { fakeAgent, until } from '../helpers/fake-agent.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 import { REALM_PREFIX } from './rm-harness.ts';
 import { ScriptedRm, bound } from './rm-scripted.ts';
@@ -30,40 +25,13 @@ afterEach(async () => {
   cleanup = [];
 });
 
-async function until(f: () => boolean, ms = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!f()) {
-    if (Date.now() - t0 > ms) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 describe('forged and replayed pushes at the agent', () => {
   it('are refused and counted; the verified binding stays in use; a valid newer push is applied', async () => {
     const rm = new ScriptedRm(await bound(), generateKeyPair());
     cleanup.push(async () => {
       rm.sock.close();
     });
-    const key = generateKeyPair();
-    const hostId = deriveHostId(prefix, key.publicKey);
-    const tun = new MemoryTun({ name: 'rn0' });
-    const net = new MemoryNet();
-    const config = parseAgentConfig({
-      identity: { key: 'unused-in-test.key', prefix: REALM_PREFIX },
-      realm: { prefixes: ['fd00::/8'], instanceId: 3 },
-      uplinks: [{ name: 'core', locator: '203.0.113.2' }],
-      rm: { servers: [{ address: '127.0.0.1', port: rm.port }] },
-    });
-    const agent = createAgent(config, {
-      openTun: () => tun,
-      openUdp: (o) => net.open(o),
-      net: { ip: async () => undefined },
-      log: silentLogger,
-      clock: systemClock,
-      identity: { key, prefix, hostId },
-      makeRmClient: () =>
-        createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.key.publicKey }], key, prefix, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
-    });
+    const { agent, tun, id } = fakeAgent(new MemoryNet(), { port: rm.port, publicKey: rm.key.publicKey }, REALM_PREFIX, [{ name: 'core', locator: '203.0.113.2' }]);
     await agent.start();
     cleanup.push(() => agent.stop());
 
@@ -78,7 +46,7 @@ describe('forged and replayed pushes at the agent', () => {
     const entry = () => agent.status().mapCache.find((e) => e.hostId === peer.toString());
     const counters = () => agent.status().rm?.clients[0]?.counters ?? {};
     // Traffic to the peer: a miss, a lookup, the verified binding, a subscription.
-    tun.inject(ipv6Packet(hostId.toString(), peer.toString()));
+    tun.inject(ipv6Packet(id, peer.toString()));
     await until(() => entry()?.seq === 2 && (agent.status().rm?.clients[0]?.counters['subscriptions.followed'] ?? 0) === 1);
 
     // 1. Bad signature: seq 3, the attacker's locator, one signature bit flipped.

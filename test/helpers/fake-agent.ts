@@ -1,0 +1,69 @@
+import { createAgent, type Agent, type MonitorLike } from '../../agent/agent.ts';
+import { parseAgentConfig } from '../../agent/config.ts';
+import { createRmClient } from '../../agent/mapcache/client.ts';
+import { MemoryTun } from '../../agent/tun/memory.ts';
+import type { MemoryNet } from '../../agent/uplinks/memory.ts';
+import { systemClock } from '../../shared/clock.ts';
+import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
+import { silentLogger } from '../../shared/log.ts';
+
+/**
+ * An agent in realm mode on fakes (MemoryTun, MemoryNet) with a real RM client on UDP over
+ * 127.0.0.1, for integration tests: a fresh key, its host ID in `realmPrefix`, instance ID 3.
+ */
+export interface FakeAgent {
+  readonly agent: Agent;
+  readonly tun: MemoryTun;
+  readonly id: string;
+  readonly key: KeyPair;
+}
+
+export interface FakeAgentOptions {
+  /** Extra agent config keys (e.g. `failover`). */
+  readonly config?: Record<string, unknown>;
+  /** Gives every uplink an interface name (eth0, eth1...) and watches them with this monitor. */
+  readonly monitor?: MonitorLike;
+}
+
+export interface UplinkSpec {
+  readonly name: string;
+  readonly locator: string;
+  readonly priority?: number;
+  readonly weight?: number;
+}
+
+export function fakeAgent(net: MemoryNet, rm: { readonly port: number; readonly publicKey: Uint8Array }, realmPrefix: string, uplinks: readonly UplinkSpec[], o: FakeAgentOptions = {}): FakeAgent {
+  const key = generateKeyPair();
+  const prefix = parsePrefix(realmPrefix);
+  const hostId = deriveHostId(prefix, key.publicKey);
+  const tun = new MemoryTun({ name: 'rn0' });
+  const monitor = o.monitor;
+  const config = parseAgentConfig({
+    identity: { key: 'unused-in-test.key', prefix: realmPrefix },
+    realm: { prefixes: ['fd00::/8'], instanceId: 3 },
+    uplinks: monitor === undefined ? uplinks : uplinks.map((u, i) => ({ ...u, interface: `eth${i}` })),
+    rm: { servers: [{ address: '127.0.0.1', port: rm.port }] },
+    ...o.config,
+  });
+  const agent = createAgent(config, {
+    openTun: () => tun,
+    openUdp: (opts) => net.open(opts),
+    net: { ip: async () => undefined },
+    log: silentLogger,
+    clock: systemClock,
+    identity: { key, prefix, hostId },
+    makeRmClient: () => createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.publicKey }], key, prefix, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
+    makeMonitor: monitor === undefined ? undefined : () => monitor,
+  });
+  return { agent, tun, id: hostId.toString(), key };
+}
+
+/** Polls `cond` every 10 ms; throws naming `what` after `ms`. */
+export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`${what} not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
