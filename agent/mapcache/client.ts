@@ -3,14 +3,12 @@ import { systemClock, type Clock } from '../../shared/clock.ts';
 import { RealmnetError } from '../../shared/errors.ts';
 import { silentLogger, type Logger } from '../../shared/log.ts';
 import { HostId, deriveHostId, type Prefix } from '../../shared/ids.ts';
-import { signBytes, verifyBytes, type KeyPair } from '../../shared/keys.ts';
+import { verifyBytes, type KeyPair } from '../../shared/keys.ts';
 import { applyPrefs, decodeBinding, verifyBinding, type Binding, type Locator } from '../../shared/binding.ts';
 import {
   ReplayWindow,
-  createEphemeral,
   deriveSessionKeys,
-  helloSignedBytes,
-  randomNonce,
+  signedHello,
   welcomeSignedBytes,
   type Ephemeral,
   type SessionKeys,
@@ -263,18 +261,7 @@ export function createRmClient(opts: RmClientOptions): RmClient {
   // ---- session set-up ----
 
   function beginHandshake(): void {
-    const eph = createEphemeral();
-    const nonce = randomNonce();
-    const hello: Hello = {
-      type: 'hello',
-      reqId: takeReqId(),
-      hostId: hostIdBytes,
-      prefixLen: opts.prefix.length,
-      publicKey: opts.key.publicKey,
-      ephemeral: eph.publicKey,
-      nonce,
-      signature: signBytes(opts.key, helloSignedBytes(hostIdBytes, opts.prefix.length, opts.key.publicKey, eph.publicKey, nonce)),
-    };
+    const { hello, eph } = signedHello(opts.key, hostIdBytes, opts.prefix.length, takeReqId());
     handshake = { hello, eph, attempts: 1, nextAt: clock.now() + retransmitDelay(1, policy, random()) };
     send(encode(hello, null));
     arm();

@@ -21,8 +21,8 @@ import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { signBinding, type Binding } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix, type HostId, type Prefix } from '../../shared/ids.ts';
-import { generateKeyPair, signBytes, type KeyPair } from '../../shared/keys.ts';
-import { createEphemeral, deriveSessionKeys, helloSignedBytes, mac, randomNonce, type Ephemeral, type SessionKeys } from '../../shared/wire/auth.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
+import { deriveSessionKeys, mac, signedHello, type Ephemeral, type SessionKeys } from '../../shared/wire/auth.ts';
 import { checkMac, decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';
 import { MAX_DATAGRAM, MsgType, type ControlMessage } from '../../shared/wire/messages.ts';
 import { addressToBytes, openUdp, type UdpBatchSocket } from '../../shared/udp/socket.ts';
@@ -149,22 +149,10 @@ async function openSessions(sock: Link, prefix: Prefix, keys: readonly KeyPair[]
       const key = keys[next++];
       const hostId = deriveHostId(prefix, key.publicKey);
       const idb = hostId.toBytes();
-      const eph = createEphemeral();
-      const nonce = randomNonce();
       const id = reqId++;
-      const hello = encode(
-        {
-          type: 'hello',
-          reqId: id,
-          hostId: idb,
-          prefixLen: prefix.length,
-          publicKey: key.publicKey,
-          ephemeral: eph.publicKey,
-          nonce,
-          signature: signBytes(key, helloSignedBytes(idb, prefix.length, key.publicKey, eph.publicKey, nonce)),
-        },
-        null,
-      );
+      const { hello: helloMsg, eph } = signedHello(key, idb, prefix.length, id);
+      const nonce = helloMsg.nonce;
+      const hello = encode(helloMsg, null);
       waiting.set(id, {
         eph,
         nonce,

@@ -1,4 +1,6 @@
 import { createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
+import { signBytes, type KeyPair } from '../keys.ts';
+import type { Hello } from './messages.ts';
 
 /**
  * Authentication of the control protocol (docs/control-protocol.md, "Authentication"):
@@ -380,6 +382,17 @@ export function deriveSessionKeys(
 /** The bytes a client signs in HELLO (domain-separated from bindings and WELCOME). */
 export function helloSignedBytes(hostId: Uint8Array, prefixLen: number, publicKey: Uint8Array, ephemeral: Uint8Array, nonce: Uint8Array): Uint8Array {
   return Buffer.concat([Buffer.from('realmnet/hello/v1'), hostId, Uint8Array.of(prefixLen), publicKey, ephemeral, nonce]);
+}
+
+/**
+ * A client's HELLO for the host whose 16-byte ID is `hostId` (prefix length `prefixLen`), signed
+ * with its key, and the ephemeral whose private half the client keeps to derive the session keys.
+ */
+export function signedHello(key: KeyPair, hostId: Uint8Array, prefixLen: number, reqId: number): { hello: Hello; eph: Ephemeral } {
+  const eph = createEphemeral();
+  const nonce = randomNonce();
+  const signature = signBytes(key, helloSignedBytes(hostId, prefixLen, key.publicKey, eph.publicKey, nonce));
+  return { eph, hello: { type: 'hello', reqId, hostId, prefixLen, publicKey: key.publicKey, ephemeral: eph.publicKey, nonce, signature } };
 }
 
 /** The bytes the RM signs in WELCOME: they tie its share and the session ID to the client's HELLO. */

@@ -90,8 +90,7 @@ export { ManualClock };
 
 import { createSocket, type Socket } from 'node:dgram';
 import { deriveHostId, type HostId } from '../../shared/ids.ts';
-import { signBytes } from '../../shared/keys.ts';
-import { ReplayWindow, createEphemeral, deriveSessionKeys, helloSignedBytes, randomNonce, type SessionKeys } from '../../shared/wire/auth.ts';
+import { ReplayWindow, deriveSessionKeys, signedHello, type SessionKeys } from '../../shared/wire/auth.ts';
 import { checkMac, decodeBody, decodeHeader, encode } from '../../shared/wire/codec.ts';
 import type { ControlMessage } from '../../shared/wire/messages.ts';
 
@@ -119,9 +118,9 @@ export async function rawSession(port: number, o: { key?: KeyPair; prefix?: stri
   const waiters: ((m: ControlMessage) => void)[] = [];
   let keys: SessionKeys | null = null;
   const rx = new ReplayWindow();
-  const eph = createEphemeral();
-  const nonce = randomNonce();
   const idb = hostId.toBytes();
+  const { hello: helloMsg, eph } = signedHello(key, idb, prefix.length, 1);
+  const nonce = helloMsg.nonce;
   let welcome: ((sid: number) => void) | null = null;
   socket.on('message', (buf) => {
     const h = decodeHeader(buf);
@@ -141,19 +140,7 @@ export async function rawSession(port: number, o: { key?: KeyPair; prefix?: stri
     if (w) w(b.msg);
     else inbox.push(b.msg);
   });
-  const hello = encode(
-    {
-      type: 'hello',
-      reqId: 1,
-      hostId: idb,
-      prefixLen: prefix.length,
-      publicKey: key.publicKey,
-      ephemeral: eph.publicKey,
-      nonce,
-      signature: signBytes(key, helloSignedBytes(idb, prefix.length, key.publicKey, eph.publicKey, nonce)),
-    },
-    null,
-  );
+  const hello = encode(helloMsg, null);
   const sid = await new Promise<number>((resolve, reject) => {
     welcome = resolve;
     const t = setInterval(() => socket.send(hello, port, '127.0.0.1'), 100);
