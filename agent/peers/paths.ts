@@ -176,6 +176,8 @@ export class PeerPaths {
   private readonly windows = new Map<string, ReplayWindow>();
   private readonly pending = new Map<string, PendingUpdate>();
   private readonly records: FailoverRecord[] = [];
+  /** Why a peer lost its path when the cause was its binding (the record is written at the next choice). */
+  private readonly pendingReason = new Map<string, { reason: string; since: number }>();
   private counter = Math.floor(Date.now() * 1000);
   private timer: NodeJS.Timeout | null = null;
   private lastScan = -Infinity;
@@ -388,8 +390,6 @@ export class PeerPaths {
     if (cur !== null && p.current === null) this.pendingReason.set(p.hex, { reason: 'binding update: locator withdrawn or down', since: now });
     p.paths = next;
   }
-
-  private readonly pendingReason = new Map<string, { reason: string; since: number }>();
 
   private choose(p: Peer, now: number): void {
     const ups = this.deps.uplinks;
