@@ -3,23 +3,26 @@ import type { Logger } from '../shared/log.ts';
 import { hostIdBytes } from '../shared/locator.ts';
 import type { HostId, Prefix } from '../shared/ids.ts';
 import { privateSeed, type KeyPair } from '../shared/keys.ts';
-import type { Binding, Locator } from '../shared/binding.ts';
 import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';
 import { DropCounters, type DropName } from './dataplane/drops.ts';
-import { MapCache, boundLocator, locatorText, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
-import type { RmClient } from './mapcache/client.ts';
-import { Resolver, type ResolverCounter } from './mapcache/resolver.ts';
-import { DEFAULT_PEER_PATHS, PeerPaths, type FailoverRecord, type PathStatus, type PeerCounter } from './peers/paths.ts';
-import { DEFAULT_PATH_TIMING, type PathTiming } from './failover.ts';
+import { MapCache, boundLocator, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
+import type { RmClient } from './rm/client.ts';
+import { Resolver, type ResolverCounter } from './rm/resolver.ts';
+import { RmLink, type RmLinkStatus } from './rm/link.ts';
+import { DEFAULT_PEER_PATHS, PeerPaths, type FailoverRecord, type PathStatus, type PeerCounter } from './paths/probing.ts';
+import { DEFAULT_PATH_TIMING, type PathTiming } from './paths/state.ts';
+import { choosePath, repathEntries } from './paths/rank.ts';
 import { tunUpCommands, type NetConfig } from './netconfig.ts';
-import { choosePath, repathEntries } from './paths.ts';
-import { RmLink, type RmLinkStatus } from './rmlink.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
 import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from '../shared/udp/socket.ts';
-import { Uplinks } from './uplinks/uplinks.ts';
+import { UplinkSockets } from './uplinks/sockets.ts';
+import { UplinkTable, type UplinkSnapshot } from './uplinks/table.ts';
 import type { UplinkFacts, WatchedUplink } from './uplinks/monitor.ts';
+import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './state.ts';
+import { EventLoopLag, type LagStats } from './lag.ts';
+import { statusOf } from './status.ts';
 
 /** What the agent needs of the uplink monitor (uplinks/monitor.ts). */
 export interface MonitorLike {
@@ -29,21 +32,29 @@ export interface MonitorLike {
   onChange(cb: (uplink: string, facts: UplinkFacts) => void): () => void;
 }
 
-/**
- * The agent, wired. Reading order for newcomers: this file, then dataplane/inside.ts and
- * dataplane/outside.ts.
- *
- * Start order: TUN (fails first if we lack privileges), its addresses and routes, the uplink sockets
- * and their policy routing, the map-cache (static bindings), the Realm Manager link (registration,
- * lookups, pushes), then the readers. Stop runs in reverse; closing the TUN fd makes the kernel
- * remove the device and with it our routes.
- */
 export interface AgentIdentity {
   readonly key: KeyPair;
   readonly prefix: Prefix;
   readonly hostId: HostId;
 }
 
+/**
+ * The agent, wired: composition only, no logic of its own. Reading order for newcomers: this file,
+ * then dataplane/inside.ts and dataplane/outside.ts.
+ *
+ * Start order: TUN (fails first if we lack privileges), its addresses and routes, the uplink sockets
+ * and their policy routing, the uplink table, the map-cache (static bindings), the Realm Manager link
+ * (registration, lookups, pushes) and path probing, the data plane's handlers, the uplink monitor,
+ * then the readers. Stop runs in reverse; closing the TUN fd makes the kernel remove the device and
+ * with it our routes.
+ *
+ * Who tells whom (each event has one owner, and its listeners subscribe to it directly):
+ * - the monitor's facts → the uplink table (uplinks/table.ts) → path choice (paths/probing.ts) and
+ *   the RM link (rm/link.ts), which signs a new binding;
+ * - a new signed binding → direct updates to the peers with traffic (paths/) and registration (rm/);
+ * - a pushed binding (rm/client.ts) or a direct update (paths/) → the resolver (rm/resolver.ts),
+ *   which swaps the map-cache entry the data plane reads.
+ */
 export interface AgentDeps {
   readonly openTun: (opts: TunOptions) => TunDevice;
   readonly openUdp: (opts: UdpOptions) => UdpBatchSocket | Promise<UdpBatchSocket>;
@@ -56,6 +67,8 @@ export interface AgentDeps {
   readonly makeRmClient?: (uplink: number, locator: string) => RmClient;
   /** Watches the uplinks' link state, addresses and routes (netlink); none in tests on fakes. */
   readonly makeMonitor?: (uplinks: readonly WatchedUplink[]) => MonitorLike;
+  /** Sequence number and message counter kept across restarts; default: in memory. */
+  readonly hostState?: HostStateStore;
 }
 
 export interface AgentStatus {
@@ -74,6 +87,8 @@ export interface AgentStatus {
   readonly failovers: readonly FailoverRecord[];
   /** Messages between agents (probes, replies, direct updates) and why some were dropped; null without an RM (probing needs the peers' keys). */
   readonly peers: Readonly<Record<PeerCounter, number>> | null;
+  /** How late the event loop ran timers (the data path shares it): since start and over the last 10 s. */
+  readonly eventLoop: LagStats;
 }
 
 export interface Agent {
@@ -103,30 +118,262 @@ export function resolveHostId(config: AgentConfig, identity: AgentIdentity | und
 }
 
 export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
-  const log = deps.log;
-  const hostId = resolveHostId(config, deps.identity);
-  const drops = new DropCounters();
-  const cache = new MapCache(config.limits.mapCacheEntries);
-  const myId = hostIdBytes(hostId);
-  let tun: TunDevice | null = null;
-  let uplinks: Uplinks | null = null;
-  let rmLink: RmLink | null = null;
-  let resolver: Resolver | null = null;
-  let sweepTimer: NodeJS.Timeout | null = null;
-  let monitor: MonitorLike | null = null;
-  let peerPaths: PeerPaths | null = null;
-  let inside: InsideStats = { packets: 0, bytes: 0, batches: 0 };
-  const outside: OutsideStats = { packets: 0, bytes: 0, batches: 0 };
+  return new RealmnetAgent(config, deps);
+}
 
-  function loadStaticBindings(list: Uplinks): void {
-    const now = deps.clock.now();
-    for (const p of config.peers) {
+/** The parts that exist once start() has opened the TUN and the uplinks. */
+interface Running {
+  readonly tun: TunDevice;
+  readonly sockets: UplinkSockets;
+  readonly table: UplinkTable;
+  /** With an RM and a key (realm mode); null with static peers only. */
+  readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths } | null;
+  readonly timers: NodeJS.Timeout[];
+  monitor: MonitorLike | null;
+}
+
+class RealmnetAgent implements Agent {
+  private readonly log: Logger;
+  private readonly hostId: string;
+  private readonly myId: Uint8Array;
+  private readonly drops = new DropCounters();
+  private readonly cache: MapCache;
+  private readonly outside: OutsideStats = { packets: 0, bytes: 0, batches: 0 };
+  private readonly lag = new EventLoopLag();
+  private readonly hostState: HostStateStore;
+  private inside: InsideStats = { packets: 0, bytes: 0, batches: 0 };
+  private running: Running | null = null;
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly deps: AgentDeps,
+  ) {
+    this.log = deps.log;
+    this.hostId = resolveHostId(config, deps.identity);
+    this.myId = hostIdBytes(this.hostId);
+    this.cache = new MapCache(config.limits.mapCacheEntries);
+    this.hostState = deps.hostState ?? memoryHostState();
+  }
+
+  async start(): Promise<void> {
+    const config = this.config;
+    const tun = this.deps.openTun({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, batchSize: config.tun.batchSize });
+    const sockets = new UplinkSockets(
+      config.uplinks,
+      { port: config.listenPort, batchSize: config.tun.batchSize, maxDatagram: MAX_DATAGRAM, tableBase: config.routing.tableBase, rulePriority: config.routing.rulePriority },
+      { openUdp: this.deps.openUdp, net: this.deps.net, log: this.log },
+    );
+    try {
+      for (const cmd of tunUpCommands({ name: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, hostId: this.hostId, prefixes: config.realm.prefixes })) {
+        await this.deps.net.ip(cmd);
+      }
+      await sockets.start();
+      const table = new UplinkTable(sockets.opened);
+      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), timers: [], monitor: null };
+      this.running = r;
+      this.loadStaticBindings(table.current);
+      this.wireUplinkEvents(r);
+      const inside = this.startDataPlane(r);
+      r.rm?.link.start();
+      r.monitor = await this.startMonitor(r);
+      tun.start(inside);
+      r.rm?.paths.start();
+      this.startTimers(r);
+      this.lag.start();
+      this.log.info(
+        { hostId: this.hostId, tun: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, uplinks: table.current.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: config.rm?.servers.map((s) => s.address).join(',') ?? 'none' },
+        'agent up',
+      );
+    } catch (e) {
+      if (this.running === null) {
+        tun.close();
+        await sockets.stop();
+      } else await this.stop();
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    const r = this.running;
+    this.running = null;
+    this.lag.stop();
+    if (r === null) return;
+    await r.monitor?.stop();
+    for (const t of r.timers) clearInterval(t);
+    r.rm?.paths.stop();
+    r.rm?.resolver.stop();
+    await r.rm?.link.stop();
+    r.tun.close();
+    await r.sockets.stop();
+    this.log.info({ drops: this.drops.total(), insidePackets: this.inside.packets, outsidePackets: this.outside.packets }, 'agent stopped');
+  }
+
+  async reregister(): Promise<void> {
+    await this.running?.rm?.link.register();
+  }
+
+  status(): AgentStatus {
+    const r = this.running;
+    return statusOf({
+      config: this.config,
+      hostId: this.hostId,
+      now: this.deps.clock.now(),
+      tunName: r?.tun.name ?? this.config.tun.name,
+      uplinks: r?.table.current ?? [],
+      rm: r?.rm ?? null,
+      cache: this.cache,
+      inside: this.inside,
+      outside: this.outside,
+      drops: this.drops,
+      eventLoop: this.lag.stats(),
+    });
+  }
+
+  // ---- wiring ----
+
+  /** The RM link, the resolver and path probing: realm mode only (probing needs the peers' keys). */
+  private startControlPlane(table: UplinkTable, tun: TunDevice): Running['rm'] {
+    const { config, deps } = this;
+    const rmCfg = config.rm;
+    const id = deps.identity;
+    const makeClient = deps.makeRmClient;
+    if (rmCfg === undefined || id === undefined || makeClient === undefined) return null;
+    const held = this.hostState.load();
+    const counter = counterStart(held, Date.now());
+    this.hostState.save({ seq: held.seq, counterCeiling: counter.ceiling });
+    const link = new RmLink({ listenPort: config.listenPort, bindingTtlS: rmCfg.bindingTtlS }, {
+      key: id.key,
+      prefix: id.prefix,
+      hostId: id.hostId,
+      makeClient: (i) => makeClient(i, table.current[i].locator),
+      uplinks: () => table.current,
+      lastSeq: held.seq,
+      onSeq: (seq) => this.hostState.save({ ...this.hostState.load(), seq }),
+      clock: deps.clock,
+      log: this.log.child({ module: 'rm' }),
+    });
+    const resolver = new Resolver(
+      {
+        pendingPerId: rmCfg.pendingPerId,
+        pendingTotal: rmCfg.pendingTotal,
+        refreshBeforeExpiryMs: Math.min(10_000, (rmCfg.bindingTtlS * 1000) / 4),
+        maxNegative: config.limits.mapCacheEntries,
+        negativeTtlMaxMs: rmCfg.negativeTtlMaxS * 1000,
+        tunStride: tun.stride,
+        tunHeadroom: tun.headroom,
+        udpStride: table.current[0].socket.stride,
+        batchSize: config.tun.batchSize,
+      },
+      {
+        rm: link,
+        cache: this.cache,
+        uplinks: () => table.current,
+        clock: deps.clock,
+        log: this.log.child({ module: 'mapcache' }),
+        reinjectInside: (buf, lengths, count) => this.reinjectInside(buf, lengths, count),
+        reinjectOutside: (u, buf, lengths, addrs, ports, count) => this.reinjectOutside(u, buf, lengths, addrs, ports, count),
+      },
+    );
+    const paths = new PeerPaths(
+      { ...DEFAULT_PEER_PATHS, timing: pathTiming(config), instanceId: config.realm.instanceId },
+      {
+        cache: this.cache,
+        uplinks: () => table.current,
+        counterBase: counter.base,
+        myId: this.myId,
+        mySeed: privateSeed(id.key),
+        clock: deps.clock,
+        wallClock: Date.now,
+        log: this.log.child({ module: 'paths' }),
+        applyBinding: (b) => resolver.applyDirect(b),
+      },
+    );
+    link.onPush((a) => resolver.applyPush(a));
+    link.onSigned((b) => paths.sendUpdate(b));
+    link.onRegistered(() => void this.applyOwnPolicy(link, table));
+    return { link, resolver, paths };
+  }
+
+  /** The uplink table's listeners: path choice first (traffic moves at once), then registration. */
+  private wireUplinkEvents(r: Running): void {
+    r.table.onChange((now) => {
+      if (r.rm !== null) r.rm.paths.uplinksChanged();
+      else repathEntries(this.cache, now);
+    });
+    r.table.onChange((now, before) => {
+      // A change of state is news for the realm (a new binding); a change of preferences came from it.
+      if (r.rm !== null && now.some((u, i) => u.up !== before[i].up)) void r.rm.link.register();
+    });
+  }
+
+  private inOnBatch: ((buf: Buffer, lengths: Uint32Array, count: number) => void) | null = null;
+  private readonly outsideHandlers: UdpBatchHandler[] = [];
+
+  private reinjectInside(buf: Buffer, lengths: Uint32Array, count: number): void {
+    this.inOnBatch?.(buf, lengths, count);
+  }
+
+  private reinjectOutside(u: number, buf: Buffer, lengths: Uint32Array, addrs: Uint8Array, ports: Uint16Array, count: number): void {
+    this.outsideHandlers[u]?.(buf, lengths, addrs, ports, count);
+  }
+
+  /** inside.ts for the TUN, one outside.ts per uplink socket; returns the TUN's batch handler. */
+  private startDataPlane(r: Running): (buf: Buffer, lengths: Uint32Array, count: number) => void {
+    const config = this.config;
+    const res = r.rm?.resolver ?? null;
+    const paths = r.rm?.paths ?? null;
+    const uplinks = r.table.current;
+    const ins = createInside(
+      { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: r.tun.stride, headroom: r.tun.headroom, chunkPayload: chunkPayload(config.underlayMtu) },
+      { cache: this.cache, sockets: uplinks.map((u) => u.socket), drops: this.drops, onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff) },
+    );
+    this.inside = ins.stats;
+    this.inOnBatch = ins.onBatch;
+    const maxInner = config.tun.offload ? MAX_DATAGRAM : config.tun.mtu;
+    for (const u of uplinks) {
+      const i = u.index;
+      const out = createOutside(
+        { instanceId: config.realm.instanceId, offload: config.tun.offload, maxInner, batchSize: config.tun.batchSize, stride: u.socket.stride, hostId: this.myId },
+        {
+          cache: this.cache,
+          tun: r.tun,
+          drops: this.drops,
+          onUnknownSource: res === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => res.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
+          onPeerMessage: paths === null ? undefined : (buf, off, len, addrs, srcOff, port) => paths.onMessage(i, buf, off, len, addrs, srcOff, port),
+        },
+        this.outside, // all uplinks count into one outside: several doors, one house
+      );
+      this.outsideHandlers[i] = out.onBatch;
+      u.socket.start(out.onBatch);
+    }
+    return ins.onBatch;
+  }
+
+  private startTimers(r: Running): void {
+    if (r.rm === null) return;
+    const { resolver, paths } = r.rm;
+    let ceiling = this.hostState.load().counterCeiling;
+    const t = setInterval(() => {
+      resolver.sweep(this.deps.clock.now());
+      // Reserve the next block of message counters before this one runs out.
+      if (paths.lastCounter > ceiling - COUNTER_BLOCK / 2) {
+        ceiling = paths.lastCounter + COUNTER_BLOCK;
+        this.hostState.save({ ...this.hostState.load(), counterCeiling: ceiling });
+      }
+    }, SWEEP_MS);
+    t.unref();
+    r.timers.push(t);
+  }
+
+  private loadStaticBindings(uplinks: UplinkSnapshot): void {
+    const now = this.deps.clock.now();
+    for (const p of this.config.peers) {
       const locators: BoundLocator[] = p.locators.map((l) => boundLocator(l.address, l.port, l.priority, l.weight, true));
       const entry: MapEntry = Object.freeze({
         hostId: p.hostId,
         id: hostIdBytes(p.hostId),
         locators: Object.freeze(locators),
-        path: choosePath(list.list, locators),
+        path: choosePath(uplinks, locators),
         source: 'static' as const,
         createdAt: now,
         expiresAt: Infinity,
@@ -135,23 +382,9 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
         publicKey: null,
         traffic: { tx: 0, rx: 0 },
       });
-      if (!cache.set(entry)) log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');
-      if (entry.path === null) log.warn({ hostId: p.hostId }, 'no uplink can reach any locator of this host (address families differ?)');
+      if (!this.cache.set(entry)) this.log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');
+      if (entry.path === null) this.log.warn({ hostId: p.hostId }, 'no uplink can reach any locator of this host (address families differ?)');
     }
-  }
-
-  /**
-   * A binding received straight from its host (already verified, newer than ours). The realm's
-   * preferences came with the RM's answer: a locator we already had keeps the priority and weight
-   * the RM served for it; only its state and the set of locators come from the host.
-   */
-  function applyDirect(b: Binding, res: Resolver): void {
-    const held = cache.lookup(b.hostId.toBytes(), 0);
-    const locators: Locator[] = b.locators.map((l) => {
-      const h = held?.locators.find((x) => x.address === l.address && x.port === l.port);
-      return h === undefined ? l : { ...l, priority: h.priority, weight: h.weight };
-    });
-    res.applyDirect({ kind: 'binding', hostId: b.hostId, binding: b, locators, ttl: b.ttl });
   }
 
   /**
@@ -161,245 +394,47 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): Agent {
    * uplink the realm says never to use gets priority 255 (used only when nothing else is left; we
    * do not take a working uplink out because of policy). The config's priorities apply until then.
    */
-  async function applyOwnPolicy(link: RmLink, ul: Uplinks): Promise<void> {
-    const id = deps.identity;
+  private async applyOwnPolicy(link: RmLink, table: UplinkTable): Promise<void> {
+    const id = this.deps.identity;
     if (id === undefined) return;
     const a = await link.lookup(id.hostId).catch(() => null);
     if (a === null || a.kind !== 'binding') return;
-    let changed = false;
     for (const l of a.locators) {
-      const u = ul.list.find((x) => x.name === l.uplink);
+      const u = table.byName(l.uplink);
       if (u === undefined) continue;
       const priority = l.state === 'up' || !u.up ? l.priority : 255;
       if (u.priority === priority && u.weight === l.weight) continue;
-      log.info({ uplink: u.name, priority, weight: l.weight, was: `${u.priority}/${u.weight}` }, 'realm policy sets this uplink\'s priority and weight');
-      u.priority = priority;
-      u.weight = l.weight;
-      changed = true;
+      this.log.info({ uplink: u.name, priority, weight: l.weight, was: `${u.priority}/${u.weight}` }, "realm policy sets this uplink's priority and weight");
+      table.apply({ kind: 'policy', name: u.name, priority, weight: l.weight });
     }
-    if (changed) uplinksChanged(ul);
-  }
-
-  /** The uplinks' state or priorities changed: every entry's path is chosen again. */
-  function uplinksChanged(ul: Uplinks): void {
-    if (peerPaths !== null) peerPaths.uplinksChanged();
-    else repathEntries(cache, ul.list);
   }
 
   /**
    * Uplink failover, first step: the monitor reports carrier loss, a removed address or a withdrawn
-   * route the moment the kernel does; the uplink is taken out, traffic moves to the best remaining
-   * path at once, and a new signed binding (that locator marked down) goes to the RM, which pushes
-   * it to the correspondents that follow this host.
+   * route the moment the kernel does; the uplink table takes it, traffic moves to the best remaining
+   * path at once, and a new signed binding (that locator marked down) goes to the peers and the RM.
    */
-  async function startMonitor(ul: Uplinks): Promise<void> {
-    if (deps.makeMonitor === undefined) return;
-    const watched: WatchedUplink[] = ul.list
-      .filter((u) => u.interface !== undefined)
-      .map((u) => ({ name: u.name, interface: u.interface as string, locator: u.locator, gateway: config.uplinks.find((c) => c.name === u.name)?.gateway, table: ul.tableOf(u.name) }));
-    if (watched.length === 0) return;
-    const m = deps.makeMonitor(watched);
-    monitor = m;
+  private async startMonitor(r: Running): Promise<MonitorLike | null> {
+    if (this.deps.makeMonitor === undefined) return null;
+    const watched: WatchedUplink[] = [];
+    for (const u of r.table.current) {
+      if (u.interface === undefined) continue;
+      watched.push({ name: u.name, interface: u.interface, locator: u.locator, gateway: this.config.uplinks[u.index].gateway, table: r.sockets.tableOf(u.name) });
+    }
+    if (watched.length === 0) return null;
+    const m = this.deps.makeMonitor(watched);
     const apply = (name: string, f: UplinkFacts) => {
-      const u = ul.list.find((x) => x.name === name);
-      if (u === undefined) return;
       // The kernel drops an IPv4 policy route with the link; put it back once the link is usable again.
-      if (f.carrier && f.adminUp && f.hasAddress && !f.hasRoute) void ul.reinstall(name);
-      if (u.up === f.usable) return;
-      u.up = f.usable;
-      log.warn({ uplink: name, carrier: f.carrier, address: f.hasAddress, route: f.hasRoute }, f.usable ? 'uplink up' : 'uplink down: moving traffic to the remaining uplinks');
-      uplinksChanged(ul);
-      void rmLink?.register();
+      if (f.carrier && f.adminUp && f.hasAddress && !f.hasRoute) void r.sockets.reinstall(name);
+      const was = r.table.byName(name);
+      if (!r.table.apply({ kind: 'link', name, usable: f.usable })) return;
+      if (was !== undefined) this.log.warn({ uplink: name, carrier: f.carrier, address: f.hasAddress, route: f.hasRoute }, f.usable ? 'uplink up' : 'uplink down: moving traffic to the remaining uplinks');
     };
     m.onChange(apply);
     await m.start();
     for (const w of watched) apply(w.name, m.facts(w.name));
+    return m;
   }
-
-  return {
-    async start() {
-      const t = deps.openTun({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, batchSize: config.tun.batchSize });
-      tun = t;
-      try {
-        for (const cmd of tunUpCommands({ name: t.name, mtu: config.tun.mtu, offload: config.tun.offload, hostId, prefixes: config.realm.prefixes })) {
-          await deps.net.ip(cmd);
-        }
-        const ul = new Uplinks(
-          config.uplinks,
-          { port: config.listenPort, batchSize: config.tun.batchSize, maxDatagram: MAX_DATAGRAM, tableBase: config.routing.tableBase, rulePriority: config.routing.rulePriority },
-          { openUdp: deps.openUdp, net: deps.net, log },
-        );
-        uplinks = ul;
-        await ul.start();
-        loadStaticBindings(ul);
-
-        const outsideHandlers: UdpBatchHandler[] = [];
-        const rmCfg = config.rm;
-        const id = deps.identity;
-        let res: Resolver | null = null;
-        if (rmCfg !== undefined && id !== undefined && deps.makeRmClient !== undefined) {
-          const makeClient = deps.makeRmClient;
-          const link = new RmLink(ul.list, { listenPort: config.listenPort, bindingTtlS: rmCfg.bindingTtlS }, {
-            key: id.key,
-            prefix: id.prefix,
-            hostId: id.hostId,
-            makeClient: (i) => makeClient(i, ul.list[i].locator),
-            clock: deps.clock,
-            log: log.child({ module: 'rm' }),
-          });
-          rmLink = link;
-          link.onRegistered(() => void applyOwnPolicy(link, ul));
-          res = new Resolver(
-            {
-              pendingPerId: rmCfg.pendingPerId,
-              pendingTotal: rmCfg.pendingTotal,
-              refreshBeforeExpiryMs: Math.min(10_000, (rmCfg.bindingTtlS * 1000) / 4),
-              maxNegative: config.limits.mapCacheEntries,
-              negativeTtlMaxMs: rmCfg.negativeTtlMaxS * 1000,
-              tunStride: t.stride,
-              tunHeadroom: t.headroom,
-              udpStride: ul.list[0].socket.stride,
-            },
-            {
-              rm: link,
-              cache,
-              uplinks: () => ul.list,
-              clock: deps.clock,
-              log: log.child({ module: 'mapcache' }),
-              reinjectInside: (buf, lengths, count) => ins.onBatch(buf, lengths, count),
-              reinjectOutside: (u, buf, lengths, addrs, ports, count) => outsideHandlers[u](buf, lengths, addrs, ports, count),
-            },
-          );
-          resolver = res;
-          link.onPush((a) => res?.applyPush(a));
-        }
-
-        const r = res;
-        // Probing needs keys (ours, and the peers' from their bindings), so an RM: static peers have no keys.
-        const pp = id === undefined || r === null ? null : new PeerPaths(
-          { ...DEFAULT_PEER_PATHS, timing: pathTiming(config), instanceId: config.realm.instanceId },
-          {
-            cache,
-            uplinks: ul.list,
-            myId,
-            mySeed: privateSeed(id.key),
-            clock: deps.clock,
-            wallClock: Date.now,
-            log: log.child({ module: 'paths' }),
-            applyBinding: (b) => applyDirect(b, r),
-          },
-        );
-        peerPaths = pp;
-        rmLink?.onSigned((b) => pp?.sendUpdate(b));
-        const ins = createInside(
-          {
-            instanceId: config.realm.instanceId,
-            offload: config.tun.offload,
-            maxDatagram: MAX_DATAGRAM,
-            batchSize: config.tun.batchSize,
-            stride: t.stride,
-            headroom: t.headroom,
-            chunkPayload: chunkPayload(config.underlayMtu),
-          },
-          { cache, sockets: ul.list.map((u) => u.socket), drops, onMiss: r === null ? undefined : (buf, off, len, idOff) => r.missInside(buf, off, len, idOff) },
-        );
-        inside = ins.stats;
-        const maxInner = config.tun.offload ? MAX_DATAGRAM : config.tun.mtu;
-        ul.list.forEach((u, i) => {
-          const out = createOutside(
-            { instanceId: config.realm.instanceId, offload: config.tun.offload, maxInner, batchSize: config.tun.batchSize, stride: u.socket.stride, hostId: myId },
-            {
-              cache,
-              tun: t,
-              drops,
-              onUnknownSource: r === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => r.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
-              onPeerMessage: pp === null ? undefined : (buf, off, len, addrs, srcOff, port) => pp.onMessage(i, buf, off, len, addrs, srcOff, port),
-            },
-            outside, // all uplinks count into one outside: several doors, one house
-          );
-          outsideHandlers.push(out.onBatch);
-          u.socket.start(out.onBatch);
-        });
-        // The RM link exists before the first packet can miss in the map-cache.
-        rmLink?.start();
-        await startMonitor(ul);
-        t.start(ins.onBatch);
-        pp?.start();
-        if (r !== null) {
-          sweepTimer = setInterval(() => r.sweep(deps.clock.now()), SWEEP_MS);
-          sweepTimer.unref();
-        }
-        log.info(
-          { hostId, tun: t.name, mtu: config.tun.mtu, offload: config.tun.offload, uplinks: ul.list.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: rmCfg?.servers.map((s) => s.address).join(',') ?? 'none' },
-          'agent up',
-        );
-      } catch (e) {
-        await this.stop();
-        throw e;
-      }
-    },
-
-    async stop() {
-      await monitor?.stop();
-      monitor = null;
-      peerPaths?.stop();
-      if (sweepTimer !== null) clearInterval(sweepTimer);
-      sweepTimer = null;
-      resolver?.stop();
-      await rmLink?.stop();
-      rmLink = null;
-      const t = tun;
-      tun = null;
-      t?.close();
-      await uplinks?.stop();
-      uplinks = null;
-      log.info({ drops: drops.total(), insidePackets: inside.packets, outsidePackets: outside.packets }, 'agent stopped');
-    },
-
-    async reregister() {
-      await rmLink?.register();
-    },
-
-    status(): AgentStatus {
-      const now = deps.clock.now();
-      const rl = rmLink;
-      const rs = resolver;
-      return {
-        hostId,
-        tun: { name: tun?.name ?? config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload },
-        uplinks: (uplinks?.list ?? []).map((u) => ({
-          name: u.name,
-          interface: u.interface ?? null,
-          locator: u.locator,
-          up: u.up,
-          priority: u.priority,
-          txPackets: u.socket.stats.txPackets,
-          rxPackets: u.socket.stats.rxPackets,
-          sendErrors: u.socket.stats.sendErrors,
-        })),
-        rm:
-          rl === null || rs === null
-            ? null
-            : { ...rl.status(), servers: (config.rm?.servers ?? []).map((s) => `${s.address}:${s.port}`), resolver: { ...rs.counters }, pendingIds: rs.pendingIds() },
-        mapCacheStats: { size: cache.size, capacity: cache.capacity, evicted: cache.evicted },
-        mapCache: cache.entries().map((e) => ({
-          hostId: e.hostId,
-          source: e.source,
-          seq: e.seq,
-          locators: e.locators.map((l) => `${locatorText(l)} p${l.priority}${l.up ? '' : ' down'}`),
-          path: e.path ? `${uplinks?.list[e.path.uplink]?.name ?? e.path.uplink} → ${e.path.locator.address}` : null,
-          ageS: Math.round((now - e.createdAt) / 1000),
-          ttlS: Number.isFinite(e.expiresAt) ? Math.max(0, Math.round((e.expiresAt - now) / 1000)) : null,
-        })),
-        inside: { ...inside },
-        outside: { ...outside },
-        drops: drops.snapshot(),
-        paths: peerPaths?.paths() ?? [],
-        failovers: peerPaths?.failovers() ?? [],
-        peers: peerPaths === null ? null : { ...peerPaths.counters },
-      };
-    },
-  };
 }
 
 /** The path timing from the config; the flap damping keeps its measured defaults. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { MSG, isInterfaceName, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
 import { DATA_PORT, MAX_INSTANCE_ID } from '../shared/wire/header.ts';
+import { DEFAULT_PATH_TIMING } from './paths/state.ts';
 
 /**
  * The agent's configuration: one YAML file, validated once at start-up into a frozen object.
@@ -17,8 +18,15 @@ export const DEFAULTS = {
   /** Abstract unix socket: private to the network namespace, gone when the agent exits. */
   control: { socket: '@realmnet/agent' },
   rm: { port: 4342, bindingTtlS: 120, pendingPerId: 32, pendingTotal: 1024, negativeTtlMaxS: 5 },
-  /** Path probing and failover; why these numbers: agent/failover.ts, DEFAULT_PATH_TIMING. */
-  failover: { probeIntervalMs: 100, idleProbeIntervalMs: 5_000, suspectAfterMs: 150, downAfterMs: 300, holdDownMs: 2_000, upAfterReplies: 3 },
+  /** Path probing and failover; why these numbers: agent/paths/state.ts, DEFAULT_PATH_TIMING. */
+  failover: {
+    probeIntervalMs: DEFAULT_PATH_TIMING.probeIntervalMs,
+    idleProbeIntervalMs: DEFAULT_PATH_TIMING.idleProbeIntervalMs,
+    suspectAfterMs: DEFAULT_PATH_TIMING.suspectAfterMs,
+    downAfterMs: DEFAULT_PATH_TIMING.downAfterMs,
+    holdDownMs: DEFAULT_PATH_TIMING.holdDownMs,
+    upAfterReplies: DEFAULT_PATH_TIMING.upAfterReplies,
+  },
 } as const;
 
 const ip = z.string().refine(isIpAddress, { message: MSG.ip });
@@ -68,6 +76,11 @@ export const AgentConfigSchema = z
         key: z.string().min(1),
         /** The realm (or sub-realm) prefix the host ID is derived under, e.g. fd00:1::/64. */
         prefix: z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix }),
+        /**
+         * Where the agent keeps the last sequence number and message counter it used, so that a
+         * restart never reuses one (default: the key file's path + ".state").
+         */
+        state: z.string().min(1).optional(),
       })
       .optional(),
     /** Realm Managers to register with and look up in; without them only static peers are reachable. */
@@ -142,6 +155,9 @@ export const AgentConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['hostId'], message: 'is missing: set hostId (static bindings only) or identity.key and identity.prefix (the ID is derived from the key)' });
     if (c.rm !== undefined && c.identity === undefined)
       ctx.addIssue({ code: 'custom', path: ['identity'], message: 'is missing: registering with a Realm Manager needs a key (identity.key, made by `realmnet keygen`) and identity.prefix' });
+    if (c.rm !== undefined && c.rm.pendingPerId > c.tun.batchSize) {
+      ctx.addIssue({ code: 'custom', path: ['rm', 'pendingPerId'], message: `(${c.rm.pendingPerId}) must not exceed tun.batchSize (${c.tun.batchSize}): the packets kept for one ID go back to the data plane as one batch` });
+    }
     const f = c.failover;
     if (f.downAfterMs < f.suspectAfterMs) ctx.addIssue({ code: 'custom', path: ['failover', 'downAfterMs'], message: `(${f.downAfterMs}) must not be below suspectAfterMs (${f.suspectAfterMs})` });
     if (f.suspectAfterMs < f.probeIntervalMs) ctx.addIssue({ code: 'custom', path: ['failover', 'suspectAfterMs'], message: `(${f.suspectAfterMs}) must be at least probeIntervalMs (${f.probeIntervalMs}): a path cannot be judged before it was asked` });

@@ -8,7 +8,7 @@ import { deriveHostId, parseHostId, parsePrefix } from '../shared/ids.ts';
 import { loadKeyPair } from '../shared/keys.ts';
 import { createAgent, type AgentIdentity, type AgentStatus } from './agent.ts';
 import type { AgentConfig } from './config.ts';
-import { createRmClient } from './mapcache/client.ts';
+import { createRmClient } from './rm/client.ts';
 import { UplinkMonitor } from './uplinks/monitor.ts';
 import { loadAgentConfig, DEFAULTS } from './config.ts';
 import { newControlCounters, queryControl, startControlServer } from './control.ts';

@@ -2,7 +2,7 @@ import type { TunBatchHandler } from '../tun/tun.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
 import { HEADER_LEN, MAX_CHUNKS, VNET_HDR_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
-import { flowHash, pickByWeight } from '../failover.ts';
+import { flowHash, pickByWeight } from './flows.ts';
 import { Drop, type DropCounters } from './drops.ts';
 
 /*

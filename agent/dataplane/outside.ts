@@ -87,6 +87,8 @@ export function createOutside(
     const ipLen = frameLen - ipOff;
     if (ipLen < 40 || b[ip] >> 4 !== 6 || ((b[ip + 4] << 8) | b[ip + 5]) + 40 !== ipLen) return Drop.OutsideMalformed;
     if (ipLen > opts.maxInner) return Drop.OutsideOversized;
+    // The destination first: a packet for someone else must never cost a lookup of its source.
+    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
     const entry = cache.lookup(b, ip + 8);
     if (entry === undefined) return dgOff >= 0 && onUnknownSource(b, dgOff, dgLen, srcAddrs, srcOff, port, ip + 8) ? KEPT : Drop.OutsideUnknownPeer;
     const locs = entry.locators;
@@ -98,7 +100,6 @@ export function createOutside(
       }
     }
     if (!bound) return Drop.OutsideSourceNotBound;
-    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
     entry.traffic.rx++;
     stats.packets++;
     stats.bytes += ipLen;

@@ -40,7 +40,7 @@ const figures: string[] = [];
 
 /**
  * How long the agents get to be back on ispa after a fault is cleared: hold-down 2 s, plus the flap
- * penalty's decay when the path failed several times within a minute (agent/failover.ts: half-life
+ * penalty's decay when the path failed several times within a minute (agent/paths/state.ts: half-life
  * 15 s, suppressed at 2; the scenarios share agents, so their faults add up).
  */
 const RECOVER_MS = 15_000;

@@ -7,7 +7,8 @@ import { stringify } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateKeyPair, saveKeyPair, type KeyPair } from '../../shared/keys.ts';
 import { parsePrefix } from '../../shared/ids.ts';
-import { createRmClient, type BindingAnswer, type RmClient } from '../../agent/mapcache/client.ts';
+import { createRmClient, type RmClient } from '../../agent/rm/client.ts';
+import type { BindingAnswer } from '../../agent/rm/answers.ts';
 import { bindingFor } from '../integration/rm-harness.ts';
 
 /**

@@ -1,6 +1,6 @@
 import { createAgent, type Agent, type MonitorLike } from '../../agent/agent.ts';
 import { parseAgentConfig } from '../../agent/config.ts';
-import { createRmClient } from '../../agent/mapcache/client.ts';
+import { createRmClient } from '../../agent/rm/client.ts';
 import { MemoryTun } from '../../agent/tun/memory.ts';
 import type { MemoryNet } from '../../agent/uplinks/memory.ts';
 import { systemClock } from '../../shared/clock.ts';

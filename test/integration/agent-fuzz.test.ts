@@ -4,7 +4,7 @@ import { createConnection } from 'node:net';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { newControlCounters, queryControl, startControlServer } from '../../agent/control.ts';
-import { createRmClient, type RmClient } from '../../agent/mapcache/client.ts';
+import { createRmClient, type RmClient } from '../../agent/rm/client.ts';
 import { signBinding, type Binding } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix, type HostId } from '../../shared/ids.ts';
 import { generateKeyPair, signBytes } from '../../shared/keys.ts';

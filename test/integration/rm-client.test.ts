@@ -8,7 +8,8 @@ import { silentLogger } from '../../shared/log.ts';
 import { systemClock } from '../../shared/clock.ts';
 import { parseRmConfig } from '../../mapping-server/config.ts';
 import { createMappingServer } from '../../mapping-server/server.ts';
-import { createRmClient, type BindingAnswer } from '../../agent/mapcache/client.ts';
+import { createRmClient } from '../../agent/rm/client.ts';
+import type { BindingAnswer } from '../../agent/rm/answers.ts';
 import { LOCATORS, bindingFor, startHarness, type Harness } from './rm-harness.ts';
 
 let h: Harness | null = null;

@@ -7,7 +7,7 @@ import { parseRmConfig, type RmConfig } from '../../mapping-server/config.ts';
 import { createMappingServer, type MappingServer } from '../../mapping-server/server.ts';
 import { BindingStore } from '../../mapping-server/store/bindings.ts';
 import { decodeBinding } from '../../shared/binding.ts';
-import { createRmClient, type RmClient, type RmClientOptions } from '../../agent/mapcache/client.ts';
+import { createRmClient, type RmClient, type RmClientOptions } from '../../agent/rm/client.ts';
 
 /** In-process Realm Manager on 127.0.0.1 (ephemeral port) and clients for it, for the RM tests. */
 export const REALM_PREFIX = 'fd00:1::/32';

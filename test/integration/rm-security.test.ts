@@ -117,7 +117,7 @@ describe('RM security', () => {
 
   it('a client refuses a WELCOME from an RM other than the pinned one', async () => {
     h = await startHarness();
-    const { createRmClient } = await import('../../agent/mapcache/client.ts');
+    const { createRmClient } = await import('../../agent/rm/client.ts');
     const c = createRmClient({
       rm: [{ address: '127.0.0.1', port: h.port, publicKey: generateKeyPair().publicKey }],
       key: generateKeyPair(),

@@ -5,23 +5,20 @@ import {
   apply,
   decide,
   flapPenalty,
-  flowHash,
   silence,
   initialPathState,
   lossRatio,
   onLocalLink,
   onProbeSent,
   onReply,
-  pickByWeight,
-  preferredGroup,
-  rankPaths,
   rtoMs,
   type PathAction,
-  type PathCandidate,
   type PathState,
   type PathStateName,
   type PathTiming,
-} from '../../agent/failover.ts';
+} from '../../agent/paths/state.ts';
+import { preferredGroup, rankPaths, type PathCandidate } from '../../agent/paths/rank.ts';
+import { flowHash, pickByWeight } from '../../agent/dataplane/flows.ts';
 
 const t0 = 1_000_000;
 /** These tests probe sparsely (a handful of probes, one lost, is a high ratio): loss-based demotion off, tested on its own below. */

@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { MapCache, boundLocator, type MapEntry } from '../../agent/mapcache/cache.ts';
-import { DEFAULT_PEER_PATHS, PEER_COUNTERS, PeerPaths, type PeerUplink } from '../../agent/peers/paths.ts';
-import { pairKey } from '../../agent/peers/keys.ts';
-import { PEER_MAX_LEN, PeerType, encodePeer } from '../../agent/peers/wire.ts';
-import { DEFAULT_PATH_TIMING } from '../../agent/failover.ts';
+import { DEFAULT_PEER_PATHS, PEER_COUNTERS, PeerPaths } from '../../agent/paths/probing.ts';
+import { pairKey } from '../../agent/paths/pairkey.ts';
+import { PEER_MAX_LEN, PeerType, encodePeer } from '../../agent/paths/wire.ts';
+import { DEFAULT_PATH_TIMING } from '../../agent/paths/state.ts';
 import { ManualClock } from '../../shared/clock.ts';
 import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { locatorBytes } from '../../shared/locator.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
+import { UplinkTable } from '../../agent/uplinks/table.ts';
 
 /**
  * PeerPaths on a manual clock: nothing sleeps, the test plays the peer (it holds the peer's key) and
@@ -46,10 +47,10 @@ function setup() {
   const peerId = deriveHostId(prefix, peer.publicKey);
   const clock = new ManualClock(1_000_000);
   const sent: Sent[] = [];
-  const uplinks: PeerUplink[] = [
-    { name: 'ispa', family: 4, priority: 1, weight: 1, up: true, socket: fakeSocket(0, sent) },
-    { name: 'ispb', family: 4, priority: 2, weight: 1, up: true, socket: fakeSocket(1, sent) },
-  ];
+  const uplinks = new UplinkTable([
+    { name: 'ispa', interface: undefined, locator: '192.0.2.1', family: 4, priority: 1, weight: 1, up: true, socket: fakeSocket(0, sent) },
+    { name: 'ispb', interface: undefined, locator: '198.51.100.1', family: 4, priority: 2, weight: 1, up: true, socket: fakeSocket(1, sent) },
+  ]);
   const cache = new MapCache(16);
   const entry: MapEntry = Object.freeze({
     hostId: peerId.toString(),
@@ -67,7 +68,7 @@ function setup() {
   cache.set(entry);
   const pp = new PeerPaths(
     { ...DEFAULT_PEER_PATHS, timing: DEFAULT_PATH_TIMING, instanceId: 0 },
-    { cache, uplinks, myId, mySeed: privateSeed(me), clock, wallClock: () => 0, log: silentLogger, applyBinding: () => undefined },
+    { cache, uplinks: () => uplinks.current, counterBase: 1, myId, mySeed: privateSeed(me), clock, wallClock: () => 0, log: silentLogger, applyBinding: () => undefined },
   );
   const key = pairKey(privateSeed(peer), peerId.toBytes(), me.publicKey, myId);
   if (key === null) throw new Error('key');
@@ -130,7 +131,7 @@ describe('PeerPaths', () => {
   it('acts on a local uplink going down at once, without probes', () => {
     const t = setup();
     t.run(300, [0, 1]);
-    (t.uplinks[0] as { up: boolean }).up = false;
+    t.uplinks.apply({ kind: 'link', name: 'ispa', usable: false });
     t.pp.uplinksChanged();
     expect(t.inUse()).toBe(1);
     expect(t.pp.failovers().at(-1)?.reason).toBe('uplink ispa down');
@@ -139,12 +140,11 @@ describe('PeerPaths', () => {
   it('a flapping uplink on probation does not win traffic back when the other path has a late reply', () => {
     const t = setup();
     t.run(500, [0, 1]);
-    const ul = t.uplinks[0] as { up: boolean };
     for (let i = 0; i < 3; i++) {
-      ul.up = false;
+      t.uplinks.apply({ kind: 'link', name: 'ispa', usable: false });
       t.pp.uplinksChanged();
       t.run(200, [1]);
-      ul.up = true;
+      t.uplinks.apply({ kind: 'link', name: 'ispa', usable: true });
       t.pp.uplinksChanged();
       t.run(300, [0, 1]);
     }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { pairKey } from '../../agent/peers/keys.ts';
-import { PEER_MAX_LEN, PEER_MIN_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer } from '../../agent/peers/wire.ts';
+import { pairKey } from '../../agent/paths/pairkey.ts';
+import { PEER_MAX_LEN, PEER_MIN_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer } from '../../agent/paths/wire.ts';
 import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
 import { checkHeader, HeaderCheck } from '../../shared/wire/header.ts';
 

@@ -1,12 +1,13 @@
-import { familyOf, type Family } from '../../shared/locator.ts';
+import { familyOf } from '../../shared/locator.ts';
+import type { Uplink } from './table.ts';
 import type { Logger } from '../../shared/log.ts';
 import { policyRoutes, type NetConfig, type PolicyRoute } from '../netconfig.ts';
 import type { UdpBatchSocket, UdpOptions } from '../../shared/udp/socket.ts';
 
 /**
- * The host's uplinks: one UDP socket per uplink, bound to that uplink's locator on the data port,
- * and source-policy routing so that each socket leaves through its own interface. Later the monitor
- * flips `up`; for now every configured uplink is up.
+ * The host's uplinks as the system sees them: one UDP socket per uplink, bound to that uplink's
+ * locator on the data port, and source-policy routing so that each socket leaves through its own
+ * interface. Their state (up, priority, weight) is the uplink table's (table.ts), not this module's.
  */
 export interface UplinkConfig {
   readonly name: string;
@@ -17,17 +18,6 @@ export interface UplinkConfig {
   readonly weight: number;
 }
 
-export interface Uplink {
-  readonly name: string;
-  readonly interface: string | undefined;
-  readonly locator: string;
-  readonly family: Family;
-  /** From the config, overridden by the realm's policy when the RM serves one (agent.ts). */
-  priority: number;
-  weight: number;
-  readonly socket: UdpBatchSocket;
-  up: boolean;
-}
 
 export interface UplinksDeps {
   readonly openUdp: (opts: UdpOptions) => UdpBatchSocket | Promise<UdpBatchSocket>;
@@ -43,8 +33,9 @@ export interface UplinksOptions {
   readonly rulePriority: number;
 }
 
-export class Uplinks {
-  readonly list: Uplink[] = [];
+export class UplinkSockets {
+  /** The opened uplinks in config order, all up: the uplink table starts from these. */
+  readonly opened: Omit<Uplink, 'index'>[] = [];
   private routes: PolicyRoute[] = [];
 
   constructor(
@@ -58,7 +49,7 @@ export class Uplinks {
     try {
       for (const c of this.configs) {
         const socket = await this.deps.openUdp({ address: c.locator, port: this.opts.port, batchSize: this.opts.batchSize, maxDatagram: this.opts.maxDatagram });
-        this.list.push({ name: c.name, interface: c.interface, locator: c.locator, family: familyOf(c.locator), priority: c.priority, weight: c.weight, socket, up: true });
+        this.opened.push({ name: c.name, interface: c.interface, locator: c.locator, family: familyOf(c.locator), priority: c.priority, weight: c.weight, socket, up: true });
       }
       this.routes = policyRoutes(this.configs, this.opts.tableBase, this.opts.rulePriority);
       for (const r of this.routes) {
@@ -94,8 +85,8 @@ export class Uplinks {
   }
 
   async stop(): Promise<void> {
-    for (const u of this.list) u.socket.close();
-    this.list.length = 0;
+    for (const u of this.opened) u.socket.close();
+    this.opened.length = 0;
     for (const r of this.routes) await this.runQuietly(r.remove);
     this.routes = [];
   }

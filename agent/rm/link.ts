@@ -1,10 +1,12 @@
-import type { Clock } from '../shared/clock.ts';
-import type { Logger } from '../shared/log.ts';
-import { nextSeq, signBinding, type Binding, type Locator } from '../shared/binding.ts';
-import type { HostId, Prefix } from '../shared/ids.ts';
-import type { KeyPair } from '../shared/keys.ts';
-import type { BindingAnswer, LookupResult, RmClient } from './mapcache/client.ts';
-import type { ResolverLookup } from './mapcache/resolver.ts';
+import type { Clock } from '../../shared/clock.ts';
+import type { Logger } from '../../shared/log.ts';
+import { nextSeq, signBinding, type Binding, type Locator } from '../../shared/binding.ts';
+import type { HostId, Prefix } from '../../shared/ids.ts';
+import type { KeyPair } from '../../shared/keys.ts';
+import type { BindingAnswer, LookupResult } from './answers.ts';
+import type { RegisterResult, RmClient } from './client.ts';
+import type { ResolverLookup } from './resolver.ts';
+import type { UplinkSnapshot } from '../uplinks/table.ts';
 
 /**
  * The agent's link to its Realm Managers: one RM client per uplink, each on a socket bound to that
@@ -14,14 +16,13 @@ import type { ResolverLookup } from './mapcache/resolver.ts';
  *
  * Registration never blocks the agent: an unreachable RM is retried in the background with backoff
  * (inside the client), and forwarding goes on with what the map-cache holds.
+ *
+ * A registration counts as done when the first uplink's RM acknowledges it: one working uplink is
+ * enough, and an uplink whose path is still broken (a restored link whose policy route is not back
+ * yet, a silent blackhole) must not hold the news back for its own ~12 s of retransmissions. A
+ * registration the RM refuses as stale (our sequence number is below the one it holds: this host's
+ * clock was once ahead, or its state was lost) is signed again above the number the RM reports.
  */
-export interface RmLinkUplink {
-  readonly name: string;
-  readonly locator: string;
-  readonly priority: number;
-  readonly weight: number;
-  up: boolean;
-}
 
 export interface RmLinkDeps {
   readonly key: KeyPair;
@@ -29,6 +30,12 @@ export interface RmLinkDeps {
   readonly hostId: HostId;
   /** One client per uplink index (bound to that uplink's locator). */
   readonly makeClient: (uplink: number) => RmClient;
+  /** The uplinks now (the uplink table's snapshot). */
+  readonly uplinks: () => UplinkSnapshot;
+  /** The last sequence number this host signed (persisted across restarts); 0 when none. */
+  readonly lastSeq: number;
+  /** Called with every sequence number before a binding carrying it leaves (persist it). */
+  readonly onSeq?: (seq: number) => void;
   readonly clock: Clock;
   readonly log: Logger;
 }
@@ -58,14 +65,17 @@ export class RmLink implements ResolverLookup {
   private retryTimer: NodeJS.Timeout | null = null;
   private retryMs = 1000;
 
+  private lastSeq: number;
+
   constructor(
-    private readonly uplinks: readonly RmLinkUplink[],
     private readonly opts: RmLinkOptions,
     private readonly deps: RmLinkDeps,
-  ) {}
+  ) {
+    this.lastSeq = deps.lastSeq;
+  }
 
   start(): void {
-    this.uplinks.forEach((_, i) => {
+    this.deps.uplinks().forEach((_, i) => {
       const c = this.deps.makeClient(i);
       c.onPush((a) => {
         for (const l of this.pushListeners) l(a);
@@ -97,8 +107,9 @@ export class RmLink implements ResolverLookup {
   }
 
   /** Signs a new binding (higher sequence number) from the uplinks' current state and registers it everywhere. */
-  async register(): Promise<void> {
-    const locators: Locator[] = this.uplinks.map((u) => ({
+  async register(floorSeq = 0): Promise<void> {
+    const uplinks = this.deps.uplinks();
+    const locators: Locator[] = uplinks.map((u) => ({
       address: u.locator,
       port: this.opts.listenPort,
       uplink: u.name,
@@ -106,42 +117,53 @@ export class RmLink implements ResolverLookup {
       weight: u.weight,
       state: u.up ? 'up' : 'down',
     }));
-    const b = signBinding(this.deps.key, { prefix: this.deps.prefix, locators, seq: nextSeq(this.binding?.seq ?? 0), ttl: this.opts.bindingTtlS });
+    const seq = nextSeq(Math.max(this.lastSeq, floorSeq));
+    this.lastSeq = seq;
+    this.deps.onSeq?.(seq);
+    const b = signBinding(this.deps.key, { prefix: this.deps.prefix, locators, seq, ttl: this.opts.bindingTtlS });
     this.binding = b;
     for (const l of this.signedListeners) l(b);
-    const results = await Promise.allSettled(this.clients.map((c, i) => (this.uplinks[i].up ? c.register(b) : Promise.reject(new Error('uplink down')))));
-    if (this.stopped) return;
-    const ok = results.some((r) => r.status === 'fulfilled' && r.value.ok);
-    if (ok) {
+    const attempts = this.clients.map((c, i) => (uplinks[i]?.up === true ? c.register(b) : Promise.reject(new Error('uplink down'))));
+    const first = await firstOk(attempts);
+    if (this.stopped || this.binding !== b) return;
+    if (first.ok) {
       this.registeredAt = this.deps.clock.now();
       this.lastError = null;
+      this.retryMs = 1000;
       this.deps.log.info({ hostId: this.deps.hostId.toString(), seq: b.seq, locators: locators.map((l) => `${l.uplink}=${l.address}/${l.state}`).join(',') }, 'binding registered');
       for (const l of this.registeredListeners) l(b);
-    } else {
-      const why = results.map((r) => (r.status === 'rejected' ? String((r.reason as Error)?.message ?? r.reason) : r.value.ok ? 'ok' : r.value.status));
-      this.lastError = why.join('; ');
-      this.deps.log.warn({ hostId: this.deps.hostId.toString(), why: this.lastError, retryInMs: this.retryMs }, 'binding not registered yet');
-      // Try again with backoff until one registration lands; after that the clients refresh it.
-      if (this.retryTimer === null) {
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = null;
-          void this.register();
-        }, this.retryMs);
-        this.retryMs = Math.min(30_000, this.retryMs * 2);
-      }
       return;
     }
-    this.retryMs = 1000;
+    this.lastError = first.why.join('; ');
+    if (first.staleAbove >= b.seq) {
+      // The RM holds a higher number than ours (a clock once ahead, lost state): sign above it now.
+      this.deps.log.warn({ hostId: this.deps.hostId.toString(), ours: b.seq, rm: first.staleAbove }, 'the RM holds a newer sequence number: signing above it');
+      return this.register(first.staleAbove);
+    }
+    this.deps.log.warn({ hostId: this.deps.hostId.toString(), why: this.lastError, retryInMs: this.retryMs }, 'binding not registered yet');
+    // Try again with backoff until one registration lands; after that the clients refresh it.
+    if (this.retryTimer === null) {
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = null;
+        void this.register();
+      }, this.retryMs);
+      this.retryMs = Math.min(30_000, this.retryMs * 2);
+    }
   }
 
   private primary(): RmClient | undefined {
-    const i = this.uplinks.findIndex((u) => u.up);
+    const i = this.deps.uplinks().findIndex((u) => u.up);
     return this.clients[i < 0 ? 0 : i];
   }
 
   lookup(id: HostId): Promise<LookupResult> {
     const c = this.primary();
     return c === undefined ? Promise.reject(new Error('RM link not started')) : c.lookup(id);
+  }
+
+  hasRoom(): boolean {
+    const c = this.primary();
+    return c !== undefined && c.hasRoom();
   }
 
   subscribe(ids: readonly HostId[]): Promise<number> {
@@ -156,7 +178,7 @@ export class RmLink implements ResolverLookup {
       seq: this.binding?.seq ?? 0,
       lastRegisteredAgoS: this.registeredAt === null ? null : Math.round((now - this.registeredAt) / 1000),
       lastError: this.lastError,
-      clients: this.clients.map((c, i) => ({ uplink: this.uplinks[i].name, counters: c.counters() })),
+      clients: this.clients.map((c, i) => ({ uplink: this.deps.uplinks()[i]?.name ?? String(i), counters: c.counters() })),
     };
   }
 
@@ -165,4 +187,33 @@ export class RmLink implements ResolverLookup {
     this.lastError = e instanceof Error ? e.message : String(e);
     this.deps.log.warn({ err: this.lastError }, 'RM client');
   }
+}
+
+type FirstOk = { readonly ok: true } | { readonly ok: false; readonly why: string[]; readonly staleAbove: number };
+
+/** Resolves at the first registration the RM acknowledged, or when all have failed (with why, and the highest number an RM said it holds). */
+function firstOk(attempts: readonly Promise<RegisterResult>[]): Promise<FirstOk> {
+  return new Promise((resolve) => {
+    if (attempts.length === 0) return resolve({ ok: false, why: ['no uplink'], staleAbove: 0 });
+    const why: string[] = [];
+    let staleAbove = 0;
+    let left = attempts.length;
+    const settle = () => {
+      if (--left === 0) resolve({ ok: false, why, staleAbove });
+    };
+    for (const a of attempts) {
+      a.then(
+        (r) => {
+          if (r.ok) return resolve({ ok: true });
+          why.push(r.status);
+          if (r.status === 'stale') staleAbove = Math.max(staleAbove, r.seq);
+          settle();
+        },
+        (e: unknown) => {
+          why.push(e instanceof Error ? e.message : String(e));
+          settle();
+        },
+      );
+    }
+  });
 }

@@ -3,9 +3,10 @@ import type { Logger } from '../../shared/log.ts';
 import { HostId } from '../../shared/ids.ts';
 import { hex16 } from '../../shared/bytes.ts';
 import type { Locator } from '../../shared/binding.ts';
-import { choosePath, type UplinkView } from '../paths.ts';
-import { boundLocator, type MapCache, type MapEntry, type BoundLocator } from './cache.ts';
-import type { BindingAnswer, LookupResult } from './client.ts';
+import type { Binding } from '../../shared/binding.ts';
+import { choosePath, type UplinkView } from '../paths/rank.ts';
+import { boundLocator, type GroupPath, type MapCache, type MapEntry, type BoundLocator, type Path } from '../mapcache/cache.ts';
+import type { BindingAnswer, LookupResult } from './answers.ts';
 
 /**
  * The control-plane half of the map-cache: it fills the cache from the Realm Manager.
@@ -17,13 +18,19 @@ import type { BindingAnswer, LookupResult } from './client.ts';
  *    through the data plane's own batch handlers (so they are checked like any other). The ID is
  *    followed (subscribe), and every pushed binding replaces the entry at once.
  * 3. A negative answer is remembered for its TTL (a negative entry), so that traffic to an unknown
- *    or forbidden ID does not become a lookup storm.
+ *    or forbidden ID does not become a lookup storm. A failed lookup (RM unreachable, client busy)
+ *    drops the kept packets and backs off per ID (1 s doubling to 30 s): nothing is re-injected that
+ *    would only miss again. No lookup starts while the RM client has no room for it.
+ * 2a. Kept packets go back on a later turn of the event loop (setImmediate), never from within the
+ *    call that resolved them, in batches no larger than the data plane's batch size.
  * 4. sweep(now) expires entries past their TTL and looks up again those about to expire. If the RM is
  *    unreachable, forwarding goes on with cached bindings until they expire.
  * Per-packet work happens only on a miss; the lookup itself is asynchronous.
  */
 export interface ResolverLookup {
   lookup(hostId: HostId): Promise<LookupResult>;
+  /** Whether a lookup now would be kept rather than refused as busy. */
+  hasRoom(): boolean;
   subscribe(hostIds: readonly HostId[]): Promise<number>;
 }
 
@@ -40,6 +47,8 @@ export interface ResolverOptions {
   readonly tunStride: number;
   readonly tunHeadroom: number;
   readonly udpStride: number;
+  /** Most packets handed back to the data plane in one batch (its batch size). */
+  readonly batchSize: number;
 }
 
 export interface ResolverDeps {
@@ -59,13 +68,17 @@ interface Waiting {
   readonly outside: { uplink: number; data: Buffer; src: Uint8Array; port: number }[];
 }
 
-export const RESOLVER_COUNTERS = ['lookups', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'expired', 'refreshed', 'negativeHits'] as const;
+export const RESOLVER_COUNTERS = ['lookups', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'directApplied', 'expired', 'refreshed', 'negativeHits', 'backoffHits', 'busy', 'droppedAfterFailure'] as const;
 export type ResolverCounter = (typeof RESOLVER_COUNTERS)[number];
 
 export class Resolver {
   private readonly waiting = new Map<string, Waiting>();
   private readonly negative = new Map<string, number>();
   private readonly refreshing = new Set<string>();
+  /** IDs whose last lookup failed: no new lookup before `until`; `ms` doubles on each failure. */
+  private readonly backoff = new Map<string, { until: number; ms: number }>();
+  private reinjectTimer: NodeJS.Immediate | null = null;
+  private readonly toReinject: { inside: Buffer[]; outside: Waiting['outside'] } = { inside: [], outside: [] };
   private queuedTotal = 0;
   private stopped = false;
   readonly counters: Record<ResolverCounter, number> = Object.fromEntries(RESOLVER_COUNTERS.map((k) => [k, 0])) as Record<ResolverCounter, number>;
@@ -78,7 +91,7 @@ export class Resolver {
   /** Data plane, inside: no binding for the destination ID at buf[idOff..]. Returns true if the packet was kept. */
   missInside(buf: Uint8Array, off: number, len: number, idOff: number): boolean {
     const key = hex16(buf, idOff);
-    if (this.isNegative(key)) return false;
+    if (this.isNegative(key) || this.inBackoff(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
     return this.keep(w.inside.length, () => w.inside.push(Buffer.from(buf.subarray(off, off + len))));
@@ -87,7 +100,7 @@ export class Resolver {
   /** Data plane, outside: a datagram whose inner source ID (at idOff) has no binding. */
   missOutside(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number): boolean {
     const key = hex16(buf, idOff);
-    if (this.isNegative(key)) return false;
+    if (this.isNegative(key) || this.inBackoff(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
     return this.keep(w.outside.length, () =>
@@ -95,9 +108,19 @@ export class Resolver {
     );
   }
 
-  /** A verified binding straight from its host (agent/peers): replace the entry at once. */
-  applyDirect(answer: BindingAnswer): void {
-    this.install(answer);
+  /**
+   * A verified binding straight from its host (paths/ direct updates). The realm's preferences came
+   * with the RM's answer: a locator we already had keeps the priority and weight the RM served for
+   * it; only its state and the set of locators come from the host.
+   */
+  applyDirect(b: Binding): void {
+    const held = this.deps.cache.lookup(b.hostId.toBytes(), 0);
+    const locators = b.locators.map((l) => {
+      const h = held?.locators.find((x) => x.address === l.address && x.port === l.port);
+      return h === undefined ? l : { ...l, priority: h.priority, weight: h.weight };
+    });
+    this.counters.directApplied++;
+    this.install({ kind: 'binding', hostId: b.hostId, binding: b, locators, ttl: b.ttl });
   }
 
   /** A pushed (verified) binding: replace the entry at once. */
@@ -120,12 +143,15 @@ export class Resolver {
       }
     }
     for (const [k, until] of this.negative) if (until <= now) this.negative.delete(k);
+    for (const [k, b] of this.backoff) if (b.until + 2 * b.ms <= now) this.backoff.delete(k);
   }
 
   stop(): void {
     this.stopped = true;
     this.waiting.clear();
     this.queuedTotal = 0;
+    if (this.reinjectTimer !== null) clearImmediate(this.reinjectTimer);
+    this.reinjectTimer = null;
   }
 
   pendingIds(): number {
@@ -145,11 +171,22 @@ export class Resolver {
     return false;
   }
 
-  /** The waiting list of an ID, starting its lookup if it is new. */
+  private inBackoff(key: string): boolean {
+    const b = this.backoff.get(key);
+    if (b === undefined || b.until <= this.deps.clock.now()) return false;
+    this.counters.backoffHits++;
+    return true;
+  }
+
+  /** The waiting list of an ID, starting its lookup if it is new (and the RM client has room). */
   private waitFor(key: string, buf: Uint8Array, idOff: number): Waiting | null {
     if (this.stopped) return null;
     let w = this.waiting.get(key);
     if (w === undefined) {
+      if (!this.deps.rm.hasRoom()) {
+        this.counters.busy++;
+        return null;
+      }
       w = { inside: [], outside: [] };
       this.waiting.set(key, w);
       this.lookup(HostId.fromBytes(buf, idOff), false);
@@ -188,24 +225,28 @@ export class Resolver {
             this.counters.negative++;
             if (this.negative.size < this.opts.maxNegative) this.negative.set(id.hex, this.deps.clock.now() + Math.min(answer.ttl * 1000, this.opts.negativeTtlMaxMs));
           }
+          this.backoff.delete(id.hex);
           this.release(id.hex);
         },
         (e: unknown) => {
           this.refreshing.delete(id.hex);
           this.counters.failed++;
-          if (!this.stopped) this.deps.log.warn({ hostId: id.toString(), err: e instanceof Error ? e.message : String(e) }, 'lookup failed');
-          this.release(id.hex);
+          if (this.stopped) return;
+          const prev = this.backoff.get(id.hex);
+          const ms = prev === undefined ? BACKOFF_FIRST_MS : Math.min(BACKOFF_MAX_MS, prev.ms * 2);
+          if (prev !== undefined || this.backoff.size < this.opts.maxNegative) this.backoff.set(id.hex, { until: this.deps.clock.now() + ms, ms });
+          this.deps.log.warn({ hostId: id.toString(), err: e instanceof Error ? e.message : String(e), retryInMs: ms }, 'lookup failed');
+          this.dropWaiting(id.hex);
         },
       );
   }
 
   private install(answer: BindingAnswer): void {
     const now = this.deps.clock.now();
-    const fresh = entryFromAnswer(answer, this.deps.uplinks(), now);
-    const held = this.deps.cache.lookup(fresh.id, 0);
+    const held = this.deps.cache.lookup(answer.hostId.toBytes(), 0);
     // An older binding never replaces a newer one (a late lookup answer after a push).
-    if (held !== undefined && held.source === 'rm' && held.seq > fresh.seq) return;
-    const entry = held === undefined ? fresh : Object.freeze({ ...fresh, traffic: held.traffic });
+    if (held !== undefined && held.source === 'rm' && held.seq > answer.binding.seq) return;
+    const entry = entryFromAnswer(answer, this.deps.uplinks(), now, held);
     if (!this.deps.cache.set(entry)) {
       this.deps.log.warn({ hostId: entry.hostId }, 'map-cache full: binding not cached (raise limits.mapCacheEntries)');
       return;
@@ -213,23 +254,45 @@ export class Resolver {
     this.negative.delete(answer.hostId.hex);
   }
 
-  /** Sends the packets kept for an ID back through the data plane (or drops them if still unbound). */
+  /** The lookup failed: the packets kept for the ID are dropped (they would only miss again). */
+  private dropWaiting(key: string): void {
+    const w = this.waiting.get(key);
+    if (w === undefined) return;
+    this.waiting.delete(key);
+    const n = w.inside.length + w.outside.length;
+    this.queuedTotal -= n;
+    this.counters.droppedAfterFailure += n;
+  }
+
+  /** The packets kept for an ID go back through the data plane on a later turn of the loop. */
   private release(key: string): void {
     const w = this.waiting.get(key);
     if (w === undefined) return;
     this.waiting.delete(key);
     this.queuedTotal -= w.inside.length + w.outside.length;
-    if (w.inside.length > 0) {
-      const { tunStride: stride, tunHeadroom: headroom } = this.opts;
-      const buf = Buffer.alloc(w.inside.length * stride);
-      const lengths = new Uint32Array(w.inside.length);
-      w.inside.forEach((p, i) => {
+    this.toReinject.inside.push(...w.inside);
+    this.toReinject.outside.push(...w.outside);
+    if (this.reinjectTimer === null) this.reinjectTimer = setImmediate(() => this.reinject());
+  }
+
+  /** Hands the released packets to the data plane's handlers, at most batchSize per call. */
+  private reinject(): void {
+    this.reinjectTimer = null;
+    if (this.stopped) return;
+    const { tunStride: stride, tunHeadroom: headroom, batchSize } = this.opts;
+    const inside = this.toReinject.inside.splice(0);
+    const outside = this.toReinject.outside.splice(0);
+    for (let at = 0; at < inside.length; at += batchSize) {
+      const part = inside.slice(at, at + batchSize);
+      const buf = Buffer.alloc(part.length * stride);
+      const lengths = new Uint32Array(part.length);
+      part.forEach((p, i) => {
         buf.set(p, i * stride + headroom);
         lengths[i] = p.length;
       });
-      this.deps.reinjectInside(buf, lengths, w.inside.length);
+      this.deps.reinjectInside(buf, lengths, part.length);
     }
-    for (const d of w.outside) {
+    for (const d of outside) {
       const buf = Buffer.alloc(this.opts.udpStride);
       buf.set(d.data, 0);
       this.deps.reinjectOutside(d.uplink, buf, Uint32Array.of(d.data.length), d.src, Uint16Array.of(d.port), 1);
@@ -237,24 +300,50 @@ export class Resolver {
   }
 }
 
+const BACKOFF_FIRST_MS = 1_000;
+const BACKOFF_MAX_MS = 30_000;
+
 /** A binding's locator for the data plane; priority 255 means "do not use" (LISP). */
 function fromBinding(l: Locator): BoundLocator {
   return boundLocator(l.address, l.port, l.priority, l.weight, l.state === 'up' && l.priority < 255);
 }
 
-export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkView[], now: number): MapEntry {
+/**
+ * The map-cache entry for a verified answer. With `held` (the entry it replaces), the path and flow
+ * group in use stay as they are while their locators are still offered and up: a new binding of a
+ * peer (its other uplink failed or came back) must not move traffic that is fine where it is. Path
+ * choice (paths/probing.ts) then decides with the new locators; the data plane never sees a static
+ * choice in between, which would reorder the flows it moved.
+ */
+export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkView[], now: number, held?: MapEntry): MapEntry {
   const locators = Object.freeze(answer.locators.map(fromBinding));
+  const kept = held === undefined ? null : keepPath(held, locators, uplinks);
   return Object.freeze({
     hostId: answer.hostId.toString(),
     id: answer.hostId.toBytes(),
     locators,
-    path: choosePath(uplinks, locators),
+    path: kept?.path ?? choosePath(uplinks, locators),
+    group: kept?.group ?? [],
     source: 'rm' as const,
     createdAt: now,
     expiresAt: now + answer.ttl * 1000,
     seq: answer.binding.seq,
-    group: [],
     publicKey: answer.binding.publicKey,
-    traffic: { tx: 0, rx: 0 },
+    traffic: held?.traffic ?? { tx: 0, rx: 0 },
   });
+}
+
+/** The held entry's path and group, re-pointed at the new locators; null if any of them is gone or down. */
+function keepPath(held: MapEntry, locators: readonly BoundLocator[], uplinks: readonly UplinkView[]): { path: Path; group: GroupPath[] } | null {
+  if (held.path === null) return null;
+  const same = (l: BoundLocator) => locators.find((x) => x.up && x.port === l.port && x.address === l.address);
+  const loc = same(held.path.locator);
+  if (loc === undefined || uplinks[held.path.uplink]?.up !== true) return null;
+  const group: GroupPath[] = [];
+  for (const g of held.group) {
+    const gl = same(g.locator);
+    if (gl === undefined || uplinks[g.uplink]?.up !== true) return null;
+    group.push({ ...g, locator: gl });
+  }
+  return { path: { uplink: held.path.uplink, locator: loc }, group };
 }

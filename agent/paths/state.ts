@@ -1,22 +1,21 @@
 /**
- * Failover decisions for paths (local uplink × remote locator): pure functions of (state, now).
+ * The path state machine: pure functions of (state, now). A path is a local uplink × a remote locator.
  *
- * 1. While traffic flows to a peer, the shell probes each of that peer's paths every probeIntervalMs;
- *    idle paths every idleProbeIntervalMs (or never). onProbeSent / onReply fold what happened into an
- *    immutable PathState.
+ * 1. While traffic flows to a peer, the shell (probing.ts) probes each of that peer's paths every
+ *    probeIntervalMs; idle paths every idleProbeIntervalMs (or never). onProbeSent / onReply fold what
+ *    happened into an immutable PathState.
  * 2. decide(state, now, timing, active) returns one action; the shell performs it (send a probe) or
  *    folds it with apply(), then calls decide again until it returns 'none' (at most a few rounds).
- * 3. onLocalLink() takes the uplink monitor's facts: carrier loss or the uplink's address/route gone
+ * 3. onLocalLink() takes the uplink table's verdict: carrier loss or the uplink's address/route gone
  *    puts every path of that uplink down at once, without waiting for probes.
- * 4. rankPaths / preferredGroup pick the best usable paths of a peer; pickByWeight + flowHash spread
- *    flows (never the packets of one flow) over an equally-preferred group by weight.
+ * Ranking the paths of a peer is rank.ts; spreading flows over equally preferred paths is the data
+ * plane's (dataplane/flows.ts).
  *
  * States: unknown (never answered) → up on the first reply; up → suspect after ~1.5 probe intervals
- * of silence (the data plane may start duplicating onto an alternative) → down after downAfterMs;
- * down → probation after upAfterReplies consecutive replies → up after holdDownMs. A path that keeps
- * failing collects a flap penalty (RFC 2439-style, decaying with a half-life): above flapSuppressAt
- * it stays down or on probation until the penalty decays, so a flapping link cannot cause a switch
- * storm.
+ * of silence → down after downAfterMs; down → probation after upAfterReplies consecutive replies → up
+ * after holdDownMs. A path that keeps failing collects a flap penalty (RFC 2439-style, decaying with a
+ * half-life): above flapSuppressAt it stays down or on probation until the penalty decays, so a
+ * flapping link cannot cause a switch storm.
  */
 
 export interface PathTiming {
@@ -365,174 +364,4 @@ function pushDown(downs: readonly number[], now: number): readonly number[] {
   const next = downs.length >= MAX_DOWNS_KEPT ? downs.slice(downs.length - MAX_DOWNS_KEPT + 1) : downs.slice();
   next.push(now);
   return Object.freeze(next);
-}
-
-// 3. Ranking.
-
-/** Lower is better: up > probation > unknown > suspect > down. */
-export const STATE_RANK: Readonly<Record<PathStateName, number>> = Object.freeze({ up: 0, probation: 1, unknown: 2, suspect: 3, down: 4 });
-
-export interface PathCandidate<P> {
-  readonly path: P;
-  readonly state: PathState;
-  /** The remote locator's priority (lower is preferred; the remote realm's policy). */
-  readonly remotePriority: number;
-  /** The local uplink's priority (lower is preferred). */
-  readonly localPriority: number;
-  /** Share of flows among equally-preferred paths. */
-  readonly weight: number;
-}
-
-/**
- * Paths of one peer that can send (local uplink usable), best first: by state (up > probation >
- * unknown > suspect > down), then remote priority, then local priority, then smoothed RTT (unknown
- * last), then input order; among down paths, those answering again (held down by the flap penalty)
- * come first, whatever their priority. Down paths stay in the list as a last resort for when nothing else is left. `current`
- * (the path in use) stays first while it is in the best class and its RTT is within `rttMarginMs` or
- * 20 % of the best's, so two paths of nearly equal RTT never make traffic hop back and forth.
- */
-export function rankPaths<P>(cands: readonly PathCandidate<P>[], current?: P, rttMarginMs = 5): PathCandidate<P>[] {
-  const ranked = cands
-    .filter((c) => c.state.localUp)
-    .map((c, i) => ({ c, i }))
-    .sort((a, b) => compareState(a.c, b.c) || compareRevival(a.c, b.c) || compareClass(a.c, b.c) || compareRtt(a.c, b.c) || a.i - b.i)
-    .map((x) => x.c);
-  if (current === undefined || ranked.length < 2) return ranked;
-  const at = ranked.findIndex((c) => c.path === current);
-  if (at <= 0) return ranked;
-  const best = ranked[0];
-  const cur = ranked[at];
-  if (compareClass(cur, best) !== 0) return ranked;
-  const bestRtt = best.state.rttMs;
-  const curRtt = cur.state.rttMs;
-  const close = bestRtt === null || curRtt === null || curRtt - bestRtt <= Math.max(rttMarginMs, 0.2 * bestRtt);
-  if (!close) return ranked;
-  return [cur, ...ranked.slice(0, at), ...ranked.slice(at + 1)];
-}
-
-/** The leading paths of a ranked list that are equally preferred (same state class and priorities): spread flows over these. */
-export function preferredGroup<P>(ranked: readonly PathCandidate<P>[]): PathCandidate<P>[] {
-  if (ranked.length === 0) return [];
-  let n = 1;
-  while (n < ranked.length && compareClass(ranked[n], ranked[0]) === 0) n++;
-  return ranked.slice(0, n);
-}
-
-function compareClass<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
-  return STATE_RANK[a.state.state] - STATE_RANK[b.state.state] || a.remotePriority - b.remotePriority || a.localPriority - b.localPriority;
-}
-
-function compareState<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
-  return STATE_RANK[a.state.state] - STATE_RANK[b.state.state];
-}
-
-function compareRevival<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
-  if (a.state.state !== 'down') return 0;
-  return b.state.consecutiveReplies - a.state.consecutiveReplies;
-}
-
-function compareRtt<P>(a: PathCandidate<P>, b: PathCandidate<P>): number {
-  const x = a.state.rttMs;
-  const y = b.state.rttMs;
-  if (x === null) return y === null ? 0 : 1;
-  if (y === null) return -1;
-  return x - y;
-}
-
-// 4. Spreading flows.
-
-/**
- * Index of the candidate that carries the flow, chosen with weighted rendezvous hashing: each candidate
- * scores weight / -ln(u) with u uniform from (flowHash, key), the highest wins, so each candidate gets
- * weight/Σweight of the flows, and when a candidate leaves the group only its own flows move. `key`
- * identifies a candidate across calls (e.g. the uplink index); the array index is used without it.
- * Returns -1 when no candidate has a positive weight. Allocates nothing.
- */
-export function pickByWeight(flowHash: number, candidates: readonly { readonly weight: number; readonly key?: number }[]): number {
-  let best = -1;
-  let bestScore = -Infinity;
-  for (let i = 0; i < candidates.length; i++) {
-    const c = candidates[i];
-    if (!(c.weight > 0)) continue;
-    const h = fmix32(Math.imul((flowHash ^ Math.imul((c.key ?? i) + 1, 0x9e3779b1)) | 0, 0x85ebca6b));
-    // u in (0, 1): never 0 (log would be -Infinity) nor 1.
-    const u = ((h >>> 0) + 0.5) / 4294967296;
-    const score = c.weight / -Math.log(u);
-    if (score > bestScore) {
-      bestScore = score;
-      best = i;
-    }
-  }
-  return best;
-}
-
-const NH_HOP_BY_HOP = 0;
-const NH_TCP = 6;
-const NH_UDP = 17;
-const NH_ROUTING = 43;
-const NH_FRAGMENT = 44;
-const NH_DEST_OPTS = 60;
-const NH_SCTP = 132;
-const NH_UDPLITE = 136;
-
-/**
- * A 32-bit hash of the inner IPv6 packet at buf[off..off+len): source, destination, upper-layer
- * protocol and, for TCP/UDP/UDP-Lite/SCTP, the ports; otherwise (and for fragments, so that all
- * fragments of a packet hash alike) the flow label. Skips up to four extension headers. Reads only
- * inside the packet; a packet that is not IPv6 or too short hashes to 0. Allocates nothing.
- */
-export function flowHash(buf: Uint8Array, off: number, len: number = buf.length - off): number {
-  const end = Math.min(buf.length, off + len);
-  if (end - off < 40 || buf[off] >> 4 !== 6) return 0;
-  let h = 0x2545f491;
-  for (let i = off + 8; i < off + 40; i += 4) h = mixWord(h, read32(buf, i));
-  let nh = buf[off + 6];
-  let p = off + 40;
-  let ports = 0;
-  let hasPorts = false;
-  let fragment = false;
-  for (let hops = 0; hops < 4; hops++) {
-    if (nh === NH_HOP_BY_HOP || nh === NH_ROUTING || nh === NH_DEST_OPTS) {
-      if (p + 8 > end) break;
-      const next = buf[p];
-      p += (buf[p + 1] + 1) * 8;
-      nh = next;
-    } else if (nh === NH_FRAGMENT) {
-      if (p + 8 > end) break;
-      nh = buf[p];
-      fragment = true;
-      break;
-    } else break;
-  }
-  if (!fragment && (nh === NH_TCP || nh === NH_UDP || nh === NH_UDPLITE || nh === NH_SCTP) && p + 4 <= end) {
-    ports = read32(buf, p);
-    hasPorts = true;
-  }
-  h = mixWord(h, nh);
-  const flowLabel = ((buf[off + 1] & 0x0f) << 16) | (buf[off + 2] << 8) | buf[off + 3];
-  h = mixWord(h, hasPorts ? ports : flowLabel);
-  return fmix32(h) >>> 0;
-}
-
-function read32(b: Uint8Array, i: number): number {
-  return ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) | 0;
-}
-
-// MurmurHash3's block mix and finaliser (32-bit, Math.imul: no allocation, stays in Smi/int32).
-function mixWord(h: number, k: number): number {
-  k = Math.imul(k, 0xcc9e2d51);
-  k = (k << 15) | (k >>> 17);
-  k = Math.imul(k, 0x1b873593);
-  h ^= k;
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h | 0;
 }

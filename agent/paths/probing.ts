@@ -2,30 +2,17 @@ import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import { decodeBinding, verifyBinding, type Binding } from '../../shared/binding.ts';
 import { ReplayWindow, type MacKey } from '../../shared/wire/auth.ts';
-import type { Family } from '../../shared/locator.ts';
-import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 import { locatorText, type BoundLocator, type GroupPath, type MapCache, type MapEntry, type Path } from '../mapcache/cache.ts';
+import type { UplinkSnapshot } from '../uplinks/table.ts';
 import { hex16, sameBytes16 } from '../../shared/bytes.ts';
-import {
-  apply,
-  decide,
-  flapPenalty,
-  initialPathState,
-  lossRatio,
-  onLocalLink,
-  onReply,
-  preferredGroup,
-  rankPaths,
-  type PathCandidate,
-  type PathState,
-  type PathTiming,
-} from '../failover.ts';
-import { repathEntries } from '../paths.ts';
-import { pairKey } from './keys.ts';
+import { apply, decide, flapPenalty, initialPathState, lossRatio, onLocalLink, onReply, type PathState, type PathTiming } from './state.ts';
+import { preferredGroup, rankPaths, repathEntries, type PathCandidate } from './rank.ts';
+import { pairKey } from './pairkey.ts';
 import { PEER_MAX_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer, type PeerMessage } from './wire.ts';
 
 /*
- * Path probing and failover between agents: the shell around the pure state machine in failover.ts.
+ * Path probing and failover between agents: the shell around the pure state machine (state.ts) and
+ * the ranking (rank.ts).
  *
  * 1. A peer is tracked once the data plane has carried traffic to or from it and its binding has a
  *    public key (only then can probes be authenticated). Every path to it (local uplink × remote
@@ -63,19 +50,12 @@ export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'>
   updateRetryMs: Object.freeze([50, 100, 200, 400, 800, 1_600, 3_200]),
 });
 
-/** What this module needs of an uplink (agent/uplinks/uplinks.ts's Uplink fits). */
-export interface PeerUplink {
-  readonly name: string;
-  readonly family: Family;
-  readonly priority: number;
-  readonly weight: number;
-  readonly up: boolean;
-  readonly socket: UdpBatchSocket;
-}
-
 export interface PeerPathsDeps {
   readonly cache: MapCache;
-  readonly uplinks: readonly PeerUplink[];
+  /** The uplinks now (the uplink table's snapshot). */
+  readonly uplinks: () => UplinkSnapshot;
+  /** First message counter (above any this host used before: the agent persists a high-water mark). */
+  readonly counterBase: number;
   readonly myId: Uint8Array;
   /** The host's Ed25519 private seed (for the pair keys). */
   readonly mySeed: Uint8Array;
@@ -178,7 +158,7 @@ export class PeerPaths {
   private readonly records: FailoverRecord[] = [];
   /** Why a peer lost its path when the cause was its binding (the record is written at the next choice). */
   private readonly pendingReason = new Map<string, { reason: string; since: number }>();
-  private counter = Math.floor(Date.now() * 1000);
+  private counter: number;
   private timer: NodeJS.Timeout | null = null;
   private lastScan = -Infinity;
   private readonly out = Buffer.alloc(PEER_MAX_LEN);
@@ -187,7 +167,14 @@ export class PeerPaths {
   constructor(
     private readonly opts: PeerPathsOptions,
     private readonly deps: PeerPathsDeps,
-  ) {}
+  ) {
+    this.counter = deps.counterBase;
+  }
+
+  /** The last message counter used (the agent persists a high-water mark above it). */
+  get lastCounter(): number {
+    return this.counter;
+  }
 
   start(): void {
     this.timer = setInterval(() => this.tick(), this.opts.tickMs);
@@ -215,7 +202,7 @@ export class PeerPaths {
    * choice (no probe knowledge about them).
    */
   uplinksChanged(): void {
-    repathEntries(this.deps.cache, this.deps.uplinks, (e) => this.peers.has(hex16(e.id)));
+    repathEntries(this.deps.cache, this.deps.uplinks(), (e) => this.peers.has(hex16(e.id)));
     this.tick();
   }
 
@@ -286,7 +273,7 @@ export class PeerPaths {
       for (const t of p.paths) {
         out.push({
           peer: p.hostId,
-          uplink: this.deps.uplinks[t.uplink]?.name ?? String(t.uplink),
+          uplink: this.deps.uplinks()[t.uplink]?.name ?? String(t.uplink),
           locator: locatorText(t.locator),
           state: t.state.state,
           rttMs: t.state.rttMs === null ? null : Math.round(t.state.rttMs * 100) / 100,
@@ -342,7 +329,7 @@ export class PeerPaths {
     const active = now - p.lastActiveAt <= this.opts.activeWindowMs;
     const key = this.keyFor(entry);
     for (const path of p.paths) {
-      let s = onLocalLink(path.state, this.deps.uplinks[path.uplink].up, now);
+      let s = onLocalLink(path.state, this.deps.uplinks()[path.uplink].up, now);
       for (let round = 0; round < 4; round++) {
         const a = decide(s, now, this.opts.timing, active);
         if (a.kind === 'none') break;
@@ -361,7 +348,7 @@ export class PeerPaths {
    * returns to it, and its flap penalty survives: a peer whose uplink flaps cannot drag us along.
    */
   private rebuildPaths(p: Peer, now: number): void {
-    const ups = this.deps.uplinks;
+    const ups = this.deps.uplinks();
     const next: TrackedPath[] = [];
     const same = (x: TrackedPath, u: number, loc: BoundLocator) => x.uplink === u && x.locator.port === loc.port && x.locator.address === loc.address;
     for (const loc of p.entry.locators) {
@@ -392,7 +379,7 @@ export class PeerPaths {
   }
 
   private choose(p: Peer, now: number): void {
-    const ups = this.deps.uplinks;
+    const ups = this.deps.uplinks();
     const cands: PathCandidate<TrackedPath>[] = p.paths.map((x) => ({
       path: x,
       state: this.rankAs(x.state, now),
@@ -437,7 +424,7 @@ export class PeerPaths {
     if (from !== null) {
       const s = from.state;
       if (!s.localUp) {
-        reason = `uplink ${this.deps.uplinks[from.uplink].name} down`;
+        reason = `uplink ${this.deps.uplinks()[from.uplink].name} down`;
         tookMs = Math.max(0, now - s.since);
       } else if (s.state === 'suspect' || s.state === 'down') {
         // The last reply is the last moment the path was known good: the failure began after it.
@@ -471,7 +458,7 @@ export class PeerPaths {
   }
 
   private pathText(t: TrackedPath): string {
-    return `${this.deps.uplinks[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator)}`;
+    return `${this.deps.uplinks()[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator)}`;
   }
 
   private probe(p: Peer, path: TrackedPath, key: MacKey, now: number): void {
@@ -523,7 +510,7 @@ export class PeerPaths {
         continue;
       }
       // Over every working uplink to every locator of the peer: one of them gets through.
-      const ups = this.deps.uplinks;
+      const ups = this.deps.uplinks();
       for (const loc of p.entry.locators) {
         for (let i = 0; i < ups.length; i++) {
           if (!ups[i].up || ups[i].family !== loc.family) continue;
@@ -537,7 +524,7 @@ export class PeerPaths {
   }
 
   private send(uplink: number, addr: Uint8Array, port: number, msg: PeerMessage, key: MacKey): void {
-    const u = this.deps.uplinks[uplink];
+    const u = this.deps.uplinks()[uplink];
     if (u === undefined) return;
     const o = this.one;
     o.len[0] = encodePeer(this.out, msg, key);

@@ -1,0 +1,478 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { systemClock, type Clock } from '../../shared/clock.ts';
+import { RealmnetError } from '../../shared/errors.ts';
+import { silentLogger, type Logger } from '../../shared/log.ts';
+import { deriveHostId, type HostId, type Prefix } from '../../shared/ids.ts';
+import type { KeyPair } from '../../shared/keys.ts';
+import type { Binding } from '../../shared/binding.ts';
+import { decodeBody, decodeHeader } from '../../shared/wire/codec.ts';
+import { MAX_IDS_PER_MESSAGE, RegisterStatus, RejectCode, type ControlMessage, type LookupReply, type Push, type RegisterReply, type Welcome } from '../../shared/wire/messages.ts';
+import { AnswerVerifier, type AnswerRefusal, type BindingAnswer, type LookupResult } from './answers.ts';
+import { DEFAULT_RETRANSMIT, RequestTable, type RetransmitPolicy } from './requests.ts';
+import { RmSession } from './session.ts';
+
+
+/**
+ * The agent's Realm Manager client: register, lookup, subscribe/push over the control protocol
+ * (docs/control-protocol.md), on a node:dgram socket (control traffic is light; the data plane has
+ * its own sockets).
+ *
+ * 1. start() binds the socket and runs the session set-up (HELLO/WELCOME, session.ts); requests
+ *    made before the session exists wait for it.
+ * 2. Every request has an ID and is retransmitted with exponential backoff until answered or out of
+ *    attempts (requests.ts); at most maxOutstanding are in flight (more are refused at once).
+ * 3. Every answer is authenticated (session MAC, replay window), and every binding in it is
+ *    verified (signature, ID = hash of key, sequence number not older than one seen; answers.ts).
+ *    Forged, mismatched or stale bindings are counted and never returned.
+ *    Every datagram received ends in exactly one counter: rx.datagrams = Σ rx.drop.* + Σ rx.handled.*
+ *    (test/integration/agent-fuzz.test.ts checks it). What a handled message then leads to is
+ *    counted on top (binding.*, push.*, answers.late, sessions.*).
+ * 4. If the RM forgets the session (it restarted), the client runs a new HELLO, re-sends what is in
+ *    flight, re-subscribes and re-registers its kept bindings. A silent RM makes the client move to
+ *    the next RM in the list.
+ * 5. Registered bindings are re-sent every `refresh` seconds (the RM says how often) until stop(), so
+ *    the registration never expires; a newer register() replaces the kept binding. Followed IDs are
+ *    re-subscribed on the same beat, which also keeps the session alive.
+ */
+export interface RmAddress {
+  readonly address: string;
+  readonly port: number;
+  /** The RM's Ed25519 public key (32 bytes). When given, a WELCOME signed by any other key is refused. */
+  readonly publicKey?: Uint8Array;
+}
+
+export interface RmClientOptions {
+  readonly rm: readonly RmAddress[];
+  /** This host's key pair: it proves the host ID to the RM and signs bindings. */
+  readonly key: KeyPair;
+  /** The realm (or sub-realm) prefix this host's ID is derived under. */
+  readonly prefix: Prefix;
+  readonly clock?: Clock;
+  readonly log?: Logger;
+  /** A bound dgram socket to use (e.g. bound to one uplink's address); default: a new one on an ephemeral port. */
+  readonly socket?: Socket;
+  readonly retransmit?: Partial<RetransmitPolicy>;
+  /** Requests in flight at once; more are refused with RM_CLIENT_BUSY. Default 1024. */
+  readonly maxOutstanding?: number;
+  /** IDs whose last sequence number is remembered (to reject older bindings later). Default 65536. */
+  readonly maxTrackedIds?: number;
+  /** Called with every verified pushed binding. More can be added with onPush(). */
+  readonly onPush?: (answer: BindingAnswer) => void;
+  /** For jitter; tests pass a fixed one. */
+  readonly random?: () => number;
+}
+
+export type RegisterStatusName = keyof typeof RegisterStatus;
+
+export type RegisterResult =
+  | { readonly ok: true; readonly seq: number; readonly expiresIn: number; readonly refresh: number }
+  | { readonly ok: false; readonly status: Exclude<RegisterStatusName, 'ok'> | 'unknown'; readonly seq: number };
+
+export interface RmClient {
+  /** This host's ID (derived from key and prefix). */
+  readonly hostId: HostId;
+  start(): Promise<void>;
+  /** Stops refreshing, fails what is in flight, closes the socket if the client opened it. */
+  stop(): Promise<void>;
+  /**
+   * Registers a binding of this host (signed with its key) and, when keep is true (default), keeps
+   * refreshing it until stop() or a newer register(). Resolves when the RM has stored it durably.
+   */
+  register(binding: Binding, opts?: { keep?: boolean }): Promise<RegisterResult>;
+  lookup(hostId: HostId): Promise<LookupResult>;
+  /** Follows IDs: the RM pushes their new bindings (onPush). Resolves with how many the RM accepted. */
+  subscribe(hostIds: readonly HostId[]): Promise<number>;
+  unsubscribe(hostIds: readonly HostId[]): Promise<void>;
+  /** Adds a push listener; returns a function that removes it. */
+  onPush(cb: (answer: BindingAnswer) => void): () => void;
+  /** Whether a request now would be kept (not refused as busy): check before starting one. */
+  hasRoom(): boolean;
+  counters(): Record<string, number>;
+}
+
+// ---- the client -----------------------------------------------------------------------------------
+
+const COUNTER_NAMES = [
+  'tx.datagrams',
+  'tx.errors',
+  'rx.datagrams',
+  'rx.drop.wrongSource',
+  'rx.drop.header',
+  'rx.drop.badSession',
+  'rx.drop.badMac',
+  'rx.drop.replay',
+  'rx.drop.malformed',
+  'rx.drop.unexpected',
+  'rx.drop.badWelcome',
+  /** Decoded WELCOMEs that were not refused (a late one included: answers.late). */
+  'rx.handled.welcome',
+  /** REJECTs naming the current session (they start a new HELLO). */
+  'rx.handled.reject',
+  /** Authenticated answers to requests (late ones included). */
+  'rx.handled.answer',
+  /** Authenticated pushes (acknowledged; then verified: push.delivered or binding.*). */
+  'rx.handled.push',
+  'requests.sent',
+  'requests.retransmitted',
+  'requests.timedOut',
+  'requests.refusedBusy',
+  'answers.late',
+  'binding.forged',
+  'binding.mismatch',
+  'binding.stale',
+  'push.received',
+  'push.delivered',
+  /** Verified pushes for IDs this host does not follow: dropped. */
+  'push.notFollowed',
+  'sessions.established',
+  'sessions.lost',
+  'rm.failovers',
+] as const;
+type CounterName = (typeof COUNTER_NAMES)[number];
+
+export function createRmClient(opts: RmClientOptions): RmClient {
+  return new Client(opts);
+}
+
+class Client implements RmClient {
+  readonly hostId: HostId;
+  private readonly c = Object.fromEntries(COUNTER_NAMES.map((k) => [k, 0])) as Record<CounterName, number>;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly policy: RetransmitPolicy;
+  private readonly random: () => number;
+  private readonly session: RmSession;
+  private readonly requests: RequestTable;
+  private readonly answers: AnswerVerifier;
+  private readonly pushListeners = new Set<(a: BindingAnswer) => void>();
+  /** Bindings kept registered, by host ID hex. */
+  private readonly kept = new Map<string, Binding>();
+  private readonly followed = new Set<string>();
+  private readonly ownSocket: boolean;
+  private socket: Socket | null;
+  private rmIndex = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private refreshTimer: NodeJS.Timeout | null = null;
+  private refreshS = 60;
+  private stopped = false;
+  private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly onMessageBound = (buf: Buffer, rinfo: { address: string; port: number }): void => this.onMessage(buf, rinfo);
+
+  constructor(private readonly opts: RmClientOptions) {
+    if (opts.rm.length === 0) throw new RealmnetError('CONFIG_INVALID', 'RM client: no Realm Manager address given', 'list at least one RM');
+    this.clock = opts.clock ?? systemClock;
+    this.log = (opts.log ?? silentLogger).child({ module: 'rm-client' });
+    this.policy = { ...DEFAULT_RETRANSMIT, ...opts.retransmit };
+    this.random = opts.random ?? Math.random;
+    this.hostId = deriveHostId(opts.prefix, opts.key.publicKey);
+    this.session = new RmSession(opts.key, this.hostId.toBytes(), opts.prefix.length, this.policy, this.random);
+    this.requests = new RequestTable(this.policy, opts.maxOutstanding ?? 1024, {
+      clock: this.clock,
+      random: this.random,
+      transmit: (body) => {
+        const bytes = this.session.seal(body);
+        if (bytes === null) return false;
+        this.send(bytes);
+        return true;
+      },
+      onSent: (re) => void this.c[re ? 'requests.retransmitted' : 'requests.sent']++,
+      onTimeout: () => void this.c['requests.timedOut']++,
+    });
+    this.answers = new AnswerVerifier(opts.maxTrackedIds ?? 65_536);
+    if (opts.onPush) this.pushListeners.add(opts.onPush);
+    this.socket = opts.socket ?? null;
+    this.ownSocket = opts.socket === undefined;
+  }
+
+  async start(): Promise<void> {
+    const socket = this.socket ?? (await this.openSocket());
+    this.socket = socket;
+    // A send error (e.g. ICMP unreachable reported later) must not crash the agent.
+    socket.on('error', () => void this.c['tx.errors']++);
+    socket.on('message', this.onMessageBound);
+    this.beginHandshake();
+    await this.ready();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
+    this.timer = this.refreshTimer = null;
+    this.requests.failAll(stoppedError());
+    for (const w of this.readyWaiters) w.reject(stoppedError());
+    this.readyWaiters = [];
+    const socket = this.socket;
+    if (socket !== null) {
+      socket.off('message', this.onMessageBound);
+      if (this.ownSocket) await new Promise<void>((r) => socket.close(() => r()));
+    }
+  }
+
+  async register(binding: Binding, o: { keep?: boolean } = {}): Promise<RegisterResult> {
+    if (!binding.hostId.equals(this.hostId)) {
+      throw new RealmnetError('BINDING_INVALID', `binding is for ${binding.hostId.toString()}, not this host (${this.hostId.toString()})`);
+    }
+    const r = await this.sendRegister(binding);
+    if (r.status === RegisterStatus.ok) {
+      if (o.keep !== false) {
+        const cur = this.kept.get(this.hostId.hex);
+        if (cur === undefined || cur.seq <= binding.seq) this.kept.set(this.hostId.hex, binding);
+        this.refreshS = Math.max(1, r.refresh);
+        this.scheduleRefresh();
+      }
+      return { ok: true, seq: r.seq, expiresIn: r.expiresIn, refresh: r.refresh };
+    }
+    const name = (Object.keys(RegisterStatus) as RegisterStatusName[]).find((k) => RegisterStatus[k] === r.status);
+    return { ok: false, status: name === undefined || name === 'ok' ? 'unknown' : name, seq: r.seq };
+  }
+
+  async lookup(id: HostId): Promise<LookupResult> {
+    await this.ready();
+    const r: LookupReply = await this.request((reqId) => ({ type: 'lookup', reqId, hostId: id.toBytes() }), 'lookupReply');
+    if (!Buffer.from(r.hostId).equals(Buffer.from(id.toBytes()))) {
+      this.c['binding.mismatch']++;
+      throw new RealmnetError('BINDING_INVALID', `the RM answered a lookup of ${id.toString()} for another ID`);
+    }
+    if (r.binding === null) return Object.freeze({ kind: 'negative', hostId: id, ttl: r.ttl });
+    const a = this.verified(this.answers.check(r.binding, id, r.ttl, r.prefs));
+    if (a === null) throw new RealmnetError('BINDING_INVALID', `the RM served an invalid binding for ${id.toString()} (forged, mismatched or stale)`);
+    return a;
+  }
+
+  async subscribe(ids: readonly HostId[]): Promise<number> {
+    const hexes = ids.map((i) => i.hex);
+    for (const h of hexes) this.followed.add(h);
+    this.scheduleRefresh();
+    return this.subscribeKeys(hexes);
+  }
+
+  async unsubscribe(ids: readonly HostId[]): Promise<void> {
+    const hexes = ids.map((i) => i.hex);
+    for (const h of hexes) this.followed.delete(h);
+    await this.ready();
+    for (let i = 0; i < hexes.length; i += MAX_IDS_PER_MESSAGE) {
+      const chunk = hexes.slice(i, i + MAX_IDS_PER_MESSAGE).map((h) => Buffer.from(h, 'hex'));
+      await this.request((reqId) => ({ type: 'unsubscribe', reqId, hostIds: chunk }), 'unsubscribeReply');
+    }
+  }
+
+  onPush(cb: (answer: BindingAnswer) => void): () => void {
+    this.pushListeners.add(cb);
+    return () => this.pushListeners.delete(cb);
+  }
+
+  hasRoom(): boolean {
+    return !this.stopped && this.requests.hasRoom();
+  }
+
+  counters(): Record<string, number> {
+    return { ...this.c, 'requests.inFlight': this.requests.size, 'subscriptions.followed': this.followed.size, 'bindings.kept': this.kept.size };
+  }
+
+  // ---- session set-up ----
+
+  private rm(): RmAddress {
+    return this.opts.rm[this.rmIndex % this.opts.rm.length];
+  }
+
+  private async openSocket(): Promise<Socket> {
+    const socket = createSocket({ type: this.rm().address.includes(':') ? 'udp6' : 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(0, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    return socket;
+  }
+
+  private send(buf: Uint8Array): void {
+    if (this.socket === null) return;
+    const r = this.rm();
+    try {
+      this.socket.send(buf, r.port, r.address);
+      this.c['tx.datagrams']++;
+    } catch {
+      this.c['tx.errors']++;
+    }
+  }
+
+  private beginHandshake(): void {
+    this.send(this.session.begin(this.requests.takeId(), this.clock.now()));
+    this.arm();
+  }
+
+  private onWelcome(m: Welcome): void {
+    const outcome = this.session.welcome(m, this.rm().publicKey);
+    if (outcome === 'refused') return void this.c['rx.drop.badWelcome']++;
+    this.c['rx.handled.welcome']++;
+    if (outcome === 'late') return void this.c['answers.late']++;
+    this.c['sessions.established']++;
+    this.log.debug({ sid: m.sid, rm: `${this.rm().address}:${this.rm().port}` }, 'session established');
+    for (const w of this.readyWaiters) w.resolve();
+    this.readyWaiters = [];
+    // Everything in flight goes out again under the new session.
+    this.requests.resendAll();
+  }
+
+  private loseSession(why: string): void {
+    if (!this.session.lose()) return;
+    this.log.debug({ why }, 'session lost; setting up a new one');
+    this.c['sessions.lost']++;
+    this.requests.markUnsent();
+    this.beginHandshake();
+    // After the new session: the RM may have lost subscriptions (restart); send them and the kept
+    // bindings again.
+    void this.ready().then(
+      () => this.resync(),
+      () => {},
+    );
+  }
+
+  private resync(): void {
+    if (this.followed.size > 0) void this.subscribeKeys([...this.followed]).catch(() => {});
+    for (const b of this.kept.values()) void this.sendRegister(b).catch(() => {});
+  }
+
+  private ready(): Promise<void> {
+    if (this.session.isEstablished) return Promise.resolve();
+    if (this.stopped) return Promise.reject(stoppedError());
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  // ---- requests ----
+
+  private request<T extends ControlMessage['type']>(make: (reqId: number) => ControlMessage, answerType: T): Promise<Extract<ControlMessage, { type: T }>> {
+    if (this.stopped) return Promise.reject(stoppedError());
+    if (!this.requests.hasRoom()) this.c['requests.refusedBusy']++;
+    const p = this.requests.start(make, answerType);
+    this.arm();
+    return p;
+  }
+
+  /** One timer drives every retransmission; it runs only while something waits. */
+  private arm(): void {
+    if (this.timer !== null || this.stopped) return;
+    this.timer = setInterval(() => this.tick(), Math.max(10, Math.floor(this.policy.initialMs / 4)));
+  }
+
+  private tick(): void {
+    const now = this.clock.now();
+    const hello = this.session.helloDue(now);
+    if (hello.bytes !== undefined) this.send(hello.bytes);
+    else if (hello.decision === 'fail') {
+      // This RM does not answer: try the next one (all of them, round robin, forever while needed).
+      if (this.opts.rm.length > 1) this.c['rm.failovers']++;
+      this.rmIndex++;
+      this.log.warn({ rm: `${this.rm().address}:${this.rm().port}` }, 'Realm Manager not answering; trying the next one');
+      this.beginHandshake();
+      this.requests.failUnsent();
+    }
+    this.requests.tick(now);
+    if (this.requests.size === 0 && !this.session.isHandshaking && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  // ---- receive ----
+
+  private onMessage(buf: Buffer, rinfo: { address: string; port: number }): void {
+    this.c['rx.datagrams']++;
+    const r = this.rm();
+    if (rinfo.port !== r.port || !sameAddress(rinfo.address, r.address)) return void this.c['rx.drop.wrongSource']++;
+    const h = decodeHeader(buf);
+    if (!h.ok) return void this.c['rx.drop.header']++;
+    if (h.msg.sid === 0) return this.onUnauthenticated(h.msg, buf);
+    const opened = this.session.open(h.msg.sid, h.msg.seq, buf);
+    if (opened !== 'ok') return void this.c[`rx.drop.${opened}`]++;
+    const b = decodeBody(h.msg, buf);
+    if (!b.ok) return void this.c['rx.drop.malformed']++;
+    const m = b.msg;
+    if (m.type === 'push') return this.onPushMsg(m);
+    if (m.type === 'hello' || m.type === 'welcome' || m.type === 'reject' || m.type === 'pushAck' || !('reqId' in m)) return void this.c['rx.drop.unexpected']++;
+    this.c['rx.handled.answer']++;
+    if (!this.requests.settle(m.reqId, m)) this.c['answers.late']++;
+  }
+
+  /** Session 0: only a WELCOME, or a REJECT that names our session. */
+  private onUnauthenticated(h: Parameters<typeof decodeBody>[0], buf: Buffer): void {
+    const b = decodeBody(h, buf);
+    if (!b.ok) return void this.c['rx.drop.malformed']++;
+    if (b.msg.type === 'welcome') return this.onWelcome(b.msg);
+    if (b.msg.type === 'reject') {
+      // Unauthenticated: acted on only if it names our current session, and only by re-handshaking.
+      if (b.msg.code === RejectCode.sessionUnknown && this.session.sid !== null && b.msg.sid === this.session.sid) {
+        this.c['rx.handled.reject']++;
+        this.loseSession('RM does not know the session');
+      } else this.c['rx.drop.unexpected']++;
+      return;
+    }
+    this.c['rx.drop.unexpected']++;
+  }
+
+  private onPushMsg(m: Push): void {
+    this.c['rx.handled.push']++;
+    this.c['push.received']++;
+    // Acknowledge even what we then refuse: the RM should stop retransmitting either way.
+    const ack = this.session.seal({ type: 'pushAck', pushId: m.pushId });
+    if (ack === null) return;
+    this.send(ack);
+    const a = this.verified(this.answers.check(m.binding, null, m.ttl, m.prefs));
+    if (a === null) return;
+    if (!this.followed.has(a.hostId.hex)) return void this.c['push.notFollowed']++;
+    this.c['push.delivered']++;
+    for (const l of this.pushListeners) {
+      try {
+        l(a);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'push listener threw');
+      }
+    }
+  }
+
+  private verified(r: BindingAnswer | AnswerRefusal): BindingAnswer | null {
+    if (typeof r !== 'string') return r;
+    this.c[`binding.${r}`]++;
+    return null;
+  }
+
+  // ---- operations ----
+
+  private async sendRegister(binding: Binding): Promise<RegisterReply> {
+    await this.ready();
+    return this.request((reqId) => ({ type: 'register', reqId, binding: binding.bytes }), 'registerReply');
+  }
+
+  private async subscribeKeys(hexes: readonly string[]): Promise<number> {
+    await this.ready();
+    let accepted = 0;
+    for (let i = 0; i < hexes.length; i += MAX_IDS_PER_MESSAGE) {
+      const ids = hexes.slice(i, i + MAX_IDS_PER_MESSAGE).map((h) => Buffer.from(h, 'hex'));
+      const r = await this.request((reqId) => ({ type: 'subscribe', reqId, hostIds: ids }), 'subscribeReply');
+      accepted += r.accepted;
+    }
+    return accepted;
+  }
+
+  private scheduleRefresh(): void {
+    if (this.refreshTimer !== null || this.stopped) return;
+    this.refreshTimer = setInterval(() => {
+      if (this.session.isEstablished) this.resync();
+    }, this.refreshS * 1000);
+    this.refreshTimer.unref();
+  }
+}
+
+function stoppedError(): RealmnetError {
+  return new RealmnetError('RM_CLIENT_STOPPED', 'the RM client was stopped', '', { userFacing: false });
+}
+
+/** 127.0.0.1 and ::ffff:127.0.0.1 are the same sender. */
+function sameAddress(a: string, b: string): boolean {
+  if (a === b) return true;
+  const strip = (s: string) => (s.startsWith('::ffff:') ? s.slice(7) : s);
+  return strip(a) === strip(b);
+}

@@ -1,0 +1,120 @@
+import { verifyBytes, type KeyPair } from '../../shared/keys.ts';
+import { ReplayWindow, deriveSessionKeys, signedHello, welcomeSignedBytes, type Ephemeral, type SessionKeys } from '../../shared/wire/auth.ts';
+import { checkMac, encode } from '../../shared/wire/codec.ts';
+import type { ControlMessage, Hello, Welcome } from '../../shared/wire/messages.ts';
+import { decideRequest, retransmitDelay, type RequestDecision, type RetransmitPolicy } from './requests.ts';
+
+/**
+ * The RM client's session with one Realm Manager (docs/control-protocol.md, "Sessions").
+ *
+ * 1. begin() builds a signed HELLO with a fresh ephemeral key; helloDue() says when to send it again
+ *    and when this RM has not answered for as long as a request would wait (then the client moves on).
+ * 2. welcome() checks the RM's answer: the key pinned for this RM (if any), the RM's signature over
+ *    both ephemerals and our nonce, and derives the session keys. Anything else is refused.
+ * 3. seal() encodes a message under the session (next sequence number, MAC); open() checks an
+ *    incoming one (session ID, MAC, replay window) before its body is decoded.
+ * 4. lose() forgets the session (the RM no longer knows it); the client then begins again.
+ */
+interface Established {
+  readonly sid: number;
+  readonly keys: SessionKeys;
+  readonly rx: ReplayWindow;
+  txSeq: number;
+}
+
+interface Handshake {
+  readonly hello: Hello;
+  readonly eph: Ephemeral;
+  attempts: number;
+  nextAt: number;
+}
+
+export type WelcomeOutcome = 'established' | 'late' | 'refused';
+export type OpenOutcome = 'ok' | 'badSession' | 'badMac' | 'replay';
+
+export class RmSession {
+  private established: Established | null = null;
+  private handshake: Handshake | null = null;
+
+  constructor(
+    private readonly key: KeyPair,
+    private readonly hostId: Uint8Array,
+    private readonly prefixLen: number,
+    private readonly policy: RetransmitPolicy,
+    private readonly random: () => number,
+  ) {}
+
+  get sid(): number | null {
+    return this.established?.sid ?? null;
+  }
+
+  get isEstablished(): boolean {
+    return this.established !== null;
+  }
+
+  get isHandshaking(): boolean {
+    return this.handshake !== null;
+  }
+
+  /** A new HELLO (the session, if any, is dropped); returns its bytes to send. */
+  begin(reqId: number, now: number): Uint8Array {
+    const { hello, eph } = signedHello(this.key, this.hostId, this.prefixLen, reqId);
+    this.handshake = { hello, eph, attempts: 1, nextAt: now + retransmitDelay(1, this.policy, this.random()) };
+    return encode(hello, null);
+  }
+
+  /** What to do with the HELLO in flight at now; 'resend' also returns the bytes. */
+  helloDue(now: number): { decision: RequestDecision; bytes?: Uint8Array } {
+    const hs = this.handshake;
+    if (hs === null) return { decision: 'wait' };
+    const d = decideRequest(hs, now, this.policy);
+    if (d !== 'resend') return { decision: d };
+    hs.attempts++;
+    hs.nextAt = now + retransmitDelay(hs.attempts, this.policy, this.random());
+    return { decision: d, bytes: encode(hs.hello, null) };
+  }
+
+  /** A decoded WELCOME; pinned: the key configured for this RM. */
+  welcome(m: Welcome, pinned: Uint8Array | undefined): WelcomeOutcome {
+    const hs = this.handshake;
+    if (hs === null || m.reqId !== hs.hello.reqId) return 'late';
+    if (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(m.rmPublicKey))) return 'refused';
+    const signed = welcomeSignedBytes(m.sid, m.ephemeral, this.hostId, hs.eph.publicKey, hs.hello.nonce);
+    if (!verifyBytes(m.rmPublicKey, signed, m.signature)) return 'refused';
+    const keys = deriveSessionKeys(hs.eph, m.ephemeral, {
+      sid: m.sid,
+      clientHostId: this.hostId,
+      clientEphemeral: hs.eph.publicKey,
+      rmEphemeral: m.ephemeral,
+      nonce: hs.hello.nonce,
+    });
+    if (keys === null) return 'refused';
+    this.handshake = null;
+    this.established = { sid: m.sid, keys, rx: new ReplayWindow(), txSeq: 0 };
+    return 'established';
+  }
+
+  /** Forgets the session; false if there was none. */
+  lose(): boolean {
+    if (this.established === null) return false;
+    this.established = null;
+    return true;
+  }
+
+  /** msg encoded under the session, or null without one. */
+  seal(msg: ControlMessage): Uint8Array | null {
+    const s = this.established;
+    if (s === null) return null;
+    s.txSeq++;
+    return encode(msg, { sid: s.sid, seq: s.txSeq, key: s.keys.c2s });
+  }
+
+  /** Checks an authenticated datagram's session, MAC and sequence number (in that order). */
+  open(sid: number, seq: number, buf: Uint8Array): OpenOutcome {
+    const s = this.established;
+    if (s === null || sid !== s.sid) return 'badSession';
+    if (!checkMac(buf, s.keys.s2c)) return 'badMac';
+    if (!s.rx.check(seq)) return 'replay';
+    return 'ok';
+  }
+}

@@ -1,0 +1,65 @@
+import type { AgentConfig } from './config.ts';
+import type { AgentStatus } from './agent.ts';
+import type { DropCounters } from './dataplane/drops.ts';
+import type { InsideStats } from './dataplane/inside.ts';
+import type { OutsideStats } from './dataplane/outside.ts';
+import { locatorText, type MapCache } from './mapcache/cache.ts';
+import type { PeerPaths } from './paths/probing.ts';
+import type { Resolver } from './rm/resolver.ts';
+import type { RmLink } from './rm/link.ts';
+import type { UplinkSnapshot } from './uplinks/table.ts';
+import type { LagStats } from './lag.ts';
+
+/** What `realmnet status` shows, read from the parts (nothing here changes them). */
+export interface StatusSources {
+  readonly config: AgentConfig;
+  readonly hostId: string;
+  readonly now: number;
+  readonly tunName: string;
+  readonly uplinks: UplinkSnapshot;
+  readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths } | null;
+  readonly cache: MapCache;
+  readonly inside: InsideStats;
+  readonly outside: OutsideStats;
+  readonly drops: DropCounters;
+  readonly eventLoop: LagStats;
+}
+
+export function statusOf(s: StatusSources): AgentStatus {
+  const { config, rm, cache, now } = s;
+  return {
+    hostId: s.hostId,
+    tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload },
+    uplinks: s.uplinks.map((u) => ({
+      name: u.name,
+      interface: u.interface ?? null,
+      locator: u.locator,
+      up: u.up,
+      priority: u.priority,
+      txPackets: u.socket.stats.txPackets,
+      rxPackets: u.socket.stats.rxPackets,
+      sendErrors: u.socket.stats.sendErrors,
+    })),
+    rm:
+      rm === null
+        ? null
+        : { ...rm.link.status(), servers: (config.rm?.servers ?? []).map((x) => `${x.address}:${x.port}`), resolver: { ...rm.resolver.counters }, pendingIds: rm.resolver.pendingIds() },
+    mapCacheStats: { size: cache.size, capacity: cache.capacity, evicted: cache.evicted },
+    mapCache: cache.entries().map((e) => ({
+      hostId: e.hostId,
+      source: e.source,
+      seq: e.seq,
+      locators: e.locators.map((l) => `${locatorText(l)} p${l.priority}${l.up ? '' : ' down'}`),
+      path: e.path ? `${s.uplinks[e.path.uplink]?.name ?? e.path.uplink} → ${e.path.locator.address}` : null,
+      ageS: Math.round((now - e.createdAt) / 1000),
+      ttlS: Number.isFinite(e.expiresAt) ? Math.max(0, Math.round((e.expiresAt - now) / 1000)) : null,
+    })),
+    inside: { ...s.inside },
+    outside: { ...s.outside },
+    drops: s.drops.snapshot(),
+    paths: rm?.paths.paths() ?? [],
+    failovers: rm?.paths.failovers() ?? [],
+    peers: rm === null ? null : { ...rm.paths.counters },
+    eventLoop: s.eventLoop,
+  };
+}
