@@ -16,6 +16,8 @@ import { createIpCommand } from './netconfig.ts';
 import { openTun } from './tun/tun.ts';
 import { openUdp } from '../shared/udp/socket.ts';
 import { formatStatus } from './status-format.ts';
+import { stopOnSignals } from '../shared/lifecycle.ts';
+import { fileHostState } from './state.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */
 export async function runAgent(configPath: string, overrides: { logLevel?: string } = {}): Promise<void> {
@@ -34,6 +36,10 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
     log: log.child({ module: 'agent' }),
     clock: systemClock,
     identity,
+    hostState:
+      config.identity === undefined
+        ? undefined
+        : fileHostState(config.identity.state ?? `${config.identity.key}.state`, (e) => log.error({ err: e.message }, 'could not save the host state (sequence number, message counter)')),
     makeMonitor: (uplinks) => new UplinkMonitor(uplinks, { log: log.child({ module: 'monitor' }), clock: systemClock }),
     makeRmClient:
       identity === undefined || rm === undefined
@@ -64,31 +70,12 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
     throw e;
   }
 
-  // First signal: stop cleanly within a deadline. Second signal: leave at once.
-  let stopping = false;
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (stopping) {
-        log.warn({ signal: sig }, 'second signal: exiting now');
-        process.exit(1);
-      }
-      stopping = true;
-      log.info({ signal: sig }, 'stopping');
-      const deadline = setTimeout(() => {
-        log.error('clean stop took longer than 5 s: exiting');
-        process.exit(1);
-      }, 5000);
-      deadline.unref();
+  await stopOnSignals({
+    log,
+    stop: async () => {
       control.close();
-      agent.stop().then(resolve, (e: unknown) => {
-        log.error({ err: e }, 'error while stopping');
-        resolve();
-      });
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    // The readers keep the loop alive; SIGHUP is ignored rather than killing an overlay in use.
-    process.on('SIGHUP', () => log.info('SIGHUP ignored (restart the agent to reload its config)'));
+      await agent.stop();
+    },
   });
 }
 

@@ -8,6 +8,7 @@ import { createLogger, type Logger } from '../shared/log.ts';
 import { generateKeyPair, loadKeyPair, saveKeyPair, type KeyPair } from '../shared/keys.ts';
 import { loadRmConfig, type RmConfig } from './config.ts';
 import { createMappingServer, type MappingServer } from './server.ts';
+import { stopOnSignals } from '../shared/lifecycle.ts';
 
 /**
  * `realmnet rm --config FILE`: the composition root of the Realm Manager. Loads the config, the RM
@@ -52,25 +53,7 @@ export async function runRm(configPath: string, opts: RunRmOptions = {}): Promis
   await server.start();
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => (stopping ??= server.stop());
-  if (opts.signals) {
-    let signals = 0;
-    const onSignal = (sig: NodeJS.Signals) => {
-      signals++;
-      if (signals > 1) {
-        log.warn({ signal: sig }, 'second signal: exiting now');
-        process.exit(130);
-      }
-      log.info({ signal: sig }, 'stopping');
-      const deadline = setTimeout(() => {
-        log.error('stop took longer than 5 s: exiting');
-        process.exit(1);
-      }, 5000);
-      deadline.unref();
-      void stop().then(() => process.exit(0));
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  }
+  if (opts.signals) void stopOnSignals({ log, stop });
   return { server, config, stop };
 }
 

@@ -55,3 +55,11 @@ describe('agent config', () => {
     expect(() => parseConfigText(AgentConfigSchema, 'hostId: [unclosed', 'a.yaml')).toThrow(/a.yaml is not valid YAML/);
   });
 });
+
+describe('agent config: combinations', () => {
+  it('refuses rm.pendingPerId above tun.batchSize (the kept packets go back as one batch)', () => {
+    const msg = errorOf({ ...good, identity: { key: 'k', prefix: 'fd00:1::/32' }, rm: { servers: [{ address: '203.0.113.66' }], pendingPerId: 100 }, tun: { batchSize: 64 } });
+    expect(msg).toContain('rm.pendingPerId');
+    expect(msg).toContain('tun.batchSize');
+  });
+});

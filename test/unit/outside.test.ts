@@ -102,3 +102,28 @@ describe('outside: offload chunk reassembly', () => {
     expect(drops.get('outside.unknownPeer')).toBe(1);
   });
 });
+
+describe('outside: the destination is checked before the source is looked up', () => {
+  it('a datagram for another host never costs a lookup of its unknown source', () => {
+    const cache = new MapCache(8);
+    const tun = new MemoryTun({ offload: false });
+    const drops = new DropCounters();
+    let lookups = 0;
+    const out = createOutside(
+      { instanceId: 1, offload: false, maxInner: 1400, batchSize: 64, stride: STRIDE, hostId: hostIdBytes(ME) },
+      { cache, tun, drops, onUnknownSource: () => (lookups++, true) },
+    );
+    const d = Buffer.alloc(HEADER_LEN + 48);
+    writeHeader(d, 0, 1, 1, false);
+    ipv6Packet('fd00:1::77', 'fd00:1::99', 8).copy(d, HEADER_LEN);
+    deliver(out, [d]);
+    expect(lookups).toBe(0);
+    expect(drops.get('outside.notForUs')).toBe(1);
+    // The same unknown source writing to this host is handed to the control plane.
+    const e = Buffer.alloc(HEADER_LEN + 48);
+    writeHeader(e, 0, 2, 1, false);
+    ipv6Packet('fd00:1::77', ME, 8).copy(e, HEADER_LEN);
+    deliver(out, [e]);
+    expect(lookups).toBe(1);
+  });
+});
