@@ -11,7 +11,8 @@ import { MapCache, boundLocator, type BoundLocator, type MapEntry } from './mapc
 import type { RmClient } from './rm/client.ts';
 import { Resolver, type ResolverCounter } from './rm/resolver.ts';
 import { RmLink, type RmLinkStatus } from './rm/link.ts';
-import { DEFAULT_PEER_PATHS, PeerPaths, type FailoverRecord, type PathStatus, type PeerCounter } from './paths/probing.ts';
+import { DEFAULT_PEER_PATHS, PeerPaths, type PathStatus, type PeerCounter } from './paths/probing.ts';
+import type { FailoverRecord } from './paths/records.ts';
 import { DEFAULT_PATH_TIMING, type PathTiming } from './paths/state.ts';
 import { choosePath, repathEntries } from './paths/rank.ts';
 import { tunUpCommands, type NetConfig } from './netconfig.ts';

@@ -1,14 +1,17 @@
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
-import { decodeBinding, verifyBinding, type Binding } from '../../shared/binding.ts';
-import { ReplayWindow, type MacKey } from '../../shared/wire/auth.ts';
+import type { Binding } from '../../shared/binding.ts';
+import type { MacKey } from '../../shared/wire/auth.ts';
 import { locatorText, type BoundLocator, type GroupPath, type MapCache, type MapEntry, type Path } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 import { hex16, sameBytes16 } from '../../shared/bytes.ts';
 import { apply, decide, flapPenalty, initialPathState, lossRatio, onLocalLink, onReply, type PathState, type PathTiming } from './state.ts';
 import { preferredGroup, rankPaths, repathEntries, type PathCandidate } from './rank.ts';
-import { pairKey } from './pairkey.ts';
-import { PEER_MAX_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer, type PeerMessage } from './wire.ts';
+import { PeerChannel } from './channel.ts';
+import { FailoverLog, type FailoverRecord } from './records.ts';
+import { DirectUpdates, randomToken } from './updates.ts';
+import { PeerType, openPeer, readPeer, verifyPeer } from './wire.ts';
+
 
 /*
  * Path probing and failover between agents: the shell around the pure state machine (state.ts) and
@@ -24,9 +27,10 @@ import { PEER_MAX_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer, typ
  *    RTT); the best becomes the map-cache entry's path, the equally preferred ones its flow group.
  *    A change of path is recorded as a failover (from, to, why, how long since the trouble began).
  * 4. When this host's own binding changes (an uplink lost or back), sendUpdate() sends the new signed
- *    binding straight to every tracked peer over every working uplink and retransmits until acked,
- *    so correspondents move at once even if the RM is away. A received update is verified (signature,
- *    ID/key, sequence number) and applied like an RM push.
+ *    binding straight to every tracked peer (updates.ts), so correspondents move at once even if the
+ *    RM is away. A received update is verified and applied like an RM push.
+ * Keys, replay windows and sending are the channel's (channel.ts); the record of changes is
+ * records.ts's.
  * Peers idle for forgetAfterMs are untracked; their entries keep the path they had.
  */
 
@@ -102,17 +106,6 @@ export interface PathStatus {
   readonly inUse: boolean;
 }
 
-export interface FailoverRecord {
-  readonly at: string;
-  readonly peer: string;
-  readonly from: string | null;
-  readonly to: string | null;
-  readonly reason: string;
-  /** From the first sign of trouble (first unanswered probe, link event) to the switch; null for planned moves. */
-  readonly tookMs: number | null;
-}
-
-const MAX_RECORDS = 20;
 /** Outstanding probe tokens kept per path (older ones count as lost anyway). */
 const MAX_OUTSTANDING = 32;
 /** Withdrawn paths remembered per peer. */
@@ -142,38 +135,45 @@ interface Peer {
   withdrawn: TrackedPath[];
 }
 
-interface PendingUpdate {
-  readonly token: number;
-  readonly binding: Uint8Array;
-  tries: number;
-  nextAt: number;
-}
-
 export class PeerPaths {
   readonly counters: Record<PeerCounter, number> = Object.fromEntries(PEER_COUNTERS.map((k) => [k, 0])) as Record<PeerCounter, number>;
   private readonly peers = new Map<string, Peer>();
-  private readonly keys = new Map<string, { publicKey: Uint8Array; key: MacKey | null }>();
-  private readonly windows = new Map<string, ReplayWindow>();
-  private readonly pending = new Map<string, PendingUpdate>();
-  private readonly records: FailoverRecord[] = [];
-  /** Why a peer lost its path when the cause was its binding (the record is written at the next choice). */
-  private readonly pendingReason = new Map<string, { reason: string; since: number }>();
-  private counter: number;
+  private readonly channel: PeerChannel;
+  private readonly updates: DirectUpdates;
+  private readonly log: FailoverLog;
   private timer: NodeJS.Timeout | null = null;
   private lastScan = -Infinity;
-  private readonly out = Buffer.alloc(PEER_MAX_LEN);
-  private readonly one = { off: Uint32Array.of(0), len: new Uint32Array(1), addr: new Uint8Array(16), port: new Uint16Array(1) };
+  private readonly findPeer = (hex: string): Peer | undefined => this.peers.get(hex);
 
   constructor(
     private readonly opts: PeerPathsOptions,
     private readonly deps: PeerPathsDeps,
   ) {
-    this.counter = deps.counterBase;
+    this.channel = new PeerChannel({ uplinks: deps.uplinks, myId: deps.myId, mySeed: deps.mySeed, counterBase: deps.counterBase, counters: this.counters });
+    this.updates = new DirectUpdates({
+      channel: this.channel,
+      uplinks: deps.uplinks,
+      myId: deps.myId,
+      instanceId: opts.instanceId,
+      retryMs: opts.updateRetryMs,
+      counters: this.counters,
+      log: deps.log,
+      applyBinding: deps.applyBinding,
+    });
+    this.log = new FailoverLog(deps.uplinks, deps.wallClock, deps.log);
   }
 
   /** The last message counter used (the agent persists a high-water mark above it). */
   get lastCounter(): number {
-    return this.counter;
+    return this.channel.lastCounter;
+  }
+
+  /**
+   * Our own binding changed: send it straight to every tracked correspondent (they are the ones
+   * with traffic); the RM gets it through the RM link and pushes it to everyone else.
+   */
+  sendUpdate(b: Binding): void {
+    this.updates.send(b, this.peers.values(), this.deps.clock.now(), this.findPeer);
   }
 
   start(): void {
@@ -194,7 +194,7 @@ export class PeerPaths {
       this.discover(now);
     }
     for (const p of this.peers.values()) this.runPeer(p, now);
-    this.retransmitUpdates(now);
+    this.updates.retransmit(now, this.findPeer);
   }
 
   /**
@@ -204,19 +204,6 @@ export class PeerPaths {
   uplinksChanged(): void {
     repathEntries(this.deps.cache, this.deps.uplinks(), (e) => this.peers.has(hex16(e.id)));
     this.tick();
-  }
-
-  /**
-   * Our own binding changed: send it straight to every tracked correspondent (they are the ones
-   * with traffic); the RM gets it through the RM link and pushes it to everyone else.
-   */
-  sendUpdate(b: Binding): void {
-    const now = this.deps.clock.now();
-    for (const p of this.peers.values()) {
-      const u: PendingUpdate = { token: randomToken(), binding: b.bytes, tries: 0, nextAt: now };
-      this.pending.set(p.hex, u);
-    }
-    this.retransmitUpdates(now);
   }
 
   /**
@@ -239,7 +226,7 @@ export class PeerPaths {
     if (!sameBytes16(this.deps.myId, 0, buf, env.toOff)) return void this.counters.peerNotForUs++;
     const entry = this.deps.cache.lookup(buf, env.fromOff);
     if (entry === undefined) return void this.counters.peerUnknown++;
-    const key = this.keyFor(entry);
+    const key = this.channel.keyFor(entry);
     if (key === null) return void this.counters.peerNoKey++;
     if (!verifyPeer(key, buf, off, len)) return void this.counters.peerBadMac++;
     const msg = readPeer(buf, off, len, env);
@@ -247,23 +234,29 @@ export class PeerPaths {
     const now = this.deps.clock.now();
     switch (msg.type) {
       case PeerType.Probe:
-        if (!this.fresh(hex, msg.counter)) return;
+        if (!this.channel.fresh(hex, msg.counter)) return;
         this.counters.probesAnswered++;
-        this.send(uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, { type: PeerType.Reply, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token, counter: this.nextCounter() }, key);
+        this.channel.send(uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, { type: PeerType.Reply, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token }, key);
         return;
       case PeerType.Reply:
         return this.onReplyMsg(hex, uplink, msg.token, now);
-      case PeerType.Update:
-        if (!this.fresh(hex, msg.counter)) return;
-        return this.onUpdateMsg(entry, uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, msg, key);
-      case PeerType.UpdateAck: {
-        const u = this.pending.get(hex);
-        if (u === undefined || u.token !== msg.token) return void this.counters.peerUnexpectedReply++;
-        this.pending.delete(hex);
-        this.counters.updatesAcked++;
+      case PeerType.Update: {
+        if (!this.channel.fresh(hex, msg.counter)) return;
+        if (!this.updates.onUpdate(entry, uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, msg, key)) return;
+        const p = this.peers.get(hex);
+        if (p !== undefined) this.runPeer(p, this.deps.clock.now());
         return;
       }
+      case PeerType.UpdateAck:
+        return this.updates.onAck(hex, msg.token);
     }
+  }
+
+  private forget(hex: string): void {
+    this.peers.delete(hex);
+    this.updates.forget(hex);
+    this.log.forget(hex);
+    this.channel.forget(hex);
   }
 
   paths(): PathStatus[] {
@@ -286,7 +279,7 @@ export class PeerPaths {
   }
 
   failovers(): readonly FailoverRecord[] {
-    return this.records.slice();
+    return this.log.list();
   }
 
   // ---- inside the class ----
@@ -307,7 +300,7 @@ export class PeerPaths {
   private runPeer(p: Peer, now: number): void {
     const entry = this.deps.cache.lookup(p.id, 0);
     if (entry === undefined) {
-      this.peers.delete(p.hex);
+      this.forget(p.hex);
       return;
     }
     if (entry !== p.entry) {
@@ -322,12 +315,11 @@ export class PeerPaths {
       p.lastActiveAt = now;
     }
     if (now - p.lastActiveAt > this.opts.forgetAfterMs) {
-      this.peers.delete(p.hex);
-      this.pending.delete(p.hex);
+      this.forget(p.hex);
       return;
     }
     const active = now - p.lastActiveAt <= this.opts.activeWindowMs;
-    const key = this.keyFor(entry);
+    const key = this.channel.keyFor(entry);
     for (const path of p.paths) {
       let s = onLocalLink(path.state, this.deps.uplinks()[path.uplink].up, now);
       for (let round = 0; round < 4; round++) {
@@ -374,7 +366,7 @@ export class PeerPaths {
     if (p.withdrawn.length > MAX_WITHDRAWN) p.withdrawn = p.withdrawn.slice(-MAX_WITHDRAWN);
     const cur = p.current;
     p.current = cur === null ? null : (next.find((x) => x.uplink === cur.uplink && x.locator.address === cur.locator.address && x.locator.port === cur.locator.port) ?? null);
-    if (cur !== null && p.current === null) this.pendingReason.set(p.hex, { reason: 'binding update: locator withdrawn or down', since: now });
+    if (cur !== null && p.current === null) this.log.note(p.hex, 'binding update: locator withdrawn or down', now);
     p.paths = next;
   }
 
@@ -399,7 +391,7 @@ export class PeerPaths {
     const path: Path | null = best === null ? null : { uplink: best.uplink, locator: best.locator };
     const next: MapEntry = Object.freeze({ ...e, path, group: groupPaths });
     if (this.deps.cache.set(next)) p.entry = next;
-    if (prev !== best) this.record(p, prev, best, now);
+    if (prev !== best) this.log.record(p, prev, best, now);
   }
 
   /**
@@ -416,51 +408,6 @@ export class PeerPaths {
     return s;
   }
 
-  private record(p: Peer, from: TrackedPath | null, to: TrackedPath | null, now: number): void {
-    const pr = this.pendingReason.get(p.hex);
-    this.pendingReason.delete(p.hex);
-    let reason: string;
-    let tookMs: number | null = null;
-    if (from !== null) {
-      const s = from.state;
-      if (!s.localUp) {
-        reason = `uplink ${this.deps.uplinks()[from.uplink].name} down`;
-        tookMs = Math.max(0, now - s.since);
-      } else if (s.state === 'suspect' || s.state === 'down') {
-        // The last reply is the last moment the path was known good: the failure began after it.
-        const since = Number.isFinite(s.lastReplyAt) ? s.lastReplyAt : s.since;
-        reason = `no probe reply for ${Math.round(now - since)} ms (path ${s.state})`;
-        tookMs = Math.max(0, now - since);
-      } else if (s.state === 'unknown') {
-        // Leaving a path that never answered yet: part of choosing, not a failover.
-        return;
-      } else {
-        reason = to !== null && to.state.state === 'up' ? 'a preferred path is up again' : 'path ranking changed';
-      }
-    } else if (pr !== undefined) {
-      reason = pr.reason;
-      tookMs = Math.max(0, now - pr.since);
-    } else {
-      // First choice for this peer: not a failover.
-      return;
-    }
-    const rec: FailoverRecord = {
-      at: new Date(this.deps.wallClock()).toISOString(),
-      peer: p.hostId,
-      from: from === null ? null : this.pathText(from),
-      to: to === null ? null : this.pathText(to),
-      reason,
-      tookMs: tookMs === null ? null : Math.round(tookMs),
-    };
-    this.records.push(rec);
-    if (this.records.length > MAX_RECORDS) this.records.shift();
-    this.deps.log.warn({ peer: rec.peer, from: rec.from, to: rec.to, reason, tookMs: rec.tookMs }, to === null ? 'no usable path left to peer' : 'path changed');
-  }
-
-  private pathText(t: TrackedPath): string {
-    return `${this.deps.uplinks()[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator)}`;
-  }
-
   private probe(p: Peer, path: TrackedPath, key: MacKey, now: number): void {
     const token = randomToken();
     if (path.outstanding.size >= MAX_OUTSTANDING) {
@@ -469,7 +416,7 @@ export class PeerPaths {
     }
     path.outstanding.set(token, now);
     this.counters.probesSent++;
-    this.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token, counter: this.nextCounter() }, key);
+    this.channel.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token }, key);
   }
 
   private onReplyMsg(hex: string, uplink: number, token: number, now: number): void {
@@ -483,86 +430,7 @@ export class PeerPaths {
     // Recovery and first answers are acted on now, not at the next tick.
     this.runPeer(p, now);
   }
-
-  private onUpdateMsg(entry: MapEntry, uplink: number, src: Uint8Array, port: number, msg: PeerMessage, key: MacKey): void {
-    this.counters.updatesReceived++;
-    const d = decodeBinding(msg.binding as Uint8Array);
-    if (!d.ok || !sameBytes16(entry.id, 0, d.binding.hostId.toBytes(), 0) || !verifyBinding(d.binding).ok) return void this.counters.peerBadBinding++;
-    const b = d.binding;
-    // Whatever its order, a valid update is acknowledged (the sender may have missed our ack).
-    this.send(uplink, src, port, { type: PeerType.UpdateAck, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token, counter: this.nextCounter() }, key);
-    if (b.seq <= entry.seq) return void this.counters.peerStaleBinding++;
-    this.counters.updatesApplied++;
-    this.deps.log.info({ peer: entry.hostId, seq: b.seq, locators: b.locators.map((l) => `${l.uplink}=${l.address}/${l.state}`).join(',') }, 'binding update received from the peer');
-    this.deps.applyBinding(b);
-    const p = this.peers.get(hex16(entry.id));
-    if (p !== undefined) this.runPeer(p, this.deps.clock.now());
-  }
-
-  private retransmitUpdates(now: number): void {
-    for (const [hex, u] of this.pending) {
-      if (now < u.nextAt) continue;
-      const p = this.peers.get(hex);
-      const key = p === undefined ? null : this.keyFor(p.entry);
-      if (p === undefined || key === null || u.tries > this.opts.updateRetryMs.length) {
-        this.pending.delete(hex);
-        if (p !== undefined) this.counters.updatesGivenUp++;
-        continue;
-      }
-      // Over every working uplink to every locator of the peer: one of them gets through.
-      const ups = this.deps.uplinks();
-      for (const loc of p.entry.locators) {
-        for (let i = 0; i < ups.length; i++) {
-          if (!ups[i].up || ups[i].family !== loc.family) continue;
-          this.counters.updatesSent++;
-          this.send(i, loc.bytes, loc.port, { type: PeerType.Update, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token: u.token, counter: this.nextCounter(), binding: u.binding }, key);
-        }
-      }
-      u.nextAt = now + (this.opts.updateRetryMs[u.tries] ?? 0);
-      u.tries++;
-    }
-  }
-
-  private send(uplink: number, addr: Uint8Array, port: number, msg: PeerMessage, key: MacKey): void {
-    const u = this.deps.uplinks()[uplink];
-    if (u === undefined) return;
-    const o = this.one;
-    o.len[0] = encodePeer(this.out, msg, key);
-    o.addr.set(addr);
-    o.port[0] = port;
-    if (u.socket.send(this.out, o.off, o.len, o.addr, o.port, 1) < 1) this.counters.sendErrors++;
-  }
-
-  private keyFor(e: MapEntry): MacKey | null {
-    if (e.publicKey === null) return null;
-    const hex = hex16(e.id);
-    const held = this.keys.get(hex);
-    if (held !== undefined && Buffer.compare(held.publicKey, e.publicKey) === 0) return held.key;
-    const key = pairKey(this.deps.mySeed, this.deps.myId, e.publicKey, e.id);
-    this.keys.set(hex, { publicKey: e.publicKey, key });
-    return key;
-  }
-
-  private fresh(hex: string, counter: number): boolean {
-    let w = this.windows.get(hex);
-    if (w === undefined) {
-      w = new ReplayWindow();
-      this.windows.set(hex, w);
-    }
-    if (w.check(counter)) return true;
-    this.counters.peerReplay++;
-    return false;
-  }
-
-  private nextCounter(): number {
-    return ++this.counter;
-  }
 }
-
-function randomToken(): number {
-  return Math.floor(Math.random() * 2 ** 53);
-}
-
 
 function sameGroup(a: readonly GroupPath[], b: readonly GroupPath[]): boolean {
   if (a.length !== b.length) return false;
