@@ -15,13 +15,14 @@ import { DEFAULT_PEER_PATHS, PeerPaths, type PathStatus, type PeerCounter } from
 import type { FailoverRecord } from './paths/records.ts';
 import { DEFAULT_PATH_TIMING, type PathTiming } from './paths/state.ts';
 import { choosePath, repathEntries } from './paths/rank.ts';
-import { tunUpCommands, type NetConfig } from './netconfig.ts';
+import { tunUpCommands } from './netconfig.ts';
+import type { NetConfig } from '../shared/ip.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
 import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from '../shared/udp/socket.ts';
 import { UplinkSockets } from './uplinks/sockets.ts';
 import { UplinkTable, type UplinkSnapshot } from './uplinks/table.ts';
 import type { UplinkFacts, WatchedUplink } from './uplinks/monitor.ts';
-import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './state.ts';
+import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './hoststate.ts';
 import { EventLoopLag, type LagStats } from './lag.ts';
 import { statusOf } from './status.ts';
 

@@ -17,7 +17,7 @@ import { openTun } from './tun/tun.ts';
 import { openUdp } from '../shared/udp/socket.ts';
 import { formatStatus } from './status-format.ts';
 import { stopOnSignals } from '../shared/lifecycle.ts';
-import { fileHostState } from './state.ts';
+import { fileHostState } from './hoststate.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */
 export async function runAgent(configPath: string, overrides: { logLevel?: string } = {}): Promise<void> {

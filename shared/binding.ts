@@ -71,7 +71,7 @@ export interface BindingInput {
 
 /**
  * A sequence number that grows across restarts: the wall-clock milliseconds (the agent also keeps the
- * last one it used, agent/state.ts, and starts above it),
+ * last one it used, agent/hoststate.ts, and starts above it),
  * or previous + 1 if that is not larger (several updates in one millisecond, or a clock step back).
  */
 export function nextSeq(previous: number, wallClockMs: number = Date.now()): number {

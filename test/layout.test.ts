@@ -72,16 +72,52 @@ describe('layout rules (STYLE.md)', () => {
     expect(broken((e) => under(e.from, 'agent/tun') && !under(e.to, 'agent/tun') && !['shared/errors.ts', 'shared/native.ts'].includes(e.to))).toEqual([]);
   });
 
-  it('dataplane/ takes only types from tun, uplinks and mapcache, and never runs msgpack', () => {
+  it('dataplane/ imports no control plane: only types from tun, the UDP socket and the map-cache, and never runs msgpack', () => {
+    const allowedTypes = ['agent/tun', 'agent/mapcache', 'shared/udp'];
     const bad = broken(
       (e) =>
         under(e.from, 'agent/dataplane') &&
-        !e.typeOnly &&
-        (under(e.to, 'agent/tun') || under(e.to, 'agent/uplinks') || under(e.to, 'agent/mapcache')),
+        !under(e.to, 'agent/dataplane') &&
+        (under(e.to, 'agent') ? !e.typeOnly || !allowedTypes.some((d) => under(e.to, d)) : under(e.to, 'shared/udp') && !e.typeOnly),
     );
     expect(bad).toEqual([]);
     const msgpack = files.filter((f) => under(relative(ROOT, f), 'agent/dataplane') && /msgpackr/.test(readFileSync(f, 'utf8')));
     expect(msgpack).toEqual([]);
+  });
+
+  it('paths/ (choosing a path) imports no RM code', () => {
+    expect(broken((e) => under(e.from, 'agent/paths') && under(e.to, 'agent/rm'))).toEqual([]);
+  });
+
+  it('agent/uplinks and agent/mapcache depend on no other agent concept (paths, rm, dataplane)', () => {
+    expect(
+      broken((e) => (under(e.from, 'agent/uplinks') || under(e.from, 'agent/mapcache')) && ['agent/paths', 'agent/rm', 'agent/dataplane'].some((d) => under(e.to, d))),
+    ).toEqual([]);
+  });
+
+  it('nothing imports upward: a file in a concept folder never imports a file of an enclosing folder', () => {
+    const bad = broken((e) => {
+      const fromDir = dirname(e.from);
+      const toDir = dirname(e.to);
+      // toDir is a strict ancestor of fromDir: the file imports one of an enclosing folder's own files.
+      // shared/'s own files are the base vocabulary (errors, IDs, keys) every shared folder builds on.
+      return toDir !== fromDir && fromDir.startsWith(toDir + '/') && toDir !== 'shared';
+    });
+    expect(bad).toEqual([]);
+  });
+
+  it('no two source files share a name across folders', () => {
+    const byName = new Map<string, string[]>();
+    // eval/ is a separate program (the routing evaluation), not one of the product's concepts.
+    for (const f of files.filter((x) => !under(relative(ROOT, x), 'eval'))) {
+      const name = f.split('/').at(-1) as string;
+      byName.set(name, [...(byName.get(name) ?? []), relative(ROOT, f)]);
+    }
+    // By design (STYLE.md): each program has one main.ts and one config.ts, and each I/O edge its
+    // in-memory double, memory.ts, beside the real device it stands in for.
+    const exempt = new Set(['main.ts', 'config.ts', 'memory.ts']);
+    const shared = [...byName].filter(([n, fs]) => fs.length > 1 && !exempt.has(n)).map(([n, fs]) => `${n}: ${fs.join(', ')}`);
+    expect(shared).toEqual([]);
   });
 
   it('source never imports test/ or scripts/', () => {

@@ -1,7 +1,8 @@
 import { familyOf } from '../../shared/locator.ts';
 import type { Uplink } from './table.ts';
 import type { Logger } from '../../shared/log.ts';
-import { policyRoutes, type NetConfig, type PolicyRoute } from '../netconfig.ts';
+import type { NetConfig } from '../../shared/ip.ts';
+import { policyRoutes, type PolicyRoute } from './routing.ts';
 import type { UdpBatchSocket, UdpOptions } from '../../shared/udp/socket.ts';
 
 /**

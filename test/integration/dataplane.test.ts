@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../../agent/agent.ts';
 import { parseAgentConfig } from '../../agent/config.ts';
-import type { NetConfig } from '../../agent/netconfig.ts';
+import type { NetConfig } from '../../shared/ip.ts';
 import { MemoryTun } from '../../agent/tun/memory.ts';
 import { MemoryNet } from '../../agent/uplinks/memory.ts';
 import { ManualClock } from '../../shared/clock.ts';

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { policyRoutes, tunUpCommands } from '../../agent/netconfig.ts';
+import { tunUpCommands } from '../../agent/netconfig.ts';
+import { policyRoutes } from '../../agent/uplinks/routing.ts';
 
 describe('netconfig commands', () => {
   it('routes only the realm prefixes into the TUN, never a default route', () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UplinkTable, applyUplinkEvent } from '../../agent/uplinks/table.ts';
-import { COUNTER_BLOCK, counterStart, fileHostState } from '../../agent/state.ts';
+import { COUNTER_BLOCK, counterStart, fileHostState } from '../../agent/hoststate.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 
