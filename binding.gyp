@@ -1,6 +1,7 @@
 {
   # Built by `npm install` (scripts.install = node-gyp rebuild). Two small addons, one per I/O edge:
-  # inside (TUN) and outside (UDP). Both use node-addon-api without C++ exceptions: errors are
+  # inside (TUN) and outside (UDP), and one that runs `ip` without forking the agent on its event
+  # loop (shared/native/spawn.cc). Both use node-addon-api without C++ exceptions: errors are
   # thrown as JS errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
   "target_defaults": {
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
@@ -18,6 +19,10 @@
     {
       "target_name": "realmnet_udp",
       "sources": ["shared/udp/native/udp.cc"]
+    },
+    {
+      "target_name": "realmnet_spawn",
+      "sources": ["shared/native/spawn.cc"]
     }
   ]
 }

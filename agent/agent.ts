@@ -400,7 +400,10 @@ class RealmnetAgent implements Agent {
     const id = this.deps.identity;
     if (id === undefined) return;
     const a = await link.lookup(id.hostId).catch(() => null);
-    if (a === null || a.kind !== 'binding') return;
+    // Only an answer about the binding we signed last speaks for the uplinks as they are: an older one
+    // (a newer binding went out while we asked) would call a restored uplink down, and a flapping
+    // link would then swing our priorities with every registration.
+    if (a === null || a.kind !== 'binding' || a.binding.seq !== link.signedSeq) return;
     for (const l of a.locators) {
       const u = table.byName(l.uplink);
       if (u === undefined) continue;

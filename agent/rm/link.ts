@@ -161,6 +161,11 @@ export class RmLink implements ResolverLookup {
     return c === undefined ? Promise.reject(new Error('RM link not started')) : c.lookup(id);
   }
 
+  /** The sequence number of the binding signed last (0 before the first). */
+  get signedSeq(): number {
+    return this.binding?.seq ?? 0;
+  }
+
   hasRoom(): boolean {
     const c = this.primary();
     return c !== undefined && c.hasRoom();

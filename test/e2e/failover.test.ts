@@ -260,6 +260,27 @@ describe('IPv4 underlay', () => {
     expect(mentions(fo[fo.length - 1]?.to ?? null, 'ispa', mhLocator('ispa')), JSON.stringify(fo)).toBe(true);
   }, 60_000);
 
+  it('an uplink that carries no traffic fails and comes back: the flow on the other path is left alone', async () => {
+    const since = Date.now();
+    const r = await flowTo(
+      6,
+      [
+        { atMs: FAULT_AT_MS, label: 'ispb to-mh down (idle uplink)', run: () => tb.linkDown('ispb', tb.addr.dev.ispb.mh) },
+        { atMs: FAULT_AT_MS + 2_000, label: 'ispb to-mh up', run: () => tb.linkUp('ispb', tb.addr.dev.ispb.mh) },
+      ],
+    );
+    await expectSurvived('idle uplink lost and back', r);
+    const { mh, ch } = await views();
+    const ctx = await describeBoth();
+    // The news travelled (mh marked ispb down, then up, in newer bindings) but moved no traffic.
+    expect(failoversSince(mh, since).filter((f) => f.peer === ids().ch), ctx).toEqual([]);
+    expect(failoversSince(ch, since).filter((f) => f.peer === ids().mh), ctx).toEqual([]);
+    expect(ch.mapCache.find((e) => e.hostId === ids().mh)?.path?.endsWith(mhLocator('ispa')), ctx).toBe(true);
+    const lag = { mh: mh.eventLoop?.recentMaxMs ?? -1, ch: ch.eventLoop?.recentMaxMs ?? -1 };
+    figures.push(`${fam} idle uplink lost and back: goodput gap ${r.gapMs} ms, rr gap ${r.rrGapMs} ms, event-loop lag max over the last ~10 s: mh ${lag.mh} ms, ch ${lag.ch} ms`);
+    expect(lag.mh, ctx).toBeGreaterThanOrEqual(0);
+  }, 60_000);
+
   it('silent blackhole of the active path, both directions (nftables drop in ispa, link up)', async () => {
     const since = Date.now();
     const r = await flowTo(5, [{ atMs: FAULT_AT_MS, label: 'ispa blackhole both ways', run: () => tb.blackhole('ispa') }]);

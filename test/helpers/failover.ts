@@ -55,6 +55,8 @@ export const FailoverView = z.object({
   mapCache: z.array(MapCacheView),
   paths: z.array(PathStatus).default([]),
   failovers: z.array(FailoverRecord).default([]),
+  /** How late the agent's event loop ran (agent/lag.ts); absent from agents before it was measured. */
+  eventLoop: z.object({ p99Ms: z.number(), maxMs: z.number(), recentP99Ms: z.number(), recentMaxMs: z.number() }).optional(),
 });
 export type FailoverView = z.infer<typeof FailoverView>;
 
