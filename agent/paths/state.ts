@@ -47,8 +47,8 @@ export interface PathTiming {
  * Why these numbers (DESIGN.md §2): carrier loss is reported by the uplink monitor in a few ms and
  * needs no probing. A silent blackhole must cost at most ~500 ms of goodput, and TCP's own
  * retransmissions come at ~200 ms, 600 ms, 1.4 s: so a path is suspect after 150 ms without a reply
- * (1.5 probe intervals: one lost probe, before TCP's first retransmission, so that retransmission can
- * be duplicated onto an alternative) and down after 300 ms (3 probe intervals, BFD's usual detect
+ * (1.5 probe intervals: one lost probe, before TCP's first retransmission, which then takes the
+ * alternative if one ranks above it) and down after 300 ms (3 probe intervals, BFD's usual detect
  * multiplier), which leaves time to switch before TCP's second retransmission at ~600 ms. At 100 ms a
  * probe costs ~10 small datagrams/s per path of an active peer only. Idle paths are checked every 5 s so
  * that the first packet to a quiet peer does not pick a path that died meanwhile. A path that comes

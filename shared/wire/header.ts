@@ -6,7 +6,7 @@
  *   |N|L|E|V|I|R|K|K|            Nonce (24 bits)                    |
  *   |                 Instance ID (24 bits)         |   LSBs (8)    |
  *
- * We always set N (a per-sender counter as nonce, which later lets a receiver drop duplicates) and
+ * We always set N (a per-sender counter as nonce: a receiver could drop duplicates by it; none does yet) and
  * I (the instance ID is the realm's instance, so two realms on one port never mix). L, E, V and the
  * key bits stay zero. The one bit RFC 9300 leaves reserved, R, marks offload mode: the frame starts
  * with a 10-byte virtio_net_hdr and may be a TSO super-packet of up to 64 KB. A receiver not in
