@@ -47,6 +47,7 @@
  *     scenarios: [ { name, description, target_ms,
  *                    realmnet_gap_ms_median, realmnet_gap_ms_max, mptcp_gap_ms_median, mptcp_gap_ms_max,
  *                    realmnet_rr_gap_ms_median, realmnet_rr_gap_ms_max, mptcp_rr_gap_ms_median, mptcp_rr_gap_ms_max,
+ *                    agent_event_loop_lag_ms_max (either agent's longest event-loop delay around the faults),
  *                    resets, mptcp_resets, data_intact, mptcp_data_intact,          (realmnet, then MPTCP)
  *                    meets_target, better_than_mptcp, better_than_mptcp_reps,
  *                    systems: { realmnet: SystemSummary, mptcp: SystemSummary },
@@ -354,7 +355,15 @@ export interface RunRecord {
    * tookMs = from the last reply or the link event to the switch), and its paths at the end: where
    * the time went, the agents' part of the gap against TCP's.
    */
-  agent_failovers: { mh: FailoverRecord[]; ch: FailoverRecord[]; paths_mh: PathStatus[]; paths_ch: PathStatus[] } | null;
+  agent_failovers: {
+    mh: FailoverRecord[];
+    ch: FailoverRecord[];
+    paths_mh: PathStatus[];
+    paths_ch: PathStatus[];
+    /** Each agent's longest event-loop delay over the ~10 s before the read (agent/lag.ts); null from an agent without it. */
+    lag_ms_mh?: number | null;
+    lag_ms_ch?: number | null;
+  } | null;
   /**
    * realmnet: ms from the first fault action (as planned) to each agent's first recorded switch after
    * it (null: that agent did not switch). The agents' part of the gap; the rest is TCP's recovery.
@@ -443,7 +452,14 @@ async function startSystem(tb: Std, o: Options, system: SystemName): Promise<Sys
       logTail: () => ({ mh: tail(realm.mh), ch: tail(realm.ch) }),
       failovers: async (since) => {
         const [mh, ch] = await Promise.all([failoverView(tb, 'mh'), failoverView(tb, 'ch')]);
-        return { mh: failoversSince(mh, since), ch: failoversSince(ch, since), paths_mh: mh.paths, paths_ch: ch.paths };
+        return {
+          mh: failoversSince(mh, since),
+          ch: failoversSince(ch, since),
+          paths_mh: mh.paths,
+          paths_ch: ch.paths,
+          lag_ms_mh: mh.eventLoop?.recentMaxMs ?? null,
+          lag_ms_ch: ch.eventLoop?.recentMaxMs ?? null,
+        };
       },
       stop: () => realm.stop(),
     };
@@ -717,6 +733,8 @@ export interface SystemSummary {
   switch_ms_ch_median: number | null;
   switched_mh: number;
   switched_ch: number;
+  /** realmnet: the longest event-loop delay either agent saw around a run's fault, over all runs. */
+  event_loop_lag_ms_max: number | null;
 }
 
 export function summarize(runs: readonly RunRecord[]): SystemSummary | null {
@@ -744,7 +762,12 @@ export function summarize(runs: readonly RunRecord[]): SystemSummary | null {
     switch_ms_ch_median: medianOf(runs.map((r) => r.switch_ms?.ch).filter((x): x is number => typeof x === 'number')),
     switched_mh: runs.filter((r) => typeof r.switch_ms?.mh === 'number').length,
     switched_ch: runs.filter((r) => typeof r.switch_ms?.ch === 'number').length,
+    event_loop_lag_ms_max: maxOrNull(runs.flatMap((r) => [r.agent_failovers?.lag_ms_mh, r.agent_failovers?.lag_ms_ch]).filter((x): x is number => typeof x === 'number')),
   };
+}
+
+function maxOrNull(xs: readonly number[]): number | null {
+  return xs.length === 0 ? null : Math.max(...xs);
 }
 
 /** The run whose gap is the median of its system's runs (the lower middle one for an even count). */
@@ -767,6 +790,8 @@ export interface ScenarioResult {
   realmnet_rr_gap_ms_max: number | null;
   mptcp_rr_gap_ms_median: number | null;
   mptcp_rr_gap_ms_max: number | null;
+  /** The longest event-loop delay of either agent over every realmnet run (target < 5 ms). */
+  agent_event_loop_lag_ms_max: number | null;
   /** realmnet runs with a reset (null without realmnet runs); mptcp_resets likewise. */
   resets: number | null;
   mptcp_resets: number | null;
@@ -819,6 +844,7 @@ export function scenarioResult(sc: Scenario, runs: RunRecord[]): ScenarioResult 
     realmnet_rr_gap_ms_max: rn?.rr_gap_ms_max ?? null,
     mptcp_rr_gap_ms_median: mp?.rr_gap_ms_median ?? null,
     mptcp_rr_gap_ms_max: mp?.rr_gap_ms_max ?? null,
+    agent_event_loop_lag_ms_max: rn?.event_loop_lag_ms_max ?? null,
     resets: rn?.resets ?? null,
     mptcp_resets: mp?.resets ?? null,
     data_intact: rn?.data_intact ?? null,
@@ -863,6 +889,7 @@ function report(o: Options, results: ScenarioResult[]): void {
       `${n(rn, (x) => `${x.recovered}/${x.runs}`)} / ${n(mp, (x) => `${x.recovered}/${x.runs}`)}`,
       `${n(rn, (x) => fmt(x.degraded_ms_median, 0))} / ${n(mp, (x) => fmt(x.degraded_ms_median, 0))}`,
       rn ? `${fmt(rn.switch_ms_mh_median, 0)} / ${fmt(rn.switch_ms_ch_median, 0)}` : '—',
+      fmt(r.agent_event_loop_lag_ms_max, 1),
       r.better_than_mptcp_reps ?? '—',
       r.meets_target === null ? '—' : r.meets_target ? 'yes' : 'NO',
     ];
@@ -871,9 +898,9 @@ function report(o: Options, results: ScenarioResult[]): void {
     `\nfailover: bulk TCP mh → ch (${o.seconds} s, cubic, ${o.rateMbit} Mbit/s per ISP link), fault at ${o.faultAtS} s on uplink a, ${o.reps} rep(s); MPTCP mode: ${o.mptcpMode}\n`,
   );
   printTable(
-    ['scenario', 'target ms', 'realmnet gap ms med/max', 'MPTCP gap ms med/max', 'rn rr gap', 'MPTCP rr gap', 'resets rn/MPTCP', 'intact rn/MPTCP', 'recovered rn/MPTCP', 'degraded ms rn/MPTCP', 'rn switch ms mh/ch', 'rn shorter', 'target met'],
+    ['scenario', 'target ms', 'realmnet gap ms med/max', 'MPTCP gap ms med/max', 'rn rr gap', 'MPTCP rr gap', 'resets rn/MPTCP', 'intact rn/MPTCP', 'recovered rn/MPTCP', 'degraded ms rn/MPTCP', 'rn switch ms mh/ch', 'rn loop lag max ms', 'rn shorter', 'target met'],
     rows,
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
   );
   const bound = (o.seconds + o.graceS) * 1000;
   console.log(
