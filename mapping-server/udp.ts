@@ -21,7 +21,14 @@ import type { ControlSocket } from './sessions.ts';
  * Source addresses become strings for the rate limiter and sessions; the last one is remembered, so
  * a busy source costs no string per datagram.
  */
+/** buf is borrowed: valid only during the call (the RM copies what it keeps). */
 export type OnDatagram = (buf: Buffer, address: string, port: number, socket: ControlSocket) => void;
+
+/** How the RM opens a listening socket (tests may pass another through RmDeps.openSocket). */
+export type OpenSocket = (address: string, port: number, onDatagram: OnDatagram) => Promise<ControlSocket>;
+
+/** One batched native socket per listen address (IPv6 sockets are IPv6-only so 0.0.0.0 and :: coexist). */
+export const openUdpSocket: OpenSocket = async (address, port, onDatagram) => openControlSocket(address, port, onDatagram);
 
 const BATCH = 64;
 /** Datagrams queued before a flush is forced. */
