@@ -15,7 +15,14 @@ import type { StoreCounters } from './store/bindings.ts';
 export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck'] as const;
 export type HandledType = (typeof HANDLED)[number];
 
-export type Outcome = DropReason | HandledType;
+/**
+ * The decoder's drop reasons, and internalError: handling the datagram threw (a bug, or the store
+ * failing a read). dispatch.ts catches it, so one datagram is lost, not the process.
+ */
+export type RmDropReason = DropReason | 'internalError';
+export const RM_DROP_REASONS: readonly RmDropReason[] = [...DROP_REASONS, 'internalError'];
+
+export type Outcome = RmDropReason | HandledType;
 
 export interface RmCounters {
   /** Datagrams that reached dispatch (oversize ones are added from the sockets in counters()). */
@@ -45,7 +52,7 @@ export interface RmCounters {
 
 export function newCounters(): RmCounters {
   const ends = {} as Record<Outcome, number>;
-  for (const k of [...DROP_REASONS, ...HANDLED]) ends[k] = 0;
+  for (const k of [...RM_DROP_REASONS, ...HANDLED]) ends[k] = 0;
   return {
     rx: 0,
     ends,
@@ -76,7 +83,7 @@ export interface CounterSources {
 /** A flat snapshot: `rx.drop.badMac`, `lookup.positive`, `store.commits`, … */
 export function flattenCounters(c: RmCounters, src: CounterSources): Record<string, number> {
   const out: Record<string, number> = { 'rx.datagrams': c.rx + src.oversize, 'tx.datagrams': c.tx, 'tx.errors': c.txErrors };
-  for (const r of DROP_REASONS) out[`rx.drop.${r}`] = c.ends[r];
+  for (const r of RM_DROP_REASONS) out[`rx.drop.${r}`] = c.ends[r];
   // Oversize datagrams never reached dispatch (the socket drops them), but they were received.
   out['rx.drop.tooLong'] += src.oversize;
   for (const t of HANDLED) out[`rx.handled.${t}`] = c.ends[t];

@@ -1,4 +1,5 @@
 import type { Clock } from '../shared/clock.ts';
+import type { Logger } from '../shared/log.ts';
 import { checkMac, decodeBody, decodeHeader, encode } from '../shared/wire/codec.ts';
 import { MsgType, RejectCode, type Header } from '../shared/wire/messages.ts';
 import type { RmConfig } from './config.ts';
@@ -8,7 +9,7 @@ import type { Handlers } from './handlers.ts';
 import { takeToken, type Bucket, type RateLimiter } from './ratelimit.ts';
 import type { ControlSocket, SessionTable } from './sessions.ts';
 import type { Outbox } from './tx.ts';
-import type { OnDatagram } from './udp.ts';
+import type { OnDatagram, OnFault } from './udp.ts';
 
 /**
  * The Realm Manager's one entry: every datagram comes in through onDatagram() and ends in exactly
@@ -20,6 +21,8 @@ import type { OnDatagram } from './udp.ts';
  *   4. msgpack body, field by field             → drop malformed
  *      (a LOOKUP in canonical form is parsed and answered by hand instead: fastpath.ts)
  *   5. handler (handlers.ts)                    → handled.<type>
+ *   any step throwing (a bug, the store failing a read)
+ *                                               → drop internalError, and on with the next datagram
  * so rx.datagrams = Σ rx.drop.* + Σ rx.handled.* at all times (the fuzz test checks it).
  *
  * buf is borrowed from the socket: valid only during the call (the slow path decodes a copy).
@@ -27,6 +30,7 @@ import type { OnDatagram } from './udp.ts';
 export interface DispatchParts {
   readonly config: RmConfig;
   readonly clock: Clock;
+  readonly log: Logger;
   readonly counters: RmCounters;
   readonly limiter: RateLimiter;
   readonly sessions: SessionTable;
@@ -39,6 +43,9 @@ export class Dispatch {
   private readonly hellosPerS: number;
   /** All HELLOs share one budget: each fresh one costs ~1 ms of crypto (sessions.ts). */
   private readonly helloBucket: Bucket;
+  /** Faults caught so far (both kinds), and the count at which the next one is logged. */
+  private faults = 0;
+  private nextFaultLog = 1;
 
   constructor(private readonly p: DispatchParts) {
     this.c = p.counters;
@@ -46,11 +53,44 @@ export class Dispatch {
     this.helloBucket = { tokens: this.hellosPerS, at: p.clock.now() };
   }
 
-  /** The sockets' callback (an arrow property: handed over once, unbound). */
+  /**
+   * The sockets' callback (an arrow property: handed over once, unbound). It never throws: the
+   * socket calls it from the native addon's batch callback, where an exception is fatal to the
+   * process (udp.ts), and would lose the rest of the batch too.
+   */
   readonly onDatagram: OnDatagram = (buf, address, port, socket) => {
     this.c.rx++;
-    this.c.ends[this.route(buf, address, port, socket)]++;
+    let end: Outcome;
+    try {
+      end = this.route(buf, address, port, socket);
+    } catch (e) {
+      // Counted before the log line: should the logger throw too, udp.ts catches that, and the sum holds.
+      this.c.ends.internalError++;
+      this.logFault(e, 'handling a datagram failed; dropped it (rx.drop.internalError)', address);
+      return;
+    }
+    this.c.ends[end]++;
   };
+
+  /**
+   * What the sockets caught at their edge. onDatagram catches its own faults, so for the RM this is
+   * a failed batch send: its answers are lost, as when the kernel refuses them.
+   */
+  readonly onSocketFault: OnFault = (e) => {
+    this.c.txErrors++;
+    this.logFault(e, 'socket fault; its pending answers are lost (tx.errors)', undefined);
+  };
+
+  /**
+   * Logged on the 1st, 2nd, 4th, 8th, … fault: a fault that every datagram hits (a store gone bad)
+   * must not turn 100k datagrams/s into as many stack traces, and the counters say how many.
+   */
+  private logFault(e: unknown, msg: string, address: string | undefined): void {
+    this.faults++;
+    if (this.faults < this.nextFaultLog) return;
+    this.nextFaultLog *= 2;
+    this.p.log.error({ err: e, address, faults: this.faults }, msg);
+  }
 
   // Steps 1 and 2.
   private route(buf: Buffer, address: string, port: number, socket: ControlSocket): Outcome {

@@ -13,7 +13,7 @@ import { SessionTable, type ControlSocket } from './sessions.ts';
 import { BindingStore } from './store/bindings.ts';
 import { Sweep } from './sweep.ts';
 import { Outbox } from './tx.ts';
-import { openUdpSocket, type OnDatagram, type OpenSocket } from './udp.ts';
+import { openUdpSocket, type OnDatagram, type OnFault, type OpenSocket } from './udp.ts';
 
 /**
  * The Realm Manager's composition: createMappingServer() wires the parts, start() opens the store
@@ -37,7 +37,7 @@ export interface RmDeps {
   readonly openSocket?: OpenSocket;
 }
 
-export type { OnDatagram, OpenSocket };
+export type { OnDatagram, OnFault, OpenSocket };
 
 export interface MappingServer {
   start(): Promise<void>;
@@ -123,7 +123,7 @@ class RealmManager implements MappingServer {
     const dispatch = new Dispatch({ ...shared, handlers });
     let sockets: ControlSocket[];
     try {
-      sockets = await this.listen(dispatch.onDatagram);
+      sockets = await this.listen(dispatch.onDatagram, dispatch.onSocketFault);
     } catch (e) {
       // A store given through deps is the caller's to close (stop() does); one opened here is ours.
       if (store !== this.deps.store) store.close();
@@ -183,7 +183,7 @@ class RealmManager implements MappingServer {
   }
 
   /** One socket per listen address; if one fails, those already open are closed again. */
-  private async listen(onDatagram: OnDatagram): Promise<ControlSocket[]> {
+  private async listen(onDatagram: OnDatagram, onFault: OnFault): Promise<ControlSocket[]> {
     const { config } = this.shared;
     const open = this.deps.openSocket ?? openUdpSocket;
     const sockets: ControlSocket[] = [];
@@ -191,7 +191,7 @@ class RealmManager implements MappingServer {
       for (const l of config.listen) {
         const address = typeof l === 'string' ? l : l.address;
         const port = typeof l === 'string' ? config.port : l.port;
-        sockets.push(await open(address, port, onDatagram));
+        sockets.push(await open(address, port, onDatagram, onFault));
       }
     } catch (e) {
       for (const s of sockets) await s.close();
