@@ -1,3 +1,4 @@
+import type { Clock } from '../shared/clock.ts';
 import type { LocatorPref } from '../shared/wire/messages.ts';
 import type { PendingPush, Session } from './sessions.ts';
 
@@ -161,5 +162,43 @@ export class PushQueue {
     if (s.pushByKey.get(p.key) === p.pushId) s.pushByKey.delete(p.key);
     this.count--;
     if (s.pushes.size === 0) this.active.delete(s);
+  }
+}
+
+/**
+ * Drives PushQueue.tick() while pushes are pending: one interval, armed by a send and cleared when
+ * the queue is empty again, so an idle RM runs no push timer. Armed only between start() and stop():
+ * the commits that stop() flushes may still push, and must not leave a timer behind.
+ */
+export class PushTicker {
+  private timer: NodeJS.Timeout | null = null;
+  private enabled = false;
+
+  constructor(
+    private readonly queue: PushQueue,
+    private readonly clock: Clock,
+    private readonly periodMs: number,
+  ) {}
+
+  start(): void {
+    this.enabled = true;
+  }
+
+  arm(): void {
+    if (this.timer !== null || !this.enabled) return;
+    this.timer = setInterval(() => {
+      this.queue.tick(this.clock.now());
+      if (this.queue.pending === 0) this.clear();
+    }, this.periodMs);
+  }
+
+  stop(): void {
+    this.enabled = false;
+    this.clear();
+  }
+
+  private clear(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
   }
 }

@@ -20,14 +20,29 @@ import type { ControlSocket } from './sessions.ts';
  *
  * Source addresses become strings for the rate limiter and sessions; the last one is remembered, so
  * a busy source costs no string per datagram.
+ *
+ * Nothing may throw out of the batch callback: the addon turns an exception there into a fatal one
+ * (napi_fatal_exception), and it would also lose the rest of the batch. onDatagram is written not to
+ * throw (the RM's dispatch catches per datagram); this file catches whatever still does, per
+ * datagram and around each send, and hands it to onFault.
  */
+/** buf is borrowed: valid only during the call (the RM copies what it keeps). */
 export type OnDatagram = (buf: Buffer, address: string, port: number, socket: ControlSocket) => void;
+
+/** Told what the socket caught at its edge (a throwing onDatagram or send); must not throw itself. */
+export type OnFault = (e: unknown) => void;
+
+/** How the RM opens a listening socket (tests may pass another through RmDeps.openSocket). */
+export type OpenSocket = (address: string, port: number, onDatagram: OnDatagram, onFault: OnFault) => Promise<ControlSocket>;
+
+/** One batched native socket per listen address (IPv6 sockets are IPv6-only so 0.0.0.0 and :: coexist). */
+export const openUdpSocket: OpenSocket = async (address, port, onDatagram, onFault) => openControlSocket(address, port, onDatagram, onFault);
 
 const BATCH = 64;
 /** Datagrams queued before a flush is forced. */
 const ARENA_SLOTS = 256;
 
-export function openControlSocket(address: string, port: number, onDatagram: OnDatagram): ControlSocket {
+export function openControlSocket(address: string, port: number, onDatagram: OnDatagram, onFault: OnFault): ControlSocket {
   let sock: UdpBatchSocket;
   try {
     sock = openUdp({ address, port, maxDatagram: MAX_DATAGRAM, batchSize: BATCH, slots: 8, sndbuf: 8 << 20, rcvbuf: 8 << 20 });
@@ -59,15 +74,27 @@ export function openControlSocket(address: string, port: number, onDatagram: OnD
   const lastSrcBytes = new Uint8Array(16);
   let lastSrc = '';
 
+  const fault = (e: unknown): void => {
+    try {
+      onFault(e);
+    } catch {
+      // Nothing is left to tell: the fault must not reach the addon either.
+    }
+  };
+
+  // Never throws. The queue is emptied before the send, so a send that throws loses its own batch
+  // only, instead of failing again on every later flush.
   const flush = (): void => {
     flushScheduled = false;
-    if (queued === 0 || closed) {
-      queued = 0;
-      return;
-    }
-    // Counted by the addon (sendErrors) if the kernel refuses some: UDP, the client retransmits.
-    sock.send(arena, offsets, lengths, dstAddrs, dstPorts, queued);
+    const n = queued;
     queued = 0;
+    if (n === 0 || closed) return;
+    try {
+      // Counted by the addon (sendErrors) if the kernel refuses some: UDP, the client retransmits.
+      sock.send(arena, offsets, lengths, dstAddrs, dstPorts, n);
+    } catch (e) {
+      fault(e);
+    }
   };
 
   const cs: ControlSocket = {
@@ -101,8 +128,8 @@ export function openControlSocket(address: string, port: number, onDatagram: OnD
 
   sock.start((buf, lens, srcAddrs, srcPorts, count) => {
     inBatch = true;
-    try {
-      for (let i = 0; i < count; i++) {
+    for (let i = 0; i < count; i++) {
+      try {
         const a = i * 16;
         let same = lastSrc !== '';
         for (let j = 0; same && j < 16; j++) same = srcAddrs[a + j] === lastSrcBytes[j];
@@ -112,11 +139,12 @@ export function openControlSocket(address: string, port: number, onDatagram: OnD
         }
         const off = i * sock.stride;
         onDatagram(buf.subarray(off, off + lens[i]), lastSrc, srcPorts[i], cs);
+      } catch (e) {
+        fault(e);
       }
-    } finally {
-      inBatch = false;
-      flush();
     }
+    inBatch = false;
+    flush();
   });
   return cs;
 }

@@ -4,8 +4,8 @@ import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
 import { parsePrefix, type Prefix } from '../../shared/ids.ts';
 import { signBinding, type Binding, type Locator } from '../../shared/binding.ts';
 import { parseRmConfig, type RmConfig } from '../../mapping-server/config.ts';
-import { createMappingServer, type MappingServer } from '../../mapping-server/server.ts';
-import { BindingStore } from '../../mapping-server/store/bindings.ts';
+import { createMappingServer, type MappingServer, type OpenSocket } from '../../mapping-server/server.ts';
+import { BindingStore, type StoreOptions } from '../../mapping-server/store/bindings.ts';
 import { decodeBinding } from '../../shared/binding.ts';
 import { createRmClient, type RmClient, type RmClientOptions } from '../../agent/rm/client.ts';
 
@@ -32,10 +32,18 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(extra: Record<string, unknown> = {}, clock: Clock = systemClock): Promise<Harness> {
+export interface HarnessOptions {
+  /** Builds the RM's store (default: a plain BindingStore), e.g. one that fails on purpose. */
+  readonly store?: (o: StoreOptions) => BindingStore;
+  /** Passed to the RM as deps.openSocket (default: the batched native socket). */
+  readonly openSocket?: OpenSocket;
+}
+
+export async function startHarness(extra: Record<string, unknown> = {}, clock: Clock = systemClock, opts: HarnessOptions = {}): Promise<Harness> {
   const config = testConfig(extra);
   const rmKey = generateKeyPair();
-  const store = new BindingStore({
+  const makeStore = opts.store ?? ((o: StoreOptions) => new BindingStore(o));
+  const store = makeStore({
     path: config.store.path,
     synchronous: config.store.synchronous,
     batchWindowMs: config.store.batchWindowMs,
@@ -47,7 +55,7 @@ export async function startHarness(extra: Record<string, unknown> = {}, clock: C
       return d.ok ? { ttl: d.binding.ttl, prefs: [] } : null;
     },
   });
-  const server = createMappingServer(config, { clock, log: silentLogger, key: rmKey, store });
+  const server = createMappingServer(config, { clock, log: silentLogger, key: rmKey, store, openSocket: opts.openSocket });
   await server.start();
   const port = server.addresses()[0].port;
   const clients: RmClient[] = [];

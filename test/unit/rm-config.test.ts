@@ -3,7 +3,7 @@ import { loadRmConfig, parseRmConfig, DEFAULTS } from '../../mapping-server/conf
 import { Realm } from '../../mapping-server/realm.ts';
 import { createPolicy } from '../../mapping-server/policy.ts';
 import { parseHostId } from '../../shared/ids.ts';
-import { keyOf } from '../../mapping-server/server.ts';
+import { keyOf } from '../../mapping-server/store/bindings.ts';
 
 function problems(raw: unknown): string {
   try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decidePush, pushBackoffMs } from '../../mapping-server/push.ts';
 import { RateLimiter, takeToken } from '../../mapping-server/ratelimit.ts';
-import { isExpired } from '../../mapping-server/server.ts';
+import { isExpired } from '../../mapping-server/sweep.ts';
 import { DEFAULT_RETRANSMIT, decideRequest, retransmitDelay } from '../../agent/rm/requests.ts';
 
 describe('RM decisions (pure, with a given now)', () => {

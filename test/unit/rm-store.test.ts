@@ -7,8 +7,7 @@ import { silentLogger } from '../../shared/log.ts';
 import { generateKeyPair } from '../../shared/keys.ts';
 import { parsePrefix } from '../../shared/ids.ts';
 import { signBinding } from '../../shared/binding.ts';
-import { BindingStore, StoredBinding } from '../../mapping-server/store/bindings.ts';
-import { keyOf } from '../../mapping-server/server.ts';
+import { BindingStore, StoredBinding, keyOf } from '../../mapping-server/store/bindings.ts';
 
 const prefix = parsePrefix('fd00:1::/32');
 const locators = [{ address: '192.0.2.1', port: 4341, uplink: 'ispa', priority: 1, weight: 1, state: 'up' as const }];

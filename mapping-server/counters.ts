@@ -1,0 +1,103 @@
+import { DROP_REASONS, type DropReason } from '../shared/wire/messages.ts';
+import type { PushQueue } from './push.ts';
+import type { RateLimiter } from './ratelimit.ts';
+import type { StoreCounters } from './store/bindings.ts';
+
+/**
+ * The Realm Manager's counters: one mutable object the parts bump, and its flattening into the
+ * dotted names of counters() (docs/control-protocol.md lists them).
+ *
+ * Every received datagram ends in exactly one Outcome: a drop reason (rx.drop.<reason>) or the type
+ * it was handled as (rx.handled.<type>). dispatch.ts returns the outcome and counts it in one place,
+ * so rx.datagrams = Σ rx.drop.* + Σ rx.handled.* holds by construction (the fuzz test checks it).
+ * What a handled message leads to is counted on top, per group (hello.*, lookup.*, register.*, …).
+ */
+export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck'] as const;
+export type HandledType = (typeof HANDLED)[number];
+
+/**
+ * The decoder's drop reasons, and internalError: handling the datagram threw (a bug, or the store
+ * failing a read). dispatch.ts catches it, so one datagram is lost, not the process.
+ */
+export type RmDropReason = DropReason | 'internalError';
+export const RM_DROP_REASONS: readonly RmDropReason[] = [...DROP_REASONS, 'internalError'];
+
+export type Outcome = RmDropReason | HandledType;
+
+export interface RmCounters {
+  /** Datagrams that reached dispatch (oversize ones are added from the sockets in counters()). */
+  rx: number;
+  /** Where each of them ended. */
+  readonly ends: Record<Outcome, number>;
+  tx: number;
+  txErrors: number;
+  readonly hello: { welcome: number; retransmit: number; invalid: number; busy: number };
+  readonly lookup: { positive: number; negative: number; denied: number };
+  readonly register: {
+    ok: number;
+    refresh: number;
+    stale: number;
+    conflict: number;
+    forged: number;
+    notInRealm: number;
+    notOwner: number;
+    malformed: number;
+    unavailable: number;
+  };
+  readonly subscribe: { added: number; sessionFull: number; tableFull: number };
+  readonly reject: { sessionUnknown: number };
+  readonly sessions: { created: number; expired: number };
+  bindingsExpired: number;
+}
+
+export function newCounters(): RmCounters {
+  const ends = {} as Record<Outcome, number>;
+  for (const k of [...RM_DROP_REASONS, ...HANDLED]) ends[k] = 0;
+  return {
+    rx: 0,
+    ends,
+    tx: 0,
+    txErrors: 0,
+    hello: { welcome: 0, retransmit: 0, invalid: 0, busy: 0 },
+    lookup: { positive: 0, negative: 0, denied: 0 },
+    register: { ok: 0, refresh: 0, stale: 0, conflict: 0, forged: 0, notInRealm: 0, notOwner: 0, malformed: 0, unavailable: 0 },
+    subscribe: { added: 0, sessionFull: 0, tableFull: 0 },
+    reject: { sessionUnknown: 0 },
+    sessions: { created: 0, expired: 0 },
+    bindingsExpired: 0,
+  };
+}
+
+/** The live sizes counters() reads from the parts at the time of the snapshot. */
+export interface CounterSources {
+  /** Datagrams the sockets dropped for their size before they reached dispatch. */
+  readonly oversize: number;
+  readonly pushes: Pick<PushQueue, 'counters' | 'pending'>;
+  readonly limiter: Pick<RateLimiter, 'size' | 'overflowHits'>;
+  readonly sessionsLive: number;
+  readonly subscriptionsLive: number;
+  /** Absent before start() when the store is opened from the config. */
+  readonly store: { readonly size: number; readonly counters: StoreCounters } | undefined;
+}
+
+/** A flat snapshot: `rx.drop.badMac`, `lookup.positive`, `store.commits`, … */
+export function flattenCounters(c: RmCounters, src: CounterSources): Record<string, number> {
+  const out: Record<string, number> = { 'rx.datagrams': c.rx + src.oversize, 'tx.datagrams': c.tx, 'tx.errors': c.txErrors };
+  for (const r of RM_DROP_REASONS) out[`rx.drop.${r}`] = c.ends[r];
+  // Oversize datagrams never reached dispatch (the socket drops them), but they were received.
+  out['rx.drop.tooLong'] += src.oversize;
+  for (const t of HANDLED) out[`rx.handled.${t}`] = c.ends[t];
+  for (const group of ['hello', 'lookup', 'register', 'subscribe', 'reject', 'sessions'] as const) {
+    for (const [k, v] of Object.entries(c[group])) out[`${group}.${k}`] = v;
+  }
+  for (const [k, v] of Object.entries(src.pushes.counters)) out[`push.${k}`] = v;
+  out['push.pending'] = src.pushes.pending;
+  out['bindings.live'] = src.store?.size ?? 0;
+  out['bindings.expired'] = c.bindingsExpired;
+  out['sessions.live'] = src.sessionsLive;
+  out['subscriptions.live'] = src.subscriptionsLive;
+  out['ratelimit.sources'] = src.limiter.size;
+  out['ratelimit.overflow'] = src.limiter.overflowHits;
+  if (src.store) for (const [k, v] of Object.entries(src.store.counters)) out[`store.${k}`] = v;
+  return out;
+}
