@@ -24,6 +24,9 @@ export function formatStatus(st: AgentStatus): string {
     out.push('Realm Manager: none configured (static bindings only)');
     out.push('');
   }
+  const lag = st.eventLoop;
+  out.push(`event loop late by at most ${lag.recentMaxMs} ms over the last ~10 s (p99 ${lag.recentP99Ms} ms); since start ${lag.maxMs} ms (p99 ${lag.p99Ms} ms)`);
+  out.push('');
   out.push(`map-cache ${st.mapCacheStats.size}/${st.mapCacheStats.capacity} entries${st.mapCacheStats.evicted > 0 ? `, ${st.mapCacheStats.evicted} evicted (least recently used)` : ''}`);
   out.push(
     st.mapCache.length === 0
