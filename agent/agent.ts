@@ -19,9 +19,9 @@ import { RmLink, type RmLinkStatus } from './rmlink.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
 import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from '../shared/udp/socket.ts';
 import { Uplinks } from './uplinks/uplinks.ts';
-import type { UplinkFacts, WatchedUplink } from './uplinks/monitor.ts';
+import type { UplinkFacts, WatchedUplink } from './uplinks/monitor/types.ts';
 
-/** What the agent needs of the uplink monitor (uplinks/monitor.ts). */
+/** What the agent needs of the uplink monitor (uplinks/monitor/monitor.ts). */
 export interface MonitorLike {
   start(): Promise<void>;
   stop(): Promise<void>;

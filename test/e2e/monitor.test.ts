@@ -21,7 +21,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { UplinkFacts, WatchedUplink } from '../../agent/uplinks/monitor.ts';
+import type { UplinkFacts, WatchedUplink } from '../../agent/uplinks/monitor/types.ts';
 import { execHost, listNamespaces } from '../../scripts/testbed/topology.ts';
 import { execIn, requireRoot } from '../helpers/netns.ts';
 
@@ -177,7 +177,7 @@ describe('uplink monitor in a network namespace', () => {
       cwd: ROOT,
       env: {
         ...process.env,
-        RN_MONITOR_MODULE: join(ROOT, 'agent/uplinks/monitor.ts'),
+        RN_MONITOR_MODULE: join(ROOT, 'agent/uplinks/monitor/monitor.ts'),
         RN_LOG_MODULE: join(ROOT, 'shared/log.ts'),
         RN_UPLINKS: JSON.stringify(UPLINKS),
       },

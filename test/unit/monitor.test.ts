@@ -6,22 +6,11 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import {
-  EMPTY_UPLINK_STATE,
-  UplinkMonitor,
-  canonicalAddress,
-  factsOf,
-  fold,
-  parseMonitorLine,
-  parseSnapshot,
-  reduce,
-  type MonitorChild,
-  type MonitorEvent,
-  type MonitorIo,
-  type UplinkFacts,
-  type UplinkState,
-  type WatchedUplink,
-} from '../../agent/uplinks/monitor.ts';
+import type { MonitorChild, MonitorHandlers, MonitorIo } from '../../agent/uplinks/monitor/io.ts';
+import { UplinkMonitor } from '../../agent/uplinks/monitor/monitor.ts';
+import { parseMonitorLine, parseSnapshot } from '../../agent/uplinks/monitor/parse.ts';
+import { EMPTY_UPLINK_STATE, canonicalAddress, factsOf, fold, reduce, type UplinkState } from '../../agent/uplinks/monitor/reduce.ts';
+import type { MonitorEvent, UplinkFacts, WatchedUplink } from '../../agent/uplinks/monitor/types.ts';
 import { ManualClock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
 
@@ -278,7 +267,7 @@ class FakeChild implements MonitorChild {
   private resolve: () => void = () => {};
   constructor(
     readonly pid: number,
-    private readonly handlers: { line(l: string): void; exit(why: string): void },
+    private readonly handlers: MonitorHandlers,
   ) {
     this.exited = new Promise((r) => (this.resolve = r));
   }
@@ -302,7 +291,7 @@ class FakeIo implements MonitorIo {
   duringSnapshot: (() => void) | null = null;
   failSnapshot = false;
   text = { link: fixture('snapshot-link.json'), addr: fixture('snapshot-addr.json'), route4: fixture('snapshot-route4.json'), route6: fixture('snapshot-route6.json') };
-  spawnMonitor(handlers: { line(l: string): void; exit(why: string): void }): MonitorChild {
+  spawnMonitor(handlers: MonitorHandlers): MonitorChild {
     const c = new FakeChild(1000 + this.children.length, handlers);
     this.children.push(c);
     return c;
