@@ -2,7 +2,7 @@
  * The uplink monitor's operating-system side: `ip` from PATH, run in this process's network
  * namespace, and /proc. Tests replace it with a fake MonitorIo.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ExecFileException } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { SystemError } from '../../../shared/errors.ts';
 
@@ -24,8 +24,11 @@ export interface MonitorIo {
   spawnMonitor(handlers: MonitorHandlers): MonitorChild;
   /** True once process `pid`'s rtnetlink socket has joined its multicast groups; false after timeoutMs. */
   subscribed(pid: number, timeoutMs: number): Promise<boolean>;
-  /** Runs `ip ARGS…` and resolves with its standard output; rejects with SystemError NETCONFIG_FAILED. */
-  ip(args: readonly string[]): Promise<string>;
+  /**
+   * Runs `ip OPTIONS… -batch -` with COMMANDS on its standard input, one a line, and resolves with
+   * its standard output; rejects with SystemError NETCONFIG_FAILED (ip stops at the first failure).
+   */
+  ipBatch(options: readonly string[], commands: readonly string[]): Promise<string>;
 }
 
 /** The real thing. A partial line longer than maxLineBytes is dropped. */
@@ -33,7 +36,7 @@ export function systemMonitorIo(maxLineBytes: number): MonitorIo {
   return {
     spawnMonitor: (handlers) => spawnMonitor(handlers, maxLineBytes),
     subscribed,
-    ip,
+    ipBatch,
   };
 }
 
@@ -99,16 +102,36 @@ async function subscribed(pid: number, timeoutMs: number): Promise<boolean> {
   }
 }
 
-function ip(args: readonly string[]): Promise<string> {
+/** Bound of a snapshot's output: four times the 64 MiB each of its commands had as a process of its own. */
+const BATCH_MAX_BYTES = 256 * 1024 * 1024;
+
+function ipBatch(options: readonly string[], commands: readonly string[]): Promise<string> {
+  const args = [...options, '-batch', '-'];
   return new Promise((resolve, reject) => {
-    execFile('ip', args as string[], { timeout: 10_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
+    if (commands.some((c) => c.includes('\n'))) {
+      reject(new Error(`ip -batch: a command contains a newline: ${JSON.stringify(commands)}`));
+      return;
+    }
+    const p = execFile('ip', args, { timeout: 10_000, maxBuffer: BATCH_MAX_BYTES, encoding: 'utf8' }, (err, stdout, stderr) => {
       if (err) {
-        const why = (stderr || err.message).trim().split('\n')[0];
-        const hint = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'install iproute2 (apt-get install iproute2)' : 'check that iproute2 6.1 or later is installed';
-        reject(new SystemError('NETCONFIG_FAILED', `ip ${args.join(' ')}: ${why}`, hint));
+        reject(batchError(args, commands, err, stderr));
         return;
       }
       resolve(stdout);
     });
+    // ip exits at the first failing command, maybe before it has read the rest: the EPIPE that
+    // follows says nothing the exit status and stderr do not.
+    p.stdin?.on('error', () => {});
+    p.stdin?.end(commands.map((c) => `${c}\n`).join(''));
   });
+}
+
+function batchError(args: readonly string[], commands: readonly string[], err: ExecFileException, stderr: string): SystemError {
+  const errLines = stderr.trim().split('\n');
+  // `Command failed -:3` names the line that failed; its reason is the line before.
+  const failed = /^Command failed -:(\d+)$/.exec(errLines.at(-1) ?? '');
+  const command = failed === null ? undefined : commands[Number(failed[1]) - 1];
+  const why = (failed !== null && errLines.length > 1 ? errLines.at(-2) : errLines[0]) || err.message.split('\n')[0];
+  const hint = err.code === 'ENOENT' ? 'install iproute2 (apt-get install iproute2)' : 'check that iproute2 6.1 or later is installed';
+  return new SystemError('NETCONFIG_FAILED', `ip ${args.join(' ')}${command === undefined ? '' : ` (${command})`}: ${why}`, hint);
 }

@@ -7,8 +7,9 @@
  *
  * 1. start(): spawn `ip -o -N monitor link address route` in the agent's network namespace. Wait until
  *    its netlink socket has joined the multicast groups (io.ts subscribed()), then take a snapshot
- *    (`ip -j -N link show`, `addr show`, `-4/-6 route show table all`), fold it into one state per
- *    uplink and replay the events that arrived meanwhile: nothing falls between snapshot and events.
+ *    (links, addresses, IPv4 and IPv6 routes of every table, all from one `ip -j -N -batch -`), fold
+ *    it into one state per uplink and replay the events that arrived meanwhile: nothing falls between
+ *    snapshot and events.
  * 2. Every line: parseMonitorLine → reduce() for each uplink → factsOf(); a change calls the
  *    onChange listeners at once, from the same tick.
  * 3. The kernel removes some routes without a netlink message (see reduce.ts). reduce() models the
@@ -18,6 +19,14 @@
  * 4. The child dies: restart after a bounded exponential backoff (100 ms … 5 s), one log line per
  *    restart, and resync (events were missed meanwhile).
  * 5. stop(): timers cleared, child killed (SIGTERM, then SIGKILL after 1 s).
+ *
+ * Why one child process per snapshot: the agent forwards packets on the same event loop, and every
+ * spawn blocks that loop (libuv forks the whole process, then waits until the child has exec'd). The
+ * four `ip` of the first version paused forwarding ~60 ms about resyncDelayMs after each link event;
+ * on a loaded 2-vCPU box a plain node process blocked up to 97 ms for four spawns, 21 ms for one (and
+ * 186 / 48 ms with 300 MB more heap). What stays on the main thread is parsing the output and folding
+ * it, both linear in the host's routes (100k routes, 3 uplinks: ~0.5–1 s to parse, ~50 ms to fold;
+ * a host with a few dozen routes: ~1 ms).
  *
  * Measured (test/e2e/monitor.test.ts, 2 vCPU): kernel change → onChange 0.3–6 ms (median ~0.5 ms).
  * Carrier changes reach netlink through the kernel's link watcher: at once for a device whose ifindex
@@ -30,7 +39,7 @@ import { systemClock, type Clock } from '../../../shared/clock.ts';
 import { SystemError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/log.ts';
 import { systemMonitorIo, type MonitorChild, type MonitorIo } from './io.ts';
-import { parseMonitorLine, parseSnapshot } from './parse.ts';
+import { SNAPSHOT_COMMANDS, SNAPSHOT_OPTIONS, parseBatchSnapshot, parseMonitorLine } from './parse.ts';
 import { EMPTY_UPLINK_STATE, factsOf, fold, reduce, sameFacts, type UplinkState } from './reduce.ts';
 import type { MonitorEvent, UplinkFacts, WatchedUplink } from './types.ts';
 
@@ -75,13 +84,6 @@ export interface MonitorStats {
 }
 
 export type FactsListener = (uplink: string, facts: UplinkFacts) => void;
-
-const SNAPSHOT_COMMANDS = {
-  link: ['-j', '-N', 'link', 'show'],
-  addr: ['-j', '-N', 'addr', 'show'],
-  route4: ['-4', '-j', '-N', 'route', 'show', 'table', 'all'],
-  route6: ['-6', '-j', '-N', 'route', 'show', 'table', 'all'],
-} as const;
 
 export class UplinkMonitor {
   private readonly opts: UplinkMonitorOptions;
@@ -258,14 +260,9 @@ export class UplinkMonitor {
         this.replay = [];
         this.replayOverflow = false;
         try {
-          const [link, addr, route4, route6] = await Promise.all([
-            this.io.ip(SNAPSHOT_COMMANDS.link),
-            this.io.ip(SNAPSHOT_COMMANDS.addr),
-            this.io.ip(SNAPSHOT_COMMANDS.route4),
-            this.io.ip(SNAPSHOT_COMMANDS.route6),
-          ]);
+          const out = await this.io.ipBatch(SNAPSHOT_OPTIONS, SNAPSHOT_COMMANDS);
           if (!this.running) return;
-          const snap = parseSnapshot({ link, addr, route4, route6 });
+          const snap = parseBatchSnapshot(out);
           if (!snap.ok) throw new SystemError('NETCONFIG_FAILED', `uplink monitor: cannot read the snapshot: ${snap.reason}`, 'check that iproute2 (6.1 or later) is installed');
           this.counters.resyncs++;
           const replay = this.replay;

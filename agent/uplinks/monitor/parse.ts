@@ -5,8 +5,8 @@
  *    for monitor (`-j` is accepted and ignored), so we parse the one-line text form; `-o` joins
  *    continuation lines with a backslash, `-N` keeps route tables and types numeric whatever
  *    /etc/iproute2 maps them to.
- * 2. The snapshot: `ip -j -N link show`, `addr show`, `-4/-6 route show table all`, as the events
- *    that would have built it (all "added").
+ * 2. The snapshot: links, addresses and the IPv4 and IPv6 routes of every table, from one
+ *    `ip -j -N -batch -` (SNAPSHOT_COMMANDS), as the events that would have built it (all "added").
  *
  * Both return a typed refusal rather than throw: the shell counts ignored lines and fails a snapshot.
  */
@@ -148,6 +148,33 @@ const RouteJson = z.array(
     nexthops: z.array(Hop).optional(),
   }),
 );
+
+/**
+ * The snapshot as one child process: `ip -j -N -batch -` with these commands on its standard input
+ * (the shell says why one). Batch lines take no global options (iproute2 6.1: `Object "-4" is
+ * unknown`), so `root 0.0.0.0/0` and `root ::/0` pick the family: every route of a family lies under
+ * its /0, and ip drops the other family's routes (and the multicast tables') from its dump. The output
+ * is that of `ip -4`/`-6 -j -N route show table all` (compared on iproute2 6.1).
+ */
+export const SNAPSHOT_OPTIONS: readonly string[] = Object.freeze(['-j', '-N']);
+export const SNAPSHOT_COMMANDS: readonly string[] = Object.freeze(['link show', 'addr show', 'route show table all root 0.0.0.0/0', 'route show table all root ::/0']);
+
+/**
+ * The standard output of SNAPSHOT_COMMANDS. With `-j` ip prints each command's answer as one JSON
+ * array on one line, `[]` when empty, in order (test/fixtures/ip-monitor/snapshot-batch.txt). Anything
+ * else (a line more or less, an empty line, no final newline) is refused: a line would no longer say
+ * which command it answers.
+ */
+export function parseBatchSnapshot(stdout: string): Snapshot {
+  const lines = stdout.split('\n');
+  const n = SNAPSHOT_COMMANDS.length;
+  if (lines.pop() !== '') return { ok: false, reason: `ip -batch: output does not end with a newline (cut short?)` };
+  if (lines.length !== n) return { ok: false, reason: `ip -batch: ${lines.length} lines for ${n} commands` };
+  const empty = lines.findIndex((l) => l.trim() === '');
+  if (empty >= 0) return { ok: false, reason: `ip -batch: an empty line for \`${SNAPSHOT_COMMANDS[empty]}\`` };
+  const [link, addr, route4, route6] = lines;
+  return parseSnapshot({ link, addr, route4, route6 });
+}
 
 export interface SnapshotText {
   /** `ip -j -N link show` */
