@@ -24,9 +24,10 @@
  * spawn blocks that loop (libuv forks the whole process, then waits until the child has exec'd). The
  * four `ip` of the first version paused forwarding ~60 ms about resyncDelayMs after each link event;
  * on a loaded 2-vCPU box a plain node process blocked up to 97 ms for four spawns, 21 ms for one (and
- * 186 / 48 ms with 300 MB more heap). What stays on the main thread is parsing the output and folding
- * it, both linear in the host's routes (100k routes, 3 uplinks: ~0.5–1 s to parse, ~50 ms to fold;
- * a host with a few dozen routes: ~1 ms).
+ * 186 / 48 ms with 300 MB more heap). test/e2e/monitor.test.ts, 5 carrier flaps under load 4–6: loop
+ * stalls up to 103–405 ms with four `ip`, 22–115 ms with one (medians 32–134 / 16–21 ms). What stays
+ * on the main thread is parsing the output and folding it, both linear in the host's routes (100k
+ * routes, 3 uplinks: ~0.5–1 s to parse, ~50 ms to fold; a few dozen routes: ~1 ms).
  *
  * Measured (test/e2e/monitor.test.ts, 2 vCPU): kernel change → onChange 0.3–6 ms (median ~0.5 ms).
  * Carrier changes reach netlink through the kernel's link watcher: at once for a device whose ifindex
