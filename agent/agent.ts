@@ -21,12 +21,12 @@ import type { TunDevice, TunOptions } from './tun/tun.ts';
 import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from '../shared/udp/socket.ts';
 import { UplinkSockets } from './uplinks/sockets.ts';
 import { UplinkTable, type UplinkSnapshot } from './uplinks/table.ts';
-import type { UplinkFacts, WatchedUplink } from './uplinks/monitor.ts';
+import type { UplinkFacts, WatchedUplink } from './uplinks/monitor/types.ts';
 import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './hoststate.ts';
 import { EventLoopLag, type LagStats } from './lag.ts';
 import { statusOf } from './status.ts';
 
-/** What the agent needs of the uplink monitor (uplinks/monitor.ts). */
+/** What the agent needs of the uplink monitor (uplinks/monitor/monitor.ts). */
 export interface MonitorLike {
   start(): Promise<void>;
   stop(): Promise<void>;

@@ -9,7 +9,7 @@ import { loadKeyPair } from '../shared/keys.ts';
 import { createAgent, type AgentIdentity, type AgentStatus } from './agent.ts';
 import type { AgentConfig } from './config.ts';
 import { createRmClient } from './rm/client.ts';
-import { UplinkMonitor } from './uplinks/monitor.ts';
+import { UplinkMonitor } from './uplinks/monitor/monitor.ts';
 import { loadAgentConfig, DEFAULTS } from './config.ts';
 import { newControlCounters, queryControl, startControlServer } from './control.ts';
 import { createIpCommand } from './netconfig.ts';

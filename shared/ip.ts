@@ -21,6 +21,8 @@ export interface IpOptions {
   readonly timeoutMs?: number;
   /** What to suggest when ip itself fails (not found, not permitted are said anyway). */
   readonly hint?: string;
+  /** What to say of a failure, from ip's stderr (default: its first line). */
+  readonly explain?: (stderr: string) => string | undefined;
 }
 
 interface SpawnResult {
@@ -61,7 +63,7 @@ export async function runIp(args: readonly string[], o: IpOptions = {}): Promise
       ? errnoName(r.errno)
       : r.stdout.length >= maxBytes
         ? `more than ${maxBytes} bytes of output`
-        : r.stderr.toString('utf8').trim().split('\n')[0] || (r.signal !== 0 ? `killed by signal ${r.signal}` : `exit code ${r.code}`);
+        : (o.explain?.(r.stderr.toString('utf8')) ?? r.stderr.toString('utf8').trim().split('\n')[0]) || (r.signal !== 0 ? `killed by signal ${r.signal}` : `exit code ${r.code}`);
   const hint =
     errnoName(r.errno) === 'ENOENT'
       ? 'install iproute2 (apt-get install iproute2)'

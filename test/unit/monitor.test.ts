@@ -6,22 +6,11 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import {
-  EMPTY_UPLINK_STATE,
-  UplinkMonitor,
-  canonicalAddress,
-  factsOf,
-  fold,
-  parseMonitorLine,
-  parseSnapshot,
-  reduce,
-  type MonitorChild,
-  type MonitorEvent,
-  type MonitorIo,
-  type UplinkFacts,
-  type UplinkState,
-  type WatchedUplink,
-} from '../../agent/uplinks/monitor.ts';
+import type { MonitorChild, MonitorHandlers, MonitorIo } from '../../agent/uplinks/monitor/io.ts';
+import { UplinkMonitor } from '../../agent/uplinks/monitor/monitor.ts';
+import { SNAPSHOT_COMMANDS, SNAPSHOT_OPTIONS, parseBatchSnapshot, parseMonitorLine, parseSnapshot } from '../../agent/uplinks/monitor/parse.ts';
+import { EMPTY_UPLINK_STATE, canonicalAddress, factsOf, fold, reduce, type UplinkState } from '../../agent/uplinks/monitor/reduce.ts';
+import type { MonitorEvent, UplinkFacts, WatchedUplink } from '../../agent/uplinks/monitor/types.ts';
 import { ManualClock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
 
@@ -180,6 +169,54 @@ describe('parseSnapshot', () => {
   });
 });
 
+describe('parseBatchSnapshot', () => {
+  const batch = fixture('snapshot-batch.txt');
+  const batchLines = batch.split('\n').slice(0, -1);
+  const reason = (out: string) => {
+    const r = parseBatchSnapshot(out);
+    return r.ok ? 'ok' : r.reason;
+  };
+  // The batch fixture comes from a later run of capture.sh than snapshot-*.json: the veths' random
+  // MACs, so the link-local addresses and their local routes, differ; everything else is the same.
+  const global = (evs: readonly MonitorEvent[]) =>
+    evs.filter((e) => !(e.kind === 'address' && e.address.startsWith('fe80:')) && !(e.kind === 'route' && e.dst.startsWith('fe80:') && e.dst !== 'fe80::/64'));
+
+  it('reads the captured one-process snapshot as the four separate commands', () => {
+    expect(SNAPSHOT_COMMANDS).toHaveLength(4);
+    expect(batchLines).toHaveLength(4);
+    const b = parseBatchSnapshot(batch);
+    if (!b.ok) throw new Error(b.reason);
+    expect(global(b.events)).toEqual(global(snapshot()));
+    // `root 0.0.0.0/0` and `root ::/0` split the routes by family, as `ip -4`/`-6` did.
+    const routes = b.events.filter((e): e is Extract<MonitorEvent, { kind: 'route' }> => e.kind === 'route');
+    expect(routes.filter((r) => r.family === 4).every((r) => !r.dst.includes(':'))).toBe(true);
+    expect(routes.filter((r) => r.family === 6).every((r) => r.dst === 'default' || r.dst.includes(':'))).toBe(true);
+    for (const u of [A, B, A_MAIN]) {
+      expect(fold(u, global(b.events))).toEqual(fold(u, global(snapshot())));
+      expect(factsOf(u, fold(u, b.events))).toEqual(USABLE);
+    }
+  });
+
+  it('reads empty tables, printed as []', () => {
+    const b = parseBatchSnapshot(`${batchLines[0]}\n${batchLines[1]}\n[]\n[]\n`);
+    expect(b.ok && b.events.filter((e) => e.kind === 'route')).toEqual([]);
+  });
+
+  it('refuses output that is not one JSON array per command, one a line', () => {
+    expect(reason(batch)).toBe('ok');
+    expect(reason(batchLines.slice(0, 3).join('\n') + '\n')).toMatch(/3 lines for 4 commands/);
+    expect(reason(batch + '[]\n')).toMatch(/5 lines for 4 commands/);
+    expect(reason(batch.slice(0, -1))).toMatch(/does not end with a newline/);
+    expect(reason(batch.slice(0, batch.length / 2))).toMatch(/does not end with a newline/);
+    expect(reason('')).toMatch(/0 lines for 4 commands/);
+    expect(reason([batchLines[0], batchLines[1], '', batchLines[3]].join('\n') + '\n')).toMatch(/empty line for `route show table all root 0.0.0.0\/0`/);
+    // `ip -p -j` (pretty) spreads an array over lines.
+    expect(reason(JSON.stringify(JSON.parse(batchLines[0]), null, 2) + '\n[]\n[]\n[]\n')).toMatch(/lines for 4 commands/);
+    expect(reason([batchLines[0], 'Object "-4" is unknown, try "ip help".', '[]', '[]'].join('\n') + '\n')).toMatch(/ip -j addr show: not JSON/);
+    expect(reason([batchLines[0], batchLines[1], batchLines[0], '[]'].join('\n') + '\n')).toMatch(/^ip -4 -j route show: .* at 0\.dst$/);
+  });
+});
+
 describe('reduce and factsOf', () => {
   it('the snapshot makes both uplinks usable; an unknown interface is not', () => {
     expect(factsOf(A, fold(A, snapshot()))).toEqual(USABLE);
@@ -278,7 +315,7 @@ class FakeChild implements MonitorChild {
   private resolve: () => void = () => {};
   constructor(
     readonly pid: number,
-    private readonly handlers: { line(l: string): void; exit(why: string): void },
+    private readonly handlers: MonitorHandlers,
   ) {
     this.exited = new Promise((r) => (this.resolve = r));
   }
@@ -302,7 +339,7 @@ class FakeIo implements MonitorIo {
   duringSnapshot: (() => void) | null = null;
   failSnapshot = false;
   text = { link: fixture('snapshot-link.json'), addr: fixture('snapshot-addr.json'), route4: fixture('snapshot-route4.json'), route6: fixture('snapshot-route6.json') };
-  spawnMonitor(handlers: { line(l: string): void; exit(why: string): void }): MonitorChild {
+  spawnMonitor(handlers: MonitorHandlers): MonitorChild {
     const c = new FakeChild(1000 + this.children.length, handlers);
     this.children.push(c);
     return c;
@@ -310,17 +347,17 @@ class FakeIo implements MonitorIo {
   async subscribed(): Promise<boolean> {
     return true;
   }
-  async ip(args: readonly string[]): Promise<string> {
+  /** Every `ip -batch` run, in order. */
+  batches: { options: readonly string[]; commands: readonly string[] }[] = [];
+  async ipBatch(options: readonly string[], commands: readonly string[]): Promise<string> {
     if (this.failSnapshot) throw new Error('ip failed');
-    if (args.includes('link')) {
-      this.snapshots++;
-      const hook = this.duringSnapshot;
-      this.duringSnapshot = null;
-      hook?.();
-      return this.text.link;
-    }
-    if (args.includes('addr')) return this.text.addr;
-    return args.includes('-4') ? this.text.route4 : this.text.route6;
+    this.batches.push({ options, commands });
+    this.snapshots++;
+    const hook = this.duringSnapshot;
+    this.duringSnapshot = null;
+    hook?.();
+    const { link, addr, route4, route6 } = this.text;
+    return [link, addr, route4, route6].map((s) => `${s.trim()}\n`).join('');
   }
   get last(): FakeChild {
     return this.children[this.children.length - 1];
@@ -341,6 +378,8 @@ describe('UplinkMonitor (fake ip)', () => {
     expect(m.facts('a')).toEqual(USABLE);
     expect(m.facts('b')).toEqual(USABLE);
     expect(seen).toEqual([]);
+    // The whole snapshot from one child process (every spawn stalls the agent's event loop).
+    expect(io.batches).toEqual([{ options: SNAPSHOT_OPTIONS, commands: SNAPSHOT_COMMANDS }]);
     const [down, up] = lines('carrier-loss.txt');
     io.last.emit(down);
     expect(seen).toEqual([['a', { ...USABLE, carrier: false, usable: false }]]);
