@@ -3,7 +3,8 @@
   # inside (TUN) and outside (UDP). Both use node-addon-api without C++ exceptions: errors are
   # thrown as JS errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
   "target_defaults": {
-    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+    # "." (the repo root): both addons include shared/native/reader.h, their common reader thread.
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "."],
     "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
     "cflags!": ["-O3"],
     "cflags_cc!": ["-O3", "-std=gnu++17"],
