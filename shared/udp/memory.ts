@@ -11,7 +11,7 @@
 //    setImmediate, in batches of at most batchSize laid out like the real socket's slot, with the
 //    sender's address and port as the source (a socket bound to a wildcard sends from the wildcard).
 //    `await net.idle()` waits until every queue is empty.
-import { SystemError } from '../../shared/errors.ts';
+import { SystemError } from '../errors.ts';
 import {
   addressToBytes,
   bytesToAddress,
@@ -22,7 +22,7 @@ import {
   type UdpLayout,
   type UdpOptions,
   type UdpStats,
-} from '../../shared/udp/socket.ts';
+} from './socket.ts';
 
 export interface MemoryNetOptions {
   /** The addresses sockets may bind; any address when omitted. */
