@@ -1,7 +1,8 @@
 {
   # Built by `npm install` (scripts.install = node-gyp rebuild). Two small addons, one per I/O edge:
-  # inside (TUN) and outside (UDP). Both use node-addon-api without C++ exceptions: errors are
-  # thrown as JS errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
+  # inside (TUN) and outside (UDP), and a tiny one that reads a unix socket peer's credentials for the
+  # agent's control socket. All use node-addon-api without C++ exceptions: errors are thrown as JS
+  # errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
   "target_defaults": {
     # "." (the repo root): both addons include shared/native/reader.h, their common reader thread.
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "."],
@@ -19,6 +20,10 @@
     {
       "target_name": "realmnet_udp",
       "sources": ["shared/udp/native/udp.cc"]
+    },
+    {
+      "target_name": "realmnet_peercred",
+      "sources": ["shared/native/peercred.cc"]
     }
   ]
 }

@@ -26,29 +26,13 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
-#include <cstring>
 #include <mutex>
-#include <string>
 #include <thread>
 #include <vector>
 
+#include "shared/native/throw.h"
+
 namespace realmnet {
-
-// A failed system call as a JS Error carrying errno and the step; the TypeScript wrappers map it to a
-// typed SystemError (shared/native.ts isNativeErrnoError).
-inline Napi::Value ThrowErrno(Napi::Env env, int err, const char* step) {
-  Napi::Error e = Napi::Error::New(env, std::string(step) + ": " + strerror(err));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("syscall", Napi::String::New(env, step));
-  e.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
-// A wrapper bug (wrong arguments): the wrappers never let a user's value get this far.
-inline Napi::Value ThrowType(Napi::Env env, const char* msg) {
-  Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
 
 struct Batch {
   uint32_t slot;
