@@ -1,10 +1,12 @@
 {
   # Built by `npm install` (scripts.install = node-gyp rebuild). Two small addons, one per I/O edge:
-  # inside (TUN) and outside (UDP), and one that runs `ip` without forking the agent on its event
-  # loop (shared/native/spawn.cc). Both use node-addon-api without C++ exceptions: errors are
-  # thrown as JS errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
+  # inside (TUN) and outside (UDP), and two tiny ones for the operating system: one runs `ip` without
+  # forking the agent on its event loop (shared/native/spawn.cc), one reads a unix socket peer's
+  # credentials for the agent's control socket. All use node-addon-api without C++ exceptions: errors
+  # are thrown as JS errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
   "target_defaults": {
-    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+    # "." (the repo root): both addons include shared/native/reader.h, their common reader thread.
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "."],
     "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
     "cflags!": ["-O3"],
     "cflags_cc!": ["-O3", "-std=gnu++17"],
@@ -23,6 +25,10 @@
     {
       "target_name": "realmnet_spawn",
       "sources": ["shared/native/spawn.cc"]
+    },
+    {
+      "target_name": "realmnet_peercred",
+      "sources": ["shared/native/peercred.cc"]
     }
   ]
 }

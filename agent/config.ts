@@ -129,7 +129,13 @@ export const AgentConfigSchema = z
         format: z.enum(['json', 'pretty']).default(DEFAULTS.log.format),
       })
       .prefault({}),
-    control: z.strictObject({ socket: z.string().min(1).default(DEFAULTS.control.socket) }).prefault({}),
+    control: z
+      .strictObject({
+        socket: z.string().min(1).default(DEFAULTS.control.socket),
+        /** Besides root, members of this group (a name, or a gid) may read the status. Default: root only. */
+        group: z.union([z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'is not a group name (e.g. realmnet) or gid'), z.number().int().min(0).max(0xfffffffe)]).optional(),
+      })
+      .prefault({}),
     /** Path probing (needs identity keys: probes are MACed with a key derived from both hosts' keys). */
     failover: z
       .strictObject({

@@ -2,7 +2,8 @@
 //
 // 1. inject()/injectBatch() play the kernel's part: packets are copied into one slot laid out exactly
 //    like the real device's (same tunLayout: headroom, stride, batchSize), and the handler is called
-//    synchronously with (buf, lengths, count), at most batchSize packets per call.
+//    synchronously with (buf, lengths, count), at most batchSize packets per call. Like the real
+//    device, a handler that throws is counted (callbackErrors) and the next batch still comes.
 // 2. Packets injected before start() wait, as the kernel's queue would, and arrive on start().
 //    Packets injected from inside the handler arrive as the next batch, after the handler returns.
 // 3. write() checks packets as the kernel does (an IP version nibble of 4 or 6 after the vnet header in
@@ -30,7 +31,7 @@ export class MemoryTun implements TunDevice {
   private handler: TunBatchHandler | null = null;
   private delivering = false;
   private closed = false;
-  private counts = { readPackets: 0, readBatches: 0, writePackets: 0, writeErrors: 0, lastWriteErrno: 0 };
+  private counts = { readPackets: 0, readBatches: 0, writePackets: 0, writeErrors: 0, lastWriteErrno: 0, callbackErrors: 0 };
 
   constructor(opts: MemoryTunOptions = {}) {
     const full: TunOptions = { name: 'mem0', mtu: 1400, offload: false, ...opts };
@@ -80,7 +81,11 @@ export class MemoryTun implements TunDevice {
         this.pending.splice(0, count);
         this.counts.readPackets += count;
         this.counts.readBatches++;
-        this.handler(this.slot, this.lengths, count);
+        try {
+          this.handler(this.slot, this.lengths, count);
+        } catch {
+          this.counts.callbackErrors++; // as NativeTunDevice does
+        }
       }
     } finally {
       this.delivering = false;
@@ -88,8 +93,14 @@ export class MemoryTun implements TunDevice {
   }
 
   write(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
-    if (count > offsets.length || count > lengths.length) throw new TypeError('count is larger than offsets or lengths');
     if (this.closed) return 0;
+    // As the addon: what the arrays do not describe cannot be written, and is counted.
+    const fit = Math.min(count, offsets.length, lengths.length);
+    if (fit < count) {
+      this.counts.writeErrors += count - fit;
+      this.counts.lastWriteErrno = EINVAL;
+      count = fit;
+    }
     let written = 0;
     const ipAt = this.offload ? VNET_HDR_SIZE : 0;
     for (let i = 0; i < count; i++) {

@@ -7,6 +7,7 @@
 //    same Buffer and Uint32Array objects every time that slot comes round, so nothing is allocated
 //    per packet or per batch.
 // 3. The slot goes back to the reader when onBatch returns: the buffer is borrowed, copy what you keep.
+//    What onBatch throws is caught and counted (callbackErrors); the next batch comes as usual.
 // 4. write() hands a batch to the kernel synchronously.
 // 5. close() stops the thread and closes the fd; the kernel removes the device.
 import { existsSync } from 'node:fs';
@@ -43,6 +44,8 @@ export interface TunStats {
   readonly readErrors: number;
   readonly lastReadErrno: number;
   readonly lastWriteErrno: number;
+  /** Batches whose handler threw: the exception was swallowed and the next batch delivered as usual. */
+  readonly callbackErrors: number;
 }
 
 export interface TunDevice {
@@ -53,11 +56,14 @@ export interface TunDevice {
   readonly headroom: number;
   readonly stride: number;
   /** Starts the reader thread. Once started, the device keeps the event loop alive (like a
-   *  node:dgram socket) until close(). */
+   *  node:dgram socket) until close(). An exception from onBatch is caught and counted in
+   *  `callbackErrors`, never rethrown: it must not take the process down. */
   start(onBatch: TunBatchHandler): void;
   /** Synchronous batch write: packet i is buf[offsets[i], offsets[i]+lengths[i]). Returns how many were
    *  written; a packet the kernel refuses (EINVAL, EIO) is skipped and counted in `writeErrors`, EAGAIN
-   *  stops the batch. In offload mode each packet starts with a virtio_net_hdr (zeros = no offload). */
+   *  stops the batch. In offload mode each packet starts with a virtio_net_hdr (zeros = no offload).
+   *  count is not bounded by batchSize (that sizes reads only). Never throws: a count beyond the end of
+   *  offsets or lengths writes what they describe and counts the rest in `writeErrors` (EINVAL). */
   write(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   readonly stats: TunStats;
   /** Stops the thread, closes the fd (the kernel removes the device). Idempotent. */
@@ -171,6 +177,7 @@ class NativeTunDevice implements TunDevice {
   private readonly counters = new Float64Array(7);
   private handler: TunBatchHandler | null = null;
   private closed = false;
+  private callbackErrors = 0;
 
   constructor(
     private readonly handle: NativeTun,
@@ -197,7 +204,15 @@ class NativeTunDevice implements TunDevice {
 
   // One function for the device's life: the addon calls it once per batch.
   private readonly dispatch = (slot: number, count: number): void => {
-    this.handler?.(this.slotBufs[slot], this.slotLens[slot], count);
+    const handler = this.handler;
+    if (handler === null) return;
+    try {
+      handler(this.slotBufs[slot], this.slotLens[slot], count);
+    } catch {
+      // A throw here is a bug in the handler, but an exception escaping a native callback kills the
+      // process, and with it every host's traffic: lose this batch, count it, and go on.
+      this.callbackErrors++;
+    }
   };
 
   write(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
@@ -207,7 +222,7 @@ class NativeTunDevice implements TunDevice {
   get stats(): TunStats {
     const c = this.counters;
     this.handle.stats(c);
-    return { readPackets: c[0], readBatches: c[1], writePackets: c[2], writeErrors: c[3], readErrors: c[4], lastReadErrno: c[5], lastWriteErrno: c[6] };
+    return { readPackets: c[0], readBatches: c[1], writePackets: c[2], writeErrors: c[3], readErrors: c[4], lastReadErrno: c[5], lastWriteErrno: c[6], callbackErrors: this.callbackErrors };
   }
 
   close(): void {

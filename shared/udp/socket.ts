@@ -6,6 +6,7 @@
 //    the reader thread. Each batch arrives on the JS thread in the same slot objects every time, so
 //    nothing is allocated per datagram or per batch.
 // 3. The slot goes back to the reader when onBatch returns: everything is borrowed, copy what you keep.
+//    What onBatch throws is caught and counted (callbackErrors); the next batch comes as usual.
 // 4. send() hands a batch to sendmmsg; a full send buffer blocks it up to 20 ms (backpressure), then the
 //    rest of the batch is dropped and counted. Per-datagram errors are counted, never thrown.
 //    UDP GSO and GRO stay inside the addon: runs of same-size datagrams to one destination cross the
@@ -61,6 +62,8 @@ export interface UdpStats {
   readonly gro: boolean;
   /** Coalesced messages received and split (their datagrams are counted in rxPackets). */
   readonly groMessages: number;
+  /** Batches whose handler threw: the exception was swallowed and the next batch delivered as usual. */
+  readonly callbackErrors: number;
 }
 
 export interface UdpBatchSocket {
@@ -69,11 +72,15 @@ export interface UdpBatchSocket {
   /** The real bound port (useful with 0). */
   readonly localPort: number;
   readonly stride: number;
-  /** Starts receiving. Once started, the socket keeps the event loop alive (like node:dgram) until close(). */
+  /** Starts receiving. Once started, the socket keeps the event loop alive (like node:dgram) until close().
+   *  An exception from onBatch is caught and counted in `callbackErrors`, never rethrown: it must not
+   *  take the process down. */
   start(onBatch: UdpBatchHandler): void;
   /** Synchronous batch send: datagram i = buf[offsets[i], +lengths[i]) to dstAddrs[i*16..] (16-byte
    *  convention) port dstPorts[i]. Returns how many the kernel took. Never throws for a datagram: a
-   *  failed one is skipped and counted in sendErrors. */
+   *  failed one is skipped and counted in sendErrors. count is not bounded by batchSize (that sizes
+   *  receives only); a count beyond the end of one of the arrays sends what they describe and counts
+   *  the rest in sendErrors (EINVAL). */
   send(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, dstAddrs: Uint8Array, dstPorts: Uint16Array, count: number): number;
   readonly stats: UdpStats;
   /** Idempotent. */
@@ -181,6 +188,7 @@ class NativeUdpSocket implements UdpBatchSocket {
   private readonly counters = new Float64Array(12);
   private handler: UdpBatchHandler | null = null;
   private closed = false;
+  private callbackErrors = 0;
 
   constructor(
     private readonly handle: NativeUdp,
@@ -210,7 +218,15 @@ class NativeUdpSocket implements UdpBatchSocket {
 
   // One function for the socket's life: the addon calls it once per batch.
   private readonly dispatch = (slot: number, count: number): void => {
-    this.handler?.(this.slotBufs[slot], this.slotLens[slot], this.slotAddrs[slot], this.slotPorts[slot], count);
+    const handler = this.handler;
+    if (handler === null) return;
+    try {
+      handler(this.slotBufs[slot], this.slotLens[slot], this.slotAddrs[slot], this.slotPorts[slot], count);
+    } catch {
+      // A throw here is a bug in the handler, but an exception escaping a native callback kills the
+      // process, and with it every host's traffic: lose this batch, count it, and go on.
+      this.callbackErrors++;
+    }
   };
 
   send(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, dstAddrs: Uint8Array, dstPorts: Uint16Array, count: number): number {
@@ -232,6 +248,7 @@ class NativeUdpSocket implements UdpBatchSocket {
       gsoMessages: c[9],
       gro: c[10] === 1,
       groMessages: c[11],
+      callbackErrors: this.callbackErrors,
     };
   }
 

@@ -6,19 +6,21 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { requireRoot, uniquePrefix, execIn, spawnIn, type NsProcess } from '../helpers/netns.ts';
 import { REPO } from '../helpers/agents.ts';
+import { readableCopy, type ReadableCopy } from '../helpers/readable-copy.ts';
 
 /** The CLI as a user meets it: help, and one clear line for every mistake. */
 const CLI = join(REPO, 'bin', 'realmnet.js');
 const NS = `${uniquePrefix('cli')}host`;
 let dir: string;
 
-function run(args: string[], opts: { ns?: string; asUser?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+/** `from`: run that copy of the CLI instead of the checkout's (for another user, who may not read the checkout). */
+function run(args: string[], opts: { ns?: string; asUser?: string; from?: ReadableCopy } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   let cmd = process.execPath;
-  let argv = [CLI, ...args];
+  let argv = [opts.from?.cli ?? CLI, ...args];
   if (opts.asUser) [cmd, argv] = ['runuser', ['-u', opts.asUser, '--', process.execPath, ...argv]];
   if (opts.ns) [cmd, argv] = ['ip', ['netns', 'exec', opts.ns, cmd, ...argv]];
   return new Promise((resolve) => {
-    execFile(cmd, argv, { cwd: REPO, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(cmd, argv, { cwd: opts.from?.root ?? REPO, timeout: 30_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -97,9 +99,15 @@ describe('realmnet CLI', () => {
   });
 
   it('refuses to run as an ordinary user, in one line', async () => {
-    const r = await run(['agent', '--config', await config('ok.yaml')], { asUser: 'nobody' });
-    expect(r.code).toBe(1);
-    expect(oneLine(r.stderr)).toMatch(/must run as root/);
+    // nobody runs a world-readable copy of the CLI: the checkout may be readable by root alone.
+    const copy = await readableCopy();
+    try {
+      const r = await run(['agent', '--config', await config('ok.yaml')], { asUser: 'nobody', from: copy });
+      expect(r.code).toBe(1);
+      expect(oneLine(r.stderr)).toMatch(/must run as root/);
+    } finally {
+      await copy.remove();
+    }
   });
 
   it('reports a port in use in one line and leaves no TUN device behind', async () => {

@@ -2,7 +2,7 @@ import { createAgent, type Agent, type MonitorLike } from '../../agent/agent.ts'
 import { parseAgentConfig } from '../../agent/config.ts';
 import { createRmClient } from '../../agent/rm/client.ts';
 import { MemoryTun } from '../../agent/tun/memory.ts';
-import type { MemoryNet } from '../../agent/uplinks/memory.ts';
+import type { MemoryNet } from '../../shared/udp/memory.ts';
 import { systemClock } from '../../shared/clock.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';

@@ -230,6 +230,60 @@ export const tunScenarios: TunScenario[] = [false, true].flatMap((offload): TunS
       },
     },
     {
+      name: `${mode}: a handler that throws is counted in callbackErrors, and the next batch is still delivered`,
+      async run(h) {
+        const dev = h.open({ offload });
+        try {
+          const got: string[] = [];
+          const ipAt = offload ? VNET_HDR_SIZE : 0;
+          dev.start((buf, lengths, count) => {
+            let boom = false;
+            for (let i = 0; i < count; i++) {
+              const start = i * dev.stride + dev.headroom;
+              const udp = parseUdp(buf.subarray(start + ipAt, start + lengths[i]));
+              if (udp === null || udp.dstPort !== port + 3) continue;
+              got.push(udp.payload.toString());
+              boom ||= udp.payload.toString() === 'boom';
+            }
+            if (boom) throw new Error('a bug in the handler');
+          });
+          await h.emit(port + 3, [Buffer.from('boom')]);
+          await waitFor(() => dev.stats.callbackErrors === 1, 3000, 'the throw to be counted');
+          await h.emit(port + 3, [Buffer.from('after')]);
+          await waitFor(() => got.includes('after'), 3000, 'the batch after the throw');
+          assert.equal(dev.stats.callbackErrors, 1);
+          assert.ok(dev.stats.readBatches >= 2, JSON.stringify(dev.stats));
+        } finally {
+          dev.close();
+        }
+      },
+    },
+    {
+      name: `${mode}: writes more packets than batchSize in one call; a count past the arrays is counted, not thrown`,
+      async run(h) {
+        const dev = h.open({ offload, batchSize: 2 });
+        const listener = await h.listen(port + 4);
+        try {
+          const packets = Array.from({ length: 5 }, (_, i) => withVnet(offload, ipv4Udp(h.peer, h.local, 40000, port + 4, Buffer.from(`p${i}`))));
+          const buf = Buffer.concat(packets);
+          const offsets = new Uint32Array(5);
+          const lengths = new Uint32Array(5);
+          for (let i = 0, at = 0; i < 5; at += packets[i].length, i++) [offsets[i], lengths[i]] = [at, packets[i].length];
+          assert.equal(dev.write(buf, offsets, lengths, 5), 5); // batchSize sizes reads, not writes
+          // Three packets described, seven claimed: the three go, four are counted as refused.
+          assert.equal(dev.write(buf, offsets.subarray(0, 3), lengths.subarray(0, 3), 7), 3);
+          assert.equal(dev.stats.writePackets, 8);
+          assert.equal(dev.stats.writeErrors, 4);
+          assert.equal(dev.stats.lastWriteErrno, 22);
+          const got = await listener.take(8);
+          assert.deepEqual(got.map((p) => p.toString()).sort(), ['p0', 'p0', 'p1', 'p1', 'p2', 'p2', 'p3', 'p4']);
+        } finally {
+          listener.close();
+          dev.close();
+        }
+      },
+    },
+    {
       name: `${mode}: close() is idempotent, and nothing is delivered or written after it`,
       async run(h) {
         const dev = h.open({ offload });

@@ -311,6 +311,58 @@ export function udpSuite(name: string, makeTarget: () => UdpSuiteTarget, address
           }
         });
 
+        it('a handler that throws is counted in callbackErrors, and the next batch is still delivered', async () => {
+          const t = makeTarget();
+          const a = t.open({ address, port: 0 });
+          const b = t.open({ address, port: 0 });
+          try {
+            const got: number[] = [];
+            b.start((buf, _lengths, _srcAddrs, _srcPorts, count) => {
+              let boom = false;
+              for (let i = 0; i < count; i++) {
+                const seq = buf.readUInt32BE(i * b.stride);
+                got.push(seq);
+                boom ||= seq === 1;
+              }
+              if (boom) throw new Error('a bug in the handler');
+            });
+            expect(a.send(...batch([payload(1, 100)], b))).toBe(1);
+            await until(t, () => b.stats.callbackErrors === 1);
+            expect(b.stats.callbackErrors).toBe(1);
+            expect(a.send(...batch([payload(2, 100)], b))).toBe(1);
+            await until(t, () => got.includes(2));
+            expect(got).toEqual([1, 2]);
+            expect(b.stats).toMatchObject({ callbackErrors: 1, rxBatches: 2 });
+          } finally {
+            a.close();
+            b.close();
+          }
+        });
+
+        it('sends a batch larger than its batchSize whole; a count past the arrays is counted, not thrown', async () => {
+          const t = makeTarget();
+          const a = t.open({ address, port: 0, batchSize: 4 });
+          const b = t.open({ address, port: 0 });
+          try {
+            const rx = collect(b);
+            // batchSize sizes receives only; 300 is also more than the addon's sendmmsg chunk (256).
+            const payloads = Array.from({ length: 300 }, (_, i) => payload(i, 100 + (i % 3)));
+            expect(a.send(...batch(payloads, b))).toBe(300);
+            await until(t, () => rx.got.length >= 300);
+            expect(rx.got.length).toBe(300);
+            expect(a.stats).toMatchObject({ txPackets: 300, sendErrors: 0 });
+            // Three datagrams described, seven claimed: the three go, four are counted as not sent.
+            const [buf, offsets, lengths, addrs, ports] = batch([payload(1000, 50), payload(1001, 50), payload(1002, 50)], b);
+            expect(a.send(buf, offsets, lengths, addrs, ports, 7)).toBe(3);
+            expect(a.stats).toMatchObject({ txPackets: 303, sendErrors: 4, lastSendErrno: 22 });
+            await until(t, () => rx.got.length >= 303);
+            expect(seqs(rx.got.slice(300)).sort()).toEqual([1000, 1001, 1002]);
+          } finally {
+            a.close();
+            b.close();
+          }
+        });
+
         it('sending to a port nobody listens on neither throws nor breaks the socket', async () => {
           const t = makeTarget();
           const a = t.open({ address, port: 0 });

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent } from '../../agent/agent.ts';
-import { MemoryNet } from '../../agent/uplinks/memory.ts';
+import { MemoryNet } from '../../shared/udp/memory.ts';
 import { fakeAgent, until, type FakeAgent, type UplinkSpec } from '../helpers/fake-agent.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 import { REALM_PREFIX, startHarness, type Harness } from './rm-harness.ts';

@@ -3,7 +3,7 @@ import { createAgent, type Agent } from '../../agent/agent.ts';
 import { parseAgentConfig } from '../../agent/config.ts';
 import type { NetConfig } from '../../shared/ip.ts';
 import { MemoryTun } from '../../agent/tun/memory.ts';
-import { MemoryNet } from '../../agent/uplinks/memory.ts';
+import { MemoryNet } from '../../shared/udp/memory.ts';
 import { ManualClock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { HEADER_LEN, writeHeader } from '../../shared/wire/header.ts';

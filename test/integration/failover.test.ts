@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MonitorLike } from '../../agent/agent.ts';
-import { MemoryNet } from '../../agent/uplinks/memory.ts';
+import { MemoryNet } from '../../shared/udp/memory.ts';
 import type { UplinkFacts } from '../../agent/uplinks/monitor/types.ts';
 import { pairKey } from '../../agent/paths/pairkey.ts';
 import { PeerType, encodePeer } from '../../agent/paths/wire.ts';

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryNet } from '../../agent/uplinks/memory.ts';
+import { MemoryNet } from '../../shared/udp/memory.ts';
 import { signBinding, type Locator } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { generateKeyPair, signBytes } from '../../shared/keys.ts';

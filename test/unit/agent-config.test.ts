@@ -51,6 +51,14 @@ describe('agent config', () => {
     expect(c.uplinks.map((u) => u.name)).toEqual(['ispa', 'ispb']);
   });
 
+  it('control.group: unset means root only; a group name or a gid; anything else names the key', () => {
+    expect(parseAgentConfig(good).control).toEqual({ socket: '@realmnet/agent' });
+    expect(parseAgentConfig({ ...good, control: { group: 'realmnet' } }).control.group).toBe('realmnet');
+    expect(parseAgentConfig({ ...good, control: { group: 1001 } }).control.group).toBe(1001);
+    expect(errorOf({ ...good, control: { group: 'no spaces' } })).toMatch(/^config error: control\.group: /);
+    expect(errorOf({ ...good, control: { group: -1 } })).toMatch(/^config error: control\.group: /);
+  });
+
   it('explains broken YAML', () => {
     expect(() => parseConfigText(AgentConfigSchema, 'hostId: [unclosed', 'a.yaml')).toThrow(/a.yaml is not valid YAML/);
   });

@@ -33,7 +33,7 @@ function fakeSocket(uplink: number, log: Sent[]): UdpBatchSocket {
       for (let i = 0; i < count; i++) log.push({ uplink, data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), to: Array.from(addrs.subarray(i * 16, i * 16 + 4)).join('.') });
       return count;
     },
-    stats: { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0 },
+    stats: { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0, callbackErrors: 0 },
     close: () => undefined,
   };
   return s as UdpBatchSocket;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isRealmnetError } from '../../shared/errors.ts';
-import { MemoryNet } from '../../agent/uplinks/memory.ts';
+import { MemoryNet } from '../../shared/udp/memory.ts';
 import { addressToBytes, bytesToAddress, udpError, udpLayout } from '../../shared/udp/socket.ts';
 import { udpSuite } from '../helpers/udp-suite.ts';
 

@@ -5,60 +5,39 @@
 //    step that failed; tun.ts maps it to a typed SystemError.
 // 2. start(slotBufs, slotLens, stride, headroom, space, onBatch): JS hands over its slot buffers,
 //    allocated once, and one callback. The reader thread fills slot k, then k+1, ... round robin.
-// 3. Reader: drain read() into the slot until EAGAIN or batchSize; when nothing is there, poll() the
-//    tun fd and an eventfd (close() wakes it through that). Queue (slot, count) on a thread-safe function.
-// 4. JS thread: the TSFN callback calls onBatch(slot, count), then gives the slot back. The queue is FIFO,
-//    so slots come back in the order they were filled and a counter of slots in flight is enough.
-//    With every slot in JS's hands the reader waits on a condition variable: that is the backpressure.
+// 3. Reader (shared/native/reader.h, as for UDP): Fill() drains read() into the slot until EAGAIN or
+//    batchSize; when nothing is there, the reader polls the tun fd and an eventfd (close() wakes it
+//    through that), and queues (slot, count) on a thread-safe function.
+// 4. JS thread: the TSFN callback calls onBatch(slot, count), then gives the slot back (reader.h).
 // 5. write(buf, offsets, lengths, count): one write() per packet on the JS thread (TUN has no batch
 //    write); a refused packet is skipped and counted, EAGAIN ends the batch.
 // 6. close(): wake the reader, join it, release the TSFN (so the loop may exit), close the fd: the
 //    kernel removes the device.
 #include <napi.h>
 
+#include "shared/native/reader.h"
+
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
 
+using realmnet::ThrowErrno;
+using realmnet::ThrowType;
+
 constexpr int kVnetHdrSize = 10;  // struct virtio_net_hdr, what tun.ts documents to its callers
 
-Napi::Value ThrowErrno(Napi::Env env, int err, const char* step) {
-  Napi::Error e = Napi::Error::New(env, std::string(step) + ": " + strerror(err));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("syscall", Napi::String::New(env, step));
-  e.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
-Napi::Value ThrowType(Napi::Env env, const char* msg) {
-  Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
-class Tun;
-struct Batch {
-  uint32_t slot;
-  uint32_t count;
-};
-void CallJs(Napi::Env env, Napi::Function onBatch, Tun* tun, Batch* batch);
-using Tsfn = Napi::TypedThreadSafeFunction<Tun, Batch, CallJs>;
-
-class Tun : public Napi::ObjectWrap<Tun> {
+class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Tun",
@@ -70,24 +49,13 @@ class Tun : public Napi::ObjectWrap<Tun> {
   explicit Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {}
   ~Tun() override { Shutdown(); }
 
-  // Called on the JS thread for each queued batch, also after close() (then it only frees the slot).
-  void Deliver(Napi::Env env, Napi::Function onBatch, Batch* b) {
-    if (env != nullptr && !closed_) {
-      onBatch.Call({Napi::Number::New(env, b->slot), Napi::Number::New(env, b->count)});
-      // Node-API would only print a deprecation warning for a throwing handler and go on; a bug in the
-      // data path must surface like any other uncaught exception instead.
-      if (env.IsExceptionPending()) napi_fatal_exception(env, env.GetAndClearPendingException().Value());
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    inFlight_--;
-    cv_.notify_one();
-  }
-
  private:
+  friend class realmnet::BatchReader<Tun>;
+
   Napi::Value Open(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsString() || !info[1].IsBoolean()) return ThrowType(env, "open(name, offload)");
-    if (fd_ >= 0 || closed_) return ThrowType(env, "already opened");
+    if (!Openable()) return ThrowType(env, "already opened");
     std::string name = info[0].As<Napi::String>().Utf8Value();
     bool offload = info[1].As<Napi::Boolean>().Value();
 
@@ -114,8 +82,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
         return ThrowErrno(env, err, step);
       }
     }
-    wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_ < 0) {
+    if (!OpenWake()) {
       int err = errno;
       close(fd);
       return ThrowErrno(env, err, "eventfd");
@@ -127,7 +94,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (fd_ < 0 || thread_.joinable()) return ThrowType(env, "start() needs an open, unstarted device");
+    if (!Startable()) return ThrowType(env, "start() needs an open, unstarted device");
     if (!info[0].IsArray() || !info[1].IsArray() || !info[5].IsFunction()) {
       return ThrowType(env, "start(slotBufs, slotLens, stride, headroom, space, onBatch)");
     }
@@ -149,21 +116,12 @@ class Tun : public Napi::ObjectWrap<Tun> {
       if (batch_ == 0 || len.ElementLength() != batch_ || buf.ByteLength() < size_t(batch_) * stride_) {
         return ThrowType(env, "slot buffer smaller than batchSize * stride");
       }
-      // The references keep the memory alive and in place while the reader thread writes into it.
-      refs_.push_back(Napi::Persistent(b.As<Napi::Object>()));
-      refs_.push_back(Napi::Persistent(l.As<Napi::Object>()));
+      Keep(b);
+      Keep(l);
       slotData_.push_back(buf.Data());
       slotLens_.push_back(len.Data());
-      batches_.push_back(Batch{i, 0});
     }
-    // Unlimited queue: at most `slots` items are ever queued, so BlockingCall never blocks and close()
-    // cannot deadlock against a full queue. The TSFN is ref'd: a started device keeps the event loop
-    // alive, like a node:dgram socket, until close().
-    tsfn_ = Tsfn::New(env, info[5].As<Napi::Function>(), "realmnet_tun", 0, 1, this);
-    napi_add_env_cleanup_hook(env, EnvCleanup, this);
-    hooked_ = true;
-    env_ = env;
-    thread_ = std::thread(&Tun::ReadLoop, this);
+    StartReader(env, info[5].As<Napi::Function>(), "realmnet_tun");
     return env.Undefined();
   }
 
@@ -176,10 +134,15 @@ class Tun : public Napi::ObjectWrap<Tun> {
     Napi::Uint32Array offsets = info[1].As<Napi::Uint32Array>();
     Napi::Uint32Array lengths = info[2].As<Napi::Uint32Array>();
     uint32_t count = info[3].As<Napi::Number>().Uint32Value();
-    if (count > offsets.ElementLength() || count > lengths.ElementLength()) {
-      return ThrowType(env, "count is larger than offsets or lengths");
-    }
     if (fd_ < 0) return Napi::Number::New(env, 0);
+    // A count past the arrays' end is the caller's bug, but a throw would escape into whatever
+    // promise or native callback called us: write what the arrays describe, count the rest.
+    uint32_t fit = std::min<size_t>({count, offsets.ElementLength(), lengths.ElementLength()});
+    if (fit < count) {
+      writeErrors_ += count - fit;
+      lastWriteErrno_ = EINVAL;
+      count = fit;
+    }
     const uint8_t* data = buf.Data();
     size_t size = buf.ByteLength();
     uint32_t written = 0;
@@ -227,66 +190,9 @@ class Tun : public Napi::ObjectWrap<Tun> {
     return info.Env().Undefined();
   }
 
-  static void EnvCleanup(void* arg) {
-    // The environment is going away (worker exit, process exit) with the device still open: stop
-    // the thread before Node tears the TSFN down under it. Registered after the TSFN, so it runs first.
-    Tun* self = static_cast<Tun*>(arg);
-    self->hooked_ = false;
-    self->Shutdown();
-  }
-
-  void Shutdown() {
-    if (closed_) return;
-    closed_ = true;
-    if (thread_.joinable()) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        stopping_ = true;
-      }
-      cv_.notify_all();
-      uint64_t one = 1;
-      ssize_t ignored = write(wake_, &one, sizeof one);
-      (void)ignored;
-      thread_.join();
-      tsfn_.Release();
-      if (hooked_) napi_remove_env_cleanup_hook(env_, EnvCleanup, this);
-      hooked_ = false;
-    }
-    if (fd_ >= 0) close(fd_);
-    if (wake_ >= 0) close(wake_);
-    fd_ = wake_ = -1;
-  }
-
-  void ReadLoop() {
-    uint32_t slot = 0;
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stopping_ || inFlight_ < slots_; });
-        if (stopping_) return;
-      }
-      uint32_t count = 0;
-      while (count == 0) {
-        int err = 0;
-        count = Drain(slot, &err);
-        if (count > 0) break;
-        // After an unexpected error poll() may report the fd ready at once: back off instead of spinning.
-        if (!Wait(err == 0 ? -1 : 10)) return;
-      }
-      readPackets_.fetch_add(count, std::memory_order_relaxed);
-      readBatches_.fetch_add(1, std::memory_order_relaxed);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        inFlight_++;  // before the call, so Deliver's decrement can never come first
-      }
-      batches_[slot].count = count;
-      if (tsfn_.BlockingCall(&batches_[slot]) != napi_ok) return;  // the TSFN is closing
-      slot = (slot + 1) % slots_;
-    }
-  }
-
-  // Reads packets into `slot` until EAGAIN or the batch is full. Returns how many.
-  uint32_t Drain(uint32_t slot, int* err) {
+  // The reader's Fill (reader.h): reads packets into `slot` until EAGAIN or the batch is full. Returns
+  // how many.
+  uint32_t Fill(uint32_t slot, int* err) {
     uint8_t* base = slotData_[slot] + headroom_;
     uint32_t* lens = slotLens_[slot];
     uint32_t n = 0;
@@ -307,42 +213,14 @@ class Tun : public Napi::ObjectWrap<Tun> {
     return n;
   }
 
-  // Waits until the tun fd is readable (true) or close() asked the thread to stop (false).
-  // A backoff wait (timeoutMs >= 0) watches only the eventfd.
-  bool Wait(int timeoutMs) {
-    struct pollfd p[2] = {{fd_, POLLIN, 0}, {wake_, POLLIN, 0}};
-    struct pollfd* first = timeoutMs < 0 ? &p[0] : &p[1];
-    int r;
-    do r = poll(first, timeoutMs < 0 ? 2 : 1, timeoutMs);
-    while (r < 0 && errno == EINTR);
-    return !stopping_.load() && p[1].revents == 0;
-  }
-
-  int fd_ = -1;
-  int wake_ = -1;
-  bool closed_ = false;
-  bool hooked_ = false;
-  napi_env env_ = nullptr;
-  uint32_t slots_ = 0, batch_ = 0, stride_ = 0, headroom_ = 0, space_ = 0;
-  std::vector<Napi::ObjectReference> refs_;
+  uint32_t stride_ = 0, headroom_ = 0, space_ = 0;
   std::vector<uint8_t*> slotData_;
   std::vector<uint32_t*> slotLens_;
-  std::vector<Batch> batches_;
-  Tsfn tsfn_;
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::atomic<bool> stopping_{false};
-  uint32_t inFlight_ = 0;  // guarded by mu_
-  std::atomic<uint64_t> readPackets_{0}, readBatches_{0}, readErrors_{0};
+  std::atomic<uint64_t> readErrors_{0};
   std::atomic<int> lastReadErrno_{0};
   uint64_t writePackets_ = 0, writeErrors_ = 0;  // JS thread only
   int lastWriteErrno_ = 0;
 };
-
-void CallJs(Napi::Env env, Napi::Function onBatch, Tun* tun, Batch* batch) {
-  tun->Deliver(env, onBatch, batch);
-}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tun", Tun::Define(env));

@@ -8,16 +8,15 @@
 //    GRO (>= 5.0) are probed here; a kernel without them just leaves them off.
 // 2. start(slotBufs, slotLens, slotAddrs, slotPorts, stride, maxDatagram, onBatch): JS hands over its
 //    slot arrays, allocated once. The reader thread fills slot k, then k+1, ... round robin.
-// 3. Reader: recvmmsg(MSG_DONTWAIT) into the slot; when nothing is there, poll() the socket and an
-//    eventfd (close() wakes it through that). Sources are written in the 16-byte convention of
-//    socket.ts. Queue (slot, count) on a thread-safe function.
+// 3. Reader (shared/native/reader.h, as for TUN): Fill() does recvmmsg(MSG_DONTWAIT) into the slot;
+//    when nothing is there, the reader polls the socket and an eventfd (close() wakes it through that),
+//    and queues (slot, count) on a thread-safe function. Sources are written in the 16-byte convention
+//    of socket.ts.
 //    With UDP_GRO one recvmmsg entry may hold up to 64 KB of coalesced datagrams of one size S (the
 //    UDP_GRO cmsg), so recvmmsg goes into a staging area of 64 KB entries instead, and the reader splits
 //    each entry into S-byte datagrams copied to their slot positions: JS sees the same batches as
 //    without GRO. What does not fit in the slot stays staged for the next one.
-// 4. JS thread: the TSFN callback calls onBatch(slot, count), then gives the slot back. The queue is
-//    FIFO, so slots come back in the order they were filled and a counter of slots in flight is enough;
-//    with every slot in JS's hands the reader waits on a condition variable (backpressure).
+// 4. JS thread: the TSFN callback calls onBatch(slot, count), then gives the slot back (reader.h).
 // 5. send(...): sendmmsg in chunks on the blocking socket. A full send buffer blocks up to SO_SNDTIMEO,
 //    which is the backpressure; a timeout drops the rest of the batch. Any other per-datagram error is
 //    counted and that datagram skipped. The socket is unconnected and has no IP_RECVERR, so ICMP
@@ -30,26 +29,26 @@
 // 6. close(): wake the reader, join it, release the TSFN, close the socket.
 #include <napi.h>
 
+#include "shared/native/reader.h"
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
+
+using realmnet::ThrowErrno;
+using realmnet::ThrowType;
 
 constexpr uint32_t kTxChunk = 256;  // datagrams per sendmmsg call (a GSO message carries several)
 constexpr int kSendTimeoutMs = 20;
@@ -73,28 +72,7 @@ struct alignas(cmsghdr) RxControl {
   char buf[CMSG_SPACE(sizeof(int)) + 32];
 };
 
-Napi::Value ThrowErrno(Napi::Env env, int err, const char* step) {
-  Napi::Error e = Napi::Error::New(env, std::string(step) + ": " + strerror(err));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("syscall", Napi::String::New(env, step));
-  e.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
-Napi::Value ThrowType(Napi::Env env, const char* msg) {
-  Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
-class Udp;
-struct Batch {
-  uint32_t slot;
-  uint32_t count;
-};
-void CallJs(Napi::Env env, Napi::Function onBatch, Udp* udp, Batch* batch);
-using Tsfn = Napi::TypedThreadSafeFunction<Udp, Batch, CallJs>;
-
-class Udp : public Napi::ObjectWrap<Udp> {
+class Udp : public Napi::ObjectWrap<Udp>, public realmnet::BatchReader<Udp> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Udp",
@@ -113,27 +91,16 @@ class Udp : public Napi::ObjectWrap<Udp> {
         txSegments_(kTxChunk) {}
   ~Udp() override { Shutdown(); }
 
-  // Called on the JS thread for each queued batch, also after close() (then it only frees the slot).
-  void Deliver(Napi::Env env, Napi::Function onBatch, Batch* b) {
-    if (env != nullptr && !closed_) {
-      onBatch.Call({Napi::Number::New(env, b->slot), Napi::Number::New(env, b->count)});
-      // Node-API would only print a deprecation warning for a throwing handler and go on; a bug in the
-      // data path must surface like any other uncaught exception instead.
-      if (env.IsExceptionPending()) napi_fatal_exception(env, env.GetAndClearPendingException().Value());
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    inFlight_--;
-    cv_.notify_one();
-  }
-
  private:
+  friend class realmnet::BatchReader<Udp>;
+
   Napi::Value Open(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber() ||
         !info[4].IsBoolean() || !info[5].IsBoolean()) {
       return ThrowType(env, "open(address, port, sndbuf, rcvbuf, gso, gro)");
     }
-    if (fd_ >= 0 || closed_) return ThrowType(env, "already opened");
+    if (!Openable()) return ThrowType(env, "already opened");
     std::string address = info[0].As<Napi::String>().Utf8Value();
     std::string port = std::to_string(info[1].As<Napi::Number>().Uint32Value());
     int sndbuf = info[2].As<Napi::Number>().Int32Value();
@@ -162,8 +129,7 @@ class Udp : public Napi::ObjectWrap<Udp> {
     if (step == nullptr && bind(fd, reinterpret_cast<sockaddr*>(&local), localLen) < 0) step = "bind";
     localLen = sizeof local;
     if (step == nullptr && getsockname(fd, reinterpret_cast<sockaddr*>(&local), &localLen) < 0) step = "getsockname";
-    if (step == nullptr) wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (step == nullptr && wake_ < 0) step = "eventfd";
+    if (step == nullptr && !OpenWake()) step = "eventfd";
     if (step != nullptr) {
       int err = errno;
       close(fd);
@@ -219,7 +185,7 @@ class Udp : public Napi::ObjectWrap<Udp> {
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (fd_ < 0 || thread_.joinable()) return ThrowType(env, "start() needs an open, unstarted socket");
+    if (!Startable()) return ThrowType(env, "start() needs an open, unstarted socket");
     if (!info[0].IsArray() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() ||
         !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsFunction()) {
       return ThrowType(env, "start(slotBufs, slotLens, slotAddrs, slotPorts, stride, maxDatagram, onBatch)");
@@ -246,13 +212,11 @@ class Udp : public Napi::ObjectWrap<Udp> {
           addr.ByteLength() < size_t(batch_) * 16 || port.ElementLength() < batch_) {
         return ThrowType(env, "slot arrays smaller than the batch");
       }
-      // The references keep the memory alive and in place while the reader thread writes into it.
-      for (Napi::Value v : {b, l, a, p}) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+      for (Napi::Value v : {b, l, a, p}) Keep(v);
       slotData_.push_back(buf.Data());
       slotLens_.push_back(len.Data());
       slotAddrs_.push_back(addr.Data());
       slotPorts_.push_back(port.Data());
-      batches_.push_back(Batch{i, 0});
     }
     space_ = space;
     if (gro_) {
@@ -283,14 +247,7 @@ class Udp : public Napi::ObjectWrap<Udp> {
         rxMsgs_[k].msg_hdr.msg_name = &rxNames_[k];
       }
     }
-    // Unlimited queue: at most `slots` items are ever queued, so BlockingCall never blocks and close()
-    // cannot deadlock against a full queue. The TSFN is ref'd: a started socket keeps the event loop
-    // alive, like a node:dgram socket, until close().
-    tsfn_ = Tsfn::New(env, info[6].As<Napi::Function>(), "realmnet_udp", 0, 1, this);
-    napi_add_env_cleanup_hook(env, EnvCleanup, this);
-    hooked_ = true;
-    env_ = env;
-    thread_ = std::thread(&Udp::ReadLoop, this);
+    StartReader(env, info[6].As<Napi::Function>(), "realmnet_udp");
     return env.Undefined();
   }
 
@@ -304,11 +261,14 @@ class Udp : public Napi::ObjectWrap<Udp> {
     Napi::Uint8Array addrs = info[3].As<Napi::Uint8Array>();
     Napi::Uint16Array ports = info[4].As<Napi::Uint16Array>();
     uint32_t count = info[5].As<Napi::Number>().Uint32Value();
-    if (count > offsets.ElementLength() || count > lengths.ElementLength() || count > ports.ElementLength() ||
-        size_t(count) * 16 > addrs.ByteLength()) {
-      return ThrowType(env, "count is larger than one of the arrays");
-    }
     if (fd_ < 0) return Napi::Number::New(env, 0);
+    // A count past one array's end is the caller's bug, but a throw would escape into whatever
+    // promise or native callback called us: send what the arrays describe, count the rest.
+    uint32_t fit = std::min<size_t>({count, offsets.ElementLength(), lengths.ElementLength(), ports.ElementLength(), addrs.ByteLength() / 16});
+    if (fit < count) {
+      CountSendError(EINVAL, count - fit);
+      count = fit;
+    }
     const uint8_t* data = buf.Data();
     const uint8_t* dsts = addrs.Data();
     size_t size = buf.ByteLength();
@@ -454,8 +414,8 @@ class Udp : public Napi::ObjectWrap<Udp> {
     if (!info[0].IsTypedArray()) return ThrowType(info.Env(), "stats(Float64Array)");
     Napi::Float64Array out = info[0].As<Napi::Float64Array>();
     if (out.ElementLength() < 12) return ThrowType(info.Env(), "stats array too short");
-    out[0] = double(rxPackets_.load(std::memory_order_relaxed));
-    out[1] = double(rxBatches_.load(std::memory_order_relaxed));
+    out[0] = double(readPackets_.load(std::memory_order_relaxed));
+    out[1] = double(readBatches_.load(std::memory_order_relaxed));
     out[2] = double(txPackets_);
     out[3] = double(sendErrors_);
     out[4] = double(lastSendErrno_);
@@ -474,65 +434,8 @@ class Udp : public Napi::ObjectWrap<Udp> {
     return info.Env().Undefined();
   }
 
-  static void EnvCleanup(void* arg) {
-    // The environment is going away with the socket still open: stop the thread before Node tears the
-    // TSFN down under it. Registered after the TSFN, so it runs first.
-    Udp* self = static_cast<Udp*>(arg);
-    self->hooked_ = false;
-    self->Shutdown();
-  }
-
-  void Shutdown() {
-    if (closed_) return;
-    closed_ = true;
-    if (thread_.joinable()) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        stopping_ = true;
-      }
-      cv_.notify_all();
-      uint64_t one = 1;
-      ssize_t ignored = write(wake_, &one, sizeof one);
-      (void)ignored;
-      thread_.join();
-      tsfn_.Release();
-      if (hooked_) napi_remove_env_cleanup_hook(env_, EnvCleanup, this);
-      hooked_ = false;
-    }
-    if (fd_ >= 0) close(fd_);
-    if (wake_ >= 0) close(wake_);
-    fd_ = wake_ = -1;
-  }
-
-  void ReadLoop() {
-    uint32_t slot = 0;
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stopping_ || inFlight_ < slots_; });
-        if (stopping_) return;
-      }
-      uint32_t count = 0;
-      while (count == 0) {
-        int err = 0;
-        count = Receive(slot, &err);
-        if (count > 0) break;
-        // After an unexpected error poll() may report the fd ready at once: back off instead of spinning.
-        if (!Wait(err == 0 ? -1 : 10)) return;
-      }
-      rxPackets_.fetch_add(count, std::memory_order_relaxed);
-      rxBatches_.fetch_add(1, std::memory_order_relaxed);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        inFlight_++;  // before the call, so Deliver's decrement can never come first
-      }
-      batches_[slot].count = count;
-      if (tsfn_.BlockingCall(&batches_[slot]) != napi_ok) return;  // the TSFN is closing
-      slot = (slot + 1) % slots_;
-    }
-  }
-
-  uint32_t Receive(uint32_t slot, int* err) { return gro_ ? ReceiveStaged(slot, err) : ReceiveDirect(slot, err); }
+  // The reader's Fill (reader.h): the datagrams there are, into `slot`. Returns how many.
+  uint32_t Fill(uint32_t slot, int* err) { return gro_ ? ReceiveStaged(slot, err) : ReceiveDirect(slot, err); }
 
   // recvmmsg(MSG_DONTWAIT); counts unexpected errors. Returns the number of messages, 0 for none.
   uint32_t ReceiveMessages(mmsghdr* msgs, uint32_t n, int* err) {
@@ -657,32 +560,14 @@ class Udp : public Napi::ObjectWrap<Udp> {
     }
   }
 
-  // Waits until the socket is readable (true) or close() asked the thread to stop (false).
-  // A backoff wait (timeoutMs >= 0) watches only the eventfd.
-  bool Wait(int timeoutMs) {
-    struct pollfd p[2] = {{fd_, POLLIN, 0}, {wake_, POLLIN, 0}};
-    struct pollfd* first = timeoutMs < 0 ? &p[0] : &p[1];
-    int r;
-    do r = poll(first, timeoutMs < 0 ? 2 : 1, timeoutMs);
-    while (r < 0 && errno == EINTR);
-    return !stopping_.load() && p[1].revents == 0;
-  }
-
-  int fd_ = -1;
-  int wake_ = -1;
   int family_ = AF_INET;
   uint32_t scope_ = 0;
-  bool closed_ = false;
-  bool hooked_ = false;
   bool gso_ = false;  // JS thread only; cleared for good when the kernel refuses a GSO message
   bool gro_ = false;  // set in open(), before the reader thread exists
-  napi_env env_ = nullptr;
-  uint32_t slots_ = 0, batch_ = 0, stride_ = 0, space_ = 0;
-  std::vector<Napi::ObjectReference> refs_;
+  uint32_t stride_ = 0, space_ = 0;
   std::vector<uint8_t*> slotData_, slotAddrs_;
   std::vector<uint32_t*> slotLens_;
   std::vector<uint16_t*> slotPorts_;
-  std::vector<Batch> batches_;
   std::vector<mmsghdr> rxMsgs_;  // reader thread only
   std::vector<iovec> rxIov_;
   std::vector<sockaddr_in6> rxNames_;
@@ -699,21 +584,11 @@ class Udp : public Napi::ObjectWrap<Udp> {
   std::vector<TxControl> txControl_;
   std::vector<uint32_t> txIndex_;     // message -> its first datagram in the batch
   std::vector<uint32_t> txSegments_;  // message -> how many datagrams it carries
-  Tsfn tsfn_;
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::atomic<bool> stopping_{false};
-  uint32_t inFlight_ = 0;  // guarded by mu_
-  std::atomic<uint64_t> rxPackets_{0}, rxBatches_{0}, rxErrors_{0}, rxTruncated_{0}, groMessages_{0};
+  std::atomic<uint64_t> rxErrors_{0}, rxTruncated_{0}, groMessages_{0};
   std::atomic<int> lastRxErrno_{0};
   uint64_t txPackets_ = 0, sendErrors_ = 0, gsoMessages_ = 0;  // JS thread only
   int lastSendErrno_ = 0;
 };
-
-void CallJs(Napi::Env env, Napi::Function onBatch, Udp* udp, Batch* batch) {
-  udp->Deliver(env, onBatch, batch);
-}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Udp", Udp::Define(env));

@@ -10,8 +10,9 @@
 // 3. Delivery is asynchronous, as over a real network: each receiving socket flushes its queue on
 //    setImmediate, in batches of at most batchSize laid out like the real socket's slot, with the
 //    sender's address and port as the source (a socket bound to a wildcard sends from the wildcard).
-//    `await net.idle()` waits until every queue is empty.
-import { SystemError } from '../../shared/errors.ts';
+//    `await net.idle()` waits until every queue is empty. Like the real socket, a handler that throws
+//    is counted (callbackErrors) and the next batch still comes.
+import { SystemError } from '../errors.ts';
 import {
   addressToBytes,
   bytesToAddress,
@@ -22,7 +23,7 @@ import {
   type UdpLayout,
   type UdpOptions,
   type UdpStats,
-} from '../../shared/udp/socket.ts';
+} from './socket.ts';
 
 export interface MemoryNetOptions {
   /** The addresses sockets may bind; any address when omitted. */
@@ -178,7 +179,7 @@ export class MemoryUdpSocket implements UdpBatchSocket {
   private handler: UdpBatchHandler | null = null;
   private closed = false;
   // No offloads in memory: each datagram is its own message, so gso/gro read false whatever the options.
-  private counts = { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0 };
+  private counts = { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0, callbackErrors: 0 };
 
   constructor(
     private readonly net: MemoryNet,
@@ -211,10 +212,14 @@ export class MemoryUdpSocket implements UdpBatchSocket {
   }
 
   send(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, dstAddrs: Uint8Array, dstPorts: Uint16Array, count: number): number {
-    if (count > offsets.length || count > lengths.length || count > dstPorts.length || count * 16 > dstAddrs.length) {
-      throw new TypeError('count is larger than one of the arrays');
-    }
     if (this.closed) return 0;
+    // As the addon: what the arrays do not describe cannot be sent, and is counted.
+    const fit = Math.min(count, offsets.length, lengths.length, dstPorts.length, Math.floor(dstAddrs.length / 16));
+    if (fit < count) {
+      this.counts.sendErrors += count - fit;
+      this.counts.lastSendErrno = EINVAL;
+      count = fit;
+    }
     let sent = 0;
     for (let i = 0; i < count; i++) {
       const off = offsets[i];
@@ -257,7 +262,11 @@ export class MemoryUdpSocket implements UdpBatchSocket {
       this.queue.splice(0, count);
       this.counts.rxPackets += count;
       this.counts.rxBatches++;
-      this.handler(this.slot, this.lengths, this.srcAddrs, this.srcPorts, count);
+      try {
+        this.handler(this.slot, this.lengths, this.srcAddrs, this.srcPorts, count);
+      } catch {
+        this.counts.callbackErrors++; // as NativeUdpSocket does
+      }
     }
   }
 
