@@ -1,7 +1,6 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
-import { hostIdBytes } from '../shared/locator.ts';
-import type { HostId, Prefix } from '../shared/ids.ts';
+import { hostIdBytes, type HostId, type Prefix } from '../shared/ids.ts';
 import { privateSeed, type KeyPair } from '../shared/keys.ts';
 import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';

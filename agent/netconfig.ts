@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { SystemError } from '../shared/errors.ts';
-import { familyOf } from '../shared/locator.ts';
+import { familyOf } from '../shared/address.ts';
 import type { Logger } from '../shared/log.ts';
 
 /**

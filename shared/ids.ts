@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { Address6 } from 'ip-address';
-import { RealmnetError } from './errors.ts';
+import { addressBytes, addressFamily, bytesToAddress } from './address.ts';
+import { ConfigError, RealmnetError } from './errors.ts';
 
 /**
  * Host IDs and realm prefixes.
@@ -64,7 +64,7 @@ export class HostId {
 
   /** The canonical (RFC 5952) IPv6 text form, e.g. fd00:1::8a3f:1c2d:9e0b:4a71. */
   toString(): string {
-    return Address6.fromByteArray(Array.from(this.#bytes)).correctForm();
+    return bytesToAddress(6, this.#bytes, 0);
   }
 
   toJSON(): string {
@@ -77,8 +77,17 @@ export function parseHostId(text: string): HostId {
   const s = text.trim();
   if (s.includes('/')) throw idError(`"${text}" is a prefix, not a host ID`);
   if (s.includes('%')) throw idError(`"${text}" has a zone index; host IDs have none`);
-  if (!Address6.isValid(s)) throw idError(`"${text}" is not a host ID (not an IPv6 address)`);
-  return HostId.fromBytes(to16(new Address6(s)));
+  if (addressFamily(s) !== 6) throw idError(`"${text}" is not a host ID (not an IPv6 address)`);
+  return HostId.fromBytes(addressBytes(s));
+}
+
+/**
+ * The 16 bytes of a host ID written as IPv6 text, for IDs from config files and command lines:
+ * throws CONFIG_INVALID, the code those sources report (parseHostId throws ID_INVALID).
+ */
+export function hostIdBytes(id: string): Uint8Array {
+  if (addressFamily(id) !== 6) throw new ConfigError(`"${id}" is not a host ID`, 'host IDs are IPv6 addresses, e.g. fd00:1::a');
+  return addressBytes(id);
 }
 
 /** A realm prefix: an IPv6 prefix whose host bits are zero. */
@@ -128,7 +137,7 @@ export class Prefix {
   }
 
   toString(): string {
-    return `${Address6.fromByteArray(Array.from(this.#bytes)).correctForm()}/${this.length}`;
+    return `${bytesToAddress(6, this.#bytes, 0)}/${this.length}`;
   }
 
   toJSON(): string {
@@ -147,8 +156,8 @@ export function parsePrefix(text: string): Prefix {
   const lenText = s.slice(slash + 1);
   if (!/^\d{1,3}$/.test(lenText) || Number(lenText) > 128) throw prefixError(`"${text}": prefix length must be 0..128`);
   const addr = s.slice(0, slash);
-  if (addr.includes('%') || !Address6.isValid(addr)) throw prefixError(`"${text}" is not an IPv6 prefix (e.g. fd00:1::/32)`);
-  const bytes = to16(new Address6(addr));
+  if (addr.includes('%') || addressFamily(addr) !== 6) throw prefixError(`"${text}" is not an IPv6 prefix (e.g. fd00:1::/32)`);
+  const bytes = addressBytes(addr);
   const p = Prefix.of(bytes, Number(lenText));
   if (Buffer.compare(Buffer.from(p.toBytes()), Buffer.from(bytes)) !== 0) {
     throw prefixError(`"${text}" has bits set after /${lenText}`, `did you mean ${p.toString()}?`);
@@ -193,14 +202,6 @@ function hashFor(prefixLen: number, prefixBytes: Uint8Array, publicKey: Uint8Arr
 function maskBytes(bytes: Uint8Array, length: number): Uint8Array {
   const out = Uint8Array.from(bytes);
   for (let bit = length; bit < 128; bit++) out[bit >> 3] &= ~(1 << (7 - (bit & 7)));
-  return out;
-}
-
-function to16(a: Address6): Uint8Array {
-  // toByteArray drops leading zero bytes (it goes through a BigInt); right-align into 16.
-  const b = a.toByteArray();
-  const out = new Uint8Array(16);
-  out.set(b.slice(-16), 16 - Math.min(16, b.length));
   return out;
 }
 

@@ -1,5 +1,5 @@
 import { sameBytes16 } from '../../shared/bytes.ts';
-import { familyOf, locatorBytes, type Family } from '../../shared/locator.ts';
+import { addressBytes, familyOf, type Family } from '../../shared/address.ts';
 
 /**
  * The map-cache: host ID → binding, read by the data plane for every packet.
@@ -34,12 +34,7 @@ export interface BoundLocator {
 
 /** A locator in the form the data plane compares: family and 16 raw bytes precomputed. */
 export function boundLocator(address: string, port: number, priority: number, weight: number, up: boolean): BoundLocator {
-  return Object.freeze({ address, port, family: familyOf(address), bytes: locatorBytes(address), priority, weight, up });
-}
-
-/** "192.0.2.1:4341" or "[2001:db8::1]:4341": how status and logs write a locator. */
-export function locatorText(l: { readonly address: string; readonly port: number; readonly family: Family }): string {
-  return `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port}`;
+  return Object.freeze({ address, port, family: familyOf(address), bytes: addressBytes(address), priority, weight, up });
 }
 
 export interface Path {

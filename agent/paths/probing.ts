@@ -2,7 +2,8 @@ import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import { decodeBinding, verifyBinding, type Binding } from '../../shared/binding.ts';
 import { ReplayWindow, type MacKey } from '../../shared/wire/auth.ts';
-import { locatorText, type BoundLocator, type GroupPath, type MapCache, type MapEntry, type Path } from '../mapcache/cache.ts';
+import { locatorText } from '../../shared/address.ts';
+import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 import { hex16, sameBytes16 } from '../../shared/bytes.ts';
 import { apply, decide, flapPenalty, initialPathState, lossRatio, onLocalLink, onReply, type PathState, type PathTiming } from './state.ts';
@@ -274,7 +275,7 @@ export class PeerPaths {
         out.push({
           peer: p.hostId,
           uplink: this.deps.uplinks()[t.uplink]?.name ?? String(t.uplink),
-          locator: locatorText(t.locator),
+          locator: locatorText(t.locator.address, t.locator.port),
           state: t.state.state,
           rttMs: t.state.rttMs === null ? null : Math.round(t.state.rttMs * 100) / 100,
           lossPct: Math.round(lossRatio(t.state, now) * 1000) / 10,
@@ -458,7 +459,7 @@ export class PeerPaths {
   }
 
   private pathText(t: TrackedPath): string {
-    return `${this.deps.uplinks()[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator)}`;
+    return `${this.deps.uplinks()[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator.address, t.locator.port)}`;
   }
 
   private probe(p: Peer, path: TrackedPath, key: MacKey, now: number): void {

@@ -11,10 +11,9 @@
 //    setImmediate, in batches of at most batchSize laid out like the real socket's slot, with the
 //    sender's address and port as the source (a socket bound to a wildcard sends from the wildcard).
 //    `await net.idle()` waits until every queue is empty.
+import { addressToBytes, bytesToAddress } from '../../shared/address.ts';
 import { SystemError } from '../../shared/errors.ts';
 import {
-  addressToBytes,
-  bytesToAddress,
   udpError,
   udpLayout,
   type UdpBatchHandler,

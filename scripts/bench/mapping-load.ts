@@ -25,7 +25,8 @@ import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
 import { deriveSessionKeys, mac, signedHello, type Ephemeral, type SessionKeys } from '../../shared/wire/auth.ts';
 import { checkMac, decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';
 import { MAX_DATAGRAM, MsgType, type ControlMessage } from '../../shared/wire/messages.ts';
-import { addressToBytes, openUdp, type UdpBatchSocket } from '../../shared/udp/socket.ts';
+import { addressToBytes } from '../../shared/address.ts';
+import { openUdp, type UdpBatchSocket } from '../../shared/udp/socket.ts';
 
 export type LoadJob =
   | { kind: 'register'; port: number; prefix: string; hosts: number; window: number; timeoutS: number }

@@ -5,7 +5,7 @@ import type { UplinkFacts } from '../../agent/uplinks/monitor.ts';
 import { pairKey } from '../../agent/paths/pairkey.ts';
 import { PeerType, encodePeer } from '../../agent/paths/wire.ts';
 import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
-import { hostIdBytes } from '../../shared/locator.ts';
+import { hostIdBytes } from '../../shared/ids.ts';
 import { fakeAgent, until, type FakeAgent, type UplinkSpec } from '../helpers/fake-agent.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 import { REALM_PREFIX, startHarness, type Harness } from './rm-harness.ts';
