@@ -1,14 +1,7 @@
 import { HostId, verifyHostId, MAX_ID_PREFIX_LEN } from '../shared/ids.ts';
 import { signBytes, verifyBytes, type KeyPair } from '../shared/keys.ts';
-import {
-  ReplayWindow,
-  createEphemeral,
-  deriveSessionKeys,
-  helloSignedBytes,
-  randomSid,
-  welcomeSignedBytes,
-  type SessionKeys,
-} from '../shared/wire/auth.ts';
+import { createEphemeral, deriveSessionKeys, helloSignedBytes, randomSid, welcomeSignedBytes, type SessionKeys } from '../shared/wire/handshake.ts';
+import { ReplayWindow } from '../shared/wire/replay.ts';
 import type { Hello, LocatorPref, Welcome } from '../shared/wire/messages.ts';
 import type { AskerView, Policy } from './policy.ts';
 

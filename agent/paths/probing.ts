@@ -1,7 +1,8 @@
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import { decodeBinding, verifyBinding, type Binding } from '../../shared/binding.ts';
-import { ReplayWindow, type MacKey } from '../../shared/wire/auth.ts';
+import type { MacKey } from '../../shared/crypto/blake2s.ts';
+import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { locatorText } from '../../shared/address.ts';
 import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';

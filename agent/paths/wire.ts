@@ -1,5 +1,5 @@
 import { HEADER_LEN, PEER_FLAGS } from '../../shared/wire/header.ts';
-import { MAC_LEN, mac, macVerify, type MacKey } from '../../shared/wire/auth.ts';
+import { MAC_LEN, mac, macVerify, type MacKey } from '../../shared/crypto/blake2s.ts';
 import { MAX_BINDING_LEN } from '../../shared/binding.ts';
 
 /**

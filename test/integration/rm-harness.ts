@@ -90,7 +90,8 @@ export { ManualClock };
 
 import { createSocket, type Socket } from 'node:dgram';
 import { deriveHostId, type HostId } from '../../shared/ids.ts';
-import { ReplayWindow, deriveSessionKeys, signedHello, type SessionKeys } from '../../shared/wire/auth.ts';
+import { deriveSessionKeys, signedHello, type SessionKeys } from '../../shared/wire/handshake.ts';
+import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { checkMac, decodeBody, decodeHeader, encode } from '../../shared/wire/codec.ts';
 import type { ControlMessage } from '../../shared/wire/messages.ts';
 
