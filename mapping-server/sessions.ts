@@ -1,5 +1,5 @@
 import { HostId, verifyHostId, MAX_ID_PREFIX_LEN } from '../shared/ids.ts';
-import { signBytes, verifyBytes, type KeyPair } from '../shared/keys.ts';
+import { signBytes, verifyBytes, type KeyPair } from '../shared/crypto/ed25519.ts';
 import { createEphemeral, deriveSessionKeys, helloSignedBytes, randomSid, welcomeSignedBytes, type SessionKeys } from '../shared/wire/handshake.ts';
 import { ReplayWindow } from '../shared/wire/replay.ts';
 import type { Hello, LocatorPref, Welcome } from '../shared/wire/messages.ts';

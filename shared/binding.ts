@@ -1,7 +1,7 @@
 import { addressFamily, addressToBytes, bytesToAddress } from './address.ts';
 import { RealmnetError } from './errors.ts';
 import { HostId, MAX_ID_PREFIX_LEN, Prefix, deriveHostId, verifyHostId } from './ids.ts';
-import { signBytes, publicKeyObject, type KeyPair } from './keys.ts';
+import { signBytes, publicKeyObject, type KeyPair } from './crypto/ed25519.ts';
 import { verify as cryptoVerify } from 'node:crypto';
 
 /**

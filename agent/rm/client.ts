@@ -3,7 +3,7 @@ import { systemClock, type Clock } from '../../shared/clock.ts';
 import { RealmnetError } from '../../shared/errors.ts';
 import { silentLogger, type Logger } from '../../shared/log.ts';
 import { deriveHostId, type HostId, type Prefix } from '../../shared/ids.ts';
-import type { KeyPair } from '../../shared/keys.ts';
+import type { KeyPair } from '../../shared/crypto/ed25519.ts';
 import type { Binding } from '../../shared/binding.ts';
 import { decodeBody, decodeHeader } from '../../shared/wire/codec.ts';
 import { MAX_IDS_PER_MESSAGE, RegisterStatus, RejectCode, type ControlMessage, type LookupReply, type Push, type RegisterReply, type Welcome } from '../../shared/wire/messages.ts';

@@ -1,4 +1,4 @@
-import { verifyBytes, type KeyPair } from '../../shared/keys.ts';
+import { verifyBytes, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { deriveSessionKeys, signedHello, welcomeSignedBytes, type Ephemeral, type SessionKeys } from '../../shared/wire/handshake.ts';
 import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { checkMac, encode } from '../../shared/wire/codec.ts';

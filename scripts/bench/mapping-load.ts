@@ -21,7 +21,7 @@ import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { signBinding, type Binding } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix, type HostId, type Prefix } from '../../shared/ids.ts';
-import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { mac } from '../../shared/crypto/blake2s.ts';
 import { deriveSessionKeys, signedHello, type Ephemeral, type SessionKeys } from '../../shared/wire/handshake.ts';
 import { checkMac, decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';

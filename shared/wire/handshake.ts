@@ -1,6 +1,6 @@
 import { createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { macKey, type MacKey } from '../crypto/blake2s.ts';
-import { signBytes, type KeyPair } from '../keys.ts';
+import { signBytes, type KeyPair } from '../crypto/ed25519.ts';
 import type { Hello } from './messages.ts';
 
 /**

@@ -4,7 +4,7 @@ import { MemoryNet } from '../../agent/uplinks/memory.ts';
 import type { UplinkFacts } from '../../agent/uplinks/monitor.ts';
 import { pairKey } from '../../agent/paths/pairkey.ts';
 import { PeerType, encodePeer } from '../../agent/paths/wire.ts';
-import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
+import { generateKeyPair, privateSeed } from '../../shared/crypto/ed25519.ts';
 import { hostIdBytes } from '../../shared/ids.ts';
 import { fakeAgent, until, type FakeAgent, type UplinkSpec } from '../helpers/fake-agent.ts';
 import { ipv6Packet } from '../helpers/packets.ts';

@@ -1,6 +1,6 @@
 import { ManualClock, systemClock, type Clock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
-import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { parsePrefix, type Prefix } from '../../shared/ids.ts';
 import { signBinding, type Binding, type Locator } from '../../shared/binding.ts';
 import { parseRmConfig, type RmConfig } from '../../mapping-server/config.ts';

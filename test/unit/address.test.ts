@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { addressBytes, addressFamily, canonicalAddress, familyOf, locatorText } from '../../shared/address.ts';
 import { signBinding } from '../../shared/binding.ts';
-import { generateKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { hostIdBytes, parseHostId, parsePrefix } from '../../shared/ids.ts';
 
 // addressToBytes and bytesToAddress have their table in udp-memory.test.ts; these are the helpers

@@ -5,7 +5,7 @@ import { pairKey } from '../../agent/paths/pairkey.ts';
 import { PEER_MAX_LEN, PeerType, encodePeer } from '../../agent/paths/wire.ts';
 import { DEFAULT_PATH_TIMING } from '../../agent/paths/state.ts';
 import { ManualClock } from '../../shared/clock.ts';
-import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
+import { generateKeyPair, privateSeed } from '../../shared/crypto/ed25519.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { addressBytes } from '../../shared/address.ts';

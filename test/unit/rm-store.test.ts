@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
-import { generateKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { parsePrefix } from '../../shared/ids.ts';
 import { signBinding } from '../../shared/binding.ts';
 import { BindingStore, StoredBinding } from '../../mapping-server/store/bindings.ts';
