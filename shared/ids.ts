@@ -21,14 +21,28 @@ import { ConfigError, RealmnetError } from './errors.ts';
 export const MAX_ID_PREFIX_LEN = 64;
 const HOST_ID_TAG = Buffer.from('realmnet/host-id/v1', 'utf8');
 
+/**
+ * The key of a Map or Set keyed by host ID: the 16 bytes at bytes[off..] as a 16-character latin1
+ * string. Every ID-keyed map uses it, so a key made from packet bytes finds the entry made from a
+ * HostId (HostId.key). Latin1 rather than hex: 16 characters instead of 32 to build and hash.
+ * Buffer.from(key, 'latin1') gives the 16 bytes back (the RM's binding store writes keys to SQLite
+ * that way). Not text for people or the wire: print HostId.toString() (or .hex).
+ */
+export function idKey(bytes: Uint8Array, off = 0): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + off, 16).toString('latin1');
+}
+
 /** A 128-bit host ID. Immutable: the bytes are private and copied out. */
 export class HostId {
   readonly #bytes: Uint8Array;
-  /** 32 lowercase hex digits: a compact, stable map key. */
+  /** idKey() of the ID: what ID-keyed maps and sets are keyed by. */
+  readonly key: string;
+  /** 32 lowercase hex digits, for text that is not an IPv6 address (fromHex reads it back). */
   readonly hex: string;
 
   private constructor(bytes: Uint8Array) {
     this.#bytes = Uint8Array.from(bytes);
+    this.key = idKey(this.#bytes);
     this.hex = Buffer.from(this.#bytes).toString('hex');
     Object.freeze(this);
   }
@@ -59,7 +73,7 @@ export class HostId {
   }
 
   equals(other: HostId): boolean {
-    return this.hex === other.hex;
+    return this.key === other.key;
   }
 
   /** The canonical (RFC 5952) IPv6 text form, e.g. fd00:1::8a3f:1c2d:9e0b:4a71. */
@@ -192,7 +206,7 @@ export function deriveHostId(prefix: Prefix, publicKey: Uint8Array): HostId {
 export function verifyHostId(id: HostId, prefixLen: number, publicKey: Uint8Array): boolean {
   if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > MAX_ID_PREFIX_LEN || publicKey.length !== 32) return false;
   const expect = deriveHostId(Prefix.of(id.toBytes(), prefixLen), publicKey);
-  return expect.hex === id.hex;
+  return expect.key === id.key;
 }
 
 function hashFor(prefixLen: number, prefixBytes: Uint8Array, publicKey: Uint8Array): Buffer {

@@ -6,7 +6,8 @@ import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { locatorText } from '../../shared/address.ts';
 import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
-import { hex16, sameBytes16 } from '../../shared/bytes.ts';
+import { sameBytes16 } from '../../shared/bytes.ts';
+import { idKey } from '../../shared/ids.ts';
 import { apply, decide, flapPenalty, initialPathState, lossRatio, onLocalLink, onReply, type PathState, type PathTiming } from './state.ts';
 import { preferredGroup, rankPaths, repathEntries, type PathCandidate } from './rank.ts';
 import { pairKey } from './pairkey.ts';
@@ -130,7 +131,8 @@ interface TrackedPath {
 }
 
 interface Peer {
-  readonly hex: string;
+  /** idKey of the peer's ID: the key of every per-peer map here. */
+  readonly mapKey: string;
   readonly hostId: string;
   readonly id: Uint8Array;
   entry: MapEntry;
@@ -204,7 +206,7 @@ export class PeerPaths {
    * choice (no probe knowledge about them).
    */
   uplinksChanged(): void {
-    repathEntries(this.deps.cache, this.deps.uplinks(), (e) => this.peers.has(hex16(e.id)));
+    repathEntries(this.deps.cache, this.deps.uplinks(), (e) => this.peers.has(idKey(e.id)));
     this.tick();
   }
 
@@ -216,7 +218,7 @@ export class PeerPaths {
     const now = this.deps.clock.now();
     for (const p of this.peers.values()) {
       const u: PendingUpdate = { token: randomToken(), binding: b.bytes, tries: 0, nextAt: now };
-      this.pending.set(p.hex, u);
+      this.pending.set(p.mapKey, u);
     }
     this.retransmitUpdates(now);
   }
@@ -245,23 +247,23 @@ export class PeerPaths {
     if (key === null) return void this.counters.peerNoKey++;
     if (!verifyPeer(key, buf, off, len)) return void this.counters.peerBadMac++;
     const msg = readPeer(buf, off, len, env);
-    const hex = hex16(entry.id);
+    const mapKey = idKey(entry.id);
     const now = this.deps.clock.now();
     switch (msg.type) {
       case PeerType.Probe:
-        if (!this.fresh(hex, msg.counter)) return;
+        if (!this.fresh(mapKey, msg.counter)) return;
         this.counters.probesAnswered++;
         this.send(uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, { type: PeerType.Reply, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token, counter: this.nextCounter() }, key);
         return;
       case PeerType.Reply:
-        return this.onReplyMsg(hex, uplink, msg.token, now);
+        return this.onReplyMsg(mapKey, uplink, msg.token, now);
       case PeerType.Update:
-        if (!this.fresh(hex, msg.counter)) return;
+        if (!this.fresh(mapKey, msg.counter)) return;
         return this.onUpdateMsg(entry, uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, msg, key);
       case PeerType.UpdateAck: {
-        const u = this.pending.get(hex);
+        const u = this.pending.get(mapKey);
         if (u === undefined || u.token !== msg.token) return void this.counters.peerUnexpectedReply++;
-        this.pending.delete(hex);
+        this.pending.delete(mapKey);
         this.counters.updatesAcked++;
         return;
       }
@@ -297,19 +299,19 @@ export class PeerPaths {
   private discover(now: number): void {
     for (const e of this.deps.cache.entries()) {
       if (e.publicKey === null) continue;
-      const hex = hex16(e.id);
-      if (this.peers.has(hex)) continue;
+      const mapKey = idKey(e.id);
+      if (this.peers.has(mapKey)) continue;
       if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
-      const p: Peer = { hex, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [] };
+      const p: Peer = { mapKey, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [] };
       this.rebuildPaths(p, now);
-      this.peers.set(hex, p);
+      this.peers.set(mapKey, p);
     }
   }
 
   private runPeer(p: Peer, now: number): void {
     const entry = this.deps.cache.lookup(p.id, 0);
     if (entry === undefined) {
-      this.peers.delete(p.hex);
+      this.peers.delete(p.mapKey);
       return;
     }
     if (entry !== p.entry) {
@@ -324,8 +326,8 @@ export class PeerPaths {
       p.lastActiveAt = now;
     }
     if (now - p.lastActiveAt > this.opts.forgetAfterMs) {
-      this.peers.delete(p.hex);
-      this.pending.delete(p.hex);
+      this.peers.delete(p.mapKey);
+      this.pending.delete(p.mapKey);
       return;
     }
     const active = now - p.lastActiveAt <= this.opts.activeWindowMs;
@@ -376,7 +378,7 @@ export class PeerPaths {
     if (p.withdrawn.length > MAX_WITHDRAWN) p.withdrawn = p.withdrawn.slice(-MAX_WITHDRAWN);
     const cur = p.current;
     p.current = cur === null ? null : (next.find((x) => x.uplink === cur.uplink && x.locator.address === cur.locator.address && x.locator.port === cur.locator.port) ?? null);
-    if (cur !== null && p.current === null) this.pendingReason.set(p.hex, { reason: 'binding update: locator withdrawn or down', since: now });
+    if (cur !== null && p.current === null) this.pendingReason.set(p.mapKey, { reason: 'binding update: locator withdrawn or down', since: now });
     p.paths = next;
   }
 
@@ -419,8 +421,8 @@ export class PeerPaths {
   }
 
   private record(p: Peer, from: TrackedPath | null, to: TrackedPath | null, now: number): void {
-    const pr = this.pendingReason.get(p.hex);
-    this.pendingReason.delete(p.hex);
+    const pr = this.pendingReason.get(p.mapKey);
+    this.pendingReason.delete(p.mapKey);
     let reason: string;
     let tookMs: number | null = null;
     if (from !== null) {
@@ -474,8 +476,8 @@ export class PeerPaths {
     this.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token, counter: this.nextCounter() }, key);
   }
 
-  private onReplyMsg(hex: string, uplink: number, token: number, now: number): void {
-    const p = this.peers.get(hex);
+  private onReplyMsg(mapKey: string, uplink: number, token: number, now: number): void {
+    const p = this.peers.get(mapKey);
     const path = p?.paths.find((x) => x.outstanding.has(token));
     if (p === undefined || path === undefined || path.uplink !== uplink) return void this.counters.peerUnexpectedReply++;
     const sentAt = path.outstanding.get(token) as number;
@@ -497,17 +499,17 @@ export class PeerPaths {
     this.counters.updatesApplied++;
     this.deps.log.info({ peer: entry.hostId, seq: b.seq, locators: b.locators.map((l) => `${l.uplink}=${l.address}/${l.state}`).join(',') }, 'binding update received from the peer');
     this.deps.applyBinding(b);
-    const p = this.peers.get(hex16(entry.id));
+    const p = this.peers.get(idKey(entry.id));
     if (p !== undefined) this.runPeer(p, this.deps.clock.now());
   }
 
   private retransmitUpdates(now: number): void {
-    for (const [hex, u] of this.pending) {
+    for (const [mapKey, u] of this.pending) {
       if (now < u.nextAt) continue;
-      const p = this.peers.get(hex);
+      const p = this.peers.get(mapKey);
       const key = p === undefined ? null : this.keyFor(p.entry);
       if (p === undefined || key === null || u.tries > this.opts.updateRetryMs.length) {
-        this.pending.delete(hex);
+        this.pending.delete(mapKey);
         if (p !== undefined) this.counters.updatesGivenUp++;
         continue;
       }
@@ -537,19 +539,19 @@ export class PeerPaths {
 
   private keyFor(e: MapEntry): MacKey | null {
     if (e.publicKey === null) return null;
-    const hex = hex16(e.id);
-    const held = this.keys.get(hex);
+    const mapKey = idKey(e.id);
+    const held = this.keys.get(mapKey);
     if (held !== undefined && Buffer.compare(held.publicKey, e.publicKey) === 0) return held.key;
     const key = pairKey(this.deps.mySeed, this.deps.myId, e.publicKey, e.id);
-    this.keys.set(hex, { publicKey: e.publicKey, key });
+    this.keys.set(mapKey, { publicKey: e.publicKey, key });
     return key;
   }
 
-  private fresh(hex: string, counter: number): boolean {
-    let w = this.windows.get(hex);
+  private fresh(mapKey: string, counter: number): boolean {
+    let w = this.windows.get(mapKey);
     if (w === undefined) {
       w = new ReplayWindow();
-      this.windows.set(hex, w);
+      this.windows.set(mapKey, w);
     }
     if (w.check(counter)) return true;
     this.counters.peerReplay++;
