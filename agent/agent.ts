@@ -1,8 +1,7 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
-import { hostIdBytes } from '../shared/locator.ts';
-import type { HostId, Prefix } from '../shared/ids.ts';
-import { privateSeed, type KeyPair } from '../shared/keys.ts';
+import { hostIdBytes, type HostId, type Prefix } from '../shared/ids.ts';
+import { privateSeed, type KeyPair } from '../shared/crypto/ed25519.ts';
 import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';

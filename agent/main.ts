@@ -5,7 +5,7 @@ import { createLogger } from '../shared/log.ts';
 import { createSocket } from 'node:dgram';
 import { ConfigError } from '../shared/errors.ts';
 import { deriveHostId, parseHostId, parsePrefix } from '../shared/ids.ts';
-import { loadKeyPair } from '../shared/keys.ts';
+import { loadKeyPair } from '../shared/keyfile.ts';
 import { createAgent, type AgentIdentity, type AgentStatus } from './agent.ts';
 import type { AgentConfig } from './config.ts';
 import { createRmClient } from './rm/client.ts';

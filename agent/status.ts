@@ -3,7 +3,8 @@ import type { AgentStatus } from './agent.ts';
 import type { DropCounters } from './dataplane/drops.ts';
 import type { InsideStats } from './dataplane/inside.ts';
 import type { OutsideStats } from './dataplane/outside.ts';
-import { locatorText, type MapCache } from './mapcache/cache.ts';
+import { locatorText } from '../shared/address.ts';
+import type { MapCache } from './mapcache/cache.ts';
 import type { PeerPaths } from './paths/probing.ts';
 import type { Resolver } from './rm/resolver.ts';
 import type { RmLink } from './rm/link.ts';
@@ -49,7 +50,7 @@ export function statusOf(s: StatusSources): AgentStatus {
       hostId: e.hostId,
       source: e.source,
       seq: e.seq,
-      locators: e.locators.map((l) => `${locatorText(l)} p${l.priority}${l.up ? '' : ' down'}`),
+      locators: e.locators.map((l) => `${locatorText(l.address, l.port)} p${l.priority}${l.up ? '' : ' down'}`),
       path: e.path ? `${s.uplinks[e.path.uplink]?.name ?? e.path.uplink} → ${e.path.locator.address}` : null,
       ageS: Math.round((now - e.createdAt) / 1000),
       ttlS: Number.isFinite(e.expiresAt) ? Math.max(0, Math.round((e.expiresAt - now) / 1000)) : null,

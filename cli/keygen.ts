@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { deriveHostId, parsePrefix } from '../shared/ids.ts';
-import { generateKeyPair, saveKeyPair } from '../shared/keys.ts';
+import { generateKeyPair } from '../shared/crypto/ed25519.ts';
+import { saveKeyPair } from '../shared/keyfile.ts';
 
 /**
  * `realmnet keygen --out FILE [--realm-prefix P]`: a new Ed25519 key pair in FILE (mode 0600). With a

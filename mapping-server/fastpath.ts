@@ -1,4 +1,4 @@
-import { MAC_LEN, mac, type MacKey } from '../shared/wire/auth.ts';
+import { MAC_LEN, mac, type MacKey } from '../shared/crypto/blake2s.ts';
 import { writeHeader } from '../shared/wire/codec.ts';
 import { HEADER_LEN, MAX_DATAGRAM, MsgType, type LocatorPref } from '../shared/wire/messages.ts';
 

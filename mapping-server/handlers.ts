@@ -21,7 +21,8 @@ import type { Policy } from './policy.ts';
 import type { PushQueue, Subscriptions } from './push.ts';
 import type { Realm } from './realm.ts';
 import type { ControlSocket, Session, SessionTable } from './sessions.ts';
-import { keyOf, StoredBinding, type BindingStore } from './store/bindings.ts';
+import { StoredBinding, type BindingStore } from './store/bindings.ts';
+import { idKey } from '../shared/ids.ts';
 import type { Outbox } from './tx.ts';
 
 /**
@@ -100,7 +101,7 @@ export class Handlers {
    */
   fastLookup(s: Session, reqId: number, buf: Buffer, idOff: number): void {
     const { c, tx, idScratch } = this;
-    const k = buf.toString('latin1', idOff, idOff + 16);
+    const k = buf.toString('latin1', idOff, idOff + 16); // idKey(buf, idOff), without a Buffer view per lookup
     const rec = this.store.get(k);
     for (let i = 0; i < 16; i++) idScratch[i] = buf[idOff + i];
     s.txSeq++;
@@ -119,7 +120,7 @@ export class Handlers {
 
   lookup(s: Session, m: Lookup): void {
     const c = this.c;
-    const k = keyOf(m.hostId);
+    const k = idKey(m.hostId);
     const rec = this.store.get(k);
     let ans: LookupReply;
     if (rec !== undefined && s.view.mayLearn(m.hostId, k)) {
@@ -161,7 +162,7 @@ export class Handlers {
       c.register.notInRealm++;
       return answer(idBytes, 0, RegisterStatus.notInRealm, 0);
     }
-    const k = keyOf(idBytes);
+    const k = idKey(idBytes);
     const held = store.held(k);
     const order = compareSeq(held, b);
     if (order === 'stale' || order === 'conflict') {
@@ -209,7 +210,7 @@ export class Handlers {
   subscribe(s: Session, m: Subscribe): void {
     let accepted = 0;
     for (const id of m.hostIds) {
-      const r = this.p.subs.add(s, keyOf(id));
+      const r = this.p.subs.add(s, idKey(id));
       if (r === 'added') this.c.subscribe.added++;
       else if (r !== 'already') {
         this.c.subscribe[r]++;
@@ -221,7 +222,7 @@ export class Handlers {
   }
 
   unsubscribe(s: Session, m: Unsubscribe): void {
-    for (const id of m.hostIds) this.p.subs.remove(s, keyOf(id));
+    for (const id of m.hostIds) this.p.subs.remove(s, idKey(id));
     this.tx.reply(s, { type: 'unsubscribeReply', reqId: m.reqId });
   }
 

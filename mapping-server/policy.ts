@@ -25,7 +25,7 @@ class IdSet {
     const ids = new Set<string>();
     for (const s of items) {
       if (s.includes('/')) prefixes.push(parsePrefix(s));
-      else ids.add(Buffer.from(parseHostId(s).toBytes()).toString('latin1'));
+      else ids.add(parseHostId(s).key);
     }
     this.prefixes = prefixes;
     this.ids = ids;
@@ -71,7 +71,7 @@ export function createPolicy(c: RmConfig['policy'], realm: Realm): Policy {
   return {
     viewFor(asker: HostId): AskerView {
       if (sameRealm && realm.contains(asker)) return ALL;
-      const key = Buffer.from(asker.toBytes()).toString('latin1');
+      const key = asker.key;
       const targets = rules.filter((r) => r.askers.has(asker, key)).map((r) => r.targets);
       if (targets.length === 0) return NONE;
       return Object.freeze({

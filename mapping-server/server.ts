@@ -1,6 +1,6 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
-import type { KeyPair } from '../shared/keys.ts';
+import type { KeyPair } from '../shared/crypto/ed25519.ts';
 import type { RmConfig } from './config.ts';
 import { flattenCounters, newCounters, type RmCounters } from './counters.ts';
 import { Dispatch } from './dispatch.ts';

@@ -1,19 +1,12 @@
 import { HostId, verifyHostId, MAX_ID_PREFIX_LEN } from '../shared/ids.ts';
-import { signBytes, verifyBytes, type KeyPair } from '../shared/keys.ts';
-import {
-  ReplayWindow,
-  createEphemeral,
-  deriveSessionKeys,
-  helloSignedBytes,
-  randomSid,
-  welcomeSignedBytes,
-  type SessionKeys,
-} from '../shared/wire/auth.ts';
+import { signBytes, verifyBytes, type KeyPair } from '../shared/crypto/ed25519.ts';
+import { createEphemeral, deriveSessionKeys, helloSignedBytes, randomSid, welcomeSignedBytes, type SessionKeys } from '../shared/wire/handshake.ts';
+import { ReplayWindow } from '../shared/wire/replay.ts';
 import type { Hello, LocatorPref, Welcome } from '../shared/wire/messages.ts';
 import type { AskerView, Policy } from './policy.ts';
 
 /**
- * Sessions: the RM side of the authenticated set-up (shared/wire/auth.ts has the scheme).
+ * Sessions: the RM side of the authenticated set-up (shared/wire/handshake.ts has the scheme).
  *
  * A session is created by a valid HELLO and ends after sessions.idleS without a valid message. The
  * table is bounded (sessions.max): when full, HELLOs are refused with "busy" until idle sessions

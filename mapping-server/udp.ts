@@ -1,4 +1,5 @@
-import { addressToBytes, bytesToAddress, openUdp, type UdpBatchSocket } from '../shared/udp/socket.ts';
+import { addressToBytes, bytesToAddress } from '../shared/address.ts';
+import { openUdp, type UdpBatchSocket } from '../shared/udp/socket.ts';
 import { SystemError } from '../shared/errors.ts';
 import { MAX_DATAGRAM } from '../shared/wire/messages.ts';
 import type { ControlSocket } from './sessions.ts';

@@ -1,7 +1,7 @@
-import { Address4, Address6 } from 'ip-address';
+import { addressFamily, addressToBytes, bytesToAddress } from './address.ts';
 import { RealmnetError } from './errors.ts';
 import { HostId, MAX_ID_PREFIX_LEN, Prefix, deriveHostId, verifyHostId } from './ids.ts';
-import { signBytes, publicKeyObject, type KeyPair } from './keys.ts';
+import { signBytes, publicKeyObject, type KeyPair } from './crypto/ed25519.ts';
 import { verify as cryptoVerify } from 'node:crypto';
 
 /**
@@ -117,11 +117,11 @@ export function decodeBinding(bytes: Uint8Array): BindingDecoded {
     let address: string;
     if (family === 4) {
       if (off + 4 > end) return { ok: false, reason: 'tooShort' };
-      address = `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+      address = bytesToAddress(4, b, off);
       off += 4;
     } else if (family === 6) {
       if (off + 16 > end) return { ok: false, reason: 'tooShort' };
-      address = Address6.fromByteArray(Array.from(b.subarray(off, off + 16))).correctForm();
+      address = bytesToAddress(6, b, off);
       off += 16;
     } else return { ok: false, reason: 'badField' };
     if (off + 6 > end) return { ok: false, reason: 'tooShort' };
@@ -221,17 +221,11 @@ function encodeBody(hostId: HostId, prefixLen: number, publicKey: Uint8Array, lo
   parts.push(fixed);
   locators.forEach((l, i) => {
     const where = `locators[${i}]`;
-    let addr: Buffer;
-    let family: number;
-    if (Address4.isValid(l.address)) {
-      family = 4;
-      addr = Buffer.from(new Address4(l.address).toArray());
-    } else if (Address6.isValid(l.address) && !l.address.includes('/') && !l.address.includes('%')) {
-      family = 6;
-      const raw = new Address6(l.address).toByteArray();
-      addr = Buffer.alloc(16);
-      addr.set(raw.slice(-16), 16 - Math.min(16, raw.length));
-    } else throw invalid(`${where}.address: "${l.address}" is not an IPv4 or IPv6 address`);
+    // A zone names an interface of the signer's machine: meaningless to whoever reads the binding.
+    const family = l.address.includes('%') ? 0 : addressFamily(l.address);
+    if (family === 0) throw invalid(`${where}.address: "${l.address}" is not an IPv4 or IPv6 address`);
+    const addr = Buffer.alloc(16);
+    addressToBytes(l.address, addr, 0);
     if (!Number.isInteger(l.port) || l.port < 1 || l.port > 65535) throw invalid(`${where}.port: ${l.port} is not 1..65535`);
     for (const [k, v] of [['priority', l.priority], ['weight', l.weight]] as const) {
       if (!Number.isInteger(v) || v < 0 || v > 255) throw invalid(`${where}.${k}: ${v} is not 0..255`);
@@ -244,7 +238,7 @@ function encodeBody(hostId: HostId, prefixLen: number, publicKey: Uint8Array, lo
     tail[3] = l.weight;
     tail[4] = l.state === 'up' ? 1 : 0;
     tail[5] = l.uplink.length;
-    parts.push(Buffer.of(family), addr, tail, Buffer.from(l.uplink, 'latin1'));
+    parts.push(Buffer.of(family), family === 4 ? addr.subarray(0, 4) : addr, tail, Buffer.from(l.uplink, 'latin1'));
   });
   return Buffer.concat(parts);
 }

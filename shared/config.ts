@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
-import { Address4, Address6 } from 'ip-address';
+import { addressFamily } from './address.ts';
 import { ConfigError } from './errors.ts';
 
 /**
@@ -78,16 +78,16 @@ export function deepFreeze<T>(o: T): T {
 
 // Validators shared by every program's schema. The messages read after the quoted value.
 export function isIpAddress(s: string): boolean {
-  return Address4.isValid(s) || (Address6.isValid(s) && !s.includes('/'));
+  return addressFamily(s) !== 0;
 }
 export function isIpv6Address(s: string): boolean {
-  return Address6.isValid(s) && !s.includes('/') && !Address4.isValid(s);
+  return addressFamily(s) === 6;
 }
 export function isIpv6Prefix(s: string): boolean {
   if (!s.includes('/')) return false;
   const [a, len] = s.split('/');
   const n = Number(len);
-  return Address6.isValid(a) && !Address4.isValid(a) && Number.isInteger(n) && n >= 0 && n <= 128;
+  return addressFamily(a) === 6 && Number.isInteger(n) && n >= 0 && n <= 128;
 }
 export const MSG = {
   ip: 'is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1)',

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { Address6 } from 'ip-address';
-import { RealmnetError } from './errors.ts';
+import { addressBytes, addressFamily, bytesToAddress } from './address.ts';
+import { ConfigError, RealmnetError } from './errors.ts';
 
 /**
  * Host IDs and realm prefixes.
@@ -21,14 +21,28 @@ import { RealmnetError } from './errors.ts';
 export const MAX_ID_PREFIX_LEN = 64;
 const HOST_ID_TAG = Buffer.from('realmnet/host-id/v1', 'utf8');
 
+/**
+ * The key of a Map or Set keyed by host ID: the 16 bytes at bytes[off..] as a 16-character latin1
+ * string. Every ID-keyed map uses it, so a key made from packet bytes finds the entry made from a
+ * HostId (HostId.key). Latin1 rather than hex: 16 characters instead of 32 to build and hash.
+ * Buffer.from(key, 'latin1') gives the 16 bytes back (the RM's binding store writes keys to SQLite
+ * that way). Not text for people or the wire: print HostId.toString() (or .hex).
+ */
+export function idKey(bytes: Uint8Array, off = 0): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + off, 16).toString('latin1');
+}
+
 /** A 128-bit host ID. Immutable: the bytes are private and copied out. */
 export class HostId {
   readonly #bytes: Uint8Array;
-  /** 32 lowercase hex digits: a compact, stable map key. */
+  /** idKey() of the ID: what ID-keyed maps and sets are keyed by. */
+  readonly key: string;
+  /** 32 lowercase hex digits, for text that is not an IPv6 address (fromHex reads it back). */
   readonly hex: string;
 
   private constructor(bytes: Uint8Array) {
     this.#bytes = Uint8Array.from(bytes);
+    this.key = idKey(this.#bytes);
     this.hex = Buffer.from(this.#bytes).toString('hex');
     Object.freeze(this);
   }
@@ -59,12 +73,12 @@ export class HostId {
   }
 
   equals(other: HostId): boolean {
-    return this.hex === other.hex;
+    return this.key === other.key;
   }
 
   /** The canonical (RFC 5952) IPv6 text form, e.g. fd00:1::8a3f:1c2d:9e0b:4a71. */
   toString(): string {
-    return Address6.fromByteArray(Array.from(this.#bytes)).correctForm();
+    return bytesToAddress(6, this.#bytes, 0);
   }
 
   toJSON(): string {
@@ -77,8 +91,17 @@ export function parseHostId(text: string): HostId {
   const s = text.trim();
   if (s.includes('/')) throw idError(`"${text}" is a prefix, not a host ID`);
   if (s.includes('%')) throw idError(`"${text}" has a zone index; host IDs have none`);
-  if (!Address6.isValid(s)) throw idError(`"${text}" is not a host ID (not an IPv6 address)`);
-  return HostId.fromBytes(to16(new Address6(s)));
+  if (addressFamily(s) !== 6) throw idError(`"${text}" is not a host ID (not an IPv6 address)`);
+  return HostId.fromBytes(addressBytes(s));
+}
+
+/**
+ * The 16 bytes of a host ID written as IPv6 text, for IDs from config files and command lines:
+ * throws CONFIG_INVALID, the code those sources report (parseHostId throws ID_INVALID).
+ */
+export function hostIdBytes(id: string): Uint8Array {
+  if (addressFamily(id) !== 6) throw new ConfigError(`"${id}" is not a host ID`, 'host IDs are IPv6 addresses, e.g. fd00:1::a');
+  return addressBytes(id);
 }
 
 /** A realm prefix: an IPv6 prefix whose host bits are zero. */
@@ -128,7 +151,7 @@ export class Prefix {
   }
 
   toString(): string {
-    return `${Address6.fromByteArray(Array.from(this.#bytes)).correctForm()}/${this.length}`;
+    return `${bytesToAddress(6, this.#bytes, 0)}/${this.length}`;
   }
 
   toJSON(): string {
@@ -147,8 +170,8 @@ export function parsePrefix(text: string): Prefix {
   const lenText = s.slice(slash + 1);
   if (!/^\d{1,3}$/.test(lenText) || Number(lenText) > 128) throw prefixError(`"${text}": prefix length must be 0..128`);
   const addr = s.slice(0, slash);
-  if (addr.includes('%') || !Address6.isValid(addr)) throw prefixError(`"${text}" is not an IPv6 prefix (e.g. fd00:1::/32)`);
-  const bytes = to16(new Address6(addr));
+  if (addr.includes('%') || addressFamily(addr) !== 6) throw prefixError(`"${text}" is not an IPv6 prefix (e.g. fd00:1::/32)`);
+  const bytes = addressBytes(addr);
   const p = Prefix.of(bytes, Number(lenText));
   if (Buffer.compare(Buffer.from(p.toBytes()), Buffer.from(bytes)) !== 0) {
     throw prefixError(`"${text}" has bits set after /${lenText}`, `did you mean ${p.toString()}?`);
@@ -183,7 +206,7 @@ export function deriveHostId(prefix: Prefix, publicKey: Uint8Array): HostId {
 export function verifyHostId(id: HostId, prefixLen: number, publicKey: Uint8Array): boolean {
   if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > MAX_ID_PREFIX_LEN || publicKey.length !== 32) return false;
   const expect = deriveHostId(Prefix.of(id.toBytes(), prefixLen), publicKey);
-  return expect.hex === id.hex;
+  return expect.key === id.key;
 }
 
 function hashFor(prefixLen: number, prefixBytes: Uint8Array, publicKey: Uint8Array): Buffer {
@@ -193,14 +216,6 @@ function hashFor(prefixLen: number, prefixBytes: Uint8Array, publicKey: Uint8Arr
 function maskBytes(bytes: Uint8Array, length: number): Uint8Array {
   const out = Uint8Array.from(bytes);
   for (let bit = length; bit < 128; bit++) out[bit >> 3] &= ~(1 << (7 - (bit & 7)));
-  return out;
-}
-
-function to16(a: Address6): Uint8Array {
-  // toByteArray drops leading zero bytes (it goes through a BigInt); right-align into 16.
-  const b = a.toByteArray();
-  const out = new Uint8Array(16);
-  out.set(b.slice(-16), 16 - Math.min(16, b.length));
   return out;
 }
 

@@ -1,5 +1,6 @@
 import { sameBytes16 } from '../../shared/bytes.ts';
-import { familyOf, locatorBytes, type Family } from '../../shared/locator.ts';
+import { idKey } from '../../shared/ids.ts';
+import { addressBytes, familyOf, type Family } from '../../shared/address.ts';
 
 /**
  * The map-cache: host ID → binding, read by the data plane for every packet.
@@ -34,12 +35,7 @@ export interface BoundLocator {
 
 /** A locator in the form the data plane compares: family and 16 raw bytes precomputed. */
 export function boundLocator(address: string, port: number, priority: number, weight: number, up: boolean): BoundLocator {
-  return Object.freeze({ address, port, family: familyOf(address), bytes: locatorBytes(address), priority, weight, up });
-}
-
-/** "192.0.2.1:4341" or "[2001:db8::1]:4341": how status and logs write a locator. */
-export function locatorText(l: { readonly address: string; readonly port: number; readonly family: Family }): string {
-  return `${l.family === 6 ? `[${l.address}]` : l.address}:${l.port}`;
+  return Object.freeze({ address, port, family: familyOf(address), bytes: addressBytes(address), priority, weight, up });
 }
 
 export interface Path {
@@ -103,7 +99,7 @@ interface ClockSlot {
 export class MapCache {
   private readonly buckets = new Map<number, MapEntry[]>();
   private count = 0;
-  /** Every cached ID in insertion order (key: its 16 bytes as latin1); the hand walks it. */
+  /** Every cached ID in insertion order (key: idKey, control plane only); the hand walks it. */
   private readonly clock = new Map<string, ClockSlot>();
   private hand: Iterator<ClockSlot> | null = null;
   /** Entries evicted to make room (least recently used, approximately). */
@@ -141,7 +137,7 @@ export class MapCache {
           const next = bucket.slice();
           next[i] = e;
           this.buckets.set(h, next);
-          const slot = this.clock.get(keyOf(e.id));
+          const slot = this.clock.get(idKey(e.id));
           if (slot !== undefined) {
             if (slot.traffic !== e.traffic) {
               slot.traffic = e.traffic;
@@ -158,7 +154,7 @@ export class MapCache {
     const now = this.buckets.get(h);
     this.buckets.set(h, now === undefined ? [e] : [...now, e]);
     this.count++;
-    this.clock.set(keyOf(e.id), { id: e.id, traffic: e.traffic, seen: e.traffic.tx + e.traffic.rx, fresh: true, pinned: e.source === 'static' });
+    this.clock.set(idKey(e.id), { id: e.id, traffic: e.traffic, seen: e.traffic.tx + e.traffic.rx, fresh: true, pinned: e.source === 'static' });
     return true;
   }
 
@@ -171,7 +167,7 @@ export class MapCache {
     if (next.length === 0) this.buckets.delete(h);
     else this.buckets.set(h, next);
     this.count--;
-    this.clock.delete(keyOf(id));
+    this.clock.delete(idKey(id));
     return true;
   }
 
@@ -212,11 +208,6 @@ export class MapCache {
     for (const b of this.buckets.values()) out.push(...b);
     return out;
   }
-}
-
-/** The CLOCK's key of an ID: its 16 bytes as a latin1 string (control plane only). */
-function keyOf(id: Uint8Array): string {
-  return Buffer.from(id.buffer, id.byteOffset, 16).toString('latin1');
 }
 
 function hashAt(b: Uint8Array, off: number): number {

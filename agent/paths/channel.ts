@@ -1,5 +1,6 @@
-import { ReplayWindow, type MacKey } from '../../shared/wire/auth.ts';
-import { hex16 } from '../../shared/bytes.ts';
+import type { MacKey } from '../../shared/crypto/blake2s.ts';
+import { ReplayWindow } from '../../shared/wire/replay.ts';
+import { idKey } from '../../shared/ids.ts';
 import type { MapEntry } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 import { pairKey } from './pairkey.ts';
@@ -53,20 +54,20 @@ export class PeerChannel {
   /** The pair key with the entry's host; null without a (valid) public key. */
   keyFor(e: MapEntry): MacKey | null {
     if (e.publicKey === null) return null;
-    const hex = hex16(e.id);
-    const held = this.keys.get(hex);
+    const mapKey = idKey(e.id);
+    const held = this.keys.get(mapKey);
     if (held !== undefined && Buffer.compare(held.publicKey, e.publicKey) === 0) return held.key;
     const key = pairKey(this.deps.mySeed, this.deps.myId, e.publicKey, e.id);
-    this.keys.set(hex, { publicKey: e.publicKey, key });
+    this.keys.set(mapKey, { publicKey: e.publicKey, key });
     return key;
   }
 
   /** The sender's counter is new (inside its replay window); a replay is counted. */
-  fresh(hex: string, counter: number): boolean {
-    let w = this.windows.get(hex);
+  fresh(mapKey: string, counter: number): boolean {
+    let w = this.windows.get(mapKey);
     if (w === undefined) {
       w = new ReplayWindow();
-      this.windows.set(hex, w);
+      this.windows.set(mapKey, w);
     }
     if (w.check(counter)) return true;
     this.deps.counters.peerReplay++;
@@ -77,7 +78,7 @@ export class PeerChannel {
    * A peer no longer tracked: its derived key goes (derived again on its next message). Its replay
    * window stays, or a message captured before would be accepted once more.
    */
-  forget(hex: string): void {
-    this.keys.delete(hex);
+  forget(mapKey: string): void {
+    this.keys.delete(mapKey);
   }
 }

@@ -1,5 +1,5 @@
 import { edwardsToMontgomeryPriv, edwardsToMontgomeryPub, x25519 } from '@noble/curves/ed25519';
-import { blake2s, macKey, type MacKey } from '../../shared/wire/auth.ts';
+import { blake2s, macKey, type MacKey } from '../../shared/crypto/blake2s.ts';
 
 /**
  * The key two agents MAC their peer messages with, derived with no handshake from what each already

@@ -1,10 +1,12 @@
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import type { Binding } from '../../shared/binding.ts';
-import type { MacKey } from '../../shared/wire/auth.ts';
-import { locatorText, type BoundLocator, type GroupPath, type MapCache, type MapEntry, type Path } from '../mapcache/cache.ts';
+import type { MacKey } from '../../shared/crypto/blake2s.ts';
+import { locatorText } from '../../shared/address.ts';
+import { idKey } from '../../shared/ids.ts';
+import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
-import { hex16, sameBytes16 } from '../../shared/bytes.ts';
+import { sameBytes16 } from '../../shared/bytes.ts';
 import { apply, decide, flapPenalty, initialPathState, lossRatio, onLocalLink, onReply, type PathState, type PathTiming } from './state.ts';
 import { preferredGroup, rankPaths, repathEntries, type PathCandidate } from './rank.ts';
 import { PeerChannel } from './channel.ts';
@@ -121,7 +123,7 @@ interface TrackedPath {
 }
 
 interface Peer {
-  readonly hex: string;
+  readonly mapKey: string;
   readonly hostId: string;
   readonly id: Uint8Array;
   entry: MapEntry;
@@ -143,7 +145,7 @@ export class PeerPaths {
   private readonly log: FailoverLog;
   private timer: NodeJS.Timeout | null = null;
   private lastScan = -Infinity;
-  private readonly findPeer = (hex: string): Peer | undefined => this.peers.get(hex);
+  private readonly findPeer = (mapKey: string): Peer | undefined => this.peers.get(mapKey);
 
   constructor(
     private readonly opts: PeerPathsOptions,
@@ -202,7 +204,7 @@ export class PeerPaths {
    * choice (no probe knowledge about them).
    */
   uplinksChanged(): void {
-    repathEntries(this.deps.cache, this.deps.uplinks(), (e) => this.peers.has(hex16(e.id)));
+    repathEntries(this.deps.cache, this.deps.uplinks(), (e) => this.peers.has(idKey(e.id)));
     this.tick();
   }
 
@@ -230,33 +232,33 @@ export class PeerPaths {
     if (key === null) return void this.counters.peerNoKey++;
     if (!verifyPeer(key, buf, off, len)) return void this.counters.peerBadMac++;
     const msg = readPeer(buf, off, len, env);
-    const hex = hex16(entry.id);
+    const mapKey = idKey(entry.id);
     const now = this.deps.clock.now();
     switch (msg.type) {
       case PeerType.Probe:
-        if (!this.channel.fresh(hex, msg.counter)) return;
+        if (!this.channel.fresh(mapKey, msg.counter)) return;
         this.counters.probesAnswered++;
         this.channel.send(uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, { type: PeerType.Reply, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token }, key);
         return;
       case PeerType.Reply:
-        return this.onReplyMsg(hex, uplink, msg.token, now);
+        return this.onReplyMsg(mapKey, uplink, msg.token, now);
       case PeerType.Update: {
-        if (!this.channel.fresh(hex, msg.counter)) return;
+        if (!this.channel.fresh(mapKey, msg.counter)) return;
         if (!this.updates.onUpdate(entry, uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, msg, key)) return;
-        const p = this.peers.get(hex);
+        const p = this.peers.get(mapKey);
         if (p !== undefined) this.runPeer(p, this.deps.clock.now());
         return;
       }
       case PeerType.UpdateAck:
-        return this.updates.onAck(hex, msg.token);
+        return this.updates.onAck(mapKey, msg.token);
     }
   }
 
-  private forget(hex: string): void {
-    this.peers.delete(hex);
-    this.updates.forget(hex);
-    this.log.forget(hex);
-    this.channel.forget(hex);
+  private forget(mapKey: string): void {
+    this.peers.delete(mapKey);
+    this.updates.forget(mapKey);
+    this.log.forget(mapKey);
+    this.channel.forget(mapKey);
   }
 
   paths(): PathStatus[] {
@@ -267,7 +269,7 @@ export class PeerPaths {
         out.push({
           peer: p.hostId,
           uplink: this.deps.uplinks()[t.uplink]?.name ?? String(t.uplink),
-          locator: locatorText(t.locator),
+          locator: locatorText(t.locator.address, t.locator.port),
           state: t.state.state,
           rttMs: t.state.rttMs === null ? null : Math.round(t.state.rttMs * 100) / 100,
           lossPct: Math.round(lossRatio(t.state, now) * 1000) / 10,
@@ -288,19 +290,19 @@ export class PeerPaths {
   private discover(now: number): void {
     for (const e of this.deps.cache.entries()) {
       if (e.publicKey === null) continue;
-      const hex = hex16(e.id);
-      if (this.peers.has(hex)) continue;
+      const mapKey = idKey(e.id);
+      if (this.peers.has(mapKey)) continue;
       if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
-      const p: Peer = { hex, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [] };
+      const p: Peer = { mapKey, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [] };
       this.rebuildPaths(p, now);
-      this.peers.set(hex, p);
+      this.peers.set(mapKey, p);
     }
   }
 
   private runPeer(p: Peer, now: number): void {
     const entry = this.deps.cache.lookup(p.id, 0);
     if (entry === undefined) {
-      this.forget(p.hex);
+      this.forget(p.mapKey);
       return;
     }
     if (entry !== p.entry) {
@@ -315,7 +317,7 @@ export class PeerPaths {
       p.lastActiveAt = now;
     }
     if (now - p.lastActiveAt > this.opts.forgetAfterMs) {
-      this.forget(p.hex);
+      this.forget(p.mapKey);
       return;
     }
     const active = now - p.lastActiveAt <= this.opts.activeWindowMs;
@@ -366,7 +368,7 @@ export class PeerPaths {
     if (p.withdrawn.length > MAX_WITHDRAWN) p.withdrawn = p.withdrawn.slice(-MAX_WITHDRAWN);
     const cur = p.current;
     p.current = cur === null ? null : (next.find((x) => x.uplink === cur.uplink && x.locator.address === cur.locator.address && x.locator.port === cur.locator.port) ?? null);
-    if (cur !== null && p.current === null) this.log.note(p.hex, 'binding update: locator withdrawn or down', now);
+    if (cur !== null && p.current === null) this.log.note(p.mapKey, 'binding update: locator withdrawn or down', now);
     p.paths = next;
   }
 
@@ -419,8 +421,8 @@ export class PeerPaths {
     this.channel.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token }, key);
   }
 
-  private onReplyMsg(hex: string, uplink: number, token: number, now: number): void {
-    const p = this.peers.get(hex);
+  private onReplyMsg(mapKey: string, uplink: number, token: number, now: number): void {
+    const p = this.peers.get(mapKey);
     const path = p?.paths.find((x) => x.outstanding.has(token));
     if (p === undefined || path === undefined || path.uplink !== uplink) return void this.counters.peerUnexpectedReply++;
     const sentAt = path.outstanding.get(token) as number;

@@ -1,5 +1,6 @@
 import type { Logger } from '../../shared/log.ts';
-import { locatorText, type BoundLocator } from '../mapcache/cache.ts';
+import { locatorText } from '../../shared/address.ts';
+import type { BoundLocator } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 import type { PathState } from './state.ts';
 
@@ -43,17 +44,17 @@ export class FailoverLog {
   }
 
   /** The peer's binding took its path away; the next choice is recorded with this reason. */
-  note(hex: string, reason: string, since: number): void {
-    this.pendingReason.set(hex, { reason, since });
+  note(mapKey: string, reason: string, since: number): void {
+    this.pendingReason.set(mapKey, { reason, since });
   }
 
-  forget(hex: string): void {
-    this.pendingReason.delete(hex);
+  forget(mapKey: string): void {
+    this.pendingReason.delete(mapKey);
   }
 
-  record(p: { readonly hex: string; readonly hostId: string }, from: RecordedPath | null, to: RecordedPath | null, now: number): void {
-    const pr = this.pendingReason.get(p.hex);
-    this.pendingReason.delete(p.hex);
+  record(p: { readonly mapKey: string; readonly hostId: string }, from: RecordedPath | null, to: RecordedPath | null, now: number): void {
+    const pr = this.pendingReason.get(p.mapKey);
+    this.pendingReason.delete(p.mapKey);
     let reason: string;
     let tookMs: number | null = null;
     if (from !== null) {
@@ -93,7 +94,7 @@ export class FailoverLog {
   }
 
   pathText(t: RecordedPath): string {
-    return `${this.uplinks()[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator)}`;
+    return `${this.uplinks()[t.uplink]?.name ?? t.uplink} → ${locatorText(t.locator.address, t.locator.port)}`;
   }
 
 }

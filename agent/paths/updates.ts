@@ -1,7 +1,7 @@
 import { decodeBinding, verifyBinding, type Binding } from '../../shared/binding.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
 import type { Logger } from '../../shared/log.ts';
-import type { MacKey } from '../../shared/wire/auth.ts';
+import type { MacKey } from '../../shared/crypto/blake2s.ts';
 import type { MapEntry } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 import type { PeerChannel } from './channel.ts';
@@ -18,7 +18,7 @@ import { PeerType, type PeerMessage } from './wire.ts';
  *    like an RM push.
  */
 export interface UpdatePeer {
-  readonly hex: string;
+  readonly mapKey: string;
   readonly id: Uint8Array;
   readonly entry: MapEntry;
 }
@@ -48,19 +48,19 @@ export class DirectUpdates {
   constructor(private readonly deps: DirectUpdatesDeps) {}
 
   /** Queues b for every peer and sends what is due now. */
-  send(b: Binding, peers: Iterable<UpdatePeer>, now: number, find: (hex: string) => UpdatePeer | undefined): void {
-    for (const p of peers) this.pending.set(p.hex, { token: randomToken(), binding: b.bytes, tries: 0, nextAt: now });
+  send(b: Binding, peers: Iterable<UpdatePeer>, now: number, find: (mapKey: string) => UpdatePeer | undefined): void {
+    for (const p of peers) this.pending.set(p.mapKey, { token: randomToken(), binding: b.bytes, tries: 0, nextAt: now });
     this.retransmit(now, find);
   }
 
-  retransmit(now: number, find: (hex: string) => UpdatePeer | undefined): void {
+  retransmit(now: number, find: (mapKey: string) => UpdatePeer | undefined): void {
     const c = this.deps.counters;
-    for (const [hex, u] of this.pending) {
+    for (const [mapKey, u] of this.pending) {
       if (now < u.nextAt) continue;
-      const p = find(hex);
+      const p = find(mapKey);
       const key = p === undefined ? null : this.deps.channel.keyFor(p.entry);
       if (p === undefined || key === null || u.tries > this.deps.retryMs.length) {
-        this.pending.delete(hex);
+        this.pending.delete(mapKey);
         if (p !== undefined) c.updatesGivenUp++;
         continue;
       }
@@ -94,15 +94,15 @@ export class DirectUpdates {
   }
 
   /** The peer acknowledged; an ack for anything else is counted as unexpected. */
-  onAck(hex: string, token: number): void {
-    const u = this.pending.get(hex);
+  onAck(mapKey: string, token: number): void {
+    const u = this.pending.get(mapKey);
     if (u === undefined || u.token !== token) return void this.deps.counters.peerUnexpectedReply++;
-    this.pending.delete(hex);
+    this.pending.delete(mapKey);
     this.deps.counters.updatesAcked++;
   }
 
-  forget(hex: string): void {
-    this.pending.delete(hex);
+  forget(mapKey: string): void {
+    this.pending.delete(mapKey);
   }
 }
 

@@ -1,5 +1,5 @@
 import { HEADER_LEN, PEER_FLAGS } from '../../shared/wire/header.ts';
-import { MAC_LEN, mac, macVerify, type MacKey } from '../../shared/wire/auth.ts';
+import { MAC_LEN, mac, macVerify, type MacKey } from '../../shared/crypto/blake2s.ts';
 import { MAX_BINDING_LEN } from '../../shared/binding.ts';
 
 /**
@@ -14,7 +14,7 @@ import { MAX_BINDING_LEN } from '../../shared/binding.ts';
  * Types: probe (asks for a reply on the same path), reply (echoes the probe's token), update (a signed
  * binding, sent straight to a correspondent when ours changes), updateAck (echoes the update's token).
  *
- * Every message carries a 16-byte keyed-BLAKE2s MAC under the pair's key (peers/keys.ts), so nobody
+ * Every message carries a 16-byte keyed-BLAKE2s MAC under the pair's key (paths/pairkey.ts), so nobody
  * without one of the two private keys can forge a reply that keeps a dead path "up" or a probe that
  * makes us answer. Replays: a reply or ack is only accepted for a token still outstanding; probes and
  * updates carry a per-sender counter checked against a sliding window; an update's binding also has

@@ -35,7 +35,7 @@ export type LookupResult = BindingAnswer | NegativeAnswer;
 export type AnswerRefusal = 'forged' | 'mismatch' | 'stale';
 
 export class AnswerVerifier {
-  /** Highest sequence number seen per ID (hex) and the bytes that carried it (verified). */
+  /** Highest sequence number seen per ID (idKey) and the bytes that carried it (verified). */
   private readonly seen = new Map<string, { seq: number; bytes: Uint8Array }>();
 
   /** maxTracked: IDs whose last sequence number is remembered (the oldest is forgotten first). */
@@ -47,7 +47,7 @@ export class AnswerVerifier {
     if (!d.ok) return 'forged';
     const b = d.binding;
     if (expect !== null && !b.hostId.equals(expect)) return 'mismatch';
-    const prev = this.seen.get(b.hostId.hex);
+    const prev = this.seen.get(b.hostId.key);
     if (prev !== undefined && b.seq < prev.seq) return 'stale';
     const same = prev !== undefined && prev.seq === b.seq && Buffer.from(prev.bytes).equals(Buffer.from(b.bytes));
     if (!same) {
@@ -57,7 +57,7 @@ export class AnswerVerifier {
         const oldest = this.seen.keys().next();
         if (!oldest.done) this.seen.delete(oldest.value);
       }
-      this.seen.set(b.hostId.hex, { seq: b.seq, bytes: b.bytes });
+      this.seen.set(b.hostId.key, { seq: b.seq, bytes: b.bytes });
     }
     return Object.freeze({ kind: 'binding', hostId: b.hostId, binding: b, locators: applyPrefs(b.locators, prefs), ttl });
   }

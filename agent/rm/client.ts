@@ -3,7 +3,7 @@ import { systemClock, type Clock } from '../../shared/clock.ts';
 import { RealmnetError } from '../../shared/errors.ts';
 import { silentLogger, type Logger } from '../../shared/log.ts';
 import { deriveHostId, type HostId, type Prefix } from '../../shared/ids.ts';
-import type { KeyPair } from '../../shared/keys.ts';
+import type { KeyPair } from '../../shared/crypto/ed25519.ts';
 import type { Binding } from '../../shared/binding.ts';
 import { decodeBody, decodeHeader } from '../../shared/wire/codec.ts';
 import { MAX_IDS_PER_MESSAGE, RegisterStatus, RejectCode, type ControlMessage, type LookupReply, type Push, type RegisterReply, type Welcome } from '../../shared/wire/messages.ts';
@@ -145,9 +145,10 @@ class Client implements RmClient {
   private readonly requests: RequestTable;
   private readonly answers: AnswerVerifier;
   private readonly pushListeners = new Set<(a: BindingAnswer) => void>();
-  /** Bindings kept registered, by host ID hex. */
+  /** Bindings kept registered, by idKey of the host ID. */
   private readonly kept = new Map<string, Binding>();
-  private readonly followed = new Set<string>();
+  /** Followed IDs by idKey; the IDs themselves go back on the wire when the client re-subscribes. */
+  private readonly followed = new Map<string, HostId>();
   private readonly ownSocket: boolean;
   private socket: Socket | null;
   private rmIndex = 0;
@@ -216,8 +217,8 @@ class Client implements RmClient {
     const r = await this.sendRegister(binding);
     if (r.status === RegisterStatus.ok) {
       if (o.keep !== false) {
-        const cur = this.kept.get(this.hostId.hex);
-        if (cur === undefined || cur.seq <= binding.seq) this.kept.set(this.hostId.hex, binding);
+        const cur = this.kept.get(this.hostId.key);
+        if (cur === undefined || cur.seq <= binding.seq) this.kept.set(this.hostId.key, binding);
         this.refreshS = Math.max(1, r.refresh);
         this.scheduleRefresh();
       }
@@ -241,18 +242,16 @@ class Client implements RmClient {
   }
 
   async subscribe(ids: readonly HostId[]): Promise<number> {
-    const hexes = ids.map((i) => i.hex);
-    for (const h of hexes) this.followed.add(h);
+    for (const id of ids) this.followed.set(id.key, id);
     this.scheduleRefresh();
-    return this.subscribeKeys(hexes);
+    return this.subscribeIds(ids);
   }
 
   async unsubscribe(ids: readonly HostId[]): Promise<void> {
-    const hexes = ids.map((i) => i.hex);
-    for (const h of hexes) this.followed.delete(h);
+    for (const id of ids) this.followed.delete(id.key);
     await this.ready();
-    for (let i = 0; i < hexes.length; i += MAX_IDS_PER_MESSAGE) {
-      const chunk = hexes.slice(i, i + MAX_IDS_PER_MESSAGE).map((h) => Buffer.from(h, 'hex'));
+    for (let i = 0; i < ids.length; i += MAX_IDS_PER_MESSAGE) {
+      const chunk = ids.slice(i, i + MAX_IDS_PER_MESSAGE).map((id) => id.toBytes());
       await this.request((reqId) => ({ type: 'unsubscribe', reqId, hostIds: chunk }), 'unsubscribeReply');
     }
   }
@@ -332,7 +331,7 @@ class Client implements RmClient {
   }
 
   private resync(): void {
-    if (this.followed.size > 0) void this.subscribeKeys([...this.followed]).catch(() => {});
+    if (this.followed.size > 0) void this.subscribeIds([...this.followed.values()]).catch(() => {});
     for (const b of this.kept.values()) void this.sendRegister(b).catch(() => {});
   }
 
@@ -422,7 +421,7 @@ class Client implements RmClient {
     this.send(ack);
     const a = this.verified(this.answers.check(m.binding, null, m.ttl, m.prefs));
     if (a === null) return;
-    if (!this.followed.has(a.hostId.hex)) return void this.c['push.notFollowed']++;
+    if (!this.followed.has(a.hostId.key)) return void this.c['push.notFollowed']++;
     this.c['push.delivered']++;
     for (const l of this.pushListeners) {
       try {
@@ -446,12 +445,12 @@ class Client implements RmClient {
     return this.request((reqId) => ({ type: 'register', reqId, binding: binding.bytes }), 'registerReply');
   }
 
-  private async subscribeKeys(hexes: readonly string[]): Promise<number> {
+  private async subscribeIds(ids: readonly HostId[]): Promise<number> {
     await this.ready();
     let accepted = 0;
-    for (let i = 0; i < hexes.length; i += MAX_IDS_PER_MESSAGE) {
-      const ids = hexes.slice(i, i + MAX_IDS_PER_MESSAGE).map((h) => Buffer.from(h, 'hex'));
-      const r = await this.request((reqId) => ({ type: 'subscribe', reqId, hostIds: ids }), 'subscribeReply');
+    for (let i = 0; i < ids.length; i += MAX_IDS_PER_MESSAGE) {
+      const chunk = ids.slice(i, i + MAX_IDS_PER_MESSAGE).map((id) => id.toBytes());
+      const r = await this.request((reqId) => ({ type: 'subscribe', reqId, hostIds: chunk }), 'subscribeReply');
       accepted += r.accepted;
     }
     return accepted;

@@ -2,7 +2,7 @@ import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
 import { nextSeq, signBinding, type Binding, type Locator } from '../../shared/binding.ts';
 import type { HostId, Prefix } from '../../shared/ids.ts';
-import type { KeyPair } from '../../shared/keys.ts';
+import type { KeyPair } from '../../shared/crypto/ed25519.ts';
 import type { BindingAnswer, LookupResult } from './answers.ts';
 import type { RegisterResult, RmClient } from './client.ts';
 import type { ResolverLookup } from './resolver.ts';

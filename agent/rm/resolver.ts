@@ -1,7 +1,6 @@
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
-import { HostId } from '../../shared/ids.ts';
-import { hex16 } from '../../shared/bytes.ts';
+import { HostId, idKey } from '../../shared/ids.ts';
 import type { Locator } from '../../shared/binding.ts';
 import type { Binding } from '../../shared/binding.ts';
 import { choosePath, type UplinkView } from '../paths/rank.ts';
@@ -90,7 +89,7 @@ export class Resolver {
 
   /** Data plane, inside: no binding for the destination ID at buf[idOff..]. Returns true if the packet was kept. */
   missInside(buf: Uint8Array, off: number, len: number, idOff: number): boolean {
-    const key = hex16(buf, idOff);
+    const key = idKey(buf, idOff);
     if (this.isNegative(key) || this.inBackoff(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
@@ -99,7 +98,7 @@ export class Resolver {
 
   /** Data plane, outside: a datagram whose inner source ID (at idOff) has no binding. */
   missOutside(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number): boolean {
-    const key = hex16(buf, idOff);
+    const key = idKey(buf, idOff);
     if (this.isNegative(key) || this.inBackoff(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
@@ -139,7 +138,7 @@ export class Resolver {
         this.deps.log.info({ hostId: e.hostId }, 'binding expired (no answer from the RM in time)');
       } else if (e.expiresAt - now <= this.opts.refreshBeforeExpiryMs) {
         const id = HostId.fromBytes(e.id);
-        if (!this.refreshing.has(id.hex)) this.lookup(id, true);
+        if (!this.refreshing.has(id.key)) this.lookup(id, true);
       }
     }
     for (const [k, until] of this.negative) if (until <= now) this.negative.delete(k);
@@ -207,13 +206,13 @@ export class Resolver {
 
   private lookup(id: HostId, refresh: boolean): void {
     this.counters.lookups++;
-    if (refresh) this.refreshing.add(id.hex);
+    if (refresh) this.refreshing.add(id.key);
     // Never let a control-plane failure escape into the data path that called us.
     Promise.resolve()
       .then(() => this.deps.rm.lookup(id))
       .then(
         (answer) => {
-          this.refreshing.delete(id.hex);
+          this.refreshing.delete(id.key);
           if (this.stopped) return;
           if (answer.kind === 'binding') {
             this.counters.positive++;
@@ -223,20 +222,20 @@ export class Resolver {
             if (first) this.deps.rm.subscribe([id]).catch((e: unknown) => this.deps.log.warn({ hostId: id.toString(), err: String(e) }, 'subscribe failed'));
           } else {
             this.counters.negative++;
-            if (this.negative.size < this.opts.maxNegative) this.negative.set(id.hex, this.deps.clock.now() + Math.min(answer.ttl * 1000, this.opts.negativeTtlMaxMs));
+            if (this.negative.size < this.opts.maxNegative) this.negative.set(id.key, this.deps.clock.now() + Math.min(answer.ttl * 1000, this.opts.negativeTtlMaxMs));
           }
-          this.backoff.delete(id.hex);
-          this.release(id.hex);
+          this.backoff.delete(id.key);
+          this.release(id.key);
         },
         (e: unknown) => {
-          this.refreshing.delete(id.hex);
+          this.refreshing.delete(id.key);
           this.counters.failed++;
           if (this.stopped) return;
-          const prev = this.backoff.get(id.hex);
+          const prev = this.backoff.get(id.key);
           const ms = prev === undefined ? BACKOFF_FIRST_MS : Math.min(BACKOFF_MAX_MS, prev.ms * 2);
-          if (prev !== undefined || this.backoff.size < this.opts.maxNegative) this.backoff.set(id.hex, { until: this.deps.clock.now() + ms, ms });
+          if (prev !== undefined || this.backoff.size < this.opts.maxNegative) this.backoff.set(id.key, { until: this.deps.clock.now() + ms, ms });
           this.deps.log.warn({ hostId: id.toString(), err: e instanceof Error ? e.message : String(e), retryInMs: ms }, 'lookup failed');
-          this.dropWaiting(id.hex);
+          this.dropWaiting(id.key);
         },
       );
   }
@@ -251,7 +250,7 @@ export class Resolver {
       this.deps.log.warn({ hostId: entry.hostId }, 'map-cache full: binding not cached (raise limits.mapCacheEntries)');
       return;
     }
-    this.negative.delete(answer.hostId.hex);
+    this.negative.delete(answer.hostId.key);
   }
 
   /** The lookup failed: the packets kept for the ID are dropped (they would only miss again). */

@@ -1,5 +1,6 @@
-import { verifyBytes, type KeyPair } from '../../shared/keys.ts';
-import { ReplayWindow, deriveSessionKeys, signedHello, welcomeSignedBytes, type Ephemeral, type SessionKeys } from '../../shared/wire/auth.ts';
+import { verifyBytes, type KeyPair } from '../../shared/crypto/ed25519.ts';
+import { deriveSessionKeys, signedHello, welcomeSignedBytes, type Ephemeral, type SessionKeys } from '../../shared/wire/handshake.ts';
+import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { checkMac, encode } from '../../shared/wire/codec.ts';
 import type { ControlMessage, Hello, Welcome } from '../../shared/wire/messages.ts';
 import { decideRequest, retransmitDelay, type RequestDecision, type RetransmitPolicy } from './requests.ts';

@@ -1,4 +1,4 @@
-import { familyOf } from '../../shared/locator.ts';
+import { familyOf } from '../../shared/address.ts';
 
 /**
  * Source-policy routing per uplink: `from <locator> lookup <table>` with a default route through that

@@ -1,4 +1,4 @@
-import { familyOf } from '../../shared/locator.ts';
+import { familyOf } from '../../shared/address.ts';
 import type { Uplink } from './table.ts';
 import type { Logger } from '../../shared/log.ts';
 import type { NetConfig } from '../../shared/ip.ts';

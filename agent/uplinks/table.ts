@@ -1,4 +1,4 @@
-import type { Family } from '../../shared/locator.ts';
+import type { Family } from '../../shared/address.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 
 /**

@@ -24,11 +24,6 @@ import type { LocatorPref } from '../../shared/wire/messages.ts';
  * registration, keeps FULL affordable. The commit runs on the event loop (better-sqlite3 is
  * synchronous): a batch stalls lookups for one fsync, which is why batches are capped.
  */
-/** The map key of a 16-byte ID: its bytes as a latin1 string (16 characters, cheap to hash). */
-export function keyOf(id: Uint8Array): string {
-  return (Buffer.isBuffer(id) ? id : Buffer.from(id.buffer, id.byteOffset, id.length)).toString('latin1', 0, 16);
-}
-
 export class StoredBinding {
   constructor(
     /** The signed wire form, as the host sent it. */

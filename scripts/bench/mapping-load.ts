@@ -21,11 +21,13 @@ import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { signBinding, type Binding } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix, type HostId, type Prefix } from '../../shared/ids.ts';
-import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
-import { deriveSessionKeys, mac, signedHello, type Ephemeral, type SessionKeys } from '../../shared/wire/auth.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
+import { mac } from '../../shared/crypto/blake2s.ts';
+import { deriveSessionKeys, signedHello, type Ephemeral, type SessionKeys } from '../../shared/wire/handshake.ts';
 import { checkMac, decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';
 import { MAX_DATAGRAM, MsgType, type ControlMessage } from '../../shared/wire/messages.ts';
-import { addressToBytes, openUdp, type UdpBatchSocket } from '../../shared/udp/socket.ts';
+import { addressToBytes } from '../../shared/address.ts';
+import { openUdp, type UdpBatchSocket } from '../../shared/udp/socket.ts';
 
 export type LoadJob =
   | { kind: 'register'; port: number; prefix: string; hosts: number; window: number; timeoutS: number }

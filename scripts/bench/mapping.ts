@@ -28,7 +28,8 @@ import { stringify } from 'yaml';
 import Database from 'better-sqlite3';
 import { signBinding } from '../../shared/binding.ts';
 import { parsePrefix } from '../../shared/ids.ts';
-import { generateKeyPair, saveKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
+import { saveKeyPair } from '../../shared/keyfile.ts';
 import { fmt, printTable, writeResults } from './table.ts';
 import type { LoadJob } from './mapping-load.ts';
 

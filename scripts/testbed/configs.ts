@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { TESTBED } from './topology.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
-import { generateKeyPair, saveKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
+import { saveKeyPair } from '../../shared/keyfile.ts';
 
 /** Host IDs on the testbed (realm prefix fd00::/8, a ULA range: DESIGN.md §4). */
 export const HOST_IDS = { mh: 'fd00:1::a', ch: 'fd00:1::c' } as const;

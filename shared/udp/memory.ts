@@ -12,10 +12,9 @@
 //    sender's address and port as the source (a socket bound to a wildcard sends from the wildcard).
 //    `await net.idle()` waits until every queue is empty. Like the real socket, a handler that throws
 //    is counted (callbackErrors) and the next batch still comes.
+import { addressToBytes, bytesToAddress } from '../address.ts';
 import { SystemError } from '../errors.ts';
 import {
-  addressToBytes,
-  bytesToAddress,
   udpError,
   udpLayout,
   type UdpBatchHandler,

@@ -12,8 +12,8 @@
 //    UDP GSO and GRO stay inside the addon: runs of same-size datagrams to one destination cross the
 //    kernel as one message, and coalesced receives are split back, so callers see datagrams only.
 // 5. close() stops the thread and closes the socket.
-import { isIP } from 'node:net';
-import { ConfigError, SystemError } from '../errors.ts';
+import { canonicalAddress } from '../address.ts';
+import { SystemError } from '../errors.ts';
 import { errnoName, isNativeErrnoError, loadNative } from '../native.ts';
 
 export interface UdpOptions {
@@ -76,11 +76,11 @@ export interface UdpBatchSocket {
    *  An exception from onBatch is caught and counted in `callbackErrors`, never rethrown: it must not
    *  take the process down. */
   start(onBatch: UdpBatchHandler): void;
-  /** Synchronous batch send: datagram i = buf[offsets[i], +lengths[i]) to dstAddrs[i*16..] (16-byte
-   *  convention) port dstPorts[i]. Returns how many the kernel took. Never throws for a datagram: a
-   *  failed one is skipped and counted in sendErrors. count is not bounded by batchSize (that sizes
-   *  receives only); a count beyond the end of one of the arrays sends what they describe and counts
-   *  the rest in sendErrors (EINVAL). */
+  /** Synchronous batch send: datagram i = buf[offsets[i], +lengths[i]) to dstAddrs[i*16..] (16 bytes
+   *  each, as shared/address.ts writes them) port dstPorts[i]. Returns how many the kernel took. Never
+   *  throws for a datagram: a failed one is skipped and counted in sendErrors. count is not bounded by
+   *  batchSize (that sizes receives only); a count beyond the end of one of the arrays sends what they
+   *  describe and counts the rest in sendErrors (EINVAL). */
   send(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, dstAddrs: Uint8Array, dstPorts: Uint16Array, count: number): number;
   readonly stats: UdpStats;
   /** Idempotent. */
@@ -152,15 +152,6 @@ export function openUdp(opts: UdpOptions): UdpBatchSocket {
     throw udpError(e.errno, e.syscall, opts.address, opts.port);
   }
   return new NativeUdpSocket(handle, bound.family, canonicalAddress(opts.address), bound.port, layout);
-}
-
-/** The same spelling bytesToAddress gives (2001:db8::1, not 2001:0db8:0:0::1); a %zone is kept. */
-function canonicalAddress(address: string): string {
-  const zone = address.indexOf('%');
-  const bare = zone < 0 ? address : address.slice(0, zone);
-  const bytes = new Uint8Array(16);
-  const family = addressToBytes(bare, bytes, 0);
-  return bytesToAddress(family, bytes, 0) + (zone < 0 ? '' : address.slice(zone));
 }
 
 /** The addon's surface (native/udp.cc). */
@@ -258,79 +249,4 @@ class NativeUdpSocket implements UdpBatchSocket {
     this.handle.close();
     this.handler = null;
   }
-}
-
-/**
- * Writes an address literal into out[offset, offset+16) in the 16-byte convention (IPv4: 4 bytes then
- * 12 zeros) and returns its family. For the control plane, not per packet. Throws CONFIG_INVALID.
- */
-export function addressToBytes(address: string, out: Uint8Array, offset: number): 4 | 6 {
-  const family = isIP(address);
-  if (family === 4) {
-    const parts = address.split('.');
-    for (let i = 0; i < 4; i++) out[offset + i] = Number(parts[i]);
-    out.fill(0, offset + 4, offset + 16);
-    return 4;
-  }
-  if (family === 6) {
-    writeIpv6(address, out, offset);
-    return 6;
-  }
-  throw new ConfigError(`"${address}" is not an IPv4 or IPv6 address`, 'write it as a literal such as 192.0.2.1 or 2001:db8::1');
-}
-
-// `address` is already known to be valid IPv6 (isIP), so only the shape needs handling here.
-function writeIpv6(address: string, out: Uint8Array, offset: number): void {
-  const zone = address.indexOf('%');
-  let text = zone < 0 ? address : address.slice(0, zone);
-  const groups: number[] = [];
-  const lastColon = text.lastIndexOf(':');
-  let tailV4: number[] = [];
-  if (text.includes('.', lastColon)) {
-    tailV4 = text.slice(lastColon + 1).split('.').map(Number);
-    text = text.slice(0, lastColon + 1) + '0:0'; // placeholder groups, overwritten below
-  }
-  const gap = text.indexOf('::');
-  const parse = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
-  if (gap < 0) {
-    groups.push(...parse(text));
-  } else {
-    const head = parse(text.slice(0, gap));
-    const tail = parse(text.slice(gap + 2));
-    groups.push(...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail);
-  }
-  for (let i = 0; i < 8; i++) {
-    out[offset + 2 * i] = groups[i] >> 8;
-    out[offset + 2 * i + 1] = groups[i] & 0xff;
-  }
-  if (tailV4.length === 4) for (let i = 0; i < 4; i++) out[offset + 12 + i] = tailV4[i];
-}
-
-/** The text form of a 16-byte-convention address: dotted IPv4, or RFC 5952 IPv6 (lowercase, the
- *  longest run of zero groups compressed, IPv4-mapped as ::ffff:a.b.c.d), as node:dgram prints it. */
-export function bytesToAddress(family: 4 | 6, bytes: Uint8Array, offset: number): string {
-  if (family === 4) return `${bytes[offset]}.${bytes[offset + 1]}.${bytes[offset + 2]}.${bytes[offset + 3]}`;
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push((bytes[offset + 2 * i] << 8) | bytes[offset + 2 * i + 1]);
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${bytes[offset + 12]}.${bytes[offset + 13]}.${bytes[offset + 14]}.${bytes[offset + 15]}`;
-  }
-  let bestStart = -1;
-  let bestLen = 1; // RFC 5952 4.2.2: a single zero group is not compressed
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (gs: number[]): string => gs.map((g) => g.toString(16)).join(':');
-  if (bestStart < 0) return hex(groups);
-  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
 }

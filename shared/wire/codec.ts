@@ -1,5 +1,5 @@
 import { Packr, Unpackr } from 'msgpackr';
-import { MAC_LEN, mac, macVerify, type MacKey } from './auth.ts';
+import { MAC_LEN, mac, macVerify, type MacKey } from '../crypto/blake2s.ts';
 import {
   HEADER_LEN,
   MAX_DATAGRAM,

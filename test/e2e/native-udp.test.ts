@@ -79,7 +79,8 @@ describe('native UDP socket: 64 KB datagrams over a 1500-byte MTU (root, own net
 
   it('the kernel fragments a 64 KB datagram instead of failing with EMSGSIZE, in both families', () => {
     const code = `
-      import { openUdp, addressToBytes } from './shared/udp/socket.ts';
+      import { openUdp } from './shared/udp/socket.ts';
+      import { addressToBytes } from './shared/address.ts';
       for (const [address, size] of [['127.0.0.1', 65507], ['::1', 65527]]) {
         const a = openUdp({ address, port: 0 });
         const b = openUdp({ address, port: 0 });
@@ -127,7 +128,8 @@ describe('native UDP socket: GSO refused by the kernel (root, own netns)', () =>
   // Sends `n` datagrams of `len` bytes, sequence-numbered, from a fresh socket to `to` (b's port unless
   // given), then prints what b received and a's stats as one JSON line.
   const script = `
-    import { openUdp, addressToBytes } from './shared/udp/socket.ts';
+    import { openUdp } from './shared/udp/socket.ts';
+    import { addressToBytes } from './shared/address.ts';
     const [to, rounds] = [process.argv[1], Number(process.argv[2])];
     const a = openUdp({ address: '127.0.0.1', port: 0 });
     const b = openUdp({ address: '127.0.0.1', port: 0 });

@@ -5,7 +5,7 @@ import { MemoryTun } from '../../agent/tun/memory.ts';
 import type { MemoryNet } from '../../shared/udp/memory.ts';
 import { systemClock } from '../../shared/clock.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
-import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { silentLogger } from '../../shared/log.ts';
 
 /**

@@ -8,7 +8,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
-import { hostIdBytes } from '../../shared/locator.ts';
+import { hostIdBytes } from '../../shared/ids.ts';
 import { HEADER_LEN, writeHeader, FLAG_N, FLAG_I } from '../../shared/wire/header.ts';
 
 function arg(n: string): string {

@@ -1,4 +1,4 @@
-import { hostIdBytes } from '../../shared/locator.ts';
+import { hostIdBytes } from '../../shared/ids.ts';
 
 /** A minimal IPv6 packet (next header 17 = UDP, checksum not computed) from one host ID to another. */
 export function ipv6Packet(src: string, dst: string, payload: Uint8Array | number = 8): Buffer {

@@ -15,7 +15,7 @@ import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { isRealmnetError } from '../../shared/errors.ts';
 import { openTun, VNET_HDR_SIZE, type TunDevice } from '../../agent/tun/tun.ts';
-import { addressToBytes, bytesToAddress } from '../../shared/udp/socket.ts';
+import { addressToBytes, bytesToAddress } from '../../shared/address.ts';
 
 export interface TunHarness {
   /** The device's own address: written packets addressed here reach `listen`. */

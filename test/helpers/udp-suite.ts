@@ -7,7 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { isRealmnetError } from '../../shared/errors.ts';
-import { addressToBytes, bytesToAddress, type UdpBatchSocket, type UdpOptions } from '../../shared/udp/socket.ts';
+import { addressToBytes, bytesToAddress } from '../../shared/address.ts';
+import type { UdpBatchSocket, UdpOptions } from '../../shared/udp/socket.ts';
 
 export interface UdpSuiteTarget {
   open(opts: UdpOptions): UdpBatchSocket;

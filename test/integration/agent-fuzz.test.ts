@@ -7,7 +7,7 @@ import { newControlCounters, queryControl, startControlServer } from '../../agen
 import { createRmClient, type RmClient } from '../../agent/rm/client.ts';
 import { signBinding, type Binding } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix, type HostId } from '../../shared/ids.ts';
-import { generateKeyPair, signBytes } from '../../shared/keys.ts';
+import { generateKeyPair, signBytes } from '../../shared/crypto/ed25519.ts';
 import { encode } from '../../shared/wire/codec.ts';
 import { HEADER_LEN, MsgType, type ControlMessage } from '../../shared/wire/messages.ts';
 import { LOCATORS, REALM_PREFIX } from './rm-harness.ts';

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { generateKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { parsePrefix } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { systemClock } from '../../shared/clock.ts';

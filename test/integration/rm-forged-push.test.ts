@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryNet } from '../../shared/udp/memory.ts';
 import { signBinding, type Locator } from '../../shared/binding.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
-import { generateKeyPair, signBytes } from '../../shared/keys.ts';
+import { generateKeyPair, signBytes } from '../../shared/crypto/ed25519.ts';
 import { fakeAgent, until } from '../helpers/fake-agent.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 import { REALM_PREFIX } from './rm-harness.ts';

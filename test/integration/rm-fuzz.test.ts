@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
-import { mac } from '../../shared/wire/auth.ts';
+import { mac } from '../../shared/crypto/blake2s.ts';
 import { encode, writeHeader } from '../../shared/wire/codec.ts';
 import { HEADER_LEN, MsgType, type ControlMessage } from '../../shared/wire/messages.ts';
 import { bindingFor, rawSession, startHarness, type Harness } from './rm-harness.ts';

@@ -1,6 +1,6 @@
 import { ManualClock, systemClock, type Clock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
-import { generateKeyPair, type KeyPair } from '../../shared/keys.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { parsePrefix, type Prefix } from '../../shared/ids.ts';
 import { signBinding, type Binding, type Locator } from '../../shared/binding.ts';
 import { parseRmConfig, type RmConfig } from '../../mapping-server/config.ts';
@@ -98,7 +98,8 @@ export { ManualClock };
 
 import { createSocket, type Socket } from 'node:dgram';
 import { deriveHostId, type HostId } from '../../shared/ids.ts';
-import { ReplayWindow, deriveSessionKeys, signedHello, type SessionKeys } from '../../shared/wire/auth.ts';
+import { deriveSessionKeys, signedHello, type SessionKeys } from '../../shared/wire/handshake.ts';
+import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { checkMac, decodeBody, decodeHeader, encode } from '../../shared/wire/codec.ts';
 import type { ControlMessage } from '../../shared/wire/messages.ts';
 

@@ -1,7 +1,8 @@
 import { createSocket, type Socket } from 'node:dgram';
 import type { Binding } from '../../shared/binding.ts';
-import { signBytes, type KeyPair } from '../../shared/keys.ts';
-import { createEphemeral, deriveSessionKeys, mac, randomSid, welcomeSignedBytes, type SessionKeys } from '../../shared/wire/auth.ts';
+import { signBytes, type KeyPair } from '../../shared/crypto/ed25519.ts';
+import { mac } from '../../shared/crypto/blake2s.ts';
+import { createEphemeral, deriveSessionKeys, randomSid, welcomeSignedBytes, type SessionKeys } from '../../shared/wire/handshake.ts';
 import { decode, decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';
 import { HEADER_LEN, type ControlMessage } from '../../shared/wire/messages.ts';
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { generateKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { parsePrefix } from '../../shared/ids.ts';
 import { decodeBinding } from '../../shared/binding.ts';
 import { RegisterStatus } from '../../shared/wire/messages.ts';

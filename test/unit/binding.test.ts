@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyPrefs, compareSeq, decodeBinding, nextSeq, signBinding, verifyBinding, type Locator } from '../../shared/binding.ts';
 import { parsePrefix, deriveHostId } from '../../shared/ids.ts';
-import { decodeKeyFile, generateKeyPair, loadKeyPair, saveKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
+import { decodeKeyFile, loadKeyPair, saveKeyPair } from '../../shared/keyfile.ts';
 import { isRealmnetError } from '../../shared/errors.ts';
 
 const prefix = parsePrefix('fd00:1::/32');

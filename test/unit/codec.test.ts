@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { MAC_LEN, ReplayWindow, blake2s, createEphemeral, deriveSessionKeys, mac, macKey } from '../../shared/wire/auth.ts';
+import { MAC_LEN, blake2s, mac, macKey } from '../../shared/crypto/blake2s.ts';
+import { createEphemeral, deriveSessionKeys } from '../../shared/wire/handshake.ts';
+import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { checkMac, decode, decodeBody, decodeHeader, encode } from '../../shared/wire/codec.ts';
 import { HEADER_LEN, MAX_DATAGRAM, type ControlMessage } from '../../shared/wire/messages.ts';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HostId, MAX_ID_PREFIX_LEN, deriveHostId, parseHostId, parsePrefix, verifyHostId } from '../../shared/ids.ts';
-import { generateKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { isRealmnetError } from '../../shared/errors.ts';
 
 function code(f: () => unknown): string | undefined {

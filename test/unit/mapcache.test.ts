@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MapCache, type MapEntry } from '../../agent/mapcache/cache.ts';
-import { hostIdBytes } from '../../shared/locator.ts';
+import { hostIdBytes } from '../../shared/ids.ts';
 
 function entry(id: string, tag = ''): MapEntry {
   return { hostId: id + tag, id: hostIdBytes(id), locators: [], path: null, source: 'static', createdAt: 0, expiresAt: Infinity, seq: 0, group: [], publicKey: null, traffic: { tx: 0, rx: 0 } };

@@ -3,7 +3,8 @@ import { createOutside } from '../../agent/dataplane/outside.ts';
 import { DropCounters } from '../../agent/dataplane/drops.ts';
 import { MapCache } from '../../agent/mapcache/cache.ts';
 import { MemoryTun } from '../../agent/tun/memory.ts';
-import { hostIdBytes, locatorBytes } from '../../shared/locator.ts';
+import { addressBytes, addressToBytes } from '../../shared/address.ts';
+import { hostIdBytes } from '../../shared/ids.ts';
 import { HEADER_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 
@@ -18,7 +19,7 @@ function setup() {
   cache.set({
     hostId: PEER,
     id: hostIdBytes(PEER),
-    locators: [{ address: SRC, port: 4341, family: 4, bytes: locatorBytes(SRC), priority: 1, weight: 1, up: true }],
+    locators: [{ address: SRC, port: 4341, family: 4, bytes: addressBytes(SRC), priority: 1, weight: 1, up: true }],
     path: null,
     source: 'static',
     createdAt: 0,
@@ -56,7 +57,7 @@ function deliver(out: ReturnType<typeof setup>['out'], dgs: Buffer[], from = SRC
   dgs.forEach((d, i) => {
     d.copy(buf, i * STRIDE);
     lengths[i] = d.length;
-    addrs.set(locatorBytes(from), i * 16);
+    addressToBytes(from, addrs, i * 16);
   });
   out.onBatch(buf, lengths, addrs, ports, dgs.length);
 }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { choosePath, type UplinkView } from '../../agent/paths/rank.ts';
 import type { BoundLocator } from '../../agent/mapcache/cache.ts';
-import { locatorBytes, familyOf } from '../../shared/locator.ts';
+import { addressBytes, familyOf } from '../../shared/address.ts';
 
-const loc = (address: string, priority: number, up = true): BoundLocator => ({ address, port: 4341, family: familyOf(address), bytes: locatorBytes(address), priority, weight: 1, up });
+const loc = (address: string, priority: number, up = true): BoundLocator => ({ address, port: 4341, family: familyOf(address), bytes: addressBytes(address), priority, weight: 1, up });
 const ul = (_name: string, family: 4 | 6, priority: number, up = true): UplinkView => ({ family, priority, weight: 1, up });
 
 describe('choosePath', () => {

@@ -5,10 +5,10 @@ import { pairKey } from '../../agent/paths/pairkey.ts';
 import { PEER_MAX_LEN, PeerType, encodePeer } from '../../agent/paths/wire.ts';
 import { DEFAULT_PATH_TIMING } from '../../agent/paths/state.ts';
 import { ManualClock } from '../../shared/clock.ts';
-import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
+import { generateKeyPair, privateSeed } from '../../shared/crypto/ed25519.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/log.ts';
-import { locatorBytes } from '../../shared/locator.ts';
+import { addressBytes } from '../../shared/address.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 import { UplinkTable } from '../../agent/uplinks/table.ts';
 
@@ -72,7 +72,7 @@ function setup() {
   );
   const key = pairKey(privateSeed(peer), peerId.toBytes(), me.publicKey, myId);
   if (key === null) throw new Error('key');
-  const src = locatorBytes('203.0.113.2');
+  const src = addressBytes('203.0.113.2');
   /** The peer answers every probe captured so far on the uplinks in `answer`. */
   const answer = (which: readonly number[]) => {
     const out = Buffer.alloc(PEER_MAX_LEN);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { pairKey } from '../../agent/paths/pairkey.ts';
 import { PEER_MAX_LEN, PEER_MIN_LEN, PeerType, encodePeer, openPeer, readPeer, verifyPeer } from '../../agent/paths/wire.ts';
-import { generateKeyPair, privateSeed } from '../../shared/keys.ts';
+import { generateKeyPair, privateSeed } from '../../shared/crypto/ed25519.ts';
 import { checkHeader, HeaderCheck } from '../../shared/wire/header.ts';
 
 const A = Uint8Array.from({ length: 16 }, (_, i) => 0xfd + i);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
-import { generateKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { deriveHostId, parsePrefix, type HostId } from '../../shared/ids.ts';
 import { signBinding } from '../../shared/binding.ts';
 import { RealmnetError } from '../../shared/errors.ts';

@@ -3,7 +3,7 @@ import { loadRmConfig, parseRmConfig, DEFAULTS } from '../../mapping-server/conf
 import { Realm } from '../../mapping-server/realm.ts';
 import { createPolicy } from '../../mapping-server/policy.ts';
 import { parseHostId } from '../../shared/ids.ts';
-import { keyOf } from '../../mapping-server/store/bindings.ts';
+import { idKey } from '../../shared/ids.ts';
 
 function problems(raw: unknown): string {
   try {
@@ -62,7 +62,7 @@ describe('realm and policy', () => {
   it('lets realm members see everything, rule askers only their targets, others nothing', () => {
     const t = (s: string) => {
       const b = parseHostId(s).toBytes();
-      return [b, keyOf(b)] as const;
+      return [b, idKey(b)] as const;
     };
     const member = policy.viewFor(parseHostId('fd00:1::2'));
     const partner = policy.viewFor(parseHostId('fd00:9::1'));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseLookup, parsedReqId, writeLookupReply, writePush } from '../../mapping-server/fastpath.ts';
-import { macKey } from '../../shared/wire/auth.ts';
+import { macKey } from '../../shared/crypto/blake2s.ts';
 import { decode, encode } from '../../shared/wire/codec.ts';
 import { MAX_DATAGRAM, type LocatorPref } from '../../shared/wire/messages.ts';
 

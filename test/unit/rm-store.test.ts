@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../shared/clock.ts';
 import { silentLogger } from '../../shared/log.ts';
-import { generateKeyPair } from '../../shared/keys.ts';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { parsePrefix } from '../../shared/ids.ts';
 import { signBinding } from '../../shared/binding.ts';
-import { BindingStore, StoredBinding, keyOf } from '../../mapping-server/store/bindings.ts';
+import { BindingStore, StoredBinding } from '../../mapping-server/store/bindings.ts';
+import { idKey } from '../../shared/ids.ts';
 
 const prefix = parsePrefix('fd00:1::/32');
 const locators = [{ address: '192.0.2.1', port: 4341, uplink: 'ispa', priority: 1, weight: 1, state: 'up' as const }];
@@ -19,7 +20,7 @@ function open(path: string, clock: ManualClock, batchMax = 1000): BindingStore {
 function rec(seq: number, expiresAt: number) {
   const k = generateKeyPair();
   const b = signBinding(k, { prefix, locators, seq, ttl: 60 });
-  return { key: keyOf(b.hostId.toBytes()), b, r: new StoredBinding(b.bytes, seq, expiresAt, 60, []) };
+  return { key: idKey(b.hostId.toBytes()), b, r: new StoredBinding(b.bytes, seq, expiresAt, 60, []) };
 }
 
 describe('binding store', () => {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { isRealmnetError } from '../../shared/errors.ts';
 import { MemoryNet } from '../../shared/udp/memory.ts';
-import { addressToBytes, bytesToAddress, udpError, udpLayout } from '../../shared/udp/socket.ts';
+import { addressToBytes, bytesToAddress } from '../../shared/address.ts';
+import { udpError, udpLayout } from '../../shared/udp/socket.ts';
 import { udpSuite } from '../helpers/udp-suite.ts';
 
 udpSuite(

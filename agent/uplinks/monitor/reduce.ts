@@ -7,7 +7,7 @@
  * admin-down or loses its last IPv4 address): reduce() models those two cases, and the shell's
  * resync corrects any case not modelled.
  */
-import { Address6 } from 'ip-address';
+import { canonicalAddress } from '../../../shared/address.ts';
 import { TABLE_MAIN, type MonitorEvent, type RouteEvent, type UplinkFacts, type WatchedUplink } from './types.ts';
 
 export interface UplinkState {
@@ -40,16 +40,6 @@ function canon(u: WatchedUplink): Canon {
     canonCache.set(u, c);
   }
   return c;
-}
-
-/** The form ip prints (RFC 5952 for IPv6), so that config spellings like 2001:DB8:0::1 still match. */
-export function canonicalAddress(a: string): string {
-  if (!a.includes(':')) return a;
-  try {
-    return new Address6(a).correctForm();
-  } catch {
-    return a.toLowerCase();
-  }
 }
 
 /**

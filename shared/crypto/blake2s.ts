@@ -1,28 +1,16 @@
-import { createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
-import { signBytes, type KeyPair } from '../keys.ts';
-import type { Hello } from './messages.ts';
-
 /**
- * Authentication of the control protocol (docs/control-protocol.md, "Authentication"):
- *
- * 1. Session set-up. The client sends HELLO = its host ID, prefix length, Ed25519 public key, an
- *    X25519 ephemeral public key and a nonce, signed with its host key. The RM checks that the ID is
- *    the hash of the key (so the session proves the asker's host ID, and with it its realm), checks
- *    the signature, and answers WELCOME = a session ID and its own X25519 ephemeral, signed with the
- *    RM key. Both sides derive two 32-byte keys (client→RM, RM→client) with HKDF-SHA256 from the
- *    X25519 shared secret. A replayed HELLO gets a WELCOME whose key the replayer cannot derive.
- * 2. Every later message carries the session ID, a per-direction sequence number and a 16-byte
- *    keyed-BLAKE2s MAC over the whole datagram. The receiver checks the MAC, then a sliding replay
- *    window over the sequence numbers (as IPsec's ESP does).
+ * BLAKE2s (RFC 7693) and the keyed BLAKE2s-128 MAC that authenticates every control message after
+ * the handshake (shared/wire/handshake.ts) and every agent-to-agent path message (agent/paths/wire.ts).
  *
  * Keyed BLAKE2s-128 instead of HMAC-SHA256: each node:crypto call costs 1.5–5.5 µs on Node 20 with
  * OpenSSL 3.0 here (createHmac 5.5 µs; even Hash.copy() 0.9 µs), which alone would cap the RM below
  * 100k authenticated lookups/s. Keyed BLAKE2s is a MAC by design (RFC 7693 section 2.9; WireGuard
  * uses it for mac1/mac2) and this implementation runs in about 1 µs for a small message. It is
  * checked against Python's hashlib.blake2s (keyed) and node's blake2s256 (unkeyed) in the tests.
+ *
+ * One module-level state (h, block) serves every call: nothing is allocated per message, and calls
+ * never interleave on the JS thread.
  */
-
-// ---- keyed BLAKE2s MAC ---------------------------------------------------------------------------
 
 const IV = new Uint32Array([
   0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
@@ -331,136 +319,3 @@ function compress(b: Uint8Array, off: number, t: number, last: boolean): void {
   h[0] ^= v0 ^ v8; h[1] ^= v1 ^ v9; h[2] ^= v2 ^ v10; h[3] ^= v3 ^ v11;
   h[4] ^= v4 ^ v12; h[5] ^= v5 ^ v13; h[6] ^= v6 ^ v14; h[7] ^= v7 ^ v15;
 }
-
-// ---- session keys ----------------------------------------------------------------------------
-
-export interface Ephemeral {
-  /** 32 raw bytes. */
-  readonly publicKey: Uint8Array;
-  readonly privateKey: KeyObject;
-}
-
-export function createEphemeral(): Ephemeral {
-  const { publicKey, privateKey } = generateKeyPairSync('x25519');
-  const jwk = publicKey.export({ format: 'jwk' });
-  return Object.freeze({ publicKey: new Uint8Array(Buffer.from(jwk.x ?? '', 'base64url')), privateKey });
-}
-
-export interface SessionKeys {
-  /** MAC key for client → RM messages. */
-  readonly c2s: MacKey;
-  /** MAC key for RM → client messages. */
-  readonly s2c: MacKey;
-}
-
-/**
- * Both sides call this with their own ephemeral private key and the peer's public share. Returns
- * null when the peer's share is not a valid X25519 key (or the shared secret is all zero).
- */
-export function deriveSessionKeys(
-  own: Ephemeral,
-  peerEphemeral: Uint8Array,
-  ctx: { sid: number; clientHostId: Uint8Array; clientEphemeral: Uint8Array; rmEphemeral: Uint8Array; nonce: Uint8Array },
-): SessionKeys | null {
-  if (peerEphemeral.length !== 32) return null;
-  let secret: Buffer;
-  try {
-    const peer = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(peerEphemeral).toString('base64url') }, format: 'jwk' });
-    secret = diffieHellman({ privateKey: own.privateKey, publicKey: peer });
-  } catch {
-    return null;
-  }
-  // RFC 7748 section 6.1: reject the all-zero output of small-order points.
-  if (secret.every((b) => b === 0)) return null;
-  const sid = Buffer.alloc(4);
-  sid.writeUInt32BE(ctx.sid >>> 0);
-  const info = Buffer.concat([Buffer.from('realmnet/session/v1'), sid, ctx.clientHostId, ctx.clientEphemeral, ctx.rmEphemeral]);
-  const okm = new Uint8Array(hkdfSync('sha256', secret, ctx.nonce, info, 64));
-  return Object.freeze({ c2s: macKey(okm.subarray(0, 32)), s2c: macKey(okm.subarray(32, 64)) });
-}
-
-/** The bytes a client signs in HELLO (domain-separated from bindings and WELCOME). */
-export function helloSignedBytes(hostId: Uint8Array, prefixLen: number, publicKey: Uint8Array, ephemeral: Uint8Array, nonce: Uint8Array): Uint8Array {
-  return Buffer.concat([Buffer.from('realmnet/hello/v1'), hostId, Uint8Array.of(prefixLen), publicKey, ephemeral, nonce]);
-}
-
-/**
- * A client's HELLO for the host whose 16-byte ID is `hostId` (prefix length `prefixLen`), signed
- * with its key, and the ephemeral whose private half the client keeps to derive the session keys.
- */
-export function signedHello(key: KeyPair, hostId: Uint8Array, prefixLen: number, reqId: number): { hello: Hello; eph: Ephemeral } {
-  const eph = createEphemeral();
-  const nonce = randomNonce();
-  const signature = signBytes(key, helloSignedBytes(hostId, prefixLen, key.publicKey, eph.publicKey, nonce));
-  return { eph, hello: { type: 'hello', reqId, hostId, prefixLen, publicKey: key.publicKey, ephemeral: eph.publicKey, nonce, signature } };
-}
-
-/** The bytes the RM signs in WELCOME: they tie its share and the session ID to the client's HELLO. */
-export function welcomeSignedBytes(
-  sid: number,
-  rmEphemeral: Uint8Array,
-  clientHostId: Uint8Array,
-  clientEphemeral: Uint8Array,
-  nonce: Uint8Array,
-): Uint8Array {
-  const s = Buffer.alloc(4);
-  s.writeUInt32BE(sid >>> 0);
-  return Buffer.concat([Buffer.from('realmnet/welcome/v1'), s, rmEphemeral, clientHostId, clientEphemeral, nonce]);
-}
-
-export function randomNonce(): Uint8Array {
-  return new Uint8Array(randomBytes(16));
-}
-
-/** A random non-zero u32 session ID. */
-export function randomSid(): number {
-  for (;;) {
-    const v = randomBytes(4).readUInt32BE(0);
-    if (v !== 0) return v;
-  }
-}
-
-// ---- replay window -------------------------------------------------------------------------------
-
-export const REPLAY_WINDOW = 1024;
-
-/**
- * Sliding window over received sequence numbers (RFC 4303 section 3.4.3 style): accepts each number
- * once, and numbers up to REPLAY_WINDOW behind the highest seen (datagrams reorder). Call check()
- * only after the MAC verified, so forged numbers cannot move the window.
- */
-export class ReplayWindow {
-  private top = 0;
-  private readonly bits = new Uint8Array(REPLAY_WINDOW / 8);
-
-  /** True (and records seq) if seq is new; false for a replay or a number too old. */
-  check(seq: number): boolean {
-    if (seq <= 0) return false;
-    if (seq > this.top) {
-      const shift = seq - this.top;
-      if (shift >= REPLAY_WINDOW) this.bits.fill(0);
-      else for (let s = this.top + 1; s < seq; s++) this.clear(s);
-      this.top = seq;
-      this.set(seq);
-      return true;
-    }
-    if (this.top - seq >= REPLAY_WINDOW) return false;
-    if (this.get(seq)) return false;
-    this.set(seq);
-    return true;
-  }
-
-  private get(s: number): boolean {
-    const i = s % REPLAY_WINDOW;
-    return (this.bits[i >> 3] & (1 << (i & 7))) !== 0;
-  }
-  private set(s: number): void {
-    const i = s % REPLAY_WINDOW;
-    this.bits[i >> 3] |= 1 << (i & 7);
-  }
-  private clear(s: number): void {
-    const i = s % REPLAY_WINDOW;
-    this.bits[i >> 3] &= ~(1 << (i & 7));
-  }
-}
-
