@@ -48,104 +48,126 @@ export function openControlSocket(address: string, port: number, onDatagram: OnD
   try {
     sock = openUdp({ address, port, maxDatagram: MAX_DATAGRAM, batchSize: BATCH, slots: 8, sndbuf: 8 << 20, rcvbuf: 8 << 20 });
   } catch (e) {
-    // The socket's hints speak of uplinks; say what to change in the RM's config instead.
-    if (e instanceof SystemError && e.code === 'UDP_PORT_IN_USE') {
-      throw new SystemError('UDP_PORT_IN_USE', `cannot listen on ${address} port ${port}: in use`, 'is another Realm Manager running? change port or listen in the config');
-    }
-    if (e instanceof SystemError && e.code === 'UDP_ADDRESS_NOT_AVAILABLE') {
-      throw new SystemError('UDP_ADDRESS_NOT_AVAILABLE', e.message, 'fix listen in the config');
-    }
-    throw e;
+    throw rmSocketError(e, address, port);
   }
-  const arena = Buffer.allocUnsafeSlow(ARENA_SLOTS * MAX_DATAGRAM);
-  const offsets = new Uint32Array(ARENA_SLOTS);
-  const lengths = new Uint32Array(ARENA_SLOTS);
-  const dstAddrs = new Uint8Array(ARENA_SLOTS * 16);
-  const dstPorts = new Uint16Array(ARENA_SLOTS);
-  for (let i = 0; i < ARENA_SLOTS; i++) offsets[i] = i * MAX_DATAGRAM;
-  let queued = 0;
-  let inBatch = false;
-  let flushScheduled = false;
-  let closed = false;
-  let oversizeAtClose = 0;
+  const cs = new BatchedControlSocket(sock, onFault);
+  sock.start((buf, lens, srcAddrs, srcPorts, count) => cs.onBatch(onDatagram, buf, lens, srcAddrs, srcPorts, count));
+  return cs;
+}
+
+/** The socket's hints speak of uplinks; say what to change in the RM's config instead. */
+function rmSocketError(e: unknown, address: string, port: number): unknown {
+  if (e instanceof SystemError && e.code === 'UDP_PORT_IN_USE') {
+    return new SystemError('UDP_PORT_IN_USE', `cannot listen on ${address} port ${port}: in use`, 'is another Realm Manager running? change port or listen in the config');
+  }
+  if (e instanceof SystemError && e.code === 'UDP_ADDRESS_NOT_AVAILABLE') return new SystemError('UDP_ADDRESS_NOT_AVAILABLE', e.message, 'fix listen in the config');
+  return e;
+}
+
+/**
+ * Answers are queued into one arena and sent with one sendmmsg per received batch (or on the next
+ * turn of the loop when sent from a timer). Hot path: onBatch and send allocate nothing per datagram.
+ */
+class BatchedControlSocket implements ControlSocket {
+  readonly local: { readonly address: string; readonly port: number };
+  private readonly arena = Buffer.allocUnsafeSlow(ARENA_SLOTS * MAX_DATAGRAM);
+  private readonly offsets = new Uint32Array(ARENA_SLOTS);
+  private readonly lengths = new Uint32Array(ARENA_SLOTS);
+  private readonly dstAddrs = new Uint8Array(ARENA_SLOTS * 16);
+  private readonly dstPorts = new Uint16Array(ARENA_SLOTS);
+  private queued = 0;
+  private inBatch = false;
+  private flushScheduled = false;
+  private closed = false;
+  private oversizeAtClose = 0;
   // The last destination's bytes, so that answering one source many times converts its address once.
-  let lastDst = '';
-  const lastDstBytes = new Uint8Array(16);
+  private lastDst = '';
+  private readonly lastDstBytes = new Uint8Array(16);
   // The last source's string, for the same reason on the way in.
-  const lastSrcBytes = new Uint8Array(16);
-  let lastSrc = '';
+  private readonly lastSrcBytes = new Uint8Array(16);
+  private lastSrc = '';
+  private readonly flushBound = (): void => this.flush();
 
-  const fault = (e: unknown): void => {
-    try {
-      onFault(e);
-    } catch {
-      // Nothing is left to tell: the fault must not reach the addon either.
+  constructor(
+    private readonly sock: UdpBatchSocket,
+    private readonly onFault: OnFault,
+  ) {
+    this.local = { address: sock.localAddress, port: sock.localPort };
+    for (let i = 0; i < ARENA_SLOTS; i++) this.offsets[i] = i * MAX_DATAGRAM;
+  }
+
+  send(buf: Uint8Array, dstPort: number, dstAddress: string, length = buf.length): void {
+    if (this.closed || length > MAX_DATAGRAM) return;
+    if (dstAddress !== this.lastDst) {
+      addressToBytes(dstAddress, this.lastDstBytes, 0);
+      this.lastDst = dstAddress;
     }
-  };
-
-  // Never throws. The queue is emptied before the send, so a send that throws loses its own batch
-  // only, instead of failing again on every later flush.
-  const flush = (): void => {
-    flushScheduled = false;
-    const n = queued;
-    queued = 0;
-    if (n === 0 || closed) return;
-    try {
-      // Counted by the addon (sendErrors) if the kernel refuses some: UDP, the client retransmits.
-      sock.send(arena, offsets, lengths, dstAddrs, dstPorts, n);
-    } catch (e) {
-      fault(e);
+    const i = this.queued++;
+    this.arena.set(length === buf.length ? buf : buf.subarray(0, length), this.offsets[i]);
+    this.lengths[i] = length;
+    this.dstAddrs.set(this.lastDstBytes, i * 16);
+    this.dstPorts[i] = dstPort;
+    if (this.queued === ARENA_SLOTS) this.flush();
+    else if (!this.inBatch && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushBound);
     }
-  };
+  }
 
-  const cs: ControlSocket = {
-    local: { address: sock.localAddress, port: sock.localPort },
-    send(buf: Uint8Array, dstPort: number, dstAddress: string, length = buf.length): void {
-      if (closed || length > MAX_DATAGRAM) return;
-      if (dstAddress !== lastDst) {
-        addressToBytes(dstAddress, lastDstBytes, 0);
-        lastDst = dstAddress;
-      }
-      const i = queued++;
-      arena.set(length === buf.length ? buf : buf.subarray(0, length), offsets[i]);
-      lengths[i] = length;
-      dstAddrs.set(lastDstBytes, i * 16);
-      dstPorts[i] = dstPort;
-      if (queued === ARENA_SLOTS) flush();
-      else if (!inBatch && !flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
-      }
-    },
-    oversize: () => (closed ? oversizeAtClose : sock.stats.rxTruncated),
-    async close() {
-      if (closed) return;
-      flush();
-      oversizeAtClose = sock.stats.rxTruncated;
-      closed = true;
-      sock.close();
-    },
-  };
+  oversize(): number {
+    return this.closed ? this.oversizeAtClose : this.sock.stats.rxTruncated;
+  }
 
-  sock.start((buf, lens, srcAddrs, srcPorts, count) => {
-    inBatch = true;
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flush();
+    this.oversizeAtClose = this.sock.stats.rxTruncated;
+    this.closed = true;
+    this.sock.close();
+  }
+
+  /** The native batch callback: nothing may escape it (a throw there ends the process). */
+  onBatch(onDatagram: OnDatagram, buf: Buffer, lens: Uint32Array, srcAddrs: Uint8Array, srcPorts: Uint16Array, count: number): void {
+    this.inBatch = true;
     for (let i = 0; i < count; i++) {
       try {
         const a = i * 16;
-        let same = lastSrc !== '';
-        for (let j = 0; same && j < 16; j++) same = srcAddrs[a + j] === lastSrcBytes[j];
+        let same = this.lastSrc !== '';
+        for (let j = 0; same && j < 16; j++) same = srcAddrs[a + j] === this.lastSrcBytes[j];
         if (!same) {
-          for (let j = 0; j < 16; j++) lastSrcBytes[j] = srcAddrs[a + j];
-          lastSrc = bytesToAddress(sock.family, srcAddrs, a);
+          for (let j = 0; j < 16; j++) this.lastSrcBytes[j] = srcAddrs[a + j];
+          this.lastSrc = bytesToAddress(this.sock.family, srcAddrs, a);
         }
-        const off = i * sock.stride;
-        onDatagram(buf.subarray(off, off + lens[i]), lastSrc, srcPorts[i], cs);
+        const off = i * this.sock.stride;
+        onDatagram(buf.subarray(off, off + lens[i]), this.lastSrc, srcPorts[i], this);
       } catch (e) {
-        fault(e);
+        this.fault(e);
       }
     }
-    inBatch = false;
-    flush();
-  });
-  return cs;
+    this.inBatch = false;
+    this.flush();
+  }
+
+  // Never throws. The queue is emptied before the send, so a send that throws loses its own batch
+  // only, instead of failing again on every later flush.
+  private flush(): void {
+    this.flushScheduled = false;
+    const n = this.queued;
+    this.queued = 0;
+    if (n === 0 || this.closed) return;
+    try {
+      // Counted by the addon (sendErrors) if the kernel refuses some: UDP, the client retransmits.
+      this.sock.send(this.arena, this.offsets, this.lengths, this.dstAddrs, this.dstPorts, n);
+    } catch (e) {
+      this.fault(e);
+    }
+  }
+
+  private fault(e: unknown): void {
+    try {
+      this.onFault(e);
+    } catch {
+      // Nothing is left to tell: the fault must not reach the addon either.
+    }
+  }
 }
