@@ -384,7 +384,7 @@ describe("the snapshot's ip -batch", () => {
     const io = systemMonitorIo(64 * 1024);
     expect(await io.ipBatch(['-j', '-N'], ['link show dev lo', 'route show table all root ::1/128'])).toMatch(/^\[.*"ifname":"lo".*\]\n\[.*\]\n$/);
     await expect(io.ipBatch(['-j', '-N'], ['link show dev lo', 'link show dev rn-no-such-dev', 'addr show'])).rejects.toThrow(
-      /^ip -j -N -batch - \(link show dev rn-no-such-dev\): Device "rn-no-such-dev" does not exist\.$/,
+      /^ip -j -N -batch -: \(link show dev rn-no-such-dev\) Device "rn-no-such-dev" does not exist\.$/,
     );
     // Some errors end ip at once, without naming the line: the reason alone.
     await expect(io.ipBatch(['-j', '-N'], ['route show table all root 0.0.0.0/0 nonsense'])).rejects.toThrow(/^ip -j -N -batch -: Error: .*"nonsense"/);
