@@ -74,8 +74,8 @@ export interface AgentDeps {
 
 export interface AgentStatus {
   readonly hostId: string;
-  readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean };
-  readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number }[];
+  readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean; readonly callbackErrors: number };
+  readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number; readonly callbackErrors: number }[];
   readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number }) | null;
   readonly mapCacheStats: { readonly size: number; readonly capacity: number; readonly evicted: number };
   readonly mapCache: readonly { readonly hostId: string; readonly source: string; readonly seq: number; readonly locators: readonly string[]; readonly path: string | null; readonly ageS: number; readonly ttlS: number | null }[];
@@ -176,7 +176,7 @@ class RealmnetAgent implements Agent {
       this.wireUplinkEvents(r);
       const inside = this.startDataPlane(r);
       r.rm?.link.start();
-      r.monitor = await this.startMonitor(r);
+      await this.startMonitor(r);
       tun.start(inside);
       r.rm?.paths.start();
       this.startTimers(r);
@@ -220,6 +220,7 @@ class RealmnetAgent implements Agent {
       hostId: this.hostId,
       now: this.deps.clock.now(),
       tunName: r?.tun.name ?? this.config.tun.name,
+      tunCallbackErrors: r?.tun.stats.callbackErrors ?? 0,
       uplinks: r?.table.current ?? [],
       rm: r?.rm ?? null,
       cache: this.cache,
@@ -418,15 +419,16 @@ class RealmnetAgent implements Agent {
    * route the moment the kernel does; the uplink table takes it, traffic moves to the best remaining
    * path at once, and a new signed binding (that locator marked down) goes to the peers and the RM.
    */
-  private async startMonitor(r: Running): Promise<MonitorLike | null> {
-    if (this.deps.makeMonitor === undefined) return null;
+  private async startMonitor(r: Running): Promise<void> {
+    if (this.deps.makeMonitor === undefined) return;
     const watched: WatchedUplink[] = [];
     for (const u of r.table.current) {
       if (u.interface === undefined) continue;
       watched.push({ name: u.name, interface: u.interface, locator: u.locator, gateway: this.config.uplinks[u.index].gateway, table: r.sockets.tableOf(u.name) });
     }
-    if (watched.length === 0) return null;
+    if (watched.length === 0) return;
     const m = this.deps.makeMonitor(watched);
+    r.monitor = m; // stopped by stop() even if its start fails half-way
     const apply = (name: string, f: UplinkFacts) => {
       // The kernel drops an IPv4 policy route with the link; put it back once the link is usable again.
       if (f.carrier && f.adminUp && f.hasAddress && !f.hasRoute) void r.sockets.reinstall(name);
@@ -437,7 +439,6 @@ class RealmnetAgent implements Agent {
     m.onChange(apply);
     await m.start();
     for (const w of watched) apply(w.name, m.facts(w.name));
-    return m;
   }
 }
 

@@ -17,6 +17,8 @@ export interface StatusSources {
   readonly hostId: string;
   readonly now: number;
   readonly tunName: string;
+  /** TUN batches whose handler threw (caught, counted; a bug if ever non-zero). */
+  readonly tunCallbackErrors: number;
   readonly uplinks: UplinkSnapshot;
   readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths } | null;
   readonly cache: MapCache;
@@ -30,7 +32,7 @@ export function statusOf(s: StatusSources): AgentStatus {
   const { config, rm, cache, now } = s;
   return {
     hostId: s.hostId,
-    tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload },
+    tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload, callbackErrors: s.tunCallbackErrors },
     uplinks: s.uplinks.map((u) => ({
       name: u.name,
       interface: u.interface ?? null,
@@ -40,6 +42,7 @@ export function statusOf(s: StatusSources): AgentStatus {
       txPackets: u.socket.stats.txPackets,
       rxPackets: u.socket.stats.rxPackets,
       sendErrors: u.socket.stats.sendErrors,
+      callbackErrors: u.socket.stats.callbackErrors,
     })),
     rm:
       rm === null

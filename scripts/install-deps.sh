@@ -16,11 +16,13 @@ cd "$(dirname "$0")/.."
 #   iputils-ping   reachability checks (testbed, readiness of overlays)
 #   nebula         the reference overlay in the throughput benchmark (includes nebula-cert)
 #   tshark         decoding captured overlay traffic (LISP-compatible data header)
-#   mptcpd         the MPTCP reference in failover comparisons
+#   mptcpd         the MPTCP reference in failover comparisons (path manager)
+#   mptcpize       runs the failover bench's tools over MPTCP (mptcpd only recommends it, and we
+#                  install without recommends: without it every MPTCP run fails)
 #   procps         sysctl inside namespaces
 #   g++ make python3  node-gyp builds the native TUN addon from source at npm install
 #   fonts-dejavu-core text in the PNG figures (eval:routing, failover plots) rendered by resvg
-PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula tshark mptcpd procps g++ make python3 fonts-dejavu-core)
+PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula tshark mptcpd mptcpize procps g++ make python3 fonts-dejavu-core)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

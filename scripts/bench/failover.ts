@@ -55,9 +55,10 @@
  * and bench-results/failover-<scenario>.{svg,png}: goodput over time of each system's median-gap run.
  */
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -985,8 +986,32 @@ function estimateMs(o: Options): number {
   return o.scenarios.length * o.reps * o.systems.reduce((a, s) => a + perSystem(s), 0);
 }
 
+/**
+ * A reference that cannot run must stop the bench with a clear line, never become a figure (a missing
+ * mptcpize once turned every MPTCP run into an 8,000 ms "gap").
+ */
+export function missingTools(o: Pick<Options, 'systems' | 'sched'>, onPath: (tool: string) => boolean): string[] {
+  const need = [...(o.systems.includes('mptcp') ? [MPTCP_WRAPPER[0]] : []), ...(TOOL_PRIORITY[o.sched][0] === undefined ? [] : [TOOL_PRIORITY[o.sched][0]])];
+  return need.filter((t) => !onPath(t));
+}
+
+function onPath(tool: string): boolean {
+  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, tool), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 export async function run(argv: string[]): Promise<number> {
   const o = parseOptions(argv);
+  const missing = missingTools(o, onPath);
+  if (missing.length > 0) {
+    throw new UsageProblem(`a system of this bench cannot run: ${missing.join(', ')} not found on PATH (bash scripts/install-deps.sh installs ${missing.join(', ')}; or leave the system out with --systems)`);
+  }
   const total = o.scenarios.length * o.reps * o.systems.length;
   const est = estimateMs(o);
   const worst = est + total * o.graceS * 1000;

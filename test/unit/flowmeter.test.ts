@@ -232,7 +232,7 @@ describe('MPTCP helpers (scripts/bench/mptcp.ts)', () => {
 });
 
 describe('failover bench helpers (scripts/bench/failover.ts, plot.ts)', async () => {
-  const { parseOptions, betterReps, representative, summarize, SCENARIOS } = await import('../../scripts/bench/failover.ts');
+  const { parseOptions, betterReps, representative, summarize, missingTools, SCENARIOS } = await import('../../scripts/bench/failover.ts');
   const { UsageProblem } = await import('../../scripts/bench/table.ts');
   const { goodputRows } = await import('../../scripts/bench/plot.ts');
   type Run = Parameters<typeof summarize>[0][number];
@@ -265,6 +265,15 @@ describe('failover bench helpers (scripts/bench/failover.ts, plot.ts)', async ()
     expect(() => parseOptions(['--systems', 'nebula'])).toThrow(UsageProblem);
     expect(() => parseOptions(['--seconds', '4', '--fault-at', '3'])).toThrow(/fault-at/);
     expect(() => parseOptions(['--reps', '0'])).toThrow(UsageProblem);
+  });
+
+  it('names a reference that cannot run instead of measuring it (mptcpize missing, chrt missing)', () => {
+    const none = () => false;
+    const all = () => true;
+    expect(missingTools(parseOptions(['--systems', 'realmnet,mptcp']), all)).toEqual([]);
+    expect(missingTools(parseOptions(['--systems', 'realmnet,mptcp']), (t) => t !== 'mptcpize')).toEqual(['mptcpize']);
+    expect(missingTools(parseOptions(['--systems', 'realmnet']), (t) => t !== 'mptcpize')).toEqual([]);
+    expect(missingTools({ systems: ['realmnet'], sched: 'rr' }, none)).toEqual(['chrt']);
   });
 
   it('summarizes runs: median and max gap, resets, integrity, recoveries', () => {
