@@ -361,7 +361,7 @@ export interface RunRecord {
     ch: FailoverRecord[];
     paths_mh: PathStatus[];
     paths_ch: PathStatus[];
-    /** Each agent's longest event-loop delay over the ~10 s before the read (agent/lag.ts); null from an agent without it. */
+    /** Each agent's longest event-loop delay in the seconds from the fault to the read (agent/lag.ts); null without it. */
     lag_ms_mh?: number | null;
     lag_ms_ch?: number | null;
   } | null;
@@ -424,7 +424,8 @@ interface SystemUp {
   /** The last lines the agents wrote (realmnet), for the record. */
   logTail?: () => Record<string, string[]>;
   /** realmnet: failovers the agents recorded since `since` (epoch ms), and their paths now. */
-  failovers?: (since: number) => Promise<RunRecord['agent_failovers']>;
+  /** since: the run's start; faultAt: its first fault (epoch ms). */
+  failovers?: (since: number, faultAt: number) => Promise<RunRecord['agent_failovers']>;
   stop(): Promise<void>;
 }
 
@@ -451,15 +452,15 @@ async function startSystem(tb: Std, o: Options, system: SystemName): Promise<Sys
       wrapper: [],
       mptcp: null,
       logTail: () => ({ mh: tail(realm.mh), ch: tail(realm.ch) }),
-      failovers: async (since) => {
+      failovers: async (since, faultAt) => {
         const [mh, ch] = await Promise.all([failoverView(tb, 'mh'), failoverView(tb, 'ch')]);
         return {
           mh: failoversSince(mh, since),
           ch: failoversSince(ch, since),
           paths_mh: mh.paths,
           paths_ch: ch.paths,
-          lag_ms_mh: mh.eventLoop?.recentMaxMs ?? null,
-          lag_ms_ch: ch.eventLoop?.recentMaxMs ?? null,
+          lag_ms_mh: lagSince(mh, faultAt),
+          lag_ms_ch: lagSince(ch, faultAt),
         };
       },
       stop: () => realm.stop(),
@@ -700,7 +701,8 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
   } finally {
     if (elevated) await elevateHarness(o.sched, false).catch(() => false);
     phase('run');
-    if (sys?.failovers) rec.agent_failovers = await sys.failovers(t0Epoch).catch(() => null);
+    const faultAt = rec.start_epoch_ms === null || rec.fault_events.length === 0 ? t0Epoch : rec.start_epoch_ms + Math.min(...rec.fault_events.map((e) => e.planned_ms));
+    if (sys?.failovers) rec.agent_failovers = await sys.failovers(t0Epoch, faultAt).catch(() => null);
     rec.switch_ms = switchTimes(rec);
     await sys?.stop().catch(() => {});
     rec.agent_log_tail = sys?.logTail?.() ?? null;
@@ -765,6 +767,18 @@ export function summarize(runs: readonly RunRecord[]): SystemSummary | null {
     switched_ch: runs.filter((r) => typeof r.switch_ms?.ch === 'number').length,
     event_loop_lag_ms_max: maxOrNull(runs.flatMap((r) => [r.agent_failovers?.lag_ms_mh, r.agent_failovers?.lag_ms_ch]).filter((x): x is number => typeof x === 'number')),
   };
+}
+
+/**
+ * An agent's longest event-loop delay from the fault on: the worst of its per-second figures whose
+ * second ends after the fault. Before the fault the harness starts the tools (node processes at a
+ * higher real-time priority than the agents), which starves the agents for ~0.6 s and says nothing
+ * about failover.
+ */
+function lagSince(v: { eventLoop?: { seconds?: readonly { at: number; maxMs: number }[] } }, faultAt: number): number | null {
+  const secs = v.eventLoop?.seconds;
+  if (secs === undefined) return null;
+  return maxOrNull(secs.filter((s) => s.at > faultAt).map((s) => s.maxMs));
 }
 
 function maxOrNull(xs: readonly number[]): number | null {

@@ -56,7 +56,9 @@ export const FailoverView = z.object({
   paths: z.array(PathStatus).default([]),
   failovers: z.array(FailoverRecord).default([]),
   /** How late the agent's event loop ran (agent/lag.ts); absent from agents before it was measured. */
-  eventLoop: z.object({ p99Ms: z.number(), maxMs: z.number(), recentP99Ms: z.number(), recentMaxMs: z.number() }).optional(),
+  eventLoop: z
+    .object({ p99Ms: z.number(), maxMs: z.number(), recentP99Ms: z.number(), recentMaxMs: z.number(), seconds: z.array(z.object({ at: z.number(), maxMs: z.number(), p99Ms: z.number() })) })
+    .optional(),
 });
 export type FailoverView = z.infer<typeof FailoverView>;
 
