@@ -364,6 +364,9 @@ export interface RunRecord {
     /** Each agent's longest event-loop delay in the seconds from the fault to the read (agent/lag.ts); null without it. */
     lag_ms_mh?: number | null;
     lag_ms_ch?: number | null;
+    /** Per second from the fault on: [ms from the fault to the end of the second, worst delay ms]. */
+    lag_seconds_mh?: [number, number][];
+    lag_seconds_ch?: [number, number][];
   } | null;
   /**
    * realmnet: ms from the first fault action (as planned) to each agent's first recorded switch after
@@ -461,6 +464,8 @@ async function startSystem(tb: Std, o: Options, system: SystemName): Promise<Sys
           paths_ch: ch.paths,
           lag_ms_mh: lagSince(mh, faultAt),
           lag_ms_ch: lagSince(ch, faultAt),
+          lag_seconds_mh: lagSeconds(mh, faultAt),
+          lag_seconds_ch: lagSeconds(ch, faultAt),
         };
       },
       stop: () => realm.stop(),
@@ -779,6 +784,10 @@ function lagSince(v: { eventLoop?: { seconds?: readonly { at: number; maxMs: num
   const secs = v.eventLoop?.seconds;
   if (secs === undefined) return null;
   return maxOrNull(secs.filter((s) => s.at > faultAt).map((s) => s.maxMs));
+}
+
+function lagSeconds(v: { eventLoop?: { seconds?: readonly { at: number; maxMs: number }[] } }, faultAt: number): [number, number][] {
+  return (v.eventLoop?.seconds ?? []).filter((s) => s.at > faultAt - 3_000).map((s) => [s.at - faultAt, s.maxMs]);
 }
 
 function maxOrNull(xs: readonly number[]): number | null {
