@@ -600,18 +600,23 @@ function parseNetnsList(stdout: string): string[] {
 /** Kills whatever still runs in the namespaces (all started by this testbed) and deletes them. */
 async function removeNamespaces(names: readonly string[]): Promise<void> {
   const present = new Set(await listNamespaces());
-  for (const ns of names) {
-    if (!present.has(ns)) continue;
-    const { stdout } = await execHost('ip', ['netns', 'pids', ns], { allowFail: true });
-    for (const pid of stdout.split(/\s+/).filter((s) => /^\d+$/.test(s))) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // already gone
-      }
+  for (const ns of names) if (present.has(ns)) await deleteNamespace(ns);
+}
+
+/**
+ * Kills whatever still runs in namespace `ns` (e.g. the orphaned children of a process that had to be
+ * SIGKILLed: they would keep the namespace alive) and deletes it. Never throws.
+ */
+export async function deleteNamespace(ns: string): Promise<void> {
+  const { stdout } = await execHost('ip', ['netns', 'pids', ns], { allowFail: true });
+  for (const pid of stdout.split(/\s+/).filter((s) => /^\d+$/.test(s))) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
     }
-    await execHost('ip', ['netns', 'del', ns], { allowFail: true });
   }
+  await execHost('ip', ['netns', 'del', ns], { allowFail: true });
 }
 
 /** All names the known topologies would create with this prefix. */

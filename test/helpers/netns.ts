@@ -5,7 +5,8 @@
  */
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { execHost, execNs, spawnNs, type ExecOptions, type ExecResult, type NsProcess, type SpawnOptions } from '../../scripts/testbed/topology.ts';
+import { execNs, spawnNs, type ExecOptions, type ExecResult, type NsProcess, type SpawnOptions } from '../../scripts/testbed/topology.ts';
+export { deleteNamespace } from '../../scripts/testbed/topology.ts';
 
 export type { ExecOptions, ExecResult, NsProcess, SpawnOptions };
 
@@ -35,22 +36,6 @@ export function requireRoot(tools: readonly string[] = TESTBED_TOOLS): void {
 /** A namespace prefix unique to this process (and tag), so concurrent runs never collide. */
 export function uniquePrefix(tag = ''): string {
   return `rn${process.pid % 100000}${tag}-`;
-}
-
-/**
- * Kills whatever still runs in namespace `ns` (a test's own processes, e.g. the orphaned children of
- * a harness it had to SIGKILL: they would keep the namespace alive) and deletes it. Never throws.
- */
-export async function deleteNamespace(ns: string): Promise<void> {
-  const { stdout } = await execHost('ip', ['netns', 'pids', ns], { allowFail: true });
-  for (const pid of stdout.split(/\s+/).filter((s) => /^\d+$/.test(s))) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  await execHost('ip', ['netns', 'del', ns], { allowFail: true });
 }
 
 /** Runs a command in namespace `ns`; throws on a non-zero exit unless `allowFail`. */

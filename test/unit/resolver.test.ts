@@ -59,6 +59,17 @@ function miss(res: Resolver, dst: string): boolean {
   return res.missInside(p, 0, p.length, 24);
 }
 
+/** A resolver whose RM never answers, holding one peer's binding pushed to it. */
+function installedPeer() {
+  const rm: ResolverLookup = { lookup: () => new Promise<LookupResult>(() => {}), subscribe: () => Promise.resolve(0), hasRoom: () => true };
+  const t = setup(rm);
+  const first = answerFor(1);
+  t.res.applyPush(first.answer);
+  const e = t.cache.lookup(first.id.toBytes(), 0);
+  if (e === undefined) throw new Error('not installed');
+  return { t, first, e };
+}
+
 const turns = async (n: number) => {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
 };
@@ -117,12 +128,7 @@ describe('Resolver', () => {
   });
 
   it('a new binding keeps the path in use while its locators are still up (no detour through the static choice)', () => {
-    const rm: ResolverLookup = { lookup: () => new Promise<LookupResult>(() => {}), subscribe: () => Promise.resolve(0), hasRoom: () => true };
-    const t = setup(rm);
-    const first = answerFor(1);
-    t.res.applyPush(first.answer);
-    const e = t.cache.lookup(first.id.toBytes(), 0);
-    if (e === undefined) throw new Error('not installed');
+    const { t, first, e } = installedPeer();
     // The static choice is uplink 0 (lower local priority); probing moved the peer to uplink 1.
     expect(e.path?.uplink).toBe(0);
     const probed = e.locators[1];
@@ -137,12 +143,7 @@ describe('Resolver', () => {
   });
 
   it('a new binding without the locator in use falls back to the static choice', () => {
-    const rm: ResolverLookup = { lookup: () => new Promise<LookupResult>(() => {}), subscribe: () => Promise.resolve(0), hasRoom: () => true };
-    const t = setup(rm);
-    const first = answerFor(1);
-    t.res.applyPush(first.answer);
-    const e = t.cache.lookup(first.id.toBytes(), 0);
-    if (e === undefined) throw new Error('not installed');
+    const { t, first, e } = installedPeer();
     t.cache.set(Object.freeze({ ...e, path: { uplink: 1, locator: boundLocator('203.0.113.3', 4341, 1, 1, true) } }));
     const down = first.answer.locators.map((l) => (l.address === '203.0.113.3' ? { ...l, state: 'down' as const } : l));
     t.res.applyPush({ ...first.answer, locators: down, binding: { ...first.answer.binding, seq: 3 } });
