@@ -5,7 +5,6 @@
 import { spawn } from 'node:child_process';
 import { runIp } from '../../../shared/ip.ts';
 import { readFile } from 'node:fs/promises';
-import { SystemError } from '../../../shared/errors.ts';
 
 export interface MonitorChild {
   readonly pid: number | undefined;
