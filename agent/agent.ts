@@ -6,7 +6,8 @@ import type { AgentConfig } from './config.ts';
 import { createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';
 import { DropCounters, type DropName } from './dataplane/drops.ts';
-import { MapCache, boundLocator, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
+import { FlightRecorder, type FlightStats } from './dataplane/flight.ts';
+import { MapCache, boundLocator, newTraffic, type BoundLocator, type MapEntry } from './mapcache/cache.ts';
 import type { RmClient } from './rm/client.ts';
 import { Resolver, type ResolverCounter } from './rm/resolver.ts';
 import { RmLink, type RmLinkStatus } from './rm/link.ts';
@@ -24,6 +25,7 @@ import type { UplinkFacts, WatchedUplink } from './uplinks/monitor/types.ts';
 import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './hoststate.ts';
 import { EventLoopLag, type LagStats } from './lag.ts';
 import { statusOf } from './status.ts';
+import { VNET_HDR_LEN } from '../shared/wire/header.ts';
 
 /** What the agent needs of the uplink monitor (uplinks/monitor/monitor.ts). */
 export interface MonitorLike {
@@ -78,7 +80,9 @@ export interface AgentStatus {
   readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number; readonly callbackErrors: number }[];
   readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number }) | null;
   readonly mapCacheStats: { readonly size: number; readonly capacity: number; readonly evicted: number };
-  readonly mapCache: readonly { readonly hostId: string; readonly source: string; readonly seq: number; readonly locators: readonly string[]; readonly path: string | null; readonly ageS: number; readonly ttlS: number | null }[];
+  readonly mapCache: readonly { readonly hostId: string; readonly source: string; readonly seq: number; readonly locators: readonly string[]; readonly path: string | null; readonly ageS: number; readonly ttlS: number | null; readonly shadow: string | null; readonly heldBytes: number }[];
+  /** The flight recorder (re-sending after a failover): its bounds, how far back it reaches now, what it re-sent; null when off. */
+  readonly resend: (FlightStats & { readonly bufferBytes: number; readonly perPeerBytes: number; readonly maxAgeMs: number; readonly reachMs: number }) | null;
   readonly inside: Readonly<InsideStats>;
   readonly outside: Readonly<OutsideStats>;
   readonly drops: Readonly<Record<DropName, number>>;
@@ -107,6 +111,11 @@ const SWEEP_MS = 1000;
 /** Offload chunks fit one underlay packet even over IPv6: MTU − 40 (IPv6) − 8 (UDP) − 8 (data header). */
 export function chunkPayload(underlayMtu: number): number {
   return underlayMtu - 40 - 8 - 8;
+}
+
+/** Datagrams one TUN frame can become: 1, or in offload mode the chunks of a 64 KB super-packet. */
+export function maxChunksPerFrame(config: AgentConfig): number {
+  return config.tun.offload ? Math.ceil((65_535 + VNET_HDR_LEN) / chunkPayload(config.underlayMtu)) : 1;
 }
 
 /** The host ID: from the key (identity) or the config; both given must agree. */
@@ -139,10 +148,12 @@ class RealmnetAgent implements Agent {
   private readonly myId: Uint8Array;
   private readonly drops = new DropCounters();
   private readonly cache: MapCache;
-  private readonly outside: OutsideStats = { packets: 0, bytes: 0, batches: 0 };
+  private readonly outside: OutsideStats = { packets: 0, bytes: 0, batches: 0, counterRestarts: 0 };
   private readonly lag = new EventLoopLag();
   private readonly hostState: HostStateStore;
-  private inside: InsideStats = { packets: 0, bytes: 0, batches: 0 };
+  private inside: InsideStats = { packets: 0, bytes: 0, batches: 0, shadowPackets: 0 };
+  /** A copy of what was sent recently, re-sent after a failover; null when failover.resend is off. */
+  private readonly flight: FlightRecorder | null;
   private running: Running | null = null;
 
   constructor(
@@ -154,6 +165,10 @@ class RealmnetAgent implements Agent {
     this.myId = hostIdBytes(this.hostId);
     this.cache = new MapCache(config.limits.mapCacheEntries);
     this.hostState = deps.hostState ?? memoryHostState();
+    const r = config.failover.resend;
+    this.flight = r.enabled
+      ? new FlightRecorder({ totalBytes: r.bufferBytes, perPeerBytes: r.perPeerBytes, maxAgeMs: r.maxAgeMs, maxStaged: config.tun.batchSize * maxChunksPerFrame(config) })
+      : null;
   }
 
   async start(): Promise<void> {
@@ -228,6 +243,7 @@ class RealmnetAgent implements Agent {
       outside: this.outside,
       drops: this.drops,
       eventLoop: this.lag.stats(),
+      flight: this.flight,
     });
   }
 
@@ -277,7 +293,7 @@ class RealmnetAgent implements Agent {
       },
     );
     const paths = new PeerPaths(
-      { ...DEFAULT_PEER_PATHS, timing: pathTiming(config), instanceId: config.realm.instanceId },
+      { ...DEFAULT_PEER_PATHS, timing: pathTiming(config), instanceId: config.realm.instanceId, makeBeforeBreak: config.failover.makeBeforeBreak },
       {
         cache: this.cache,
         uplinks: () => table.current,
@@ -288,6 +304,12 @@ class RealmnetAgent implements Agent {
         wallClock: Date.now,
         log: this.log.child({ module: 'paths' }),
         applyBinding: (b) => resolver.applyDirect(b),
+        onPathFailed: (traffic, from, to, since) => {
+          const f = this.flight;
+          if (f === null) return 0;
+          const now = deps.clock.now();
+          return f.replay(traffic, from, since, now, { socket: table.current[to.uplink].socket, locator: to.locator }).packets;
+        },
       },
     );
     link.onPush((a) => resolver.applyPush(a));
@@ -327,7 +349,14 @@ class RealmnetAgent implements Agent {
     const uplinks = r.table.current;
     const ins = createInside(
       { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: r.tun.stride, headroom: r.tun.headroom, chunkPayload: chunkPayload(config.underlayMtu) },
-      { cache: this.cache, sockets: uplinks.map((u) => u.socket), drops: this.drops, onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff) },
+      {
+        cache: this.cache,
+        sockets: uplinks.map((u) => u.socket),
+        drops: this.drops,
+        onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff),
+        flight: this.flight ?? undefined,
+        now: () => this.deps.clock.now(),
+      },
     );
     this.inside = ins.stats;
     this.inOnBatch = ins.onBatch;
@@ -382,7 +411,7 @@ class RealmnetAgent implements Agent {
         seq: 0,
         group: [],
         publicKey: null,
-        traffic: { tx: 0, rx: 0 },
+        traffic: newTraffic(),
       });
       if (!this.cache.set(entry)) this.log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');
       if (entry.path === null) this.log.warn({ hostId: p.hostId }, 'no uplink can reach any locator of this host (address families differ?)');

@@ -26,6 +26,9 @@ export const DEFAULTS = {
     downAfterMs: DEFAULT_PATH_TIMING.downAfterMs,
     holdDownMs: DEFAULT_PATH_TIMING.holdDownMs,
     upAfterReplies: DEFAULT_PATH_TIMING.upAfterReplies,
+    makeBeforeBreak: true,
+    /** Why these sizes: agent/dataplane/flight.ts and docs/failover.md. */
+    resend: { enabled: true, bufferBytes: 16 * 1024 * 1024, perPeerBytes: 4 * 1024 * 1024, maxAgeMs: 1_000 },
   },
 } as const;
 
@@ -146,6 +149,17 @@ export const AgentConfigSchema = z
         downAfterMs: z.number().int().min(10).max(600_000).default(DEFAULTS.failover.downAfterMs),
         holdDownMs: z.number().int().min(0).max(3_600_000).default(DEFAULTS.failover.holdDownMs),
         upAfterReplies: z.number().int().min(1).max(100).default(DEFAULTS.failover.upAfterReplies),
+        /** While the path traffic just left is only suspect, it keeps getting a copy of every packet. */
+        makeBeforeBreak: z.boolean().default(DEFAULTS.failover.makeBeforeBreak),
+        /** Re-sending the packets in flight on a path that failed (the flight recorder). */
+        resend: z
+          .strictObject({
+            enabled: z.boolean().default(DEFAULTS.failover.resend.enabled),
+            bufferBytes: z.number().int().min(256 * 1024, 'must be at least 262144 (256 KiB)').max(1024 * 1024 * 1024, 'must be at most 1 GiB').default(DEFAULTS.failover.resend.bufferBytes),
+            perPeerBytes: z.number().int().min(1500).max(1024 * 1024 * 1024).default(DEFAULTS.failover.resend.perPeerBytes),
+            maxAgeMs: z.number().int().min(10).max(60_000).default(DEFAULTS.failover.resend.maxAgeMs),
+          })
+          .prefault({}),
       })
       .prefault({}),
   })
@@ -166,6 +180,7 @@ export const AgentConfigSchema = z
     }
     const f = c.failover;
     if (f.downAfterMs < f.suspectAfterMs) ctx.addIssue({ code: 'custom', path: ['failover', 'downAfterMs'], message: `(${f.downAfterMs}) must not be below suspectAfterMs (${f.suspectAfterMs})` });
+    if (f.resend.perPeerBytes > f.resend.bufferBytes) ctx.addIssue({ code: 'custom', path: ['failover', 'resend', 'perPeerBytes'], message: `(${f.resend.perPeerBytes}) must not exceed bufferBytes (${f.resend.bufferBytes}): one peer cannot re-send more than the buffer holds` });
     if (f.suspectAfterMs < f.probeIntervalMs) ctx.addIssue({ code: 'custom', path: ['failover', 'suspectAfterMs'], message: `(${f.suspectAfterMs}) must be at least probeIntervalMs (${f.probeIntervalMs}): a path cannot be judged before it was asked` });
     const ids = new Set<string>();
     c.peers.forEach((p, i) => {

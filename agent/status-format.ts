@@ -48,10 +48,16 @@ export function formatStatus(st: AgentStatus): string {
   }
   const last = st.failovers[st.failovers.length - 1];
   if (last !== undefined) {
-    out.push(`last failover ${last.at}: ${last.peer}  ${last.from ?? 'none'} ⇒ ${last.to ?? 'none'}  (${last.reason}${last.tookMs === null ? '' : `, ${last.tookMs} ms`})  [${st.failovers.length} recorded]`);
+    out.push(`last failover ${last.at}: ${last.peer}  ${last.from ?? 'none'} ⇒ ${last.to ?? 'none'}  (${last.reason}${last.tookMs === null ? '' : `, ${last.tookMs} ms`}${last.resentPackets > 0 ? `, ${last.resentPackets} packets re-sent` : ''})  [${st.failovers.length} recorded]`);
     out.push('');
   }
-  out.push(`inside  (TUN→UDP): ${st.inside.packets} packets, ${st.inside.bytes} bytes`);
+  out.push(`inside  (TUN→UDP): ${st.inside.packets} packets, ${st.inside.bytes} bytes${st.inside.shadowPackets > 0 ? `, ${st.inside.shadowPackets} copied to a second path (make-before-break)` : ''}`);
+  const r = st.resend;
+  out.push(
+    r === null
+      ? 'resend after failover: off'
+      : `resend after failover: ${mib(r.bufferBytes)} buffer (reaches back ${r.reachMs} ms now), at most ${mib(r.perPeerBytes)} per peer; ${r.replays} failovers re-sent ${r.replayedPackets} packets (${r.replayedBytes} bytes)${r.replaysCapped > 0 ? `, ${r.replaysCapped} cut at the per-peer bound` : ''}`,
+  );
   out.push(`outside (UDP→TUN): ${st.outside.packets} packets, ${st.outside.bytes} bytes`);
   const drops = Object.entries(st.drops).filter(([, n]) => n > 0);
   out.push(drops.length === 0 ? 'drops: none' : table(['drop reason', 'count'], drops.map(([k, n]) => [k, String(n)])));
@@ -64,4 +70,8 @@ export function table(head: readonly string[], rows: readonly (readonly string[]
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: readonly string[]) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd();
   return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n');
+}
+
+function mib(n: number): string {
+  return n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(n % (1024 * 1024) === 0 ? 0 : 1)} MiB` : `${Math.round(n / 1024)} KiB`;
 }

@@ -10,6 +10,7 @@ import type { Resolver } from './rm/resolver.ts';
 import type { RmLink } from './rm/link.ts';
 import type { UplinkSnapshot } from './uplinks/table.ts';
 import type { LagStats } from './lag.ts';
+import type { FlightRecorder } from './dataplane/flight.ts';
 
 /** What `realmnet status` shows, read from the parts (nothing here changes them). */
 export interface StatusSources {
@@ -26,6 +27,7 @@ export interface StatusSources {
   readonly outside: OutsideStats;
   readonly drops: DropCounters;
   readonly eventLoop: LagStats;
+  readonly flight: FlightRecorder | null;
 }
 
 export function statusOf(s: StatusSources): AgentStatus {
@@ -57,7 +59,13 @@ export function statusOf(s: StatusSources): AgentStatus {
       path: e.path ? `${s.uplinks[e.path.uplink]?.name ?? e.path.uplink} → ${e.path.locator.address}` : null,
       ageS: Math.round((now - e.createdAt) / 1000),
       ttlS: Number.isFinite(e.expiresAt) ? Math.max(0, Math.round((e.expiresAt - now) / 1000)) : null,
+      shadow: e.shadow ? `${s.uplinks[e.shadow.uplink]?.name ?? e.shadow.uplink} → ${e.shadow.locator.address}` : null,
+      heldBytes: e.traffic.heldBytes,
     })),
+    resend:
+      s.flight === null
+        ? null
+        : { bufferBytes: s.flight.totalBytes, perPeerBytes: config.failover.resend.perPeerBytes, maxAgeMs: config.failover.resend.maxAgeMs, reachMs: Math.round(s.flight.reachMs(now)), ...s.flight.stats },
     inside: { ...s.inside },
     outside: { ...s.outside },
     drops: s.drops.snapshot(),

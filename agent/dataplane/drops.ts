@@ -20,6 +20,7 @@ export const DROP_NAMES = [
   'outside.notForUs', // inner destination is not this host's ID
   'outside.tunWriteError', // the kernel refused the write to the TUN
   'outside.reassembly', // an offload frame's chunk missing or out of order: the frame is given up
+  'outside.duplicate', // a data counter this peer already delivered (a failover re-send or a make-before-break copy)
 ] as const;
 
 export type DropName = (typeof DROP_NAMES)[number];
@@ -41,6 +42,7 @@ export const Drop = {
   OutsideNotForUs: 13,
   OutsideTunWriteError: 14,
   OutsideReassembly: 15,
+  OutsideDuplicate: 16,
 } as const;
 
 export class DropCounters {

@@ -4,6 +4,8 @@ import type { MapCache } from '../mapcache/cache.ts';
 import { HEADER_LEN, MAX_CHUNKS, VNET_HDR_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
 import { flowHash, pickByWeight } from './flows.ts';
 import { Drop, type DropCounters } from './drops.ts';
+import type { FlightRecorder } from './flight.ts';
+import type { Path } from '../mapcache/cache.ts';
 
 /*
  * inside: TUN → UDP, the send path.
@@ -14,9 +16,12 @@ import { Drop, type DropCounters } from './drops.ts';
  * 3. Look the ID up in the map-cache; the entry's path names the uplink and the remote locator
  *    (or its flow group does: 3').
  *    On a miss the control plane may keep a copy while it asks the Realm Manager.
- * 4. Write the data header into the headroom, right in front of the packet (no copy).
- * 5. Queue (offset, length, locator) on that uplink's send batch.
- * 6. After the whole batch, send each uplink's queue with one sendmmsg, then count refusals.
+ * 4. Write the data header into the headroom, right in front of the packet (no copy). Its nonce is
+ *    the destination's own data counter, so the receiver can drop copies that arrive twice.
+ * 5. Queue (offset, length, locator) on that uplink's send batch, and stage it for the flight
+ *    recorder. While the entry has a shadow path (make-before-break), queue it there too.
+ * 6. After the whole batch, send each uplink's queue with one sendmmsg, then count refusals; the
+ *    flight recorder copies the batch (one copy) so a failover can send it again (flight.ts).
  *
  * Offload mode differs in steps 4-5: a frame (virtio header + up to 64 KB of TSO super-packet) is
  * cut into chunks of `chunkPayload` bytes, each copied behind its own header into an arena that
@@ -49,12 +54,18 @@ export interface InsideDeps {
    * when the control plane kept a copy to send once the binding is known. The buffer is borrowed.
    */
   readonly onMiss?: (buf: Buffer, off: number, len: number, idOff: number) => boolean;
+  /** Keeps a copy of what was sent, for re-sending after a failover; none: nothing is kept. */
+  readonly flight?: FlightRecorder;
+  /** Clock ms, read once per batch for the flight recorder. */
+  readonly now?: () => number;
 }
 
 export interface InsideStats {
   packets: number;
   bytes: number;
   batches: number;
+  /** Make-before-break: copies sent on a shadow path. */
+  shadowPackets: number;
 }
 
 /** One uplink's pending sends for the current batch. */
@@ -82,12 +93,23 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
   const maxChunks = opts.offload ? Math.ceil((65_535 + VNET_HDR_LEN) / opts.chunkPayload) : 1;
   if (maxChunks > MAX_CHUNKS) throw new Error(`chunk size ${opts.chunkPayload} too small for 64 KB frames`);
   const maxFrame = opts.offload ? 65_535 + VNET_HDR_LEN : opts.maxDatagram - HEADER_LEN;
-  const queues = sockets.map(() => new SendQueue(opts.batchSize * maxChunks));
+  // Twice the batch: a shadow path may share the uplink of the path it doubles.
+  const queues = sockets.map(() => new SendQueue(2 * opts.batchSize * maxChunks));
+  const flight = deps.flight ?? null;
+  const now = deps.now ?? (() => performance.now());
   const segment = opts.chunkPayload + HEADER_LEN;
   const arena = opts.offload ? Buffer.allocUnsafeSlow(opts.batchSize * maxChunks * segment) : Buffer.alloc(0);
   let arenaAt = 0;
-  const stats: InsideStats = { packets: 0, bytes: 0, batches: 0 };
-  let nonce = (Math.random() * 0xffffff) | 0;
+  const stats: InsideStats = { packets: 0, bytes: 0, batches: 0, shadowPackets: 0 };
+
+  function enqueue(p: Path, at: number, n: number): void {
+    const q = queues[p.uplink];
+    const k = q.count++;
+    q.offsets[k] = at;
+    q.lengths[k] = n;
+    q.addrs.set(p.locator.bytes, k * 16);
+    q.ports[k] = p.locator.port;
+  }
 
   const onBatch: TunBatchHandler = (buf, lengths, count) => {
     stats.batches++;
@@ -121,9 +143,11 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
         const g = pickByWeight(flowHash(buf, off + ipOff, len - ipOff), group);
         if (g >= 0) path = group[g];
       }
-      entry.traffic.tx++;
-      nonce = (nonce + 1) & 0xffffff;
-      const q = queues[path.uplink];
+      const traffic = entry.traffic;
+      traffic.tx++;
+      const nonce = (traffic.txCounter = (traffic.txCounter + 1) & 0xffffff);
+      const shadow = entry.shadow ?? null;
+      const doubled = shadow !== null && (shadow.uplink !== path.uplink || shadow.locator !== path.locator);
       if (opts.offload) {
         // 4'-5'. Chunks behind their own headers in the arena.
         for (let at = 0, index = 0; at < len; at += opts.chunkPayload, index++) {
@@ -131,24 +155,21 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
           writeHeader(arena, arenaAt, nonce, opts.instanceId, true);
           writeChunk(arena, arenaAt, index, at + n >= len);
           buf.copy(arena, arenaAt + HEADER_LEN, off + at, off + at + n);
-          const k = q.count++;
-          q.offsets[k] = arenaAt;
-          q.lengths[k] = n + HEADER_LEN;
-          q.addrs.set(path.locator.bytes, k * 16);
-          q.ports[k] = path.locator.port;
+          enqueue(path, arenaAt, n + HEADER_LEN);
+          if (doubled) enqueue(shadow, arenaAt, n + HEADER_LEN);
+          flight?.stage(arenaAt, n + HEADER_LEN, path.uplink, traffic, path.locator);
           arenaAt += segment;
         }
       } else {
         // 4. Header in the headroom.
         const hdr = off - HEADER_LEN;
         writeHeader(buf, hdr, nonce, opts.instanceId, false);
-        // 5. Queue on the uplink.
-        const k = q.count++;
-        q.offsets[k] = hdr;
-        q.lengths[k] = len + HEADER_LEN;
-        q.addrs.set(path.locator.bytes, k * 16);
-        q.ports[k] = path.locator.port;
+        // 5. Queue on the uplink (and its shadow), stage for the recorder.
+        enqueue(path, hdr, len + HEADER_LEN);
+        if (doubled) enqueue(shadow, hdr, len + HEADER_LEN);
+        flight?.stage(hdr, len + HEADER_LEN, path.uplink, traffic, path.locator);
       }
+      if (doubled) stats.shadowPackets++;
       stats.packets++;
       stats.bytes += len;
     }
@@ -162,6 +183,7 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
       if (sent < q.count) drops.add(Drop.InsideSendError, q.count - sent);
       q.count = 0;
     }
+    flight?.commit(from, now());
   };
   return { onBatch, stats };
 }

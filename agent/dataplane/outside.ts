@@ -4,6 +4,7 @@ import type { MapCache } from '../mapcache/cache.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
 import { CHUNK_LAST, HEADER_LEN, HeaderCheck, MAX_CHUNKS, PEER_FLAGS, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce } from '../../shared/wire/header.ts';
 import { Drop, type DropCounters } from './drops.ts';
+import { DuplicateCheck } from '../../shared/wire/replay.ts';
 
 /*
  * outside: UDP → TUN, the receive path. Every datagram from the network is untrusted.
@@ -16,6 +17,8 @@ import { Drop, type DropCounters } from './drops.ts';
  * 4. The inner source host ID must have a binding, and the datagram must come from one of that
  *    binding's locators: a locator is only ever learned from a binding, never from a packet.
  * 5. The inner destination must be this host's ID.
+ * 5'. The data counter must be new from this peer (its duplicate filter): the copies a failover
+ *    re-sends, or make-before-break sends on a second path, reach the TUN once.
  * 6. Queue the inner packet (header stripped, no copy) and write the whole batch to the TUN.
  *
  * Offload mode: a frame sent in chunks is copied together in order into one buffer (2') and,
@@ -53,13 +56,15 @@ export interface OutsideStats {
   packets: number;
   bytes: number;
   batches: number;
+  /** A peer's data counter jumped back beyond the duplicate window: it restarted its counter. */
+  counterRestarts: number;
 }
 
 /** `stats` may be shared by the outside of every uplink. */
 export function createOutside(
   opts: OutsideOptions,
   deps: OutsideDeps,
-  stats: OutsideStats = { packets: 0, bytes: 0, batches: 0 },
+  stats: OutsideStats = { packets: 0, bytes: 0, batches: 0, counterRestarts: 0 },
 ): { onBatch: UdpBatchHandler; stats: OutsideStats } {
   const { cache, tun, drops } = deps;
   const onUnknownSource = deps.onUnknownSource ?? (() => false);
@@ -82,7 +87,7 @@ export function createOutside(
    * Steps 3-5 for the frame at b[frame, frame+frameLen): returns ADMIT, KEPT (the control plane took
    * it to check later) or the drop counter to bump.
    */
-  function check(b: Buffer, frame: number, frameLen: number, srcAddrs: Uint8Array, srcOff: number, port: number, dgOff: number, dgLen: number): number {
+  function check(b: Buffer, frame: number, frameLen: number, srcAddrs: Uint8Array, srcOff: number, port: number, dgOff: number, dgLen: number, counter: number): number {
     const ip = frame + ipOff;
     const ipLen = frameLen - ipOff;
     if (ipLen < 40 || b[ip] >> 4 !== 6 || ((b[ip + 4] << 8) | b[ip + 5]) + 40 !== ipLen) return Drop.OutsideMalformed;
@@ -100,6 +105,10 @@ export function createOutside(
       }
     }
     if (!bound) return Drop.OutsideSourceNotBound;
+    // 5'. Only now: a datagram from an unbound source must not move the peer's window.
+    const dup = entry.traffic.rxFilter.check(counter);
+    if (dup === DuplicateCheck.Duplicate) return Drop.OutsideDuplicate;
+    if (dup === DuplicateCheck.Restarted) stats.counterRestarts++;
     entry.traffic.rx++;
     stats.packets++;
     stats.bytes += ipLen;
@@ -162,7 +171,7 @@ export function createOutside(
         reasmNext = index + 1;
         if ((chunk & CHUNK_LAST) === 0) continue;
         reasmNext = 0;
-        const r = check(reasm, 0, reasmLen, reasmSrc, 0, reasmPort, -1, 0);
+        const r = check(reasm, 0, reasmLen, reasmSrc, 0, reasmPort, -1, 0, reasmNonce);
         if (r !== ADMIT) {
           drops.add(r);
           continue;
@@ -176,7 +185,7 @@ export function createOutside(
         continue;
       }
       // 3-5. A whole frame in one datagram.
-      const r = check(buf, frame, frameLen, srcAddrs, i * 16, port, off, len);
+      const r = check(buf, frame, frameLen, srcAddrs, i * 16, port, off, len, headerNonce(buf, off));
       if (r === KEPT) continue;
       if (r !== ADMIT) {
         drops.add(r);

@@ -1,6 +1,7 @@
 import { sameBytes16 } from '../../shared/bytes.ts';
 import { idKey } from '../../shared/ids.ts';
 import { addressBytes, familyOf, type Family } from '../../shared/address.ts';
+import { DATA_COUNTER_MOD, DuplicateFilter } from '../../shared/wire/replay.ts';
 
 /**
  * The map-cache: host ID → binding, read by the data plane for every packet.
@@ -54,6 +55,21 @@ export interface Traffic {
   tx: number;
   /** Packets received from this host. */
   rx: number;
+  /**
+   * The data counter of the last packet sent to this host (24 bits, in the data header's nonce
+   * field): one sequence per destination, so the receiver's duplicate filter sees every number.
+   * Starts at random (see DuplicateFilter for why).
+   */
+  txCounter: number;
+  /** Drops the copies of this host's packets that arrive twice (re-sends after a failover, make-before-break). */
+  readonly rxFilter: DuplicateFilter;
+  /** Bytes of packets to this host held for re-sending (dataplane/flight.ts keeps it). */
+  heldBytes: number;
+}
+
+/** Counters for a host new to the map-cache (a new entry for a known ID keeps its old ones). */
+export function newTraffic(): Traffic {
+  return { tx: 0, rx: 0, txCounter: Math.floor(Math.random() * DATA_COUNTER_MOD), rxFilter: new DuplicateFilter(), heldBytes: 0 };
 }
 
 /** A member of an entry's flow group: its share of the flows and a stable key for the flow hash. */
@@ -74,6 +90,11 @@ export interface MapEntry {
    * empty or one element: everything takes `path`.
    */
   readonly group: readonly GroupPath[];
+  /**
+   * Make-before-break: a second path that gets a copy of every packet while the one traffic just
+   * left is only suspect (the receiver drops whichever copy comes second); null otherwise.
+   */
+  readonly shadow?: Path | null;
   /** The host's Ed25519 public key (from its signed binding); null for static peers without one. */
   readonly publicKey: Uint8Array | null;
   readonly traffic: Traffic;

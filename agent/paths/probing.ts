@@ -4,7 +4,7 @@ import type { Binding } from '../../shared/binding.ts';
 import type { MacKey } from '../../shared/crypto/blake2s.ts';
 import { locatorText } from '../../shared/address.ts';
 import { idKey } from '../../shared/ids.ts';
-import type { BoundLocator, GroupPath, MapCache, MapEntry, Path } from '../mapcache/cache.ts';
+import type { BoundLocator, GroupPath, MapCache, MapEntry, Path, Traffic } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
 import { apply, decide, flapPenalty, initialPathState, lossRatio, onLocalLink, onReply, type PathState, type PathTiming } from './state.ts';
@@ -28,6 +28,10 @@ import { PeerType, openPeer, readPeer, verifyPeer } from './wire.ts';
  * 3. The paths are ranked (rankPaths: state, then the remote realm's priorities, local priorities,
  *    RTT); the best becomes the map-cache entry's path, the equally preferred ones its flow group.
  *    A change of path is recorded as a failover (from, to, why, how long since the trouble began).
+ * 3'. Moving off a path that failed: the datagrams sent on it since it may have lost them are sent
+ *    again over the new path (onPathFailed → dataplane/flight.ts), every other path of the peer is
+ *    probed at once (both ends may have moved: the first pair that answers wins), and while the old
+ *    path is only suspect it keeps a copy of every packet (make-before-break: the entry's shadow).
  * 4. When this host's own binding changes (an uplink lost or back), sendUpdate() sends the new signed
  *    binding straight to every tracked peer (updates.ts), so correspondents move at once even if the
  *    RM is away. A received update is verified and applied like an RM push.
@@ -47,6 +51,10 @@ export interface PeerPathsOptions {
   readonly forgetAfterMs: number;
   /** Gaps between retransmissions of a direct update; it is given up after the last. */
   readonly updateRetryMs: readonly number[];
+  /** While the path traffic left is suspect (not down), it gets a copy of every packet too. */
+  readonly makeBeforeBreak: boolean;
+  /** Datagrams sent up to this long before a path was last known good are re-sent too (queues, clocks). */
+  readonly replayMarginMs: number;
 }
 
 export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'> = Object.freeze({
@@ -54,6 +62,8 @@ export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'>
   activeWindowMs: 1_000,
   forgetAfterMs: 60_000,
   updateRetryMs: Object.freeze([50, 100, 200, 400, 800, 1_600, 3_200]),
+  makeBeforeBreak: true,
+  replayMarginMs: 10,
 });
 
 export interface PeerPathsDeps {
@@ -71,6 +81,11 @@ export interface PeerPathsDeps {
   readonly log: Logger;
   /** A verified binding newer than the one held, received straight from its host: install it. */
   readonly applyBinding: (b: Binding) => void;
+  /**
+   * Traffic to a peer moved off a path that failed: re-send over `to` what was sent on `from` since
+   * `since` (clock ms); returns how many datagrams. None: nothing is re-sent.
+   */
+  readonly onPathFailed?: (traffic: Traffic, from: Path, to: Path, since: number) => number;
 }
 
 export const PEER_COUNTERS = [
@@ -95,6 +110,9 @@ export const PEER_COUNTERS = [
   'peerStaleBinding',
   'sendErrors',
   'internalErrors',
+  'failoverResends',
+  'failoverResentPackets',
+  'failoverProbeBursts',
 ] as const;
 export type PeerCounter = (typeof PEER_COUNTERS)[number];
 
@@ -135,6 +153,12 @@ interface Peer {
   nextKey: number;
   /** Paths whose locator the peer's binding no longer offers (kept for their history). */
   withdrawn: TrackedPath[];
+  /** Traffic within the active window (decided every tick). */
+  active: boolean;
+  /** The path traffic left while it was suspect: make-before-break keeps copying to it until it is up or down. */
+  left: TrackedPath | null;
+  /** The path in use was withdrawn by the peer's binding (its uplink failed): re-send on the next choice. */
+  lost: { readonly path: TrackedPath; readonly at: number } | null;
 }
 
 export class PeerPaths {
@@ -293,7 +317,7 @@ export class PeerPaths {
       const mapKey = idKey(e.id);
       if (this.peers.has(mapKey)) continue;
       if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
-      const p: Peer = { mapKey, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [] };
+      const p: Peer = { mapKey, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [], active: true, left: null, lost: null };
       this.rebuildPaths(p, now);
       this.peers.set(mapKey, p);
     }
@@ -321,6 +345,7 @@ export class PeerPaths {
       return;
     }
     const active = now - p.lastActiveAt <= this.opts.activeWindowMs;
+    p.active = active;
     const key = this.channel.keyFor(entry);
     for (const path of p.paths) {
       let s = onLocalLink(path.state, this.deps.uplinks()[path.uplink].up, now);
@@ -368,7 +393,10 @@ export class PeerPaths {
     if (p.withdrawn.length > MAX_WITHDRAWN) p.withdrawn = p.withdrawn.slice(-MAX_WITHDRAWN);
     const cur = p.current;
     p.current = cur === null ? null : (next.find((x) => x.uplink === cur.uplink && x.locator.address === cur.locator.address && x.locator.port === cur.locator.port) ?? null);
-    if (cur !== null && p.current === null) this.log.note(p.mapKey, 'binding update: locator withdrawn or down', now);
+    if (cur !== null && p.current === null) {
+      this.log.note(p.mapKey, 'binding update: locator withdrawn or down', now);
+      p.lost = { path: cur, at: now };
+    }
     p.paths = next;
   }
 
@@ -385,15 +413,89 @@ export class PeerPaths {
     const best = ranked[0]?.path ?? null;
     const group = best === null ? [] : preferredGroup(ranked);
     const groupPaths: GroupPath[] = group.length > 1 ? group.map((c) => ({ uplink: c.path.uplink, locator: c.path.locator, weight: c.weight, key: c.path.key })) : [];
+    const prev = p.current;
+    if (prev !== null && prev !== best && failed(prev.state)) p.left = prev;
+    const shadow = this.shadowOf(p, best);
     const e = p.entry;
     const samePath = best === null ? e.path === null : e.path !== null && e.path.uplink === best.uplink && e.path.locator === best.locator;
-    if (samePath && sameGroup(e.group, groupPaths) && best === p.current) return;
-    const prev = p.current;
+    const sameShadow = shadow === null ? (e.shadow ?? null) === null : e.shadow != null && e.shadow.uplink === shadow.uplink && e.shadow.locator === shadow.locator;
+    if (samePath && sameShadow && sameGroup(e.group, groupPaths) && best === prev && p.lost === null) return;
     p.current = best;
     const path: Path | null = best === null ? null : { uplink: best.uplink, locator: best.locator };
-    const next: MapEntry = Object.freeze({ ...e, path, group: groupPaths });
+    const next: MapEntry = Object.freeze({ ...e, path, group: groupPaths, shadow });
     if (this.deps.cache.set(next)) p.entry = next;
-    if (prev !== best) this.log.record(p, prev, best, now);
+    if (prev === best && p.lost === null) return;
+    const resent = best === null ? 0 : this.recoverFlight(p, prev, best, e.group, now);
+    p.lost = null;
+    this.log.record(p, prev, best, now, resent);
+  }
+
+  /**
+   * Traffic moved to `best`. From every path it left that failed (the one in use, the flow group's,
+   * or a locator the peer withdrew), re-send what may have been lost, and probe every other path of
+   * the peer now rather than at its next interval: when both ends lost their uplinks, the pair that
+   * works is found in one round trip.
+   */
+  private recoverFlight(p: Peer, prev: TrackedPath | null, best: TrackedPath, oldGroup: readonly GroupPath[], now: number): number {
+    const left: { path: TrackedPath; since: number }[] = [];
+    if (prev !== null && failed(prev.state)) left.push({ path: prev, since: this.lostSince(prev.state) });
+    for (const g of oldGroup) {
+      const x = p.paths.find((y) => y.uplink === g.uplink && y.locator.address === g.locator.address && y.locator.port === g.locator.port);
+      if (x !== undefined && x !== prev && x !== best && failed(x.state)) left.push({ path: x, since: this.lostSince(x.state) });
+    }
+    if (p.lost !== null) {
+      // The peer told us (its binding) that this locator failed: when, we only know to a round trip.
+      const rtt = p.lost.path.state.rttMs ?? 50;
+      left.push({ path: p.lost.path, since: p.lost.at - 2 * rtt - this.opts.replayMarginMs });
+    }
+    if (left.length === 0) return 0;
+    let resent = 0;
+    const onFailed = this.deps.onPathFailed;
+    if (onFailed !== undefined) {
+      const to: Path = { uplink: best.uplink, locator: best.locator };
+      for (const l of left) resent += onFailed(p.entry.traffic, { uplink: l.path.uplink, locator: l.path.locator }, to, l.since);
+      if (resent > 0) {
+        this.counters.failoverResends++;
+        this.counters.failoverResentPackets += resent;
+      }
+    }
+    const key = this.channel.keyFor(p.entry);
+    if (key !== null) {
+      this.counters.failoverProbeBursts++;
+      for (const x of p.paths) {
+        if (!x.state.localUp || now - x.state.lastSentAt < PROBE_BURST_GAP_MS || left.some((l) => l.path === x)) continue;
+        this.probe(p, x, key, now);
+        x.state = apply(x.state, { kind: 'probe' }, now);
+      }
+    }
+    return resent;
+  }
+
+  /**
+   * The moment after which datagrams sent on a failed path may have been lost: the path's last
+   * proof of life (a probe reply; for a carrier loss, the loss itself), less one round trip (what
+   * was queued then had not arrived yet) and a margin.
+   */
+  private lostSince(s: PathState): number {
+    const rtt = (s.rttMs ?? 50) + 2 * (s.rttVarMs ?? 0);
+    const lastGood = s.localUp ? s.lastReplyAt : Math.max(s.lastReplyAt, s.since);
+    return lastGood - rtt - this.opts.replayMarginMs;
+  }
+
+  /**
+   * Make-before-break: the path traffic left while it was only suspect keeps a copy of every packet
+   * until it answers again (then ranking decides) or is declared down, and only while the peer has
+   * traffic (idle paths never get copies).
+   */
+  private shadowOf(p: Peer, best: TrackedPath | null): Path | null {
+    const l = p.left;
+    if (l === null) return null;
+    const keep = this.opts.makeBeforeBreak && p.active && best !== null && l !== best && l.state.localUp && l.state.state === 'suspect' && p.paths.includes(l);
+    if (!keep) {
+      p.left = null;
+      return null;
+    }
+    return { uplink: l.uplink, locator: l.locator };
   }
 
   /**
@@ -433,6 +535,14 @@ export class PeerPaths {
     this.runPeer(p, now);
   }
 }
+
+/** A path traffic should leave: its uplink is out, or it stopped answering. */
+function failed(s: PathState): boolean {
+  return !s.localUp || s.state === 'down' || s.state === 'suspect';
+}
+
+/** On a failover every other path is probed now, unless it was probed this recently. */
+const PROBE_BURST_GAP_MS = 10;
 
 function sameGroup(a: readonly GroupPath[], b: readonly GroupPath[]): boolean {
   if (a.length !== b.length) return false;

@@ -17,6 +17,8 @@ export interface FailoverRecord {
   readonly reason: string;
   /** From the first sign of trouble (first unanswered probe, link event) to the switch; null for planned moves. */
   readonly tookMs: number | null;
+  /** Datagrams sent again over the new path (those that may have been lost on the old one). */
+  readonly resentPackets: number;
 }
 
 const MAX_RECORDS = 20;
@@ -52,7 +54,7 @@ export class FailoverLog {
     this.pendingReason.delete(mapKey);
   }
 
-  record(p: { readonly mapKey: string; readonly hostId: string }, from: RecordedPath | null, to: RecordedPath | null, now: number): void {
+  record(p: { readonly mapKey: string; readonly hostId: string }, from: RecordedPath | null, to: RecordedPath | null, now: number, resentPackets = 0): void {
     const pr = this.pendingReason.get(p.mapKey);
     this.pendingReason.delete(p.mapKey);
     let reason: string;
@@ -87,10 +89,11 @@ export class FailoverLog {
       to: to === null ? null : this.pathText(to),
       reason,
       tookMs: tookMs === null ? null : Math.round(tookMs),
+      resentPackets,
     };
     this.records.push(rec);
     if (this.records.length > MAX_RECORDS) this.records.shift();
-    this.log.warn({ peer: rec.peer, from: rec.from, to: rec.to, reason, tookMs: rec.tookMs }, to === null ? 'no usable path left to peer' : 'path changed');
+    this.log.warn({ peer: rec.peer, from: rec.from, to: rec.to, reason, tookMs: rec.tookMs, resentPackets }, to === null ? 'no usable path left to peer' : 'path changed');
   }
 
   pathText(t: RecordedPath): string {

@@ -4,7 +4,7 @@ import { HostId, idKey } from '../../shared/ids.ts';
 import type { Locator } from '../../shared/binding.ts';
 import type { Binding } from '../../shared/binding.ts';
 import { choosePath, type UplinkView } from '../paths/rank.ts';
-import { boundLocator, type GroupPath, type MapCache, type MapEntry, type BoundLocator, type Path } from '../mapcache/cache.ts';
+import { boundLocator, newTraffic, type GroupPath, type MapCache, type MapEntry, type BoundLocator, type Path } from '../mapcache/cache.ts';
 import type { BindingAnswer, LookupResult } from './answers.ts';
 
 /**
@@ -328,7 +328,7 @@ export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkV
     expiresAt: now + answer.ttl * 1000,
     seq: answer.binding.seq,
     publicKey: answer.binding.publicKey,
-    traffic: held?.traffic ?? { tx: 0, rx: 0 },
+    traffic: held?.traffic ?? newTraffic(),
   });
 }
 

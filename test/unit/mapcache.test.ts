@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { MapCache, type MapEntry } from '../../agent/mapcache/cache.ts';
+import { MapCache, newTraffic, type MapEntry } from '../../agent/mapcache/cache.ts';
 import { hostIdBytes } from '../../shared/ids.ts';
 
 function entry(id: string, tag = ''): MapEntry {
-  return { hostId: id + tag, id: hostIdBytes(id), locators: [], path: null, source: 'static', createdAt: 0, expiresAt: Infinity, seq: 0, group: [], publicKey: null, traffic: { tx: 0, rx: 0 } };
+  return { hostId: id + tag, id: hostIdBytes(id), locators: [], path: null, source: 'static', createdAt: 0, expiresAt: Infinity, seq: 0, group: [], publicKey: null, traffic: newTraffic() };
 }
 
 function rmEntry(id: string): MapEntry {
-  return { ...entry(id), source: 'rm', expiresAt: 1e15, seq: 1, traffic: { tx: 0, rx: 0 } };
+  return { ...entry(id), source: 'rm', expiresAt: 1e15, seq: 1, traffic: newTraffic() };
 }
 
 describe('map-cache', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createOutside } from '../../agent/dataplane/outside.ts';
 import { DropCounters } from '../../agent/dataplane/drops.ts';
-import { MapCache } from '../../agent/mapcache/cache.ts';
+import { MapCache, newTraffic } from '../../agent/mapcache/cache.ts';
 import { MemoryTun } from '../../agent/tun/memory.ts';
 import { addressBytes, addressToBytes } from '../../shared/address.ts';
 import { hostIdBytes } from '../../shared/ids.ts';
@@ -27,7 +27,7 @@ function setup() {
     seq: 0,
     group: [],
     publicKey: null,
-    traffic: { tx: 0, rx: 0 },
+    traffic: newTraffic(),
   });
   const tun = new MemoryTun({ offload: true });
   const drops = new DropCounters();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MapCache, boundLocator, type MapEntry } from '../../agent/mapcache/cache.ts';
+import { MapCache, newTraffic, boundLocator, type MapEntry } from '../../agent/mapcache/cache.ts';
 import { DEFAULT_PEER_PATHS, PEER_COUNTERS, PeerPaths } from '../../agent/paths/probing.ts';
 import { pairKey } from '../../agent/paths/pairkey.ts';
 import { PEER_MAX_LEN, PeerType, encodePeer } from '../../agent/paths/wire.ts';
@@ -59,7 +59,7 @@ function setup() {
     path: null,
     group: [],
     publicKey: peer.publicKey,
-    traffic: { tx: 1, rx: 0 },
+    traffic: { ...newTraffic(), tx: 1 },
     source: 'rm' as const,
     createdAt: 0,
     expiresAt: Infinity,
