@@ -39,7 +39,7 @@ function fakeSocket(uplink: number, log: Sent[]): UdpBatchSocket {
   return s as UdpBatchSocket;
 }
 
-function setup() {
+function setup(extra: Partial<ConstructorParameters<typeof PeerPaths>[1]> = {}, opts: Partial<ConstructorParameters<typeof PeerPaths>[0]> = {}) {
   const prefix = parsePrefix('fd00:1::/32');
   const me = generateKeyPair();
   const peer = generateKeyPair();
@@ -67,8 +67,8 @@ function setup() {
   });
   cache.set(entry);
   const pp = new PeerPaths(
-    { ...DEFAULT_PEER_PATHS, timing: DEFAULT_PATH_TIMING, instanceId: 0 },
-    { cache, uplinks: () => uplinks.current, counterBase: 1, myId, mySeed: privateSeed(me), clock, wallClock: () => 0, log: silentLogger, applyBinding: () => undefined },
+    { ...DEFAULT_PEER_PATHS, timing: DEFAULT_PATH_TIMING, instanceId: 0, ...opts },
+    { cache, uplinks: () => uplinks.current, counterBase: 1, myId, mySeed: privateSeed(me), clock, wallClock: () => 0, log: silentLogger, applyBinding: () => undefined, ...extra },
   );
   const key = pairKey(privateSeed(peer), peerId.toBytes(), me.publicKey, myId);
   if (key === null) throw new Error('key');
@@ -93,7 +93,7 @@ function setup() {
       answer(which);
     }
   };
-  return { pp, clock, sent, uplinks, cache, entry, key, myId, peerId, src, run, inUse };
+  return { pp, clock, sent, uplinks, cache, entry, key, myId, peerId, src, run, inUse, answer };
 }
 
 describe('PeerPaths', () => {
@@ -208,5 +208,102 @@ describe('PeerPaths', () => {
     expect(after - before).toBe(N);
     expect(c.internalErrors).toBe(0);
     expect(c.peerMalformed + c.peerBadMac + c.peerVersion + c.peerWrongInstance + c.peerNotForUs + c.peerUnknown).toBeGreaterThan(N * 0.9);
+  });
+});
+
+describe('PeerPaths: recovering the flight lost with a path (issue #11)', () => {
+  interface Call {
+    from: number;
+    to: number;
+    since: number;
+    at: number;
+  }
+  function withRecorder(opts: Partial<ConstructorParameters<typeof PeerPaths>[0]> = {}) {
+    const calls: Call[] = [];
+    let clockRef: ManualClock | null = null;
+    const t = setup(
+      {
+        onPathFailed: (_traffic, from, to, since) => {
+          calls.push({ from: from.uplink, to: to.uplink, since, at: clockRef?.now() ?? 0 });
+          return 7;
+        },
+      },
+      opts,
+    );
+    clockRef = t.clock;
+    return { ...t, calls };
+  }
+
+  it('a carrier loss re-sends what was sent on the lost uplink since one RTT before the loss, and probes every other path at once', () => {
+    const t = withRecorder();
+    t.run(500, [0, 1]);
+    const probesBefore = t.pp.counters.probesSent;
+    t.sent.length = 0;
+    const lossAt = t.clock.now();
+    t.uplinks.apply({ kind: 'link', name: 'ispa', usable: false });
+    t.pp.uplinksChanged();
+    expect(t.inUse()).toBe(1);
+    expect(t.calls).toHaveLength(1);
+    const c = t.calls[0];
+    expect(c).toMatchObject({ from: 0, to: 1 });
+    // Manual clock: RTT 0, so the window opens the margin (10 ms) before the loss.
+    expect(c.since).toBeLessThanOrEqual(lossAt - 10);
+    expect(c.since).toBeGreaterThan(lossAt - 60);
+    expect(t.pp.failovers().at(-1)).toMatchObject({ reason: 'uplink ispa down', resentPackets: 7 });
+    expect(t.pp.counters).toMatchObject({ failoverResends: 1, failoverResentPackets: 7, failoverProbeBursts: 1 });
+    // The probe burst: ispb's path was probed at once (its last probe was < 100 ms ago, >= 10 ms).
+    expect(t.pp.counters.probesSent).toBeGreaterThan(probesBefore);
+    expect(t.sent.some((x) => x.uplink === 1 && x.data[9] === PeerType.Probe)).toBe(true);
+  });
+
+  it('a silent path: the window opens at its last reply; while it is only suspect it keeps a copy of every packet (make-before-break), not once it is down', () => {
+    const t = withRecorder();
+    t.run(500, [0, 1]);
+    let lastReplyAt = t.clock.now();
+    // ispa goes silent until traffic moves.
+    for (let ms = 0; ms < 400 && t.inUse() === 0; ms += 10) t.run(10, [1]);
+    expect(t.inUse()).toBe(1);
+    expect(t.calls).toHaveLength(1);
+    expect(t.calls[0].since).toBeLessThanOrEqual(lastReplyAt - 10);
+    expect(t.calls[0].since).toBeGreaterThan(lastReplyAt - 200);
+    const entry = t.cache.lookup(t.peerId.toBytes(), 0);
+    expect(t.pp.paths()[0].state).toBe('suspect');
+    expect(entry?.shadow?.uplink).toBe(0);
+    // Down: no more copies to it.
+    t.run(300, [1]);
+    expect(t.pp.paths()[0].state).toBe('down');
+    expect(t.cache.lookup(t.peerId.toBytes(), 0)?.shadow ?? null).toBeNull();
+    lastReplyAt = 0;
+  });
+
+  it('make-before-break is off when configured off, and for a peer without traffic', () => {
+    const off = withRecorder({ makeBeforeBreak: false });
+    off.run(500, [0, 1]);
+    for (let ms = 0; ms < 400 && off.inUse() === 0; ms += 10) off.run(10, [1]);
+    expect(off.inUse()).toBe(1);
+    expect(off.cache.lookup(off.peerId.toBytes(), 0)?.shadow ?? null).toBeNull();
+
+    // A peer whose traffic stops while the path it left is still suspect gets no more copies.
+    const idle = withRecorder({ activeWindowMs: 100 });
+    idle.run(500, [0, 1]);
+    for (let ms = 0; ms < 400 && idle.inUse() === 0; ms += 10) idle.run(10, [1]);
+    expect(idle.cache.lookup(idle.peerId.toBytes(), 0)?.shadow?.uplink).toBe(0);
+    for (let ms = 0; ms < 150; ms += 10) {
+      idle.clock.advance(10);
+      idle.pp.tick();
+      idle.answer([1]);
+    }
+    expect(idle.pp.paths()[0].state).toBe('suspect');
+    expect(idle.cache.lookup(idle.peerId.toBytes(), 0)?.shadow ?? null).toBeNull();
+  });
+
+  it('a planned move (a preferred path is back) re-sends nothing', () => {
+    const t = withRecorder();
+    t.run(500, [0, 1]);
+    for (let ms = 0; ms < 400 && t.inUse() === 0; ms += 10) t.run(10, [1]);
+    t.calls.length = 0;
+    t.run(3000, [0, 1]);
+    expect(t.inUse()).toBe(0);
+    expect(t.calls).toHaveLength(0);
   });
 });
