@@ -39,6 +39,8 @@ export const FailoverRecord = z.object({
   to: z.string().nullable(),
   reason: z.string(),
   tookMs: z.number().nullable(),
+  /** Datagrams re-sent over the new path (issue #11); absent from older agents. */
+  resentPackets: z.number().default(0),
 });
 export type FailoverRecord = z.infer<typeof FailoverRecord>;
 
