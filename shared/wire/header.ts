@@ -6,7 +6,9 @@
  *   |N|L|E|V|I|R|K|K|            Nonce (24 bits)                    |
  *   |                 Instance ID (24 bits)         |   LSBs (8)    |
  *
- * We always set N (a per-sender counter as nonce: a receiver could drop duplicates by it; none does yet) and
+ * We always set N (the nonce is the sender's data counter for this destination, 24 bits, wrapping: the
+ * receiver delivers each number once, shared/wire/replay.ts DuplicateFilter; in offload mode it
+ * numbers frames, every chunk of a frame carries its frame's) and
  * I (the instance ID is the realm's instance, so two realms on one port never mix). L, E, V and the
  * key bits stay zero. The one bit RFC 9300 leaves reserved, R, marks offload mode: the frame starts
  * with a 10-byte virtio_net_hdr and may be a TSO super-packet of up to 64 KB. A receiver not in
