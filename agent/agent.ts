@@ -167,7 +167,7 @@ class RealmnetAgent implements Agent {
     this.hostState = deps.hostState ?? memoryHostState();
     const r = config.failover.resend;
     this.flight = r.enabled
-      ? new FlightRecorder({ totalBytes: r.bufferBytes, perPeerBytes: r.perPeerBytes, maxAgeMs: r.maxAgeMs, maxStaged: config.tun.batchSize * maxChunksPerFrame(config) })
+      ? new FlightRecorder({ totalBytes: r.bufferBytes, perPeerBytes: r.perPeerBytes, maxAgeMs: r.maxAgeMs, maxStaged: config.tun.batchSize * maxChunksPerFrame(config) }, () => deps.clock.now())
       : null;
   }
 
@@ -308,7 +308,7 @@ class RealmnetAgent implements Agent {
           const f = this.flight;
           if (f === null) return 0;
           const now = deps.clock.now();
-          return f.replay(traffic, from, since, now, { socket: table.current[to.uplink].socket, locator: to.locator }).packets;
+          return f.replay(traffic, from, since, now, { uplink: to.uplink, socket: table.current[to.uplink].socket, locator: to.locator }).packets;
         },
       },
     );

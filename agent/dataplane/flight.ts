@@ -18,6 +18,8 @@ import { DUPLICATE_WINDOW } from '../../shared/wire/replay.ts';
  *    up to `perPeerBytes` and at most DUPLICATE_WINDOW / 2 of them, and sends them in their original
  *    order over the new path, paced at the rate they were first sent. The datagrams are re-sent as
  *    they were, data counter included: the receiver's duplicate filter drops those that had arrived.
+ *    A re-sent datagram is recorded again as sent on the new path (no second copy of its bytes), so
+ *    that if that path fails too (two uplinks lost 100 ms apart), it is re-sent once more.
  *
  * Why the sender re-sends rather than the receiver asking: only the sender knows what it sent, and it
  * knows the moment the path failed; a request would cost another round trip on a path just chosen.
@@ -50,8 +52,9 @@ export interface FlightStats {
   replayOverwritten: number;
 }
 
-/** Where a re-send goes: the new path's uplink socket and its remote locator. */
+/** Where a re-send goes: the new path's uplink (index and socket) and its remote locator. */
 export interface ReplayTarget {
+  readonly uplink: number;
   readonly socket: UdpBatchSocket;
   readonly locator: BoundLocator;
 }
@@ -88,7 +91,11 @@ export class FlightRecorder {
   // A replay's selection (slot indices, newest first).
   private readonly pick = new Uint32Array(DUPLICATE_WINDOW / 2);
 
-  constructor(private readonly opts: FlightOptions) {
+  constructor(
+    private readonly opts: FlightOptions,
+    /** Clock ms (the one the data plane stamps batches with). */
+    private readonly now: () => number = () => performance.now(),
+  ) {
     this.ring = Buffer.allocUnsafeSlow(opts.totalBytes);
     const slots = Math.max(1024, Math.ceil(opts.totalBytes / 256));
     this.mAbs = new Float64Array(slots);
@@ -145,23 +152,27 @@ export class FlightRecorder {
     }
     this.evictBefore(this.writeAbs + span - size);
     src.copy(this.ring, pos, lo, hi);
-    const slots = this.mAbs.length;
     for (let k = 0; k < n; k++) {
-      if (this.mCount === slots) this.dropOldest();
-      const i = (this.mTail + this.mCount) % slots;
-      this.mAbs[i] = this.writeAbs + (this.sOff[k] - lo);
-      this.mLen[i] = this.sLen[k];
-      this.mAt[i] = now;
-      this.mUplink[i] = this.sUplink[k];
-      const t = this.sTraffic[k] as Traffic;
-      this.mTraffic[i] = t;
-      this.mLoc[i] = this.sLoc[k];
-      t.heldBytes += this.sLen[k];
-      this.mCount++;
+      this.append(this.writeAbs + (this.sOff[k] - lo), this.sLen[k], now, this.sUplink[k], this.sTraffic[k] as Traffic, this.sLoc[k] as BoundLocator);
       this.stats.recordedPackets++;
       this.stats.recordedBytes += this.sLen[k];
     }
     this.writeAbs += span;
+  }
+
+  /** A record of a datagram whose bytes are at absolute position `abs` of the ring. */
+  private append(abs: number, len: number, at: number, uplink: number, traffic: Traffic, locator: BoundLocator): void {
+    const slots = this.mAbs.length;
+    if (this.mCount === slots) this.dropOldest();
+    const i = (this.mTail + this.mCount) % slots;
+    this.mAbs[i] = abs;
+    this.mLen[i] = len;
+    this.mAt[i] = at;
+    this.mUplink[i] = uplink;
+    this.mTraffic[i] = traffic;
+    this.mLoc[i] = locator;
+    traffic.heldBytes += len;
+    this.mCount++;
   }
 
   /**
@@ -174,10 +185,12 @@ export class FlightRecorder {
     let n = 0;
     let bytes = 0;
     let capped = false;
+    const floor = this.writeAbs - this.ring.length;
     for (let j = this.mCount - 1; j >= 0; j--) {
       const i = (this.mTail + j) % slots;
       if (this.mAt[i] < oldest) break;
-      if (this.mTraffic[i] !== traffic || this.mUplink[i] !== from.uplink) continue;
+      // A re-sent datagram's record may outlive its bytes (it points back into the ring).
+      if (this.mTraffic[i] !== traffic || this.mUplink[i] !== from.uplink || this.mAbs[i] < floor) continue;
       const loc = this.mLoc[i] as BoundLocator;
       if (loc.port !== from.locator.port || !sameBytes16(loc.bytes, 0, from.locator.bytes, 0)) continue;
       if (bytes + this.mLen[i] > this.opts.perPeerBytes || n === this.pick.length) {
@@ -200,12 +213,12 @@ export class FlightRecorder {
     }
     const spanMs = Math.max(1, this.mAt[this.pick[0]] - this.mAt[this.pick[n - 1]]);
     const bytesPerMs = bytes / spanMs;
-    this.sendPaced(abs, lens, 0, to, bytesPerMs, FIRST_SLICE_BYTES);
+    this.sendPaced(traffic, abs, lens, 0, to, bytesPerMs, FIRST_SLICE_BYTES);
     return { packets: n, bytes };
   }
 
   /** Sends datagrams from index `at` up to `budget` bytes now, the rest SLICE_MS later at `bytesPerMs`. */
-  private sendPaced(abs: Float64Array, lens: Uint32Array, at: number, to: ReplayTarget, bytesPerMs: number, budget: number): void {
+  private sendPaced(traffic: Traffic, abs: Float64Array, lens: Uint32Array, at: number, to: ReplayTarget, bytesPerMs: number, budget: number): void {
     const size = this.ring.length;
     const floor = this.writeAbs - size;
     let end = at;
@@ -231,15 +244,23 @@ export class FlightRecorder {
       this.stats.replayedPackets++;
       this.stats.replayedBytes += lens[k];
     }
-    if (m > 0) to.socket.send(this.ring, offsets, lengths, addrs, ports, m);
+    if (m > 0) {
+      to.socket.send(this.ring, offsets, lengths, addrs, ports, m);
+      const now = this.now();
+      for (let k = at; k < end; k++) if (abs[k] >= floor) this.append(abs[k], lens[k], now, to.uplink, traffic, to.locator);
+    }
     if (end >= abs.length) return;
     // The event loop may run the timer late: the budget is for the time that actually passed.
     const scheduled = performance.now();
-    const t = setTimeout(() => this.sendPaced(abs, lens, end, to, bytesPerMs, Math.max(bytesPerMs * (performance.now() - scheduled), lens[end])), SLICE_MS);
+    const t = setTimeout(() => this.sendPaced(traffic, abs, lens, end, to, bytesPerMs, Math.max(bytesPerMs * (performance.now() - scheduled), lens[end])), SLICE_MS);
     t.unref();
   }
 
-  /** Forgets (and un-counts) the datagrams that start before absolute position `abs`. */
+  /**
+   * Forgets (and un-counts) the records, oldest first, of datagrams that start before absolute
+   * position `abs`. A re-send's record (it points back) may stay behind a newer one until its turn:
+   * replay() checks every record it uses against the ring's floor.
+   */
   private evictBefore(abs: number): void {
     while (this.mCount > 0 && this.mAbs[this.mTail] < abs) this.dropOldest();
   }
