@@ -148,6 +148,23 @@ export function degradedMs(buckets: readonly number[], bucketMs: number, fromMs:
   return total;
 }
 
+/**
+ * How long after `fromMs` the flow took to be back at `fraction` (half) of a reference rate: the
+ * centre of the first `windowMs` window, sliding bucket by bucket from `fromMs`, whose goodput is at
+ * least that; 0 when the very first window already is (the flow never fell below it); `toMs - fromMs`
+ * when no window before `toMs` is (the flow never came back, counted to the end like a gap).
+ * Unlike degradedMs (the total time below the line, in 100 ms steps, wherever it falls) this is one
+ * recovery time; the window's centre makes a full stop of G ms followed by the full rate read as G.
+ */
+export function halfRateMs(buckets: readonly number[], bucketMs: number, fromMs: number, toMs: number, refMbps: number, fraction = 0.5, windowMs = 100): number {
+  const start = Math.ceil(fromMs / bucketMs) * bucketMs;
+  for (let t = start; t + windowMs <= toMs; t += bucketMs) {
+    const m = meanMbps(buckets, bucketMs, t, t + windowMs) ?? 0;
+    if (m >= fraction * refMbps) return t === start ? 0 : t + windowMs / 2 - fromMs;
+  }
+  return Math.max(0, toMs - fromMs);
+}
+
 export function medianOf(xs: readonly number[]): number | null {
   if (xs.length === 0) return null;
   const s = [...xs].sort((p, q) => p - q);

@@ -4,6 +4,7 @@ import {
   DEFAULT_SEED,
   firstMismatch,
   degradedMs,
+  halfRateMs,
   firstByteMs,
   longestGap,
   longestIntervalGap,
@@ -88,6 +89,19 @@ describe('other series helpers', () => {
     for (const i of range(100, 130)) s[i] = 25_000;
     expect(degradedMs(s, 10, 1000, 3000, 200)).toBe(400);
     expect(degradedMs(s, 10, 1500, 3000, 200)).toBe(0);
+  });
+
+  it('says when the flow is back at half the reference rate after the fault (window centre, 0 when never below)', () => {
+    // 200 Mbit/s, nothing from 1 s to 1.3 s, then back at once: back at half rate 300 ms after 1 s.
+    const stop = series(300, range(100, 130));
+    expect(halfRateMs(stop, 10, 1000, 3000, 200)).toBe(300);
+    expect(halfRateMs(stop, 10, 1500, 3000, 200)).toBe(0);
+    // A trickle at 10% of the rate until 1.4 s is not "back"; the full rate from 1.4 s is.
+    const trickle = series(300, range(100, 140));
+    for (const i of range(100, 140)) trickle[i] = 25_000;
+    expect(halfRateMs(trickle, 10, 1000, 3000, 200)).toBe(400);
+    // Never back: counted to the end, like a gap.
+    expect(halfRateMs(series(300, range(100, 300)), 10, 1000, 3000, 200)).toBe(2000);
   });
 });
 
