@@ -149,20 +149,24 @@ export function degradedMs(buckets: readonly number[], bucketMs: number, fromMs:
 }
 
 /**
- * How long after `fromMs` the flow took to be back at `fraction` (half) of a reference rate: the
- * centre of the first `windowMs` window, sliding bucket by bucket from `fromMs`, whose goodput is at
- * least that; 0 when the very first window already is (the flow never fell below it); `toMs - fromMs`
- * when no window before `toMs` is (the flow never came back, counted to the end like a gap).
- * Unlike degradedMs (the total time below the line, in 100 ms steps, wherever it falls) this is one
- * recovery time; the window's centre makes a full stop of G ms followed by the full rate read as G.
+ * How long after `fromMs` the flow took to be back at `fraction` (half) of a reference rate. Windows
+ * of `windowMs` slide bucket by bucket from `fromMs`: the first one below the line is the dip (it may
+ * come a little after the fault, while what was already in flight still arrives), and the answer is
+ * the centre of the first window after it back at or above the line, from `fromMs`; the centre makes
+ * a full stop of G ms starting at the fault, followed by the full rate, read as G. 0 when no window
+ * before `toMs` falls below the line; null when the flow dipped and never came back before `toMs`
+ * (the caller counts that to its bound, like a gap). Unlike degradedMs (the total time below the
+ * line, in 100 ms steps, wherever it falls) this is one recovery time.
  */
-export function halfRateMs(buckets: readonly number[], bucketMs: number, fromMs: number, toMs: number, refMbps: number, fraction = 0.5, windowMs = 100): number {
-  const start = Math.ceil(fromMs / bucketMs) * bucketMs;
-  for (let t = start; t + windowMs <= toMs; t += bucketMs) {
-    const m = meanMbps(buckets, bucketMs, t, t + windowMs) ?? 0;
-    if (m >= fraction * refMbps) return t === start ? 0 : t + windowMs / 2 - fromMs;
+export function halfRateMs(buckets: readonly number[], bucketMs: number, fromMs: number, toMs: number, refMbps: number, fraction = 0.5, windowMs = 100): number | null {
+  const line = fraction * refMbps;
+  let dipped = false;
+  for (let t = Math.ceil(fromMs / bucketMs) * bucketMs; t + windowMs <= toMs; t += bucketMs) {
+    const below = (meanMbps(buckets, bucketMs, t, t + windowMs) ?? 0) < line;
+    if (below) dipped = true;
+    else if (dipped) return t + windowMs / 2 - fromMs;
   }
-  return Math.max(0, toMs - fromMs);
+  return dipped ? null : 0;
 }
 
 export function medianOf(xs: readonly number[]): number | null {

@@ -91,7 +91,7 @@ describe('other series helpers', () => {
     expect(degradedMs(s, 10, 1500, 3000, 200)).toBe(0);
   });
 
-  it('says when the flow is back at half the reference rate after the fault (window centre, 0 when never below)', () => {
+  it('says when the flow is back at half the reference rate after its dip (window centre; 0 when never below)', () => {
     // 200 Mbit/s, nothing from 1 s to 1.3 s, then back at once: back at half rate 300 ms after 1 s.
     const stop = series(300, range(100, 130));
     expect(halfRateMs(stop, 10, 1000, 3000, 200)).toBe(300);
@@ -100,6 +100,8 @@ describe('other series helpers', () => {
     const trickle = series(300, range(100, 140));
     for (const i of range(100, 140)) trickle[i] = 25_000;
     expect(halfRateMs(trickle, 10, 1000, 3000, 200)).toBe(400);
+    // What was in flight arrives for 100 ms after the fault, then 200 ms of nothing: 300 ms.
+    expect(halfRateMs(series(300, range(110, 130)), 10, 1000, 3000, 200)).toBe(300);
     // Never back: null, the caller counts it to its bound.
     expect(halfRateMs(series(300, range(100, 300)), 10, 1000, 3000, 200)).toBeNull();
   });
