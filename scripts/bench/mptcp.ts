@@ -53,7 +53,13 @@ export const MPTCP_WRAPPER = ['mptcpize', 'run'] as const;
  *   return blackhole      210/280  rr 1007   240/390  rr 253    250/410  rr 1146
  *   random-loss-30        440/1580 rr 726    450/790  rr 1284   250/630  rr 1033
  *   uplink-restored        50/50   rr 233     30/80   rr 1637    50/90   rr 70
- * The differences are mostly within the run-to-run spread (~±100 ms). 'subflow' has the lowest
+ * With three uplinks and ch's second address (one repetition, 2026-12-04, subflow mode): in
+ * double-failure (uplink a, then ch's eth0, lose carrier) MPTCP never recovered (gap to the bound,
+ * IPv4 and IPv6). That is the path manager, not chance: in 'subflow' and 'backup' modes the only
+ * subflow to ch's second address starts from uplink a's address, so once a and ch's first address are
+ * both gone no subflow is left, and the in-kernel path manager opens no new pair (b or c → ch's
+ * second address) by itself. 'fullmesh' has those pairs from the start.
+ * The differences above are mostly within the run-to-run spread (~±100 ms). 'subflow' has the lowest
  * medians in the two scenarios with targets (carrier loss, silent blackhole), so it is the reference;
  * 'backup' recovers small request/response streams faster after carrier loss and a return-path
  * blackhole (it has only one subflow to give up on) but has the worst silent-blackhole maximum. All
