@@ -55,8 +55,8 @@
  * application from the fault to the end of the flow (uplink-restored: from the restore, counting a
  * gap already in progress in full); rr gap = the longest time between two echoes in the same window;
  * half rate = time from the fault until goodput is back at half its pre-fault rate (flowmeter
- * halfRateMs: the centre of the first 100 ms window at half rate; 0 when it never fell below; the
- * bound when it never came back); degraded = total time after the fault below half the pre-fault
+ * halfRateMs: the centre of the first 100 ms window at half rate after the dip; 0 when no window
+ * starting within 500 ms of the fault fell below; the bound when it never came back); degraded = total time after the fault below half the pre-fault
  * goodput (100 ms steps); reset = any socket error on either end; intact = same byte count and sha256
  * at both ends; recovered = bytes flowed again after the gap; uplink after fault = the ISP that got
  * ≥ 90% of what mh sent from 0.5 s after the window opened.
@@ -1196,7 +1196,7 @@ function report(o: Options, results: ScenarioResult[]): void {
     `\ngap: longest time without new bytes at the receiving application (10 ms buckets) from the fault to the end of the flow` +
       ` (uplink-restored: from the restore); a flow that never recovered counts up to the bound (${bound} ms from t=0). rr gap: longest time between` +
       ` two echoes of the 10 ms request/response stream (median ms). half rate: median ms from the fault until goodput was back at half` +
-      ` its pre-fault rate (centre of the first 100 ms window at half rate; 0: never fell below). recovered: runs whose bytes flowed again after the gap.` +
+      ` its pre-fault rate after its dip (centre of the first 100 ms window back at half rate; 0: no dip within 500 ms of the fault). recovered: runs whose bytes flowed again after the gap.` +
       ` degraded: median time after the fault spent below half the pre-fault goodput (100 ms steps, to the end of sending).` +
       ` intact: byte count and sha256 equal, every byte checked against the source's stream (corrupt: wrong bytes arrived;` +
       ` short: the flow was cut at the bound).` +
@@ -1381,7 +1381,7 @@ export async function run(argv: string[]): Promise<number> {
       congestion: CONGESTION,
       congestion_how: 'per route (ip route ... congctl cubic, IPv4 and IPv6) in mh and ch; the namespaces default to the box default (bbr)',
       gso_max_segs: 'mh eth-a, eth-b, eth-c and ch eth0, eth1: 1 (loss and tbf act per wire packet)',
-      half_rate: 'ms from the fault until goodput is back at half its pre-fault rate: centre of the first 100 ms window (sliding per bucket) at half rate; 0 if never below; the bound if never back',
+      half_rate: 'ms from the fault until goodput is back at half its pre-fault rate after its dip: centre of the first 100 ms window (sliding per bucket) at half rate after the first window below it; 0 if no window starting within 500 ms of the fault is below; the bound if never back',
       bucket_ms: DEFAULT_BUCKET_MS,
       rr_interval_ms: DEFAULT_RR_INTERVAL_MS,
       rr_message_bytes: 64,

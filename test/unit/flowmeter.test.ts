@@ -102,6 +102,8 @@ describe('other series helpers', () => {
     expect(halfRateMs(trickle, 10, 1000, 3000, 200)).toBe(400);
     // What was in flight arrives for 100 ms after the fault, then 200 ms of nothing: 300 ms.
     expect(halfRateMs(series(300, range(110, 130)), 10, 1000, 3000, 200)).toBe(300);
+    // A stall that begins 1 s after the fault is not the fault's (on the shared box: the sink without CPU).
+    expect(halfRateMs(series(300, range(200, 210)), 10, 1000, 3000, 200)).toBe(0);
     // Never back: null, the caller counts it to its bound.
     expect(halfRateMs(series(300, range(100, 300)), 10, 1000, 3000, 200)).toBeNull();
   });
