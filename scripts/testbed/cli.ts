@@ -7,13 +7,13 @@
  * --ipv6  prints and checks the IPv6 underlay instead of IPv4 (both are always configured)
  */
 import { Command, CommanderError } from 'commander';
-import { DEFAULT_PREFIX, TESTBED, address, TestbedError, downAll, execNs, status, up, type NodeName } from './topology.ts';
+import { DEFAULT_PREFIX, TESTBED, address, TestbedError, downAll, execNs, status, up, type EndKey, type NodeName } from './topology.ts';
 
 type Family = 'v4' | 'v6';
 
 function addressLines(prefix: string, fam: Family): string[] {
   return TESTBED.nodes.map((n) => {
-    const ifs = Object.entries(TESTBED.dev[n]).map(([peer, dev]) => `${dev} ${address(fam, n, peer as NodeName)}`);
+    const ifs = Object.entries(TESTBED.dev[n]).map(([peer, dev]) => `${dev} ${address(fam, n, peer as EndKey<NodeName>)}`);
     return `  ${(prefix + n).padEnd(prefix.length + 5)} ${ifs.join(', ')}`;
   });
 }

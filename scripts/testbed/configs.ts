@@ -103,28 +103,33 @@ export function agentConfigs(opts: AgentConfigOptions = {}): { mh: AgentConfigFi
     log: { level: opts.logLevel ?? 'info', format: opts.logFormat ?? 'json' },
     ...(opts.failover === undefined ? {} : { failover: { ...opts.failover } }),
   };
+  // Priorities follow the topology's order: mh's uplink a is the primary (its main-table default),
+  // then b, then c; ch's first link (eth0, its main-table default) before its second (eth1). Each
+  // host's static peer entry lists the other's locators with the same priorities.
+  const mhUplinks: UplinkConfig[] = (['ispa', 'ispb', 'ispc'] as const).map((isp, i) => ({
+    name: isp,
+    interface: A.dev.mh[isp],
+    locator: A[fam].mh[isp],
+    gateway: A[fam][isp].mh,
+    priority: i + 1,
+    weight: 1,
+  }));
+  const chUplinks: UplinkConfig[] = [
+    { name: 'core', interface: A.dev.ch.core, locator: A[fam].ch.core, gateway: A[fam].core.ch, priority: 1, weight: 1 },
+    { name: 'core2', interface: A.dev.ch.core2, locator: A[fam].ch.core2, gateway: A[fam].core.ch2, priority: 2, weight: 1 },
+  ];
+  const locatorsOf = (ups: readonly UplinkConfig[]): LocatorConfig[] => ups.map((u) => ({ address: u.locator, port, priority: u.priority, weight: u.weight }));
   const mh: AgentConfigFile = {
     hostId: HOST_IDS.mh,
     ...common,
-    uplinks: [
-      { name: 'ispa', interface: A.dev.mh.ispa, locator: A[fam].mh.ispa, gateway: A[fam].ispa.mh, priority: 1, weight: 1 },
-      { name: 'ispb', interface: A.dev.mh.ispb, locator: A[fam].mh.ispb, gateway: A[fam].ispb.mh, priority: 2, weight: 1 },
-    ],
-    peers: [{ hostId: HOST_IDS.ch, locators: [{ address: A[fam].ch.core, port, priority: 1, weight: 1 }] }],
+    uplinks: mhUplinks,
+    peers: [{ hostId: HOST_IDS.ch, locators: locatorsOf(chUplinks) }],
   };
   const ch: AgentConfigFile = {
     hostId: HOST_IDS.ch,
     ...common,
-    uplinks: [{ name: 'core', interface: A.dev.ch.core, locator: A[fam].ch.core, gateway: A[fam].core.ch, priority: 1, weight: 1 }],
-    peers: [
-      {
-        hostId: HOST_IDS.mh,
-        locators: [
-          { address: A[fam].mh.ispa, port, priority: 1, weight: 1 },
-          { address: A[fam].mh.ispb, port, priority: 2, weight: 1 },
-        ],
-      },
-    ],
+    uplinks: chUplinks,
+    peers: [{ hostId: HOST_IDS.mh, locators: locatorsOf(mhUplinks) }],
   };
   return { mh, ch };
 }

@@ -3,13 +3,19 @@
  * pair created directly inside the two namespaces, so nothing is ever made in the root namespace and
  * interface names cannot collide between concurrent runs (each run picks its own namespace prefix).
  *
- *         mh (multihomed host)
- *    eth-a /        \ eth-b
- *    ispa             ispb        (ISP routers)
- *        \            /
- *           core                  (core router)
- *         /      \
- *       ch        rm              (correspondent; Realm Manager host)
+ *                 mh (multihomed host)
+ *        eth-a /     | eth-c   \ eth-b
+ *          ispa     ispc       ispb        (ISP routers)
+ *              \     |        /
+ *                   core                   (core router)
+ *          to-ch  / | to-ch2  \ to-rm
+ *          eth0  /  | eth1     \ eth0
+ *               ch--+           rm         (correspondent, two links to core; Realm Manager host)
+ *
+ * mh has three uplinks (a, b, c); ch has two parallel links to core. A row of `dev`/`v4`/`v6` is keyed
+ * by the neighbour at the other end, and by neighbour + link number for a second link to the same
+ * neighbour: `TESTBED.v4.ch.core` is ch's address on its first link, `TESTBED.v4.ch.core2` on its second,
+ * `TESTBED.dev.core.ch2` core's interface on that second link.
  *
  * Addresses are documentation ranges (RFC 5737, RFC 3849) and live only in TESTBED below: tests,
  * benches and the demo read them from there. Nothing here sends traffic outside the namespaces it made.
@@ -22,62 +28,85 @@ import { isIP } from 'node:net';
 
 // 1. The topologies as data.
 
-/** A topology: nodes, interface names and addresses keyed by node then by the neighbour at the other end. */
+/**
+ * The key of a node's end of a link in its rows: the neighbour's name, or the neighbour's name and the
+ * link's number (`core2`) for a second link between the same two nodes.
+ */
+export type EndKey<N extends string> = N | `${N}${number}`;
+
+/** A topology: nodes, interface names and addresses keyed by node then by the end key of the link (EndKey). */
 export interface Topology<N extends string> {
   readonly nodes: readonly N[];
   /** Nodes that forward (ip_forward and IPv6 forwarding on). */
   readonly routers: readonly N[];
-  /** dev[node][neighbour]: the interface of `node` on its link to `neighbour`. */
-  readonly dev: { readonly [K in N]: { readonly [M in N]?: string } };
-  /** v4[node][neighbour]: the address of `node` on its link to `neighbour` (likewise v6). */
-  readonly v4: { readonly [K in N]: { readonly [M in N]?: string } };
-  readonly v6: { readonly [K in N]: { readonly [M in N]?: string } };
+  /** dev[node][end]: the interface of `node` on its link to the neighbour `end` names. */
+  readonly dev: { readonly [K in N]: { readonly [M in EndKey<N>]?: string } };
+  /** v4[node][end]: the address of `node` on that link (likewise v6). */
+  readonly v4: { readonly [K in N]: { readonly [M in EndKey<N>]?: string } };
+  readonly v6: { readonly [K in N]: { readonly [M in EndKey<N>]?: string } };
   readonly prefixLen: { readonly v4: number; readonly v6: number };
-  /** Every link once, with its networks. */
-  readonly links: readonly { readonly a: N; readonly b: N; readonly v4: string; readonly v6: string }[];
+  /**
+   * Every link once, with its networks. `n` (2, 3...) numbers a further link between the same two
+   * nodes: its ends are keyed `${b}${n}` in a's rows and `${a}${n}` in b's.
+   */
+  readonly links: readonly { readonly a: N; readonly b: N; readonly n?: number; readonly v4: string; readonly v6: string }[];
   /**
    * Static routes, each installed for both families: `to` is 'default' or the network of the link
-   * [x, y]; `via` [x, y] is the address of x on its link to y.
+   * [x, end]; `via` [x, end] is the address of x on its link `end` (an EndKey of x's rows).
    */
-  readonly routes: readonly { readonly node: N; readonly to: 'default' | readonly [N, N]; readonly via: readonly [N, N] }[];
+  readonly routes: readonly { readonly node: N; readonly to: 'default' | readonly [N, EndKey<N>]; readonly via: readonly [N, EndKey<N>] }[];
 }
 
-export type NodeName = 'mh' | 'ispa' | 'ispb' | 'core' | 'ch' | 'rm';
+export type NodeName = 'mh' | 'ispa' | 'ispb' | 'ispc' | 'core' | 'ch' | 'rm';
 
 /**
  * The standard topology. Read addresses from here, never re-type them:
- * `TESTBED.v4.mh.ispa` is mh's uplink-a locator, `TESTBED.v4.ispa.mh` its gateway, `TESTBED.v4.ch.core` ch.
- * mh's main-table default route goes via ispa (uplink a is the primary) and mh has no source-policy
- * rules: the realmnet agent installs those for its uplinks itself.
+ * `TESTBED.v4.mh.ispa` is mh's uplink-a locator, `TESTBED.v4.ispa.mh` its gateway, `TESTBED.v4.ch.core` ch
+ * (its first link), `TESTBED.v4.ch.core2` ch's second locator.
+ * mh's main-table default route goes via ispa (uplink a is the primary), ch's via eth0 (its first link),
+ * and neither has source-policy rules: the realmnet agent installs those for its uplinks itself.
+ *
+ * Networks, one /26 (IPv4, RFC 5737) and one /64 (IPv6, RFC 3849) per link:
+ *   mh–ispa 192.0.2.0/26      2001:db8:a::/64     ispa–core 198.51.100.0/26    2001:db8:1a::/64
+ *   mh–ispb 192.0.2.64/26     2001:db8:b::/64     ispb–core 198.51.100.64/26   2001:db8:1b::/64
+ *   mh–ispc 192.0.2.128/26    2001:db8:e::/64     ispc–core 198.51.100.128/26  2001:db8:1c::/64
+ *   core–ch 203.0.113.0/26    2001:db8:c::/64     core–ch (2nd) 203.0.113.128/26  2001:db8:c2::/64
+ *   core–rm 203.0.113.64/26   2001:db8:d::/64
+ * (mh–ispc is 2001:db8:e:: because 2001:db8:c:: was already core–ch.) Free for later: 192.0.2.192/26,
+ * 198.51.100.192/26, 203.0.113.192/26.
  */
 export const TESTBED = {
-  nodes: ['mh', 'ispa', 'ispb', 'core', 'ch', 'rm'],
-  routers: ['ispa', 'ispb', 'core'],
+  nodes: ['mh', 'ispa', 'ispb', 'ispc', 'core', 'ch', 'rm'],
+  routers: ['ispa', 'ispb', 'ispc', 'core'],
   dev: {
-    mh: { ispa: 'eth-a', ispb: 'eth-b' },
+    mh: { ispa: 'eth-a', ispb: 'eth-b', ispc: 'eth-c' },
     ispa: { mh: 'to-mh', core: 'to-core' },
     ispb: { mh: 'to-mh', core: 'to-core' },
-    core: { ispa: 'to-ispa', ispb: 'to-ispb', ch: 'to-ch', rm: 'to-rm' },
-    ch: { core: 'eth0' },
+    ispc: { mh: 'to-mh', core: 'to-core' },
+    core: { ispa: 'to-ispa', ispb: 'to-ispb', ispc: 'to-ispc', ch: 'to-ch', ch2: 'to-ch2', rm: 'to-rm' },
+    ch: { core: 'eth0', core2: 'eth1' },
     rm: { core: 'eth0' },
   },
   v4: {
-    mh: { ispa: '192.0.2.1', ispb: '192.0.2.65' },
+    mh: { ispa: '192.0.2.1', ispb: '192.0.2.65', ispc: '192.0.2.129' },
     ispa: { mh: '192.0.2.2', core: '198.51.100.1' },
     ispb: { mh: '192.0.2.66', core: '198.51.100.65' },
-    core: { ispa: '198.51.100.2', ispb: '198.51.100.66', ch: '203.0.113.1', rm: '203.0.113.65' },
-    ch: { core: '203.0.113.2' },
+    ispc: { mh: '192.0.2.130', core: '198.51.100.129' },
+    core: { ispa: '198.51.100.2', ispb: '198.51.100.66', ispc: '198.51.100.130', ch: '203.0.113.1', ch2: '203.0.113.129', rm: '203.0.113.65' },
+    ch: { core: '203.0.113.2', core2: '203.0.113.130' },
     rm: { core: '203.0.113.66' },
   },
   v6: {
-    mh: { ispa: '2001:db8:a::1', ispb: '2001:db8:b::1' },
+    mh: { ispa: '2001:db8:a::1', ispb: '2001:db8:b::1', ispc: '2001:db8:e::1' },
     ispa: { mh: '2001:db8:a::2', core: '2001:db8:1a::1' },
     ispb: { mh: '2001:db8:b::2', core: '2001:db8:1b::1' },
-    core: { ispa: '2001:db8:1a::2', ispb: '2001:db8:1b::2', ch: '2001:db8:c::1', rm: '2001:db8:d::1' },
-    ch: { core: '2001:db8:c::2' },
+    ispc: { mh: '2001:db8:e::2', core: '2001:db8:1c::1' },
+    core: { ispa: '2001:db8:1a::2', ispb: '2001:db8:1b::2', ispc: '2001:db8:1c::2', ch: '2001:db8:c::1', ch2: '2001:db8:c2::1', rm: '2001:db8:d::1' },
+    ch: { core: '2001:db8:c::2', core2: '2001:db8:c2::2' },
     rm: { core: '2001:db8:d::2' },
   },
   prefixLen: { v4: 26, v6: 64 },
+  // Appended, never reordered: a link's position gives its veth ends their ifindexes (vethIndexes).
   links: [
     { a: 'mh', b: 'ispa', v4: '192.0.2.0/26', v6: '2001:db8:a::/64' },
     { a: 'mh', b: 'ispb', v4: '192.0.2.64/26', v6: '2001:db8:b::/64' },
@@ -85,20 +114,26 @@ export const TESTBED = {
     { a: 'ispb', b: 'core', v4: '198.51.100.64/26', v6: '2001:db8:1b::/64' },
     { a: 'core', b: 'ch', v4: '203.0.113.0/26', v6: '2001:db8:c::/64' },
     { a: 'core', b: 'rm', v4: '203.0.113.64/26', v6: '2001:db8:d::/64' },
+    { a: 'mh', b: 'ispc', v4: '192.0.2.128/26', v6: '2001:db8:e::/64' },
+    { a: 'ispc', b: 'core', v4: '198.51.100.128/26', v6: '2001:db8:1c::/64' },
+    { a: 'core', b: 'ch', n: 2, v4: '203.0.113.128/26', v6: '2001:db8:c2::/64' },
   ],
   routes: [
     { node: 'mh', to: 'default', via: ['ispa', 'mh'] },
     { node: 'ispa', to: 'default', via: ['core', 'ispa'] },
     { node: 'ispb', to: 'default', via: ['core', 'ispb'] },
+    { node: 'ispc', to: 'default', via: ['core', 'ispc'] },
     { node: 'core', to: ['mh', 'ispa'], via: ['ispa', 'core'] },
     { node: 'core', to: ['mh', 'ispb'], via: ['ispb', 'core'] },
+    { node: 'core', to: ['mh', 'ispc'], via: ['ispc', 'core'] },
+    // ch's second link is directly connected to core (no route needed there); ch's default stays on eth0.
     { node: 'ch', to: 'default', via: ['core', 'ch'] },
     { node: 'rm', to: 'default', via: ['core', 'rm'] },
   ],
 } as const satisfies Topology<NodeName>;
 
-/** `TESTBED[fam][node][neighbour]` for computed keys; throws when the two are not linked. */
-export function address(fam: 'v4' | 'v6', node: NodeName, neighbour: NodeName): string {
+/** `TESTBED[fam][node][end]` for computed keys; throws when the two are not linked. */
+export function address(fam: 'v4' | 'v6', node: NodeName, neighbour: EndKey<NodeName>): string {
   const row: Readonly<Record<string, string | undefined>> = TESTBED[fam][node];
   const a = row[neighbour];
   if (a === undefined) throw new TestbedError(`${node} has no link to ${neighbour}`);
@@ -462,21 +497,37 @@ function lookup(table: AnyTopology['dev'], x: string, y: string, what: string): 
   return v;
 }
 
+type AnyLink = AnyTopology['links'][number];
+
+/** The row keys of a link's two ends: `a` is how a's rows name this link (b, or b + n), `b` likewise. */
+export function endKeys(l: AnyLink): { a: string; b: string } {
+  const n = l.n === undefined ? '' : String(l.n);
+  return { a: `${l.b}${n}`, b: `${l.a}${n}` };
+}
+
+/** The link that x's rows call `end`, and the key the node at its other end uses for it. */
+function linkAt(topo: AnyTopology, x: string, end: string): { link: AnyLink; other: string; otherKey: string } {
+  for (const l of topo.links) {
+    const k = endKeys(l);
+    if (l.a === x && k.a === end) return { link: l, other: l.b, otherKey: k.b };
+    if (l.b === x && k.b === end) return { link: l, other: l.a, otherKey: k.a };
+  }
+  throw new TestbedError(`topology has no link ${x}–${end}`);
+}
+
 /** `ip -batch` lines for the static routes of `node` (only those through `dev`, if given). */
 function routeLines(topo: AnyTopology, node: string, verb: 'add' | 'replace', dev?: string): string[] {
-  const netOf = (x: string, y: string): { v4: string; v6: string } => {
-    const l = topo.links.find((k) => (k.a === x && k.b === y) || (k.a === y && k.b === x));
-    if (!l) throw new TestbedError(`topology has no link ${x}–${y}`);
-    return { v4: l.v4, v6: l.v6 };
-  };
   const lines: string[] = [];
   for (const r of topo.routes) {
     if (r.node !== node) continue;
-    const via = lookup(topo.dev, node, r.via[0], 'interface');
+    const [gwNode, gwEnd] = r.via;
+    const hop = linkAt(topo, gwNode, gwEnd);
+    if (hop.other !== node) throw new TestbedError(`route of ${node}: ${gwNode} is not its neighbour on link ${gwNode}–${gwEnd}`);
+    const via = lookup(topo.dev, node, hop.otherKey, 'interface');
     if (dev !== undefined && via !== dev) continue;
-    const gw4 = lookup(topo.v4, r.via[0], r.via[1], 'IPv4 address');
-    const gw6 = lookup(topo.v6, r.via[0], r.via[1], 'IPv6 address');
-    const to = r.to === 'default' ? { v4: '0.0.0.0/0', v6: '::/0' } : netOf(r.to[0], r.to[1]);
+    const gw4 = lookup(topo.v4, gwNode, gwEnd, 'IPv4 address');
+    const gw6 = lookup(topo.v6, gwNode, gwEnd, 'IPv6 address');
+    const to = r.to === 'default' ? { v4: '0.0.0.0/0', v6: '::/0' } : linkAt(topo, r.to[0], r.to[1]).link;
     lines.push(`route ${verb} ${to.v4} via ${gw4} dev ${via}`);
     lines.push(`route ${verb} ${to.v6} via ${gw6} dev ${via}`);
   }
@@ -517,8 +568,9 @@ async function build<T extends AnyTopology>(topo: T, nsOf: (n: string) => string
   // and the up that followed within the batch cancel out); eth-b, whose indexes happened to differ, 3–6 ms.
   const indexes = vethIndexes(topo);
   for (const [i, l] of topo.links.entries()) {
-    const aDev = checkDev(lookup(topo.dev, l.a, l.b, 'interface'));
-    const bDev = checkDev(lookup(topo.dev, l.b, l.a, 'interface'));
+    const k = endKeys(l);
+    const aDev = checkDev(lookup(topo.dev, l.a, k.a, 'interface'));
+    const bDev = checkDev(lookup(topo.dev, l.b, k.b, 'interface'));
     const ix = indexes[i];
     if (ix === undefined) throw new TestbedError(`no ifindex for link ${l.a}–${l.b}`);
     await execNs(nsOf(l.a), 'ip', ['link', 'add', aDev, 'index', String(ix.a), 'type', 'veth', 'peer', 'name', bDev, 'index', String(ix.b), 'netns', nsOf(l.b)]);
@@ -529,7 +581,7 @@ async function build<T extends AnyTopology>(topo: T, nsOf: (n: string) => string
     topo.nodes.map(async (n) => {
       const lines = ['link set lo up'];
       for (const l of topo.links) {
-        const other = l.a === n ? l.b : l.b === n ? l.a : undefined;
+        const other = l.a === n ? endKeys(l).a : l.b === n ? endKeys(l).b : undefined;
         if (other === undefined) continue;
         const dev = lookup(topo.dev, n, other, 'interface');
         lines.push(`address add ${lookup(topo.v4, n, other, 'IPv4 address')}/${topo.prefixLen.v4} dev ${dev}`);
@@ -549,7 +601,7 @@ async function build<T extends AnyTopology>(topo: T, nsOf: (n: string) => string
   await Promise.all(
     topo.links.flatMap((l) =>
       (['v4', 'v6'] as const).map(async (fam) => {
-        const dst = lookup(topo[fam], l.b, l.a, 'address');
+        const dst = lookup(topo[fam], l.b, endKeys(l).b, 'address');
         for (;;) {
           const r = await execNs(nsOf(l.a), 'ping', [fam === 'v4' ? '-4' : '-6', '-c1', '-W0.2', '-n', dst], { allowFail: true });
           if (r.code === 0) return;

@@ -148,6 +148,44 @@ export function degradedMs(buckets: readonly number[], bucketMs: number, fromMs:
   return total;
 }
 
+/**
+ * How long after `fromMs` the flow took to be back at `fraction` (half) of a reference rate. Windows
+ * of `windowMs` slide bucket by bucket from `fromMs`: the first one below the line that starts within
+ * `dipWithinMs` of `fromMs` is the dip (it may come a little after the fault, while what was already
+ * in flight still arrives), and the answer is the centre of the first window after it back at or
+ * above the line, from `fromMs`; the centre makes a full stop of G ms starting at the fault, followed
+ * by the full rate, read as G. 0 when no window starting within `dipWithinMs` falls below the line;
+ * null when the flow dipped and never came back before `toMs` (the caller counts that to its bound,
+ * like a gap). Unlike degradedMs (the total time below the line, in 100 ms steps, wherever it falls)
+ * this is one recovery time.
+ *
+ * Why dipWithinMs (500 ms): what was in flight when a path failed drains within about one RTT plus
+ * the testbed's tbf queues (≤ 50 ms each), far less than that; a dip that begins later is not this
+ * fault's. On the shared 2-core box it is typically the sink itself going without CPU for 50–100 ms
+ * (the failover bench notes those), which without the limit read as a 2.5 s "recovery" of a flow the
+ * fault never slowed (idle-uplink-loss, 2026-12-04).
+ */
+export function halfRateMs(
+  buckets: readonly number[],
+  bucketMs: number,
+  fromMs: number,
+  toMs: number,
+  refMbps: number,
+  fraction = 0.5,
+  windowMs = 100,
+  dipWithinMs = 500,
+): number | null {
+  const line = fraction * refMbps;
+  let dipped = false;
+  for (let t = Math.ceil(fromMs / bucketMs) * bucketMs; t + windowMs <= toMs; t += bucketMs) {
+    const below = (meanMbps(buckets, bucketMs, t, t + windowMs) ?? 0) < line;
+    if (below) dipped = true;
+    else if (dipped) return t + windowMs / 2 - fromMs;
+    else if (t - fromMs > dipWithinMs) return 0;
+  }
+  return dipped ? null : 0;
+}
+
 export function medianOf(xs: readonly number[]): number | null {
   if (xs.length === 0) return null;
   const s = [...xs].sort((p, q) => p - q);

@@ -9,7 +9,7 @@ import { REPO, agentStatus, bulkTransfer, startAgents, type AgentPair } from '..
 
 /**
  * The foundation end to end: real TUN devices, real UDP between real namespaces, real applications.
- * mh (two uplinks) and ch (one) run the agent with static bindings from their config files.
+ * mh (three uplinks) and ch (two) run the agent with static bindings from their config files.
  */
 let tb: Testbed;
 let agents: AgentPair | null = null;

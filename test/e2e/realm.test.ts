@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { up, type Testbed } from '../../scripts/testbed/topology.ts';
+import { TESTBED, up, type Testbed } from '../../scripts/testbed/topology.ts';
 import { REALM } from '../../scripts/testbed/configs.ts';
 import { requireRoot, uniquePrefix, pings } from '../helpers/netns.ts';
 import { agentStatus, startRealm, waitRegistered, type Realm } from '../helpers/agents.ts';
@@ -37,9 +37,9 @@ describe('two hosts through the Realm Manager', () => {
     const entry = st.mapCache.find((e) => e.hostId === r.files.ids.ch);
     expect(entry?.source).toBe('rm');
     expect(entry?.seq).toBeGreaterThan(0);
-    // ch learned both of mh's locators from mh's signed binding.
+    // ch learned all three of mh's locators from mh's signed binding, in priority order.
     const chView = (await agentStatus(tb, 'ch')).mapCache.find((e) => e.hostId === r.files.ids.mh);
-    expect(chView?.locators).toEqual(['192.0.2.1:4341 p1', '192.0.2.65:4341 p2']);
+    expect(chView?.locators).toEqual([`${TESTBED.v4.mh.ispa}:4341 p1`, `${TESTBED.v4.mh.ispb}:4341 p2`, `${TESTBED.v4.mh.ispc}:4341 p3`]);
   });
 
   it('carries an iperf3 run over host IDs while the RM is killed and restarted', async () => {
@@ -87,10 +87,10 @@ describe('location privacy', () => {
     // Both lookups came back negative, indistinguishable.
     expect(st.rm?.resolver.negative).toBe(2);
     expect(st.rm?.resolver.positive).toBe(0);
-    // mh is allowed: it learns ch's locator (its packets then die at ch, which may not look mh up).
+    // mh is allowed: it learns ch's locators (its packets then die at ch, which may not look mh up).
     await pings(tb.ns('mh'), r.files.ids.ch, { count: 1 });
     const mhView = await agentStatus(tb, 'mh');
-    expect(mhView.mapCache.find((e) => e.hostId === r.files.ids.ch)?.locators).toEqual(['203.0.113.2:4341 p1']);
+    expect(mhView.mapCache.find((e) => e.hostId === r.files.ids.ch)?.locators).toEqual([`${TESTBED.v4.ch.core}:4341 p1`, `${TESTBED.v4.ch.core2}:4341 p2`]);
   }, 60_000);
 });
 

@@ -1,6 +1,6 @@
 /**
- * The testbed itself: every node reaches every other over IPv4 and IPv6 through both ISPs, the fault
- * helpers do what they say, and nothing is left behind.
+ * The testbed itself: every node reaches every other over IPv4 and IPv6 through each of the three ISPs
+ * and both of ch's links, the fault helpers do what they say, and nothing is left behind.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runIperf } from '../../scripts/bench/iperf.ts';
@@ -20,17 +20,31 @@ async function pingsWithin(ns: string, dst: string, ms: number, source?: string)
   return false;
 }
 
-/** Uplink b as a source route in mh, as the agent would install it; removed again by the caller. */
-async function routeSourceViaB(add: boolean): Promise<void> {
+/** An uplink of mh as a source route, as the agent would install it; removed again by the caller. */
+async function routeSourceVia(isp: 'ispb' | 'ispc', add: boolean): Promise<void> {
   const op = add ? 'add' : 'del';
-  await tb.exec('mh', 'ip', ['-4', 'rule', op, 'from', A.v4.mh.ispb, 'table', '101', 'priority', '101']);
-  await tb.exec('mh', 'ip', ['-6', 'rule', op, 'from', A.v6.mh.ispb, 'table', '101', 'priority', '101']);
+  await tb.exec('mh', 'ip', ['-4', 'rule', op, 'from', A.v4.mh[isp], 'table', '101', 'priority', '101']);
+  await tb.exec('mh', 'ip', ['-6', 'rule', op, 'from', A.v6.mh[isp], 'table', '101', 'priority', '101']);
   if (add) {
-    await tb.exec('mh', 'ip', ['-4', 'route', 'add', 'default', 'via', A.v4.ispb.mh, 'dev', A.dev.mh.ispb, 'table', '101']);
-    await tb.exec('mh', 'ip', ['-6', 'route', 'add', 'default', 'via', A.v6.ispb.mh, 'dev', A.dev.mh.ispb, 'table', '101']);
+    await tb.exec('mh', 'ip', ['-4', 'route', 'add', 'default', 'via', A.v4[isp].mh, 'dev', A.dev.mh[isp], 'table', '101']);
+    await tb.exec('mh', 'ip', ['-6', 'route', 'add', 'default', 'via', A.v6[isp].mh, 'dev', A.dev.mh[isp], 'table', '101']);
   } else {
     await tb.exec('mh', 'ip', ['-4', 'route', 'flush', 'table', '101']);
     await tb.exec('mh', 'ip', ['-6', 'route', 'flush', 'table', '101']);
+  }
+}
+
+/** ch's second link as a source route in ch (its main default stays on eth0); removed by the caller. */
+async function chSourceViaSecond(add: boolean): Promise<void> {
+  const op = add ? 'add' : 'del';
+  await tb.exec('ch', 'ip', ['-4', 'rule', op, 'from', A.v4.ch.core2, 'table', '101', 'priority', '101']);
+  await tb.exec('ch', 'ip', ['-6', 'rule', op, 'from', A.v6.ch.core2, 'table', '101', 'priority', '101']);
+  if (add) {
+    await tb.exec('ch', 'ip', ['-4', 'route', 'add', 'default', 'via', A.v4.core.ch2, 'dev', A.dev.ch.core2, 'table', '101']);
+    await tb.exec('ch', 'ip', ['-6', 'route', 'add', 'default', 'via', A.v6.core.ch2, 'dev', A.dev.ch.core2, 'table', '101']);
+  } else {
+    await tb.exec('ch', 'ip', ['-4', 'route', 'flush', 'table', '101']);
+    await tb.exec('ch', 'ip', ['-6', 'route', 'flush', 'table', '101']);
   }
 }
 
@@ -58,40 +72,75 @@ describe('netns testbed', () => {
     // Our interface names would collide with a concurrent run if they were in the root namespace.
     const { execHost } = await import('../../scripts/testbed/topology.ts');
     const root = await execHost('ip', ['-o', 'link', 'show']);
-    expect(root.stdout).not.toMatch(/\beth-a@|\bto-ispa@|\bto-core@/);
+    expect(root.stdout).not.toMatch(/\beth-a@|\beth-c@|\bto-ispa@|\bto-ispc@|\bto-core@|\bto-ch2@/);
   });
 
-  it('mh has no source-policy rules and defaults via ispa', async () => {
+  it('mh and ch have no source-policy rules; mh defaults via ispa, ch via its first link', async () => {
     const rules = await tb.exec('mh', 'ip', ['-4', 'rule', 'show']);
     expect(rules.stdout.trim().split('\n')).toHaveLength(3); // local, main, default
     const route = await tb.exec('mh', 'ip', ['-4', 'route', 'show', 'default']);
     expect(route.stdout).toContain(`via ${A.v4.ispa.mh} dev ${A.dev.mh.ispa}`);
     const route6 = await tb.exec('mh', 'ip', ['-6', 'route', 'show', 'default']);
     expect(route6.stdout).toContain(`via ${A.v6.ispa.mh} dev ${A.dev.mh.ispa}`);
+    const chRules = await tb.exec('ch', 'ip', ['-4', 'rule', 'show']);
+    expect(chRules.stdout.trim().split('\n')).toHaveLength(3);
+    const chRoute = await tb.exec('ch', 'ip', ['-4', 'route', 'show', 'default']);
+    expect(chRoute.stdout.trim()).toBe(`default via ${A.v4.core.ch} dev ${A.dev.ch.core}`);
+  });
+
+  it('gives every veth end an ifindex of its own, across all nine links', async () => {
+    const seen = new Map<number, string>();
+    for (const node of tb.nodes) {
+      const { stdout } = await tb.exec(node, 'ip', ['-j', 'link', 'show', 'type', 'veth']);
+      for (const l of JSON.parse(stdout) as { ifname: string; ifindex: number }[]) {
+        expect(seen.get(l.ifindex), `${node} ${l.ifname} ifindex ${l.ifindex}`).toBeUndefined();
+        seen.set(l.ifindex, `${node} ${l.ifname}`);
+      }
+    }
+    expect(seen.size).toBe(2 * A.links.length);
   });
 
   for (const fam of ['v4', 'v6'] as const) {
-    it(`mh reaches ch, rm and every router over ${fam === 'v4' ? 'IPv4' : 'IPv6'} via ispa`, async () => {
-      for (const [node, peer] of [['ch', 'core'], ['rm', 'core'], ['ispa', 'mh'], ['ispb', 'core'], ['core', 'ch']] as const) {
+    it(`mh reaches ch (both links), rm and every router over ${fam === 'v4' ? 'IPv4' : 'IPv6'} via ispa`, async () => {
+      for (const [node, peer] of [['ch', 'core'], ['ch', 'core2'], ['rm', 'core'], ['ispa', 'mh'], ['ispb', 'core'], ['ispc', 'core'], ['core', 'ch'], ['core', 'ch2']] as const) {
         const dst = (A[fam][node] as Readonly<Record<string, string>>)[peer] ?? '';
         expect(await pings(tb.ns('mh'), dst), `mh -> ${node} ${dst}`).toBe(true);
       }
       expect(await pings(tb.ns('ch'), A[fam].rm.core), 'ch -> rm').toBe(true);
       expect(await pings(tb.ns('rm'), A[fam].mh.ispb), 'rm -> mh uplink b').toBe(true);
+      expect(await pings(tb.ns('rm'), A[fam].mh.ispc), 'rm -> mh uplink c').toBe(true);
     });
 
-    it(`mh reaches ch over ${fam === 'v4' ? 'IPv4' : 'IPv6'} via ispb with a source route, and the blackhole at ispa proves the path`, async () => {
-      await routeSourceViaB(true);
+    for (const isp of ['ispb', 'ispc'] as const) {
+      it(`mh reaches ch over ${fam === 'v4' ? 'IPv4' : 'IPv6'} via ${isp} with a source route, and the blackhole at ispa proves the path`, async () => {
+        await routeSourceVia(isp, true);
+        try {
+          await tb.blackhole('ispa');
+          expect(await pings(tb.ns('mh'), A[fam].ch.core, { source: A[fam].mh[isp] }), `via ${isp} while ispa is blackholed`).toBe(true);
+          expect(await pings(tb.ns('mh'), A[fam].ch.core2, { source: A[fam].mh[isp] }), `to ch's second link via ${isp}`).toBe(true);
+          expect(await pings(tb.ns('mh'), A[fam].ch.core, { source: A[fam].mh.ispa }), 'via ispa while blackholed').toBe(false);
+          await tb.clearBlackhole('ispa');
+          expect(await pings(tb.ns('mh'), A[fam].ch.core, { source: A[fam].mh.ispa }), 'via ispa after clearing').toBe(true);
+        } finally {
+          await tb.clearBlackhole('ispa');
+          await routeSourceVia(isp, false);
+        }
+      });
+    }
+
+    it(`ch's second link works on its own over ${fam === 'v4' ? 'IPv4' : 'IPv6'}: with its first link's far end down, ch reaches mh from eth1 with a source route`, async () => {
+      await chSourceViaSecond(true);
+      await tb.linkDown('core', A.dev.core.ch);
       try {
-        await tb.blackhole('ispa');
-        expect(await pings(tb.ns('mh'), A[fam].ch.core, { source: A[fam].mh.ispb }), 'via ispb while ispa is blackholed').toBe(true);
-        expect(await pings(tb.ns('mh'), A[fam].ch.core, { source: A[fam].mh.ispa }), 'via ispa while blackholed').toBe(false);
-        await tb.clearBlackhole('ispa');
-        expect(await pings(tb.ns('mh'), A[fam].ch.core, { source: A[fam].mh.ispa }), 'via ispa after clearing').toBe(true);
+        const { stdout } = await tb.exec('ch', 'ip', ['-o', 'link', 'show', A.dev.ch.core]);
+        expect(stdout).toMatch(/NO-CARRIER/);
+        expect(await pings(tb.ns('ch'), A[fam].mh.ispa, { source: A[fam].ch.core }), 'from the first link while it is down').toBe(false);
+        expect(await pings(tb.ns('ch'), A[fam].mh.ispa, { source: A[fam].ch.core2 }), 'from the second link').toBe(true);
       } finally {
-        await tb.clearBlackhole('ispa');
-        await routeSourceViaB(false);
+        await tb.linkUp('core', A.dev.core.ch);
+        await chSourceViaSecond(false);
       }
+      expect(await pingsWithin(tb.ns('mh'), A[fam].ch.core, 5_000)).toBe(true);
     });
   }
 

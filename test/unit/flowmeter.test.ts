@@ -4,6 +4,7 @@ import {
   DEFAULT_SEED,
   firstMismatch,
   degradedMs,
+  halfRateMs,
   firstByteMs,
   longestGap,
   longestIntervalGap,
@@ -88,6 +89,23 @@ describe('other series helpers', () => {
     for (const i of range(100, 130)) s[i] = 25_000;
     expect(degradedMs(s, 10, 1000, 3000, 200)).toBe(400);
     expect(degradedMs(s, 10, 1500, 3000, 200)).toBe(0);
+  });
+
+  it('says when the flow is back at half the reference rate after its dip (window centre; 0 when never below)', () => {
+    // 200 Mbit/s, nothing from 1 s to 1.3 s, then back at once: back at half rate 300 ms after 1 s.
+    const stop = series(300, range(100, 130));
+    expect(halfRateMs(stop, 10, 1000, 3000, 200)).toBe(300);
+    expect(halfRateMs(stop, 10, 1500, 3000, 200)).toBe(0);
+    // A trickle at 10% of the rate until 1.4 s is not "back"; the full rate from 1.4 s is.
+    const trickle = series(300, range(100, 140));
+    for (const i of range(100, 140)) trickle[i] = 25_000;
+    expect(halfRateMs(trickle, 10, 1000, 3000, 200)).toBe(400);
+    // What was in flight arrives for 100 ms after the fault, then 200 ms of nothing: 300 ms.
+    expect(halfRateMs(series(300, range(110, 130)), 10, 1000, 3000, 200)).toBe(300);
+    // A stall that begins 1 s after the fault is not the fault's (on the shared box: the sink without CPU).
+    expect(halfRateMs(series(300, range(200, 210)), 10, 1000, 3000, 200)).toBe(0);
+    // Never back: null, the caller counts it to its bound.
+    expect(halfRateMs(series(300, range(100, 300)), 10, 1000, 3000, 200)).toBeNull();
   });
 });
 
@@ -232,7 +250,8 @@ describe('MPTCP helpers (scripts/bench/mptcp.ts)', () => {
 });
 
 describe('failover bench helpers (scripts/bench/failover.ts, plot.ts)', async () => {
-  const { parseOptions, betterReps, representative, summarize, missingTools, SCENARIOS } = await import('../../scripts/bench/failover.ts');
+  const { parseOptions, betterReps, representative, summarize, missingTools, SCENARIOS, V6_DEFAULT, meetsTarget, betterThanMptcp, verifyMptcp, dominantUplink } =
+    await import('../../scripts/bench/failover.ts');
   const { UsageProblem } = await import('../../scripts/bench/table.ts');
   const { goodputRows } = await import('../../scripts/bench/plot.ts');
   type Run = Parameters<typeof summarize>[0][number];
@@ -257,14 +276,71 @@ describe('failover bench helpers (scripts/bench/failover.ts, plot.ts)', async ()
   it('parses the command line, and refuses unknown scenarios, systems and impossible schedules', () => {
     const o = parseOptions(['--reps', '2', '--only', 'silent-blackhole,carrier-loss', '--systems', 'mptcp']);
     expect(o.reps).toBe(2);
-    expect(o.scenarios.map((s) => s.name)).toEqual(['carrier-loss', 'silent-blackhole']);
+    // Both families by default, and both scenarios are in the default IPv6 set.
+    expect(o.scenarios.map((s) => s.name)).toEqual(['carrier-loss', 'silent-blackhole', 'carrier-loss-v6', 'silent-blackhole-v6']);
     expect(o.systems).toEqual(['mptcp']);
     expect(o.capMbit).toBe(o.rateMbit);
-    expect(parseOptions([]).scenarios).toHaveLength(SCENARIOS.length);
+    // Every scenario on IPv4, the default IPv6 set after them.
+    expect(parseOptions([]).scenarios.map((s) => s.name)).toEqual([...SCENARIOS.map((s) => s.name), ...V6_DEFAULT.map((n) => `${n}-v6`)]);
     expect(() => parseOptions(['--only', 'meteor-strike'])).toThrow(UsageProblem);
     expect(() => parseOptions(['--systems', 'nebula'])).toThrow(UsageProblem);
     expect(() => parseOptions(['--seconds', '4', '--fault-at', '3'])).toThrow(/fault-at/);
     expect(() => parseOptions(['--reps', '0'])).toThrow(UsageProblem);
+  });
+
+  it('runs the IPv6 underlay as <name>-v6: the default set, all with --all-v6, or the ones named', () => {
+    const names = (argv: string[]): string[] => parseOptions(argv).scenarios.map((s) => s.name);
+    const only = ['--only', 'carrier-loss,double-failure,two-carrier-losses,idle-uplink-loss'];
+    expect(names([...only, '--families', 'v4,v6'])).toEqual(['carrier-loss', 'double-failure', 'idle-uplink-loss', 'two-carrier-losses', 'carrier-loss-v6', 'double-failure-v6']);
+    expect(names([...only, '--families', 'v6', '--all-v6'])).toEqual(['carrier-loss-v6', 'double-failure-v6', 'idle-uplink-loss-v6', 'two-carrier-losses-v6']);
+    expect(names(['--only', 'uplink-restored-v6'])).toEqual(['uplink-restored-v6']);
+    expect(parseOptions(['--only', 'carrier-loss-v6']).scenarios[0]).toMatchObject({ family: 'v6', base: 'carrier-loss', targetMs: 50, targetMaxMs: 100 });
+    expect(() => parseOptions(['--only', 'carrier-loss-v6', '--families', 'v4'])).toThrow(/leaves out v6/);
+    expect(() => parseOptions(['--only', 'random-loss-30', '--families', 'v6'])).toThrow(/nothing to run/);
+    expect(() => parseOptions(['--families', 'v5'])).toThrow(UsageProblem);
+  });
+
+  it('meets the target only with the median within target_ms and the worst within target_max_ms, on the expected uplink', () => {
+    const sc = { targetMs: 50, targetMaxMs: 100 };
+    const runs = [run('realmnet', 1, 40), run('realmnet', 2, 50), run('realmnet', 3, 90)];
+    expect(meetsTarget(sc, runs, summarize(runs))).toBe(true);
+    const slowOnce = [...runs.slice(0, 2), run('realmnet', 3, 140)];
+    expect(meetsTarget(sc, slowOnce, summarize(slowOnce))).toBe(false); // median 50, but max 140 > 100
+    const slowMedian = [run('realmnet', 1, 60), run('realmnet', 2, 70), run('realmnet', 3, 40)];
+    expect(meetsTarget(sc, slowMedian, summarize(slowMedian))).toBe(false);
+    expect(meetsTarget({ targetMs: null, targetMaxMs: null }, runs, summarize(runs))).toBeNull();
+    const onC = { targetMs: 100, targetMaxMs: null, expectUplink: 'ispc' as const };
+    const ended = (u: 'ispb' | 'ispc') => [run('realmnet', 1, 40, { uplink_after_fault: u })];
+    expect(meetsTarget(onC, ended('ispc'), summarize(ended('ispc')))).toBe(true);
+    expect(meetsTarget(onC, ended('ispb'), summarize(ended('ispb')))).toBe(false);
+  });
+
+  it('is better than MPTCP only when both the bulk and the rr medians are lower', () => {
+    const rn = summarize([run('realmnet', 1, 100, { rr_gap_ms: 100 })]);
+    expect(betterThanMptcp(rn, summarize([run('mptcp', 1, 200, { rr_gap_ms: 200 })]))).toBe(true);
+    expect(betterThanMptcp(rn, summarize([run('mptcp', 1, 200, { rr_gap_ms: 50 })]))).toBe(false);
+    expect(betterThanMptcp(rn, summarize([run('mptcp', 1, 200, { rr_gap_ms: null })]))).toBeNull();
+    expect(betterThanMptcp(rn, null)).toBeNull();
+  });
+
+  it('verifies MPTCP: the counters and every expected subflow, naming what is missing', () => {
+    const expected: [string, string][] = [
+      ['192.0.2.1', '203.0.113.2'],
+      ['192.0.2.65', '203.0.113.2'],
+      ['192.0.2.129', '203.0.113.2'],
+      ['192.0.2.1', '203.0.113.130'],
+    ];
+    const seen = expected.map(([l, p]) => `${l} → ${p}`);
+    const counters = { MPCapableSYNACKRX: 2, MPJoinSynAckRx: 4, AddAddr: 2 };
+    expect(verifyMptcp(seen, expected, counters)).toEqual({ verified: true, missing: [] });
+    expect(verifyMptcp(seen.slice(0, 3), expected, counters).missing).toEqual(['no subflow 192.0.2.1 → 203.0.113.130']);
+    expect(verifyMptcp(seen, expected, { MPCapableSYNACKRX: 2, MPJoinSynAckRx: 4 }).missing).toEqual(["ch's ADD_ADDR not received"]);
+  });
+
+  it('names the uplink that carried at least 90% of what mh sent', () => {
+    expect(dominantUplink({ ispa: 0.1, ispb: 0.2, ispc: 50 })).toBe('ispc');
+    expect(dominantUplink({ ispa: 20, ispb: 20, ispc: 0 })).toBeNull();
+    expect(dominantUplink({ ispa: null, ispb: null, ispc: null })).toBeNull();
   });
 
   it('names a reference that cannot run instead of measuring it (mptcpize missing, chrt missing)', () => {
