@@ -5,7 +5,9 @@
  *   retransmission timeout (the kernel's own TcpExt TCPTimeouts counter in mh's namespace);
  * - exactly once: a numbered UDP stream across a silent blackhole (re-sends and make-before-break
  *   copies both happen) reaches the application with no number twice, while ch's agent dropped copies;
- * - make-before-break on a lossy path: copies were sent, the transfer is intact.
+ * - make-before-break on a lossy path: copies were sent, the transfer is intact;
+ * - both ends at once: mh and ch lose their active uplinks 80 ms apart with the RM stopped, and the
+ *   agents find the pair that still works by themselves.
  * Each test runs its own realm on one shared testbed; faults are cleared after each.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -30,7 +32,10 @@ beforeAll(async () => {
     ['ispa', tb.addr.dev.ispa.mh],
     ['ispb', tb.addr.dev.ispb.core],
     ['ispb', tb.addr.dev.ispb.mh],
+    ['ispc', tb.addr.dev.ispc.core],
+    ['ispc', tb.addr.dev.ispc.mh],
     ['core', tb.addr.dev.core.ch],
+    ['core', tb.addr.dev.core.ch2],
   ] as const)
     await tb.rateLimit(node, dev, RATE_MBIT);
 });
@@ -41,6 +46,7 @@ afterEach(async () => {
   await tb.clearBlackhole('ispa');
   await tb.clearLoss('ispa', tb.addr.dev.ispa.mh);
   await tb.linkUp('ispa', tb.addr.dev.ispa.mh);
+  await tb.linkUp('core', tb.addr.dev.core.ch);
 });
 
 afterAll(async () => {
@@ -130,5 +136,36 @@ describe('failover that applications do not notice', () => {
     figures.push(`30% loss: ${r.summary}; mh copies ${st.inside.shadowPackets}, resent ${st.resend?.replayedPackets}`);
     expect(r.intact && !r.reset && r.completed).toBe(true);
     expect(st.inside.shadowPackets).toBeGreaterThan(0);
+  }, 90_000);
+
+  it('both hosts lose their active uplink 80 ms apart: the agents find a working pair without the RM, the transfer survives', async () => {
+    realm = await startRealm(tb, {});
+    const ids = realm.files.ids;
+    const since = Date.now();
+    // The RM is stopped: only the agents' own probes and direct updates can find the pair.
+    await realm.rm.stop(2000);
+    const r = await runFlow(tb, {
+      to: ids.ch,
+      seconds: 5,
+      windowFromMs: FAULT_AT_MS,
+      faults: [
+        { atMs: FAULT_AT_MS, label: 'ispa to-mh down', run: () => tb.linkDown('ispa', tb.addr.dev.ispa.mh) },
+        { atMs: FAULT_AT_MS + 80, label: "core's end of ch's eth0 down", run: () => tb.linkDown('core', tb.addr.dev.core.ch) },
+      ],
+    });
+    const [mh, ch] = await Promise.all([failoverView(tb, 'mh'), failoverView(tb, 'ch')]);
+    const mhFo = failoversSince(mh, since).filter((f) => f.peer === ids.ch);
+    const chFo = failoversSince(ch, since).filter((f) => f.peer === ids.mh);
+    figures.push(`double failure: ${r.summary}; mh ${JSON.stringify(mhFo.map((f) => [f.from, f.to, f.tookMs, f.resentPackets]))}; ch ${JSON.stringify(chFo.map((f) => [f.from, f.to, f.tookMs, f.resentPackets]))}`);
+    expect(r.intact && !r.reset && r.completed && r.movingAtEnd).toBe(true);
+    // Both ended on a pair that avoids both failed links: mh not on ispa and not to ch's first address...
+    const mhEntry = (await agentStatus(tb, 'mh')).mapCache.find((e) => e.hostId === ids.ch);
+    expect(mhEntry?.path?.startsWith('ispa')).toBe(false);
+    expect(mhEntry?.path?.endsWith(tb.addr.v4.ch.core)).toBe(false);
+    // ...and ch not on its eth0 uplink nor towards mh's ispa locator.
+    const chEntry = (await agentStatus(tb, 'ch')).mapCache.find((e) => e.hostId === ids.mh);
+    expect(chEntry?.path?.startsWith('core ')).toBe(false);
+    expect(chEntry?.path?.endsWith(tb.addr.v4.mh.ispa)).toBe(false);
+    expect(chFo.length).toBeGreaterThan(0);
   }, 90_000);
 });
