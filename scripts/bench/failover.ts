@@ -1,6 +1,6 @@
 /**
  * npm run bench -- failover [--reps 5] [--only carrier-loss,...] [--systems realmnet,mptcp] [--seconds 6]
- *                          [--fault-at 3] [--grace 5] [--rate 200] [--cap MBIT] [--mptcp-mode subflow|backup|fullmesh]
+ *                          [--fault-at 3] [--grace 5] [--rate 200] [--cap MBIT] [--mptcp-mode subflow|backup|fullmesh (default: per scenario)]
  *                          [--families v4,v6] [--all-v6] [--sched rr|nice|none] [--no-plot]
  *
  * How long a bulk TCP transfer from mh to ch stops delivering bytes when an uplink fails, for realmnet
@@ -155,6 +155,13 @@ export interface ScenarioDef {
   unclipped?: boolean;
   /** The uplink of mh that must carry realmnet's traffic once the faults have settled (part of meets_target). */
   expectUplink?: Isp;
+  /**
+   * MPTCP's mode for this scenario when --mptcp-mode is not given: the configuration that can survive
+   * the fault at all. double-failure: in subflow (and backup) mode the only subflow to ch's second
+   * address starts from uplink a, and the path manager opens no new pairs once a and ch's eth0 are
+   * gone, so MPTCP never recovers (seen on both families); fullmesh has every pair from the start.
+   */
+  mptcpMode?: MptcpMode;
 }
 
 /** A scenario on one underlay family; the IPv6 ones are named `<name>-v6`. */
@@ -234,6 +241,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
       { atMs: f + 80, label: 'core to-ch down', run: (tb) => tb.linkDown('core', tb.addr.dev.core.ch) },
     ],
     windowFromMs: (f) => f,
+    mptcpMode: 'fullmesh',
   },
   {
     name: 'idle-uplink-loss',
@@ -283,7 +291,8 @@ export interface Options {
   rateMbit: number;
   /** Egress cap on core → ch (0: none): MPTCP would otherwise add up both uplinks to twice realmnet's rate. */
   capMbit: number;
-  mptcpMode: MptcpMode;
+  /** --mptcp-mode: for every scenario; absent, each scenario's own (Scenario.mptcpMode) or subflow. */
+  mptcpMode: MptcpMode | undefined;
   plot: boolean;
   sched: SchedPolicy;
 }
@@ -333,7 +342,7 @@ export function parseOptions(argv: string[]): Options {
         grace: { type: 'string', default: '5' },
         rate: { type: 'string', default: '200' },
         cap: { type: 'string' },
-        'mptcp-mode': { type: 'string', default: 'subflow' },
+        'mptcp-mode': { type: 'string' },
         'no-plot': { type: 'boolean', default: false },
         sched: { type: 'string', default: 'rr' },
         families: { type: 'string', default: FAMILIES.join(',') },
@@ -379,8 +388,8 @@ export function parseOptions(argv: string[]): Options {
     throw new UsageProblem(`--only ${only.join(',')} --families ${families.join(',')}: nothing to run (IPv6 runs by default: ${V6_DEFAULT.join(', ')}; name <scenario>-v6 or add --all-v6)`);
   const sched = SCHED_POLICIES.find((p) => p === v.sched);
   if (sched === undefined) throw new UsageProblem(`--sched ${v.sched}: expected one of ${SCHED_POLICIES.join(', ')}`);
-  const mode = MPTCP_MODES.find((m) => m === v['mptcp-mode']);
-  if (mode === undefined) throw new UsageProblem(`--mptcp-mode ${v['mptcp-mode']}: expected one of ${MPTCP_MODES.join(', ')}`);
+  const mode = v['mptcp-mode'] === undefined ? undefined : MPTCP_MODES.find((m) => m === v['mptcp-mode']);
+  if (v['mptcp-mode'] !== undefined && mode === undefined) throw new UsageProblem(`--mptcp-mode ${v['mptcp-mode']}: expected one of ${MPTCP_MODES.join(', ')}`);
   const o: Options = {
     reps: num(v.reps, 'reps', 1, 50, true),
     scenarios,
@@ -596,7 +605,16 @@ interface SystemUp {
   stop(): Promise<void>;
 }
 
-async function startSystem(tb: Std, o: Options, system: SystemName, family: UnderlayFamily): Promise<SystemUp> {
+function modesText(o: Options): string {
+  return [...new Set(o.scenarios.map((sc) => mptcpModeFor(o, sc)))].map((m) => `${m}: ${o.scenarios.filter((sc) => mptcpModeFor(o, sc) === m).map((sc) => sc.name).join(', ')}`).join('; ');
+}
+
+/** The MPTCP mode of a scenario's runs: --mptcp-mode, else the scenario's, else subflow. */
+function mptcpModeFor(o: Options, sc: { mptcpMode?: MptcpMode }): MptcpMode {
+  return o.mptcpMode ?? sc.mptcpMode ?? 'subflow';
+}
+
+async function startSystem(tb: Std, o: Options, system: SystemName, family: UnderlayFamily, mptcpMode: MptcpMode): Promise<SystemUp> {
   if (system === 'realmnet') {
     const realm = await startRealm(tb, { logLevel: 'info', failover: BENCH_FAILOVER, ipv6Underlay: family === 'v6' });
     try {
@@ -635,7 +653,7 @@ async function startSystem(tb: Std, o: Options, system: SystemName, family: Unde
       stop: () => realm.stop(),
     };
   }
-  const m = await setupMptcp(tb, { mode: o.mptcpMode, congestion: CONGESTION, family });
+  const m = await setupMptcp(tb, { mode: mptcpMode, congestion: CONGESTION, family });
   // Wildcard: an MPTCP listener bound to one address refuses the extra subflows' MP_JOIN.
   return { pids: {}, connect: m.connect, listen: m.listen, wrapper: MPTCP_WRAPPER, mptcp: m, stop: () => m.stop() };
 }
@@ -760,7 +778,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
     await prepareTestbed(tb, o);
     phase('testbed');
     try {
-      sys = await startSystem(tb, o, system, sc.family);
+      sys = await startSystem(tb, o, system, sc.family, mptcpModeFor(o, sc));
       phase('system');
     } catch (e) {
       rec.error = `${system} did not start: ${errText(e)}`;
@@ -900,7 +918,7 @@ export async function runOnce(o: Options, sc: Scenario, system: SystemName, rep:
       const mh = counterDelta(before[0], after[0]);
       const ch = counterDelta(before[1], after[1]);
       // Really MPTCP, with every subflow the set-up asks for (all three uplinks, ch's announced address).
-      const expected = expectedSubflows(tb, o.mptcpMode, sc.family);
+      const expected = expectedSubflows(tb, mptcpModeFor(o, sc), sc.family);
       const v = verifyMptcp(seen.subflows, expected, mh);
       rec.mptcp = {
         subflows_before_fault: seen.subflows.length,
@@ -1184,7 +1202,7 @@ function report(o: Options, results: ScenarioResult[]): void {
     ];
   });
   console.log(
-    `\nfailover: bulk TCP mh → ch (${o.seconds} s, cubic, ${o.rateMbit} Mbit/s per ISP link), fault at ${o.faultAtS} s, ${o.reps} rep(s); underlay ${o.families.join(' + ')}; MPTCP mode: ${o.mptcpMode}\n`,
+    `\nfailover: bulk TCP mh → ch (${o.seconds} s, cubic, ${o.rateMbit} Mbit/s per ISP link), fault at ${o.faultAtS} s, ${o.reps} rep(s); underlay ${o.families.join(' + ')}; MPTCP mode: ${o.mptcpMode ?? `per scenario (${modesText(o)})`}\n`,
   );
   printTable(
     ['scenario', 'target ms med / max', 'realmnet gap ms med/max', 'MPTCP gap ms med/max', 'rn rr gap', 'MPTCP rr gap', 'half rate ms rn/MPTCP', 'resets rn/MPTCP', 'intact rn/MPTCP', 'recovered rn/MPTCP', 'degraded ms rn/MPTCP', 'rn switch ms mh/ch', 'rn loop lag max ms', 'rn shorter', 'target met'],
@@ -1342,7 +1360,7 @@ export async function run(argv: string[]): Promise<number> {
       for (const system of o.systems) {
         const rep = representative(runs.filter((r) => r.system === system));
         if (rep?.sink) {
-          series.push({ system: system === 'mptcp' ? `MPTCP (${o.mptcpMode})` : 'realmnet', rep: rep.rep, gapMs: rep.gap_ms, buckets: rep.sink.buckets, bucketMs: rep.sink.bucket_ms });
+          series.push({ system: system === 'mptcp' ? `MPTCP (${mptcpModeFor(o, sc)})` : 'realmnet', rep: rep.rep, gapMs: rep.gap_ms, buckets: rep.sink.buckets, bucketMs: rep.sink.bucket_ms });
           chosen[system] = rep.rep;
         }
       }
@@ -1397,7 +1415,8 @@ export async function run(argv: string[]): Promise<number> {
         address: "ch's host ID (derived from a fresh key per run)",
       },
       mptcp: {
-        mode: o.mptcpMode,
+        mode: o.mptcpMode ?? 'per-scenario',
+        modes: Object.fromEntries(o.scenarios.map((sc) => [sc.name, mptcpModeFor(o, sc)])),
         wrapper: MPTCP_WRAPPER.join(' '),
         path_manager: 'in-kernel',
         limits: 'subflows 8 add_addr_accepted 8 (mh and ch)',
