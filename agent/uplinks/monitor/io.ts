@@ -1,8 +1,9 @@
 /**
  * The uplink monitor's operating-system side: `ip` from PATH, run in this process's network
- * namespace, and /proc. Tests replace it with a fake MonitorIo.
+ * namespace, /proc, and the carrier bits in /sys/class/net. Tests replace it with a fake MonitorIo.
  */
 import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { runIp } from '../../../shared/ip.ts';
 import { readFile } from 'node:fs/promises';
 
@@ -29,6 +30,28 @@ export interface MonitorIo {
    * its standard output; rejects with SystemError NETCONFIG_FAILED (ip stops at the first failure).
    */
   ipBatch(options: readonly string[], commands: readonly string[]): Promise<string>;
+  /**
+   * Opens the carrier bit of interface `dev` (/sys/class/net/DEV/carrier); null when there is no such
+   * device. Absent: the monitor learns carrier from netlink only.
+   */
+  openCarrier?(dev: string): CarrierReader | null;
+}
+
+/** What one read of a carrier bit says. */
+export const Carrier = {
+  Off: 0,
+  On: 1,
+  /** The device is gone (deleted, or moved to another namespace): reopen by name. */
+  Gone: 2,
+} as const;
+export type Carrier = (typeof Carrier)[keyof typeof Carrier];
+
+/** One interface's carrier bit, read without allocating (the monitor reads it every few ms). */
+export interface CarrierReader {
+  /** The interface index sysfs gives: compared with netlink's to tell whether sysfs shows our namespace. */
+  readonly ifindex: number;
+  read(): Carrier;
+  close(): void;
 }
 
 /** The real thing. A partial line longer than maxLineBytes is dropped. */
@@ -37,7 +60,55 @@ export function systemMonitorIo(maxLineBytes: number): MonitorIo {
     spawnMonitor: (handlers) => spawnMonitor(handlers, maxLineBytes),
     subscribed,
     ipBatch,
+    openCarrier,
   };
+}
+
+/**
+ * The bit itself, not linkwatch's report of it: netif_carrier_off() sets it before it queues the
+ * netlink event that linkwatch may hold for up to a second. One fd per interface, re-read with
+ * pread at offset 0 (sysfs regenerates the text on every read from offset 0; checked on 6.x).
+ * The sysfs mounted here must be the agent's namespace's: `ip netns exec` mounts one (the monitor
+ * compares ifindexes to make sure).
+ */
+function openCarrier(dev: string): CarrierReader | null {
+  if (dev.includes('/') || dev === '.' || dev === '..') return null;
+  const dir = `/sys/class/net/${dev}`;
+  let fd: number;
+  let ifindex: number;
+  try {
+    fd = openSync(`${dir}/carrier`, 'r');
+    ifindex = Number(readFileSync(`${dir}/ifindex`, 'latin1').trim());
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENODEV') return null;
+    throw e;
+  }
+  const buf = Buffer.alloc(4);
+  let open = true;
+  return {
+    ifindex,
+    read() {
+      if (!open) return Carrier.Gone;
+      try {
+        return readSync(fd, buf, 0, 4, 0) > 0 && buf[0] === 0x31 ? Carrier.On : Carrier.Off;
+      } catch (e) {
+        // carrier_show(): -EINVAL while the device is not running (admin down): no carrier.
+        if (errnoCode(e) === 'EINVAL') return Carrier.Off;
+        // kernfs: -ENODEV once the attribute's device is unregistered.
+        if (errnoCode(e) === 'ENODEV' || errnoCode(e) === 'ENOENT') return Carrier.Gone;
+        throw e;
+      }
+    },
+    close() {
+      if (!open) return;
+      open = false;
+      closeSync(fd);
+    },
+  };
+}
+
+function errnoCode(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
 }
 
 function spawnMonitor(handlers: MonitorHandlers, maxLineBytes: number): MonitorChild {

@@ -39,12 +39,13 @@
 import { systemClock, type Clock } from '../../../shared/clock.ts';
 import { SystemError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/log.ts';
-import { systemMonitorIo, type MonitorChild, type MonitorIo } from './io.ts';
+import { Carrier, systemMonitorIo, type CarrierReader, type MonitorChild, type MonitorIo } from './io.ts';
 import { SNAPSHOT_COMMANDS, SNAPSHOT_OPTIONS, parseBatchSnapshot, parseMonitorLine } from './parse.ts';
 import { EMPTY_UPLINK_STATE, factsOf, fold, reduce, sameFacts, type UplinkState } from './reduce.ts';
-import type { MonitorEvent, UplinkFacts, WatchedUplink } from './types.ts';
+import { carrierPollDelay, held, holdAfterSendError, type SendErrorHold, type SignalOptions } from './signals.ts';
+import type { CarrierEvent, MonitorEvent, UplinkFacts, WatchedUplink } from './types.ts';
 
-export interface UplinkMonitorOptions {
+export interface UplinkMonitorOptions extends SignalOptions {
   /** First restart delay after the child died; doubles per failure up to restartMaxMs. */
   readonly restartMinMs: number;
   readonly restartMaxMs: number;
@@ -68,12 +69,22 @@ export const MONITOR_DEFAULTS: UplinkMonitorOptions = Object.freeze({
   readyTimeoutMs: 1_000,
   maxBufferedEvents: 10_000,
   maxLineBytes: 64 * 1024,
+  carrierPollMs: 5,
+  carrierIdlePollMs: 100,
+  carrierActiveHoldMs: 1_000,
+  sendErrorHoldMs: 1_000,
+  sendErrorHoldMaxMs: 30_000,
 });
 
 export interface UplinkMonitorDeps {
   readonly log: Logger;
   readonly io?: MonitorIo;
   readonly clock?: Clock;
+  /**
+   * True when the uplinks carried traffic since the previous call (asked once per carrier read):
+   * picks the fast carrier cadence. Absent: always the fast one.
+   */
+  readonly activity?: () => boolean;
 }
 
 export interface MonitorStats {
@@ -82,6 +93,13 @@ export interface MonitorStats {
   readonly restarts: number;
   readonly resyncs: number;
   readonly bufferOverflows: number;
+  /** Reads of the carrier bits (0 while carrier polling is off). */
+  readonly carrierReads: number;
+  /** Times the carrier bit changed the facts before netlink did. */
+  readonly carrierOverrides: number;
+  /** Send errors the data plane reported (ENETDOWN, ENETUNREACH, EHOSTUNREACH), and the holds ENETDOWN began. */
+  readonly sendErrors: number;
+  readonly sendErrorHolds: number;
 }
 
 export type FactsListener = (uplink: string, facts: UplinkFacts) => void;
@@ -106,7 +124,19 @@ export class UplinkMonitor {
   /** Set once the first snapshot is in; before, events only wait for replay. */
   private primed = false;
   private resyncAgain = false;
-  private counters = { events: 0, ignoredLines: 0, restarts: 0, resyncs: 0, bufferOverflows: 0 };
+  private counters = { events: 0, ignoredLines: 0, restarts: 0, resyncs: 0, bufferOverflows: 0, carrierReads: 0, carrierOverrides: 0, sendErrors: 0, sendErrorHolds: 0 };
+  /** Per uplink (by index): the open carrier bit, null while none is open. */
+  private readonly readers: (CarrierReader | null)[];
+  /** Per uplink: the two carrier events, made once (the poll allocates nothing). */
+  private readonly carrierOn: CarrierEvent[];
+  private readonly carrierOff: CarrierEvent[];
+  /** On once the first snapshot showed sysfs is this namespace's (enableCarrier). */
+  private carrierPolling = false;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private lastActiveAt = -Infinity;
+  private readonly holds = new Map<string, SendErrorHold>();
+  private readonly holdTimers = new Map<string, NodeJS.Timeout>();
+  private lastErrorResyncAt = -Infinity;
 
   constructor(
     private readonly uplinks: readonly WatchedUplink[],
@@ -120,6 +150,9 @@ export class UplinkMonitor {
       this.states.set(u.name, EMPTY_UPLINK_STATE);
       this.current.set(u.name, factsOf(u, EMPTY_UPLINK_STATE));
     }
+    this.readers = uplinks.map(() => null);
+    this.carrierOn = uplinks.map((u) => Object.freeze({ kind: 'carrier' as const, name: u.interface, carrier: true }));
+    this.carrierOff = uplinks.map((u) => Object.freeze({ kind: 'carrier' as const, name: u.interface, carrier: false }));
   }
 
   /** Resolves once the first snapshot is in: facts() is right from then on. Listeners hear only later changes. */
@@ -142,7 +175,12 @@ export class UplinkMonitor {
     this.running = false;
     if (this.restartTimer !== null) clearTimeout(this.restartTimer);
     if (this.resyncTimer !== null) clearTimeout(this.resyncTimer);
-    this.restartTimer = this.resyncTimer = null;
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
+    this.restartTimer = this.resyncTimer = this.pollTimer = null;
+    for (const t of this.holdTimers.values()) clearTimeout(t);
+    this.holdTimers.clear();
+    this.closeReaders();
+    this.carrierPolling = false;
     const c = this.child;
     this.child = null;
     if (c === null) return;
@@ -180,6 +218,47 @@ export class UplinkMonitor {
     return { ...this.counters };
   }
 
+  /** True while the carrier bits are read (off: netlink only, e.g. sysfs is another namespace's). */
+  get carrierPollingOn(): boolean {
+    return this.carrierPolling;
+  }
+
+  /**
+   * The data plane could not send on this uplink (errno ENETDOWN, ENETUNREACH or EHOSTUNREACH):
+   * look again now (carrier bit, then a resync), and after ENETDOWN hold the uplink unusable
+   * (signals.ts holdAfterSendError has the rule). Listeners hear any change from this call.
+   */
+  sendError(name: string, errno: number): void {
+    const i = this.uplinks.findIndex((u) => u.name === name);
+    if (i < 0 || !this.running || !this.primed) return;
+    const u = this.uplinks[i];
+    this.counters.sendErrors++;
+    const now = this.clock.now();
+    const prev = this.holds.get(name);
+    const hold = holdAfterSendError(prev, errno, now, this.opts);
+    if (hold !== undefined && hold !== prev) {
+      this.holds.set(name, hold);
+      this.counters.sendErrorHolds++;
+      this.deps.log.warn({ module: 'monitor', uplink: name, errno, holdMs: hold.until - now }, 'uplink send failed: network down; holding the uplink unusable');
+      const old = this.holdTimers.get(name);
+      if (old !== undefined) clearTimeout(old);
+      this.holdTimers.set(
+        name,
+        setTimeout(() => {
+          this.holdTimers.delete(name);
+          // Ended by this timer, not by comparing clocks (a timer may fire a fraction of a ms early).
+          this.holds.set(name, { ...hold, until: Math.min(hold.until, this.clock.now()) });
+          this.refresh(i);
+        }, hold.until - now),
+      );
+    }
+    this.refresh(i);
+    if (this.snapshotting === null && this.resyncTimer === null && now - this.lastErrorResyncAt >= this.opts.resyncDelayMs) {
+      this.lastErrorResyncAt = now;
+      this.resync(true).catch((e: unknown) => this.deps.log.warn({ module: 'monitor', err: e }, 'uplink monitor resync failed'));
+    } else this.scheduleResync();
+  }
+
   private spawnChild(): MonitorChild {
     const child: MonitorChild = this.io.spawnMonitor({
       line: (l) => {
@@ -209,9 +288,12 @@ export class UplinkMonitor {
       }
     }
     if (!this.primed) return;
-    for (const u of this.uplinks) {
+    for (let i = 0; i < this.uplinks.length; i++) {
+      const u = this.uplinks[i];
       const s = this.states.get(u.name) ?? EMPTY_UPLINK_STATE;
-      const next = reduce(u, s, ev);
+      let next = reduce(u, s, ev);
+      // The bit, read now, over netlink's (possibly late) word on it: one change, not two.
+      if (ev.kind === 'link' && ev.name === u.interface) next = this.withCarrier(i, next);
       if (next !== s) {
         this.states.set(u.name, next);
         this.publish(u, next, true);
@@ -227,7 +309,8 @@ export class UplinkMonitor {
   }
 
   private publish(u: WatchedUplink, s: UplinkState, notify: boolean): void {
-    const f = factsOf(u, s);
+    let f = factsOf(u, s);
+    if (f.usable && held(this.holds.get(u.name), this.clock.now())) f = Object.freeze({ ...f, usable: false });
     const prev = this.current.get(u.name);
     if (prev !== undefined && sameFacts(prev, f)) return;
     this.current.set(u.name, f);
@@ -267,8 +350,10 @@ export class UplinkMonitor {
           if (!snap.ok) throw new SystemError('NETCONFIG_FAILED', `uplink monitor: cannot read the snapshot: ${snap.reason}`, 'check that iproute2 (6.1 or later) is installed');
           this.counters.resyncs++;
           const replay = this.replay;
-          for (const u of this.uplinks) {
-            const s = fold(u, replay, fold(u, snap.events));
+          if (!this.primed) this.enableCarrier(snap.events);
+          for (let i = 0; i < this.uplinks.length; i++) {
+            const u = this.uplinks[i];
+            const s = this.withCarrier(i, fold(u, replay, fold(u, snap.events)));
             this.states.set(u.name, s);
             this.publish(u, s, notify);
           }
@@ -283,6 +368,107 @@ export class UplinkMonitor {
       await this.snapshotting;
     } finally {
       this.snapshotting = null;
+    }
+  }
+
+  /**
+   * Carrier polling starts only if sysfs shows this process's network namespace: every watched
+   * interface that netlink shows must be in /sys/class/net with the same ifindex. A sysfs mounted for
+   * another namespace (the agent entered one with setns() but no `ip netns exec`) fails that (unless
+   * names and indexes happen to match there too), and the monitor keeps to netlink, with one warning.
+   */
+  private enableCarrier(snapshot: readonly MonitorEvent[]): void {
+    const io = this.io;
+    if (this.opts.carrierPollMs <= 0 || io.openCarrier === undefined) return;
+    for (let i = 0; i < this.uplinks.length; i++) {
+      const u = this.uplinks[i];
+      const link = snapshot.find((e) => e.kind === 'link' && !e.deleted && e.name === u.interface);
+      if (link === undefined || link.kind !== 'link') continue;
+      let r: CarrierReader | null = null;
+      let why: string;
+      try {
+        r = io.openCarrier(u.interface);
+        why = r === null ? 'not in /sys/class/net' : `ifindex ${r.ifindex} in /sys/class/net, ${link.ifindex} in netlink`;
+      } catch (e) {
+        why = e instanceof Error ? e.message : String(e);
+      }
+      if (r === null || r.ifindex !== link.ifindex) {
+        r?.close();
+        this.closeReaders();
+        this.deps.log.warn(
+          { module: 'monitor', interface: u.interface, why },
+          "sysfs does not show this network namespace's interfaces: carrier from netlink only, which can be up to 1 s late (start the agent with `ip netns exec`, which mounts the namespace's sysfs)",
+        );
+        return;
+      }
+      this.readers[i] = r;
+    }
+    this.carrierPolling = true;
+    this.schedulePoll();
+  }
+
+  private closeReaders(): void {
+    for (let i = 0; i < this.readers.length; i++) {
+      this.readers[i]?.close();
+      this.readers[i] = null;
+    }
+  }
+
+  private schedulePoll(): void {
+    if (!this.running || !this.carrierPolling) return;
+    const now = this.clock.now();
+    if (this.deps.activity === undefined || this.deps.activity()) this.lastActiveAt = now;
+    this.pollTimer = setTimeout(this.pollTick, carrierPollDelay(this.lastActiveAt, now, this.opts));
+  }
+
+  private readonly pollTick = (): void => {
+    this.pollTimer = null;
+    if (!this.running) return;
+    for (let i = 0; i < this.uplinks.length; i++) this.refresh(i);
+    this.schedulePoll();
+  };
+
+  /** Folds a fresh carrier read into uplink i's state and publishes what changed (hold ends included). */
+  private refresh(i: number): void {
+    const u = this.uplinks[i];
+    const s = this.states.get(u.name) ?? EMPTY_UPLINK_STATE;
+    const next = this.withCarrier(i, s);
+    this.states.set(u.name, next);
+    this.publish(u, next, true);
+  }
+
+  /** `s` with uplink i's carrier bit read now folded in; `s` itself when polling is off or it agrees. */
+  private withCarrier(i: number, s: UplinkState): UplinkState {
+    if (!this.carrierPolling || s.link === null || !s.link.adminUp) return s;
+    const on = this.readCarrier(i);
+    const next = reduce(this.uplinks[i], s, on ? this.carrierOn[i] : this.carrierOff[i]);
+    if (next !== s) this.counters.carrierOverrides++;
+    return next;
+  }
+
+  /** Called only while netlink shows the interface: one it cannot find in sysfs is gone, so no carrier. */
+  private readCarrier(i: number): boolean {
+    this.counters.carrierReads++;
+    try {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        let r = this.readers[i];
+        if (r === null) {
+          r = this.io.openCarrier?.(this.uplinks[i].interface) ?? null;
+          if (r === null) return false;
+          this.readers[i] = r;
+        }
+        const c = r.read();
+        if (c !== Carrier.Gone) return c === Carrier.On;
+        // The device went away under the open fd; a new one of the same name may be there already.
+        r.close();
+        this.readers[i] = null;
+      }
+      return false;
+    } catch (e) {
+      this.carrierPolling = false;
+      this.closeReaders();
+      this.deps.log.warn({ module: 'monitor', interface: this.uplinks[i].interface, err: e }, 'cannot read the carrier bit: carrier from netlink only from now on');
+      return this.states.get(this.uplinks[i].name)?.link?.carrier ?? false;
     }
   }
 
