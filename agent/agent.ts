@@ -31,6 +31,14 @@ export interface MonitorLike {
   stop(): Promise<void>;
   facts(name: string): UplinkFacts;
   onChange(cb: (uplink: string, facts: UplinkFacts) => void): () => void;
+  /** The data plane could not send on this uplink (ENETDOWN, ENETUNREACH, EHOSTUNREACH): look again now. */
+  sendError?(uplink: string, errno: number): void;
+}
+
+/** What the agent gives the monitor besides the uplinks. */
+export interface MonitorSignals {
+  /** True when the uplinks carried traffic since the previous call (sets the carrier read cadence). */
+  readonly activity: () => boolean;
 }
 
 export interface AgentIdentity {
@@ -67,7 +75,7 @@ export interface AgentDeps {
   /** An RM client for uplink i, bound to `locator` (tests pass in-process ones). */
   readonly makeRmClient?: (uplink: number, locator: string) => RmClient;
   /** Watches the uplinks' link state, addresses and routes (netlink); none in tests on fakes. */
-  readonly makeMonitor?: (uplinks: readonly WatchedUplink[]) => MonitorLike;
+  readonly makeMonitor?: (uplinks: readonly WatchedUplink[], signals: MonitorSignals) => MonitorLike;
   /** Sequence number and message counter kept across restarts; default: in memory. */
   readonly hostState?: HostStateStore;
 }
@@ -327,7 +335,14 @@ class RealmnetAgent implements Agent {
     const uplinks = r.table.current;
     const ins = createInside(
       { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: r.tun.stride, headroom: r.tun.headroom, chunkPayload: chunkPayload(config.underlayMtu) },
-      { cache: this.cache, sockets: uplinks.map((u) => u.socket), drops: this.drops, onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff) },
+      {
+        cache: this.cache,
+        sockets: uplinks.map((u) => u.socket),
+        drops: this.drops,
+        onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff),
+        // The monitor is made after the data plane: read at the call, not now.
+        onSendError: (u, errno) => r.monitor?.sendError?.(uplinks[u].name, errno),
+      },
     );
     this.inside = ins.stats;
     this.inOnBatch = ins.onBatch;
@@ -427,7 +442,7 @@ class RealmnetAgent implements Agent {
       watched.push({ name: u.name, interface: u.interface, locator: u.locator, gateway: this.config.uplinks[u.index].gateway, table: r.sockets.tableOf(u.name) });
     }
     if (watched.length === 0) return;
-    const m = this.deps.makeMonitor(watched);
+    const m = this.deps.makeMonitor(watched, { activity: r.sockets.trafficProbe() });
     r.monitor = m; // stopped by stop() even if its start fails half-way
     const apply = (name: string, f: UplinkFacts) => {
       // The kernel drops an IPv4 policy route with the link; put it back once the link is usable again.

@@ -4,6 +4,7 @@ import type { MapCache } from '../mapcache/cache.ts';
 import { HEADER_LEN, MAX_CHUNKS, VNET_HDR_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
 import { flowHash, pickByWeight } from './flows.ts';
 import { Drop, type DropCounters } from './drops.ts';
+import { constants as osConstants } from 'node:os';
 
 /*
  * inside: TUN → UDP, the send path.
@@ -49,7 +50,14 @@ export interface InsideDeps {
    * when the control plane kept a copy to send once the binding is known. The buffer is borrowed.
    */
   readonly onMiss?: (buf: Buffer, off: number, len: number, idOff: number) => boolean;
+  /**
+   * Called when sends on an uplink failed with ENETDOWN, ENETUNREACH or EHOSTUNREACH, at most once per
+   * uplink and batch: the control plane hears of a dead uplink with the first packet it refused.
+   */
+  readonly onSendError?: (uplink: number, errno: number) => void;
 }
+
+const { ENETDOWN, ENETUNREACH, EHOSTUNREACH } = osConstants.errno;
 
 export interface InsideStats {
   packets: number;
@@ -159,7 +167,12 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
       const q = queues[u];
       if (q.count === 0) continue;
       const sent = sockets[u].send(from, q.offsets, q.lengths, q.addrs, q.ports, q.count);
-      if (sent < q.count) drops.add(Drop.InsideSendError, q.count - sent);
+      if (sent < q.count) {
+        drops.add(Drop.InsideSendError, q.count - sent);
+        // Error path only: reading stats builds an object, once per uplink and batch.
+        const errno = deps.onSendError === undefined ? 0 : sockets[u].stats.lastSendErrno;
+        if (errno === ENETDOWN || errno === ENETUNREACH || errno === EHOSTUNREACH) deps.onSendError?.(u, errno);
+      }
       q.count = 0;
     }
   };
