@@ -99,9 +99,17 @@ class FakeReader implements CarrierReader {
     readonly ifindex: number,
     public value: Carrier,
   ) {}
-  read(): Carrier {
+  private inFlight = false;
+  /** Answers a microtask later (the real one answers from libuv's thread pool). */
+  read(done: (c: Carrier) => void): boolean {
+    if (this.inFlight) return false;
+    this.inFlight = true;
     this.reads++;
-    return this.value;
+    queueMicrotask(() => {
+      this.inFlight = false;
+      done(this.value);
+    });
+    return true;
   }
   close(): void {
     this.closed = true;
@@ -230,7 +238,8 @@ describe('UplinkMonitor: carrier polling (fake sysfs, manual clock)', () => {
   it('keeps the bit over a netlink event that disagrees with it (a late report of an older state)', async () => {
     const { io, m, seen } = await started();
     io.reader('eth-a').value = Carrier.Off;
-    io.emit(NETLINK_UP); // netlink says carrier; the bit, read with the event, says no
+    io.emit(NETLINK_UP); // netlink says carrier; the bit, read right after the event, says no
+    await Promise.resolve();
     expect(seen).toEqual([['a', NO_CARRIER, expect.any(Number)]]);
     expect(m.facts('a')).toEqual(NO_CARRIER);
   });
@@ -283,6 +292,7 @@ describe('UplinkMonitor: carrier polling (fake sysfs, manual clock)', () => {
     const { log, warnings } = recordingLog();
     const { io, m, seen } = await started({ log });
     const snaps = io.snapshots;
+    await Promise.resolve(); // the start's reads are done
     const reads = io.reader('eth-a').reads;
     m.sendError('a', ENETDOWN);
     expect(seen).toEqual([['a', { ...USABLE, usable: false }, clock.now()]]);
@@ -321,7 +331,8 @@ describe('UplinkMonitor: carrier polling (fake sysfs, manual clock)', () => {
     expect(seen).toEqual([]);
     expect(io.snapshots).toBe(snaps + 1);
     io.reader('eth-b').value = Carrier.Off;
-    m.sendError('b', EHOSTUNREACH); // the read in the call finds the loss, before any poll
+    m.sendError('b', EHOSTUNREACH); // the read it asks for finds the loss, before any poll
+    await Promise.resolve();
     expect(seen).toEqual([['b', NO_CARRIER, clock.now()]]);
     // Resyncs after send errors are spaced by resyncDelayMs, however many errors come.
     for (let i = 0; i < 50; i++) m.sendError('b', ENETUNREACH);

@@ -3,7 +3,7 @@
  * namespace, /proc, and the carrier bits in /sys/class/net. Tests replace it with a fake MonitorIo.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { close, openSync, readFileSync, read } from 'node:fs';
 import { runIp } from '../../../shared/ip.ts';
 import { readFile } from 'node:fs/promises';
 
@@ -46,11 +46,15 @@ export const Carrier = {
 } as const;
 export type Carrier = (typeof Carrier)[keyof typeof Carrier];
 
-/** One interface's carrier bit, read without allocating (the monitor reads it every few ms). */
+/** One interface's carrier bit (the monitor reads it every few ms). */
 export interface CarrierReader {
   /** The interface index sysfs gives: compared with netlink's to tell whether sysfs shows our namespace. */
   readonly ifindex: number;
-  read(): Carrier;
+  /**
+   * Reads the bit off the event loop and calls `done` with it (err: the read failed otherwise).
+   * Returns false, and will not call `done`, while an earlier read is still in flight.
+   */
+  read(done: (c: Carrier, err?: Error) => void): boolean;
   close(): void;
 }
 
@@ -67,9 +71,14 @@ export function systemMonitorIo(maxLineBytes: number): MonitorIo {
 /**
  * The bit itself, not linkwatch's report of it: netif_carrier_off() sets it before it queues the
  * netlink event that linkwatch may hold for up to a second. One fd per interface, re-read with
- * pread at offset 0 (sysfs regenerates the text on every read from offset 0; checked on 6.x).
+ * pread at offset 0 (sysfs regenerates the text on every read from offset 0; checked on 6.18).
  * The sysfs mounted here must be the agent's namespace's: `ip netns exec` mounts one (the monitor
  * compares ifindexes to make sure).
+ *
+ * Why off the event loop (libuv's thread pool): carrier_show() takes the RTNL lock (and syncs the
+ * device's pending linkwatch event, so netlink hears of it at once too). A read costs ~8 µs, but
+ * while another process holds RTNL (a namespace torn down, a route table loaded) it waits: 48 ms
+ * measured, which a synchronous read would have taken from the data path sharing the loop.
  */
 function openCarrier(dev: string): CarrierReader | null {
   if (dev.includes('/') || dev === '.' || dev === '..') return null;
@@ -85,24 +94,39 @@ function openCarrier(dev: string): CarrierReader | null {
   }
   const buf = Buffer.alloc(4);
   let open = true;
+  let inFlight = false;
+  let pending: ((c: Carrier, err?: Error) => void) | null = null;
+  // One callback for every read (made once): only the request itself is allocated per read.
+  const onRead = (e: NodeJS.ErrnoException | null, n: number): void => {
+    inFlight = false;
+    const done = pending;
+    pending = null;
+    if (!open) {
+      close(fd, () => {});
+      return;
+    }
+    if (done === null) return;
+    if (e === null) done(n > 0 && buf[0] === 0x31 ? Carrier.On : Carrier.Off);
+    // carrier_show(): -EINVAL while the device is not running (admin down): no carrier.
+    else if (e.code === 'EINVAL') done(Carrier.Off);
+    // kernfs: -ENODEV once the attribute's device is unregistered.
+    else if (e.code === 'ENODEV' || e.code === 'ENOENT') done(Carrier.Gone);
+    else done(Carrier.Off, e);
+  };
   return {
     ifindex,
-    read() {
-      if (!open) return Carrier.Gone;
-      try {
-        return readSync(fd, buf, 0, 4, 0) > 0 && buf[0] === 0x31 ? Carrier.On : Carrier.Off;
-      } catch (e) {
-        // carrier_show(): -EINVAL while the device is not running (admin down): no carrier.
-        if (errnoCode(e) === 'EINVAL') return Carrier.Off;
-        // kernfs: -ENODEV once the attribute's device is unregistered.
-        if (errnoCode(e) === 'ENODEV' || errnoCode(e) === 'ENOENT') return Carrier.Gone;
-        throw e;
-      }
+    read(done) {
+      if (!open || inFlight) return false;
+      inFlight = true;
+      pending = done;
+      read(fd, buf, 0, 4, 0, onRead);
+      return true;
     },
     close() {
       if (!open) return;
       open = false;
-      closeSync(fd);
+      // A read in flight still uses the fd: it is closed when that read is done.
+      if (!inFlight) close(fd, () => {});
     },
   };
 }

@@ -127,9 +127,16 @@ export class UplinkMonitor {
   private counters = { events: 0, ignoredLines: 0, restarts: 0, resyncs: 0, bufferOverflows: 0, carrierReads: 0, carrierOverrides: 0, sendErrors: 0, sendErrorHolds: 0 };
   /** Per uplink (by index): the open carrier bit, null while none is open. */
   private readonly readers: (CarrierReader | null)[];
-  /** Per uplink: the two carrier events, made once (the poll allocates nothing). */
+  /** Per uplink: the two carrier events and the read callback, made once (a poll allocates only the read request). */
   private readonly carrierOn: CarrierEvent[];
   private readonly carrierOff: CarrierEvent[];
+  private readonly onCarrier: ((c: Carrier, err?: Error) => void)[];
+  /** Per uplink: a read was asked for while one was in flight; read again when it is done. */
+  private readonly readAgain: boolean[];
+  /** Per uplink: the last bit read, and the snapshot epoch it was read in (a snapshot begins a new one). */
+  private readonly lastBit: boolean[];
+  private readonly bitEpoch: number[];
+  private epoch = 0;
   /** On once the first snapshot showed sysfs is this namespace's (enableCarrier). */
   private carrierPolling = false;
   private pollTimer: NodeJS.Timeout | null = null;
@@ -153,6 +160,10 @@ export class UplinkMonitor {
     this.readers = uplinks.map(() => null);
     this.carrierOn = uplinks.map((u) => Object.freeze({ kind: 'carrier' as const, name: u.interface, carrier: true }));
     this.carrierOff = uplinks.map((u) => Object.freeze({ kind: 'carrier' as const, name: u.interface, carrier: false }));
+    this.onCarrier = uplinks.map((_, i) => (c: Carrier, err?: Error) => this.carrierRead(i, c, err));
+    this.readAgain = uplinks.map(() => false);
+    this.lastBit = uplinks.map(() => false);
+    this.bitEpoch = uplinks.map(() => -1);
   }
 
   /** Resolves once the first snapshot is in: facts() is right from then on. Listeners hear only later changes. */
@@ -248,11 +259,13 @@ export class UplinkMonitor {
           this.holdTimers.delete(name);
           // Ended by this timer, not by comparing clocks (a timer may fire a fraction of a ms early).
           this.holds.set(name, { ...hold, until: Math.min(hold.until, this.clock.now()) });
-          this.refresh(i);
+          this.publish(u, this.states.get(name) ?? EMPTY_UPLINK_STATE, true);
+          this.readCarrier(i);
         }, hold.until - now),
       );
     }
-    this.refresh(i);
+    this.publish(u, this.states.get(name) ?? EMPTY_UPLINK_STATE, true);
+    this.readCarrier(i);
     if (this.snapshotting === null && this.resyncTimer === null && now - this.lastErrorResyncAt >= this.opts.resyncDelayMs) {
       this.lastErrorResyncAt = now;
       this.resync(true).catch((e: unknown) => this.deps.log.warn({ module: 'monitor', err: e }, 'uplink monitor resync failed'));
@@ -291,13 +304,13 @@ export class UplinkMonitor {
     for (let i = 0; i < this.uplinks.length; i++) {
       const u = this.uplinks[i];
       const s = this.states.get(u.name) ?? EMPTY_UPLINK_STATE;
-      let next = reduce(u, s, ev);
-      // The bit, read now, over netlink's (possibly late) word on it: one change, not two.
-      if (ev.kind === 'link' && ev.name === u.interface) next = this.withCarrier(i, next);
+      const next = reduce(u, s, ev);
       if (next !== s) {
         this.states.set(u.name, next);
         this.publish(u, next, true);
       }
+      // Netlink's word on a link may be late: the bit, read now, has the last one.
+      if (ev.kind === 'link' && ev.name === u.interface) this.readCarrier(i);
     }
     if (this.watchedChangeNeedsResync(ev)) this.scheduleResync();
   }
@@ -343,6 +356,7 @@ export class UplinkMonitor {
         this.resyncAgain = false;
         this.replay = [];
         this.replayOverflow = false;
+        const epoch = ++this.epoch;
         try {
           const out = await this.io.ipBatch(SNAPSHOT_OPTIONS, SNAPSHOT_COMMANDS);
           if (!this.running) return;
@@ -353,9 +367,12 @@ export class UplinkMonitor {
           if (!this.primed) this.enableCarrier(snap.events);
           for (let i = 0; i < this.uplinks.length; i++) {
             const u = this.uplinks[i];
-            const s = this.withCarrier(i, fold(u, replay, fold(u, snap.events)));
+            let s = fold(u, replay, fold(u, snap.events));
+            // A bit read since the snapshot began is as new as it: keep it (else a flap until the next read).
+            if (this.carrierPolling && this.bitEpoch[i] === epoch) s = reduce(u, s, this.lastBit[i] ? this.carrierOn[i] : this.carrierOff[i]);
             this.states.set(u.name, s);
             this.publish(u, s, notify);
+            this.readCarrier(i);
           }
           this.primed = true;
           if (this.replayOverflow) this.resyncAgain = true;
@@ -424,52 +441,76 @@ export class UplinkMonitor {
   private readonly pollTick = (): void => {
     this.pollTimer = null;
     if (!this.running) return;
-    for (let i = 0; i < this.uplinks.length; i++) this.refresh(i);
+    for (let i = 0; i < this.uplinks.length; i++) this.readCarrier(i);
     this.schedulePoll();
   };
 
-  /** Folds a fresh carrier read into uplink i's state and publishes what changed (hold ends included). */
-  private refresh(i: number): void {
+  /**
+   * Asks for a read of uplink i's carrier bit (off the event loop, io.ts); carrierRead() folds it in.
+   * Only while netlink shows the interface admin-up: creation, deletion and admin state reach netlink
+   * at once, only the carrier can be late there. One that sysfs no longer has is gone: no carrier.
+   */
+  private readCarrier(i: number): void {
+    if (!this.carrierPolling) return;
+    const s = this.states.get(this.uplinks[i].name);
+    if (s === undefined || s.link === null || !s.link.adminUp) return;
+    let r = this.readers[i];
+    if (r === null) {
+      try {
+        r = this.io.openCarrier?.(this.uplinks[i].interface) ?? null;
+      } catch (e) {
+        this.stopCarrier(i, e);
+        return;
+      }
+      if (r === null) {
+        this.foldCarrier(i, false);
+        return;
+      }
+      this.readers[i] = r;
+    }
+    // In flight already: that read may predate what made us ask, so read once more after it.
+    if (!r.read(this.onCarrier[i])) this.readAgain[i] = true;
+  }
+
+  private carrierRead(i: number, c: Carrier, err: Error | undefined): void {
+    this.counters.carrierReads++;
+    if (!this.running || !this.carrierPolling) return;
+    if (err !== undefined) {
+      this.stopCarrier(i, err);
+      return;
+    }
+    if (c === Carrier.Gone) {
+      // The device went away under the open fd; a new one of the same name may be there already.
+      this.readers[i]?.close();
+      this.readers[i] = null;
+      this.readAgain[i] = false;
+      this.readCarrier(i);
+      return;
+    }
+    this.foldCarrier(i, c === Carrier.On);
+    if (this.readAgain[i]) {
+      this.readAgain[i] = false;
+      this.readCarrier(i);
+    }
+  }
+
+  /** The bit over netlink's word: a change is published at once; netlink saying the same later is none. */
+  private foldCarrier(i: number, carrier: boolean): void {
+    this.lastBit[i] = carrier;
+    this.bitEpoch[i] = this.epoch;
     const u = this.uplinks[i];
     const s = this.states.get(u.name) ?? EMPTY_UPLINK_STATE;
-    const next = this.withCarrier(i, s);
+    const next = reduce(u, s, carrier ? this.carrierOn[i] : this.carrierOff[i]);
+    if (next === s) return;
+    this.counters.carrierOverrides++;
     this.states.set(u.name, next);
     this.publish(u, next, true);
   }
 
-  /** `s` with uplink i's carrier bit read now folded in; `s` itself when polling is off or it agrees. */
-  private withCarrier(i: number, s: UplinkState): UplinkState {
-    if (!this.carrierPolling || s.link === null || !s.link.adminUp) return s;
-    const on = this.readCarrier(i);
-    const next = reduce(this.uplinks[i], s, on ? this.carrierOn[i] : this.carrierOff[i]);
-    if (next !== s) this.counters.carrierOverrides++;
-    return next;
-  }
-
-  /** Called only while netlink shows the interface: one it cannot find in sysfs is gone, so no carrier. */
-  private readCarrier(i: number): boolean {
-    this.counters.carrierReads++;
-    try {
-      for (let attempt = 0; attempt < 2; attempt++) {
-        let r = this.readers[i];
-        if (r === null) {
-          r = this.io.openCarrier?.(this.uplinks[i].interface) ?? null;
-          if (r === null) return false;
-          this.readers[i] = r;
-        }
-        const c = r.read();
-        if (c !== Carrier.Gone) return c === Carrier.On;
-        // The device went away under the open fd; a new one of the same name may be there already.
-        r.close();
-        this.readers[i] = null;
-      }
-      return false;
-    } catch (e) {
-      this.carrierPolling = false;
-      this.closeReaders();
-      this.deps.log.warn({ module: 'monitor', interface: this.uplinks[i].interface, err: e }, 'cannot read the carrier bit: carrier from netlink only from now on');
-      return this.states.get(this.uplinks[i].name)?.link?.carrier ?? false;
-    }
+  private stopCarrier(i: number, e: unknown): void {
+    this.carrierPolling = false;
+    this.closeReaders();
+    this.deps.log.warn({ module: 'monitor', interface: this.uplinks[i].interface, err: e }, 'cannot read the carrier bit: carrier from netlink only from now on');
   }
 
   private onExit(why: string): void {
