@@ -11,9 +11,10 @@
  * eth-a and eth-b get ifindexes that differ from their peers'; eth-c the same ifindex as its peer.
  * That matters: the kernel's link watcher reports a carrier change at once ("urgent") only for a
  * device whose ifindex differs from its iflink (for a veth, the peer's ifindex); otherwise the event
- * is batched, at most one batch per second system-wide, and a carrier loss can be reported up to ~1 s
- * late. Real NICs (iflink == ifindex) are in the second case; the shared testbed is not (its veth
- * ends all have indexes of their own).
+ * is batched, at most one batch per second system-wide, and netlink can report a carrier loss up to
+ * ~1 s late. Real NICs (iflink == ifindex) are in the second case; the shared testbed is not (its veth
+ * ends all have indexes of their own). The monitor reads the carrier bit itself, so it is fast in both
+ * (the last describe block measures the second case with linkwatch's batching armed).
  *
  * The monitor runs where the agent runs it: inside mh, as `ip netns exec mh node` with a small
  * harness that prints every change as a JSON line with its time.
@@ -307,10 +308,11 @@ describe('uplink monitor in a network namespace', () => {
     await latencyOf(() => mh('-6', 'route', 'add', 'default', 'via', '2001:db8:b::2', 'dev', 'eth-b'), 'b', (f) => f.usable);
   });
 
-  it('reports carrier loss on a veth whose peer has the same ifindex too, within the link watcher`s 1 s batching', async () => {
+  it('reports carrier loss on a veth whose peer has the same ifindex too (non-urgent for linkwatch) within 100 ms: the carrier bit', async () => {
     const lat = await latencyOf(inIsp('link set to-mhc down'), 'c', (f) => !f.carrier, 3_000);
     figures.push(`carrier loss, same ifindex as the peer (non-urgent link watch): ${lat.toFixed(1)} ms`);
-    expect(lat).toBeLessThan(1_500);
+    // Netlink alone: up to ~1 s, when linkwatch is in its batching second (the linkwatch case below).
+    expect(lat).toBeLessThan(100);
     await latencyOf(() => isp('link', 'set', 'to-mhc', 'up'), 'c', (f) => f.usable, 3_000);
   });
 

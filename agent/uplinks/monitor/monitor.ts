@@ -1,6 +1,7 @@
 /**
  * The uplink monitor: follows each uplink's link state, addresses and routes through netlink events
- * and reports a change the moment the kernel announces it (no polling). It reports facts; whether and
+ * and reports a change the moment the kernel announces it, and reads each uplink's carrier bit
+ * itself, since netlink may hear of a carrier change up to 1 s late (6.). It reports facts; whether and
  * when an uplink that came back is used again is the failover state machine's decision. This file is
  * the shell: child process, snapshot, restarts, listeners. parse.ts reads `ip`, reduce.ts decides,
  * io.ts is the system.
@@ -18,7 +19,18 @@
  *    corrected within ~resyncDelayMs.
  * 4. The child dies: restart after a bounded exponential backoff (100 ms … 5 s), one log line per
  *    restart, and resync (events were missed meanwhile).
- * 5. stop(): timers cleared, child killed (SIGTERM, then SIGKILL after 1 s).
+ * 5. stop(): timers cleared, child killed (SIGTERM, then SIGKILL after 1 s), carrier fds closed.
+ * 6. The carrier bit. The kernel's link watcher sends a non-urgent carrier change (any real NIC's) at
+ *    most once a second host-wide, so netlink may report a carrier loss ~1 s late. After the first
+ *    snapshot, if /sys/class/net shows this namespace (every watched interface there with netlink's
+ *    ifindex; `ip netns exec` mounts such a sysfs; otherwise one warning and netlink only), the
+ *    monitor reads /sys/class/net/DEV/carrier of every uplink (io.ts, off the event loop: the read
+ *    takes RTNL) every carrierPollMs while activity() says the uplinks carry traffic, every
+ *    carrierIdlePollMs otherwise (signals.ts carrierPollDelay), and right after every netlink link
+ *    event and snapshot. A bit that differs from the state folds in as a CarrierEvent (reduce.ts): the
+ *    listeners hear it at once, and netlink saying the same later is no change.
+ * 7. sendError(): the data plane could not send on an uplink (ENETDOWN, ENETUNREACH, EHOSTUNREACH):
+ *    read its carrier and resync now; ENETDOWN also holds it unusable (signals.ts has the rule).
  *
  * Why one child process per snapshot: the agent forwards packets on the same event loop, and every
  * spawn blocks that loop (libuv forks the whole process, then waits until the child has exec'd). The
@@ -32,9 +44,11 @@
  * Measured (test/e2e/monitor.test.ts, 2 vCPU): kernel change → onChange 0.3–6 ms (median ~0.5 ms).
  * Carrier changes reach netlink through the kernel's link watcher: at once for a device whose ifindex
  * differs from its iflink (a veth whose peer has another number), otherwise batched, at most one batch
- * per second for the whole host. For real NICs (the testbed gives every veth end an index of its own,
- * so it is in the first case) a carrier loss can so be reported up to ~1 s late, and a loss shorter than that not at all: probing
- * (failover.ts) covers that gap. IPv4 routes flushed by the kernel are not announced (see reduce()).
+ * per second for the whole host: real NICs are in that case (the testbed gives every veth end an
+ * index of its own, so it is not). There the carrier bit (6.) reports the loss, measured 0.8–9.5 ms
+ * after the fault was written to `ip` while an unread device's netlink report came 785–897 ms late;
+ * a loss shorter than a read interval can still pass unseen, and probing (paths/) covers that.
+ * IPv4 routes flushed by the kernel are not announced (see reduce()). docs/failover.md has the costs.
  */
 import { systemClock, type Clock } from '../../../shared/clock.ts';
 import { SystemError } from '../../../shared/errors.ts';

@@ -8,8 +8,8 @@
  * resync corrects any case not modelled.
  *
  * The carrier bit read from sysfs (a CarrierEvent) folds in like a link event that changes only the
- * carrier: the shell folds a fresh read after every netlink link event and every snapshot, so the
- * bit wins whenever it can be read, and netlink reporting the same carrier later is no change.
+ * carrier: the shell reads it every few ms and right after every netlink link event and snapshot, so
+ * the bit wins whenever it can be read, and netlink reporting the same carrier later is no change.
  */
 import { canonicalAddress } from '../../../shared/address.ts';
 import { TABLE_MAIN, type MonitorEvent, type RouteEvent, type UplinkFacts, type WatchedUplink } from './types.ts';
