@@ -33,6 +33,14 @@ export interface MonitorLike {
   stop(): Promise<void>;
   facts(name: string): UplinkFacts;
   onChange(cb: (uplink: string, facts: UplinkFacts) => void): () => void;
+  /** The data plane could not send on this uplink (ENETDOWN, ENETUNREACH, EHOSTUNREACH): look again now. */
+  sendError?(uplink: string, errno: number): void;
+}
+
+/** What the agent gives the monitor besides the uplinks. */
+export interface MonitorSignals {
+  /** True when the uplinks carried traffic since the previous call (sets the carrier read cadence). */
+  readonly activity: () => boolean;
 }
 
 export interface AgentIdentity {
@@ -69,7 +77,7 @@ export interface AgentDeps {
   /** An RM client for uplink i, bound to `locator` (tests pass in-process ones). */
   readonly makeRmClient?: (uplink: number, locator: string) => RmClient;
   /** Watches the uplinks' link state, addresses and routes (netlink); none in tests on fakes. */
-  readonly makeMonitor?: (uplinks: readonly WatchedUplink[]) => MonitorLike;
+  readonly makeMonitor?: (uplinks: readonly WatchedUplink[], signals: MonitorSignals) => MonitorLike;
   /** Sequence number and message counter kept across restarts; default: in memory. */
   readonly hostState?: HostStateStore;
 }
@@ -356,6 +364,8 @@ class RealmnetAgent implements Agent {
         onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff),
         flight: this.flight ?? undefined,
         now: () => this.deps.clock.now(),
+        // The monitor is made after the data plane: read at the call, not now.
+        onSendError: (u, errno) => r.monitor?.sendError?.(uplinks[u].name, errno),
       },
     );
     this.inside = ins.stats;
@@ -456,7 +466,7 @@ class RealmnetAgent implements Agent {
       watched.push({ name: u.name, interface: u.interface, locator: u.locator, gateway: this.config.uplinks[u.index].gateway, table: r.sockets.tableOf(u.name) });
     }
     if (watched.length === 0) return;
-    const m = this.deps.makeMonitor(watched);
+    const m = this.deps.makeMonitor(watched, { activity: r.sockets.trafficProbe() });
     r.monitor = m; // stopped by stop() even if its start fails half-way
     const apply = (name: string, f: UplinkFacts) => {
       // The kernel drops an IPv4 policy route with the link; put it back once the link is usable again.

@@ -40,7 +40,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
       config.identity === undefined
         ? undefined
         : fileHostState(config.identity.state ?? `${config.identity.key}.state`, (e) => log.error({ err: e.message }, 'could not save the host state (sequence number, message counter)')),
-    makeMonitor: (uplinks) => new UplinkMonitor(uplinks, { log: log.child({ module: 'monitor' }), clock: systemClock }),
+    makeMonitor: (uplinks, signals) => new UplinkMonitor(uplinks, { log: log.child({ module: 'monitor' }), clock: systemClock, activity: signals.activity }),
     makeRmClient:
       identity === undefined || rm === undefined
         ? undefined

@@ -6,6 +6,7 @@ import { flowHash, pickByWeight } from './flows.ts';
 import { Drop, type DropCounters } from './drops.ts';
 import type { FlightRecorder } from './flight.ts';
 import type { Path } from '../mapcache/cache.ts';
+import { constants as osConstants } from 'node:os';
 
 /*
  * inside: TUN → UDP, the send path.
@@ -58,7 +59,14 @@ export interface InsideDeps {
   readonly flight?: FlightRecorder;
   /** Clock ms, read once per batch for the flight recorder. */
   readonly now?: () => number;
+  /**
+   * Called when sends on an uplink failed with ENETDOWN, ENETUNREACH or EHOSTUNREACH, at most once per
+   * uplink and batch: the control plane hears of a dead uplink with the first packet it refused.
+   */
+  readonly onSendError?: (uplink: number, errno: number) => void;
 }
+
+const { ENETDOWN, ENETUNREACH, EHOSTUNREACH } = osConstants.errno;
 
 export interface InsideStats {
   packets: number;
@@ -180,7 +188,12 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
       const q = queues[u];
       if (q.count === 0) continue;
       const sent = sockets[u].send(from, q.offsets, q.lengths, q.addrs, q.ports, q.count);
-      if (sent < q.count) drops.add(Drop.InsideSendError, q.count - sent);
+      if (sent < q.count) {
+        drops.add(Drop.InsideSendError, q.count - sent);
+        // Error path only: reading stats builds an object, once per uplink and batch.
+        const errno = deps.onSendError === undefined ? 0 : sockets[u].stats.lastSendErrno;
+        if (errno === ENETDOWN || errno === ENETUNREACH || errno === EHOSTUNREACH) deps.onSendError?.(u, errno);
+      }
       q.count = 0;
     }
     flight?.commit(from, now());

@@ -85,6 +85,24 @@ export class UplinkSockets {
     }
   }
 
+  /**
+   * A function that says whether any uplink socket sent or received a datagram since its previous
+   * call: the monitor's "carrying traffic" (its carrier cadence), without it knowing the data plane.
+   */
+  trafficProbe(): () => boolean {
+    let last = -1;
+    return () => {
+      let n = 0;
+      for (const u of this.opened) {
+        const s = u.socket.stats;
+        n += s.txPackets + s.rxPackets;
+      }
+      const moved = n !== last;
+      last = n;
+      return moved;
+    };
+  }
+
   async stop(): Promise<void> {
     for (const u of this.opened) u.socket.close();
     this.opened.length = 0;

@@ -6,6 +6,10 @@
  * The kernel removes some routes without a netlink message (IPv4 routes through a device that goes
  * admin-down or loses its last IPv4 address): reduce() models those two cases, and the shell's
  * resync corrects any case not modelled.
+ *
+ * The carrier bit read from sysfs (a CarrierEvent) folds in like a link event that changes only the
+ * carrier: the shell reads it every few ms and right after every netlink link event and snapshot, so
+ * the bit wins whenever it can be read, and netlink reporting the same carrier later is no change.
  */
 import { canonicalAddress } from '../../../shared/address.ts';
 import { TABLE_MAIN, type MonitorEvent, type RouteEvent, type UplinkFacts, type WatchedUplink } from './types.ts';
@@ -56,6 +60,12 @@ export function reduce(u: WatchedUplink, s: UplinkState, ev: MonitorEvent): Upli
       const routes = ev.adminUp ? s.routes : EMPTY_UPLINK_STATE.routes;
       if (s.link !== null && s.link.adminUp === ev.adminUp && s.link.carrier === ev.carrier && routes === s.routes) return s;
       return Object.freeze({ ...s, link: Object.freeze({ adminUp: ev.adminUp, carrier: ev.carrier }), routes });
+    }
+    case 'carrier': {
+      // Only over a link netlink knows of and calls admin-up: creation, deletion and admin state come
+      // from netlink at once (rtmsg_ifinfo, not linkwatch); only the carrier can be late there.
+      if (ev.name !== u.interface || s.link === null || !s.link.adminUp || s.link.carrier === ev.carrier) return s;
+      return Object.freeze({ ...s, link: Object.freeze({ adminUp: true, carrier: ev.carrier }) });
     }
     case 'address': {
       if (ev.dev !== u.interface || ev.family !== c.family) return s;

@@ -26,7 +26,18 @@ export interface UplinkFacts {
   readonly usable: boolean;
 }
 
-export type MonitorEvent = LinkEvent | AddressEvent | RouteEvent;
+export type MonitorEvent = LinkEvent | AddressEvent | RouteEvent | CarrierEvent;
+
+/**
+ * The carrier bit as read from /sys/class/net/DEV/carrier (io.ts), not from netlink: it is never
+ * late, where linkwatch may hold netlink's report of it for up to a second. Speaks only of carrier.
+ */
+export interface CarrierEvent {
+  readonly kind: 'carrier';
+  readonly name: string;
+  /** False also when the device is not running (sysfs EINVAL) or gone: no carrier either way. */
+  readonly carrier: boolean;
+}
 
 export interface LinkEvent {
   readonly kind: 'link';
