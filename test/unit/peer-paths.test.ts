@@ -307,3 +307,68 @@ describe('PeerPaths: recovering the flight lost with a path (issue #11)', () => 
     expect(t.calls).toHaveLength(0);
   });
 });
+
+describe('PeerPaths: the peer goes quiet while we transmit (quiet return)', () => {
+  function withCalls(opts: Partial<ConstructorParameters<typeof PeerPaths>[0]> = {}) {
+    const calls: { from: number; to: number; since: number }[] = [];
+    const t = setup({ onPathFailed: (_tr, from, to, since) => (calls.push({ from: from.uplink, to: to.uplink, since }), 3) }, opts);
+    /** 10 ms ticks with our traffic, the peer's (rx) when `heard`, probes answered on both uplinks. */
+    const run = (ms: number, heard: boolean) => {
+      for (let x = 0; x < ms; x += 10) {
+        t.clock.advance(10);
+        t.entry.traffic.tx++;
+        if (heard) t.entry.traffic.rx++;
+        t.pp.tick();
+        t.answer([0, 1]);
+      }
+    };
+    const shadow = () => t.cache.lookup(t.peerId.toBytes(), 0)?.shadow ?? null;
+    return { ...t, calls, run, shadow };
+  }
+
+  it('copies to the best other path and re-sends since the last packet heard, and stops when the peer is heard again', () => {
+    const t = withCalls();
+    t.run(500, true);
+    expect(t.shadow()).toBeNull();
+    const lastHeard = t.clock.now();
+    t.run(40, false);
+    // SRTT is ~0 on the manual clock: quiet after quietReturnMs (20) + a tick.
+    expect(t.shadow()?.uplink).toBe(1);
+    expect(t.inUse()).toBe(0);
+    expect(t.calls).toEqual([{ from: 0, to: 1, since: lastHeard - 10 }]);
+    expect(t.pp.counters.quietReturnTriggers).toBe(1);
+    t.run(10, true);
+    expect(t.shadow()).toBeNull();
+    expect(t.pp.counters.quietReturnCleared).toBe(1);
+  });
+
+  it('a false alarm lasts two RTTs (at least 50 ms) and does not repeat until the peer is heard; a peer never heard is left to probing', () => {
+    const t = withCalls();
+    t.run(500, true);
+    t.run(40, false);
+    expect(t.shadow()?.uplink).toBe(1);
+    t.run(60, false);
+    expect(t.shadow()).toBeNull();
+    t.run(300, false);
+    expect(t.pp.counters.quietReturnTriggers).toBe(1);
+    // Heard again, then quiet again: a new episode.
+    t.run(20, true);
+    t.run(40, false);
+    expect(t.pp.counters.quietReturnTriggers).toBe(2);
+
+    const never = withCalls();
+    never.run(800, false);
+    expect(never.pp.counters.quietReturnTriggers).toBe(0);
+    expect(never.shadow()).toBeNull();
+  });
+
+  it('is off with make-before-break off or quietReturnMs 0', () => {
+    for (const opts of [{ makeBeforeBreak: false }, { quietReturnMs: 0 }]) {
+      const t = withCalls(opts);
+      t.run(500, true);
+      t.run(100, false);
+      expect(t.shadow()).toBeNull();
+      expect(t.calls).toHaveLength(0);
+    }
+  });
+});
