@@ -6,7 +6,6 @@
  * - exactly once: a numbered UDP stream across a silent blackhole (re-sends and make-before-break
  *   copies both happen) reaches the application with no number twice, while ch's agent dropped copies;
  * - make-before-break on a lossy path: copies were sent, the transfer is intact;
- * - quiet return: behind a one-way blackhole the sender hears its peer go quiet and acts before probes;
  * - both ends at once: mh and ch lose their active uplinks 80 ms apart with the RM stopped, and the
  *   agents find the pair that still works by themselves.
  * Each test runs its own realm on one shared testbed; faults are cleared after each.
@@ -168,15 +167,5 @@ describe('failover that applications do not notice', () => {
     expect(chEntry?.path?.startsWith('core ')).toBe(false);
     expect(chEntry?.path?.endsWith(tb.addr.v4.mh.ispa)).toBe(false);
     expect(chFo.length).toBeGreaterThan(0);
-  }, 90_000);
-
-  it("a one-way blackhole of mh → ch under a bulk transfer: mh hears ch go quiet and copies to another path before probes can tell", async () => {
-    realm = await startRealm(tb, {});
-    const ch = realm.files.ids.ch;
-    const r = await runFlow(tb, { to: ch, seconds: 5, windowFromMs: FAULT_AT_MS, faults: [{ atMs: FAULT_AT_MS, label: 'ispa drops mh → core', run: () => tb.blackhole('ispa', { iif: tb.addr.dev.ispa.mh }) }] });
-    const st = await agentStatus(tb, 'mh');
-    figures.push(`one-way blackhole: ${r.summary}; mh quiet-return triggers ${st.peers?.quietReturnTriggers}, cleared ${st.peers?.quietReturnCleared}, resent ${st.resend?.replayedPackets}`);
-    expect(r.intact && !r.reset && r.completed).toBe(true);
-    expect(st.peers?.quietReturnTriggers ?? 0).toBeGreaterThan(0);
   }, 90_000);
 });
