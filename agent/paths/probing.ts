@@ -55,12 +55,6 @@ export interface PeerPathsOptions {
   readonly makeBeforeBreak: boolean;
   /** Datagrams sent up to this long before a path was last known good are re-sent too (queues, clocks). */
   readonly replayMarginMs: number;
-  /**
-   * The peer went quiet while we transmit: nothing came back for the path's SRTT plus this long since
-   * we started sending after its last packet. Make-before-break and a re-send then start at once
-   * (watchReturn); 0 turns it off.
-   */
-  readonly quietReturnMs: number;
 }
 
 export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'> = Object.freeze({
@@ -70,7 +64,6 @@ export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'>
   updateRetryMs: Object.freeze([50, 100, 200, 400, 800, 1_600, 3_200]),
   makeBeforeBreak: true,
   replayMarginMs: 10,
-  quietReturnMs: 20,
 });
 
 export interface PeerPathsDeps {
@@ -120,8 +113,6 @@ export const PEER_COUNTERS = [
   'failoverResends',
   'failoverResentPackets',
   'failoverProbeBursts',
-  'quietReturnTriggers',
-  'quietReturnCleared',
 ] as const;
 export type PeerCounter = (typeof PEER_COUNTERS)[number];
 
@@ -168,18 +159,6 @@ interface Peer {
   left: TrackedPath | null;
   /** The path in use was withdrawn by the peer's binding (its uplink failed): re-send on the next choice. */
   lost: { readonly path: TrackedPath; readonly at: number } | null;
-  /** When the peer's last packet arrived (-Infinity: none yet). */
-  lastRxAt: number;
-  /** When we first sent after the peer's last packet; null: nothing sent since. */
-  txSinceRxAt: number | null;
-  /**
-   * The peer went quiet while we transmit (watchReturn): the path in use keeps the traffic, the best
-   * other path gets a copy of it and what may have been lost was re-sent there. Ends when the peer is
-   * heard again, when path choice moves the traffic, or after two RTTs (quietEpisodeMs).
-   */
-  quiet: { readonly path: TrackedPath; readonly alt: TrackedPath; readonly at: number } | null;
-  /** A quiet episode ran its course without the peer being heard: no second one until it is. */
-  quietSpent: boolean;
 }
 
 export class PeerPaths {
@@ -338,7 +317,7 @@ export class PeerPaths {
       const mapKey = idKey(e.id);
       if (this.peers.has(mapKey)) continue;
       if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
-      const p: Peer = { mapKey, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [], active: true, left: null, lost: null, lastRxAt: -Infinity, txSinceRxAt: null, quiet: null, quietSpent: false };
+      const p: Peer = { mapKey, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [], active: true, left: null, lost: null };
       this.rebuildPaths(p, now);
       this.peers.set(mapKey, p);
     }
@@ -356,16 +335,9 @@ export class PeerPaths {
       if (entry.locators !== old.locators) this.rebuildPaths(p, now);
     }
     const t = entry.traffic;
-    if (t.rx !== p.rxSeen) {
-      p.rxSeen = t.rx;
-      p.lastRxAt = now;
-      p.txSinceRxAt = null;
-      p.quietSpent = false;
-      p.lastActiveAt = now;
-    }
-    if (t.tx !== p.txSeen) {
+    if (t.tx !== p.txSeen || t.rx !== p.rxSeen) {
       p.txSeen = t.tx;
-      if (p.txSinceRxAt === null) p.txSinceRxAt = now;
+      p.rxSeen = t.rx;
       p.lastActiveAt = now;
     }
     if (now - p.lastActiveAt > this.opts.forgetAfterMs) {
@@ -386,7 +358,6 @@ export class PeerPaths {
       path.state = s;
     }
     this.choose(p, now);
-    this.watchReturn(p, now);
   }
 
   /**
@@ -444,7 +415,6 @@ export class PeerPaths {
     const groupPaths: GroupPath[] = group.length > 1 ? group.map((c) => ({ uplink: c.path.uplink, locator: c.path.locator, weight: c.weight, key: c.path.key })) : [];
     const prev = p.current;
     if (prev !== null && prev !== best && failed(prev.state)) p.left = prev;
-    if (p.quiet !== null && p.quiet.path !== best) p.quiet = null;
     const shadow = this.shadowOf(p, best);
     const e = p.entry;
     const samePath = best === null ? e.path === null : e.path !== null && e.path.uplink === best.uplink && e.path.locator === best.locator;
@@ -513,52 +483,11 @@ export class PeerPaths {
   }
 
   /**
-   * The peer went quiet while we transmit. A flow that is answered (TCP's ACKs, a reply) stops being
-   * answered about one RTT after its path broke in either direction; probes tell only ~150 ms after
-   * their last reply. So when nothing has come back from the peer for the path's SRTT +
-   * quietReturnMs since we started sending after its last packet (quietReturn), the best other path
-   * gets a copy of every packet and what was sent since the peer's last packet, less an RTT, is re-sent
-   * there; the path in use keeps the traffic until probing decides. A false alarm (a server thinking,
-   * a one-way stream) costs copies the receiver drops, and ends as soon as the peer is heard or after
-   * two RTTs (quietEpisodeMs); a peer never heard from is left to probing.
-   */
-  private watchReturn(p: Peer, now: number): void {
-    const q = p.quiet;
-    if (q !== null) {
-      if (p.lastRxAt > q.at) {
-        this.counters.quietReturnCleared++;
-        p.quiet = null;
-      } else if (now - q.at >= quietEpisodeMs(q.path.state)) {
-        p.quiet = null;
-        p.quietSpent = true;
-      } else return;
-      this.choose(p, now);
-      return;
-    }
-    const cur = p.current;
-    if (cur === null || p.quietSpent || !this.opts.makeBeforeBreak || this.opts.quietReturnMs <= 0 || !p.active) return;
-    if (!quietReturn(p.lastRxAt, p.txSinceRxAt, now, cur.state, this.opts.quietReturnMs, this.opts.timing)) return;
-    const alt = p.paths.find((x) => x !== cur && x.state.localUp && (x.state.state === 'up' || x.state.state === 'probation'));
-    if (alt === undefined) return;
-    this.counters.quietReturnTriggers++;
-    p.quiet = { path: cur, alt, at: now };
-    const onFailed = this.deps.onPathFailed;
-    const rtt = (cur.state.rttMs ?? 50) + 2 * (cur.state.rttVarMs ?? 0);
-    if (onFailed !== undefined) {
-      const n = onFailed(p.entry.traffic, { uplink: cur.uplink, locator: cur.locator }, { uplink: alt.uplink, locator: alt.locator }, p.lastRxAt - rtt - this.opts.replayMarginMs);
-      this.counters.failoverResentPackets += n;
-    }
-    this.choose(p, now);
-  }
-
-  /**
    * Make-before-break: the path traffic left while it was only suspect keeps a copy of every packet
    * until it answers again (then ranking decides) or is declared down, and only while the peer has
    * traffic (idle paths never get copies).
    */
   private shadowOf(p: Peer, best: TrackedPath | null): Path | null {
-    const q = p.quiet;
-    if (q !== null && q.path === best && q.alt !== best && q.alt.state.localUp) return { uplink: q.alt.uplink, locator: q.alt.locator };
     const l = p.left;
     if (l === null) return null;
     const keep = this.opts.makeBeforeBreak && p.active && best !== null && l !== best && l.state.localUp && l.state.state === 'suspect' && p.paths.includes(l);
@@ -605,27 +534,6 @@ export class PeerPaths {
     // Recovery and first answers are acted on now, not at the next tick.
     this.runPeer(p, now);
   }
-}
-
-/**
- * Whether a peer that was talking went quiet while we transmit (watchReturn): we have been sending
- * since the peer's last packet for longer than the path's SRTT + `quietMs`, the peer was heard within
- * the last second (so it answers at all), and the path in use is not already being judged by probes.
- */
-export function quietReturn(lastRxAt: number, txSinceRxAt: number | null, now: number, s: PathState, quietMs: number, t: PathTiming): boolean {
-  if (txSinceRxAt === null || !Number.isFinite(lastRxAt) || now - lastRxAt > 1_000) return false;
-  if (!s.localUp || (s.state !== 'up' && s.state !== 'probation')) return false;
-  return now - txSinceRxAt >= (s.rttMs ?? t.probeIntervalMs) + quietMs;
-}
-
-/**
- * How long a quiet episode copies traffic: two RTTs of the path (at least 50 ms). Long enough for a
- * re-sent flight to be answered if the path in use is what broke; if it is not, the copies only load
- * the receiver's link, and whatever is lost after the episode is re-sent when probing moves the
- * traffic (its window reaches back to the last probe reply).
- */
-function quietEpisodeMs(s: PathState): number {
-  return Math.max(50, 2 * ((s.rttMs ?? 50) + 2 * (s.rttVarMs ?? 0)));
 }
 
 /** A path traffic should leave: its uplink is out, or it stopped answering. */
