@@ -315,8 +315,7 @@ class RealmnetAgent implements Agent {
         onPathFailed: (traffic, from, to, since) => {
           const f = this.flight;
           if (f === null) return 0;
-          const now = deps.clock.now();
-          return f.replay(traffic, from, since, now, { uplink: to.uplink, socket: table.current[to.uplink].socket, locator: to.locator }).packets;
+          return f.replay(traffic, from, since, { uplink: to.uplink, socket: table.current[to.uplink].socket, locator: to.locator }).packets;
         },
       },
     );
@@ -363,7 +362,6 @@ class RealmnetAgent implements Agent {
         drops: this.drops,
         onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff),
         flight: this.flight ?? undefined,
-        now: () => this.deps.clock.now(),
         // The monitor is made after the data plane: read at the call, not now.
         onSendError: (u, errno) => r.monitor?.sendError?.(uplinks[u].name, errno),
       },

@@ -93,8 +93,8 @@ export class FlightRecorder {
 
   constructor(
     private readonly opts: FlightOptions,
-    /** Clock ms (the one the data plane stamps batches with). */
-    private readonly now: () => number = () => performance.now(),
+    /** Clock ms: stamps batches (read once per commit) and dates replays, the path state's clock. */
+    private readonly now: () => number,
   ) {
     this.ring = Buffer.allocUnsafeSlow(opts.totalBytes);
     const slots = Math.max(1024, Math.ceil(opts.totalBytes / 256));
@@ -133,9 +133,10 @@ export class FlightRecorder {
   }
 
   /** Hot path, after the batch was sent: copies what was staged from `src` (offsets ascending). */
-  commit(src: Buffer, now: number): void {
+  commit(src: Buffer): void {
     const n = this.sCount;
     if (n === 0) return;
+    const now = this.now();
     this.sCount = 0;
     const lo = this.sOff[0];
     const hi = this.sOff[n - 1] + this.sLen[n - 1];
@@ -179,7 +180,8 @@ export class FlightRecorder {
    * Control plane: re-sends to `to` the datagrams sent to the peer (`traffic`) on `from` at or after
    * `since` (clock ms), oldest first, paced; returns how many will be sent.
    */
-  replay(traffic: Traffic, from: FailedPath, since: number, now: number, to: ReplayTarget): { packets: number; bytes: number } {
+  replay(traffic: Traffic, from: FailedPath, since: number, to: ReplayTarget): { packets: number; bytes: number } {
+    const now = this.now();
     const slots = this.mAbs.length;
     const oldest = Math.max(since, now - this.opts.maxAgeMs);
     let n = 0;

@@ -57,8 +57,6 @@ export interface InsideDeps {
   readonly onMiss?: (buf: Buffer, off: number, len: number, idOff: number) => boolean;
   /** Keeps a copy of what was sent, for re-sending after a failover; none: nothing is kept. */
   readonly flight?: FlightRecorder;
-  /** Clock ms, read once per batch for the flight recorder. */
-  readonly now?: () => number;
   /**
    * Called when sends on an uplink failed with ENETDOWN, ENETUNREACH or EHOSTUNREACH, at most once per
    * uplink and batch: the control plane hears of a dead uplink with the first packet it refused.
@@ -104,7 +102,6 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
   // Twice the batch: a shadow path may share the uplink of the path it doubles.
   const queues = sockets.map(() => new SendQueue(2 * opts.batchSize * maxChunks));
   const flight = deps.flight ?? null;
-  const now = deps.now ?? (() => performance.now());
   const segment = opts.chunkPayload + HEADER_LEN;
   const arena = opts.offload ? Buffer.allocUnsafeSlow(opts.batchSize * maxChunks * segment) : Buffer.alloc(0);
   let arenaAt = 0;
@@ -196,7 +193,7 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
       }
       q.count = 0;
     }
-    flight?.commit(from, now());
+    flight?.commit(from);
   };
   return { onBatch, stats };
 }

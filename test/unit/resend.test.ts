@@ -100,6 +100,10 @@ describe('FlightRecorder', () => {
   const A = boundLocator('203.0.113.2', 4341, 1, 1, true);
   const B = boundLocator('203.0.113.66', 4341, 1, 1, true);
 
+  /** The recorders' clock: each batch and replay below says when it happens. */
+  const clock = { t: 0 };
+  const recorder = (opts: ConstructorParameters<typeof FlightRecorder>[0]) => new FlightRecorder(opts, () => clock.t);
+
   /** Stages n datagrams of `len` bytes (filled with their index) from one batch buffer, commits at `now`. */
   function batch(rec: FlightRecorder, items: { tag: number; len: number; uplink: number; traffic: Traffic; loc: typeof A }[], now: number): void {
     const buf = Buffer.alloc(items.length * 2048);
@@ -107,11 +111,18 @@ describe('FlightRecorder', () => {
       buf.fill(it.tag, i * 2048, i * 2048 + it.len);
       rec.stage(i * 2048, it.len, it.uplink, it.traffic, it.loc);
     });
-    rec.commit(buf, now);
+    clock.t = now;
+    rec.commit(buf);
+  }
+
+  /** rec.replay() at clock time `now`. */
+  function replayAt(rec: FlightRecorder, now: number, ...args: Parameters<FlightRecorder['replay']>): ReturnType<FlightRecorder['replay']> {
+    clock.t = now;
+    return rec.replay(...args);
   }
 
   it('re-sends, oldest first, the datagrams of that peer on that path since the given time, byte for byte', () => {
-    const rec = new FlightRecorder({ totalBytes: 1 << 20, perPeerBytes: 1 << 20, maxAgeMs: 1000, maxStaged: 64 }, () => 1100);
+    const rec = recorder({ totalBytes: 1 << 20, perPeerBytes: 1 << 20, maxAgeMs: 1000, maxStaged: 64 });
     const p = newTraffic();
     const q = newTraffic();
     batch(rec, [{ tag: 1, len: 100, uplink: 0, traffic: p, loc: A }, { tag: 2, len: 100, uplink: 0, traffic: q, loc: A }], 1000);
@@ -120,7 +131,7 @@ describe('FlightRecorder', () => {
     expect(p.heldBytes).toBe(100 + 200 + 100 + 300 + 400);
     expect(q.heldBytes).toBe(100);
     const out: Datagram[] = [];
-    const r = rec.replay(p, { uplink: 0, locator: A }, 1040, 1100, { uplink: 1, socket: fakeSocket(1, out), locator: B });
+    const r = replayAt(rec, 1100, p, { uplink: 0, locator: A }, 1040, { uplink: 1, socket: fakeSocket(1, out), locator: B });
     expect(r).toEqual({ packets: 2, bytes: 600 });
     expect(out.map((d) => [d.data[0], d.data.length, d.to])).toEqual([
       [3, 200, '203.0.113.66'],
@@ -129,31 +140,28 @@ describe('FlightRecorder', () => {
     expect(out.every((d) => d.data.every((b) => b === d.data[0]))).toBe(true);
     expect(rec.stats).toMatchObject({ replays: 1, replayedPackets: 2, replayedBytes: 600 });
     // Nothing older than maxAgeMs, whatever `since` says.
-    expect(rec.replay(p, { uplink: 0, locator: A }, 0, 2090, { uplink: 1, socket: fakeSocket(1, out), locator: B }).packets).toBe(1);
+    expect(replayAt(rec, 2090, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: fakeSocket(1, out), locator: B }).packets).toBe(1);
   });
 
   it('a re-sent datagram counts as sent on the new path: if that fails too, it is re-sent again', () => {
-    let now = 1000;
-    const rec = new FlightRecorder({ totalBytes: 1 << 20, perPeerBytes: 1 << 20, maxAgeMs: 1000, maxStaged: 64 }, () => now);
+    const rec = recorder({ totalBytes: 1 << 20, perPeerBytes: 1 << 20, maxAgeMs: 1000, maxStaged: 64 });
     const p = newTraffic();
     batch(rec, [{ tag: 1, len: 100, uplink: 0, traffic: p, loc: A }, { tag: 2, len: 100, uplink: 0, traffic: p, loc: A }], 1000);
-    now = 1010;
     const first: Datagram[] = [];
-    rec.replay(p, { uplink: 0, locator: A }, 990, now, { uplink: 1, socket: fakeSocket(1, first), locator: A });
+    replayAt(rec, 1010, p, { uplink: 0, locator: A }, 990, { uplink: 1, socket: fakeSocket(1, first), locator: A });
     batch(rec, [{ tag: 3, len: 100, uplink: 1, traffic: p, loc: A }], 1020);
-    now = 1100;
     const second: Datagram[] = [];
-    const r = rec.replay(p, { uplink: 1, locator: A }, 1005, now, { uplink: 2, socket: fakeSocket(2, second), locator: A });
+    const r = replayAt(rec, 1100, p, { uplink: 1, locator: A }, 1005, { uplink: 2, socket: fakeSocket(2, second), locator: A });
     expect(r.packets).toBe(3);
     expect(second.map((d) => d.data[0])).toEqual([1, 2, 3]);
   });
 
   it('keeps the newest up to the per-peer bound, and forgets what the ring overwrote (bytes held follow)', () => {
-    const rec = new FlightRecorder({ totalBytes: 256 * 1024, perPeerBytes: 3000, maxAgeMs: 10_000, maxStaged: 64 });
+    const rec = recorder({ totalBytes: 256 * 1024, perPeerBytes: 3000, maxAgeMs: 10_000, maxStaged: 64 });
     const p = newTraffic();
     for (let i = 0; i < 10; i++) batch(rec, [{ tag: i, len: 1000, uplink: 0, traffic: p, loc: A }], 1000 + i);
     const out: Datagram[] = [];
-    const r = rec.replay(p, { uplink: 0, locator: A }, 0, 1010, { uplink: 1, socket: fakeSocket(1, out), locator: B });
+    const r = replayAt(rec, 1010, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: fakeSocket(1, out), locator: B });
     expect(r.packets).toBe(3);
     expect(out.map((d) => d.data[0])).toEqual([7, 8, 9]);
     expect(rec.stats.replaysCapped).toBe(1);
@@ -165,12 +173,12 @@ describe('FlightRecorder', () => {
 
   it('paces a large replay at the rate it was first sent, and skips what the ring overwrote meanwhile', () => {
     vi.useFakeTimers();
-    const rec = new FlightRecorder({ totalBytes: 512 * 1024, perPeerBytes: 1 << 20, maxAgeMs: 10_000, maxStaged: 64 });
+    const rec = recorder({ totalBytes: 512 * 1024, perPeerBytes: 1 << 20, maxAgeMs: 10_000, maxStaged: 64 });
     const p = newTraffic();
     // 200 KB sent over 20 ms: 10 KB/ms.
     for (let i = 0; i < 200; i++) batch(rec, [{ tag: 1, len: 1000, uplink: 0, traffic: p, loc: A }], 1000 + i / 10);
     const out: Datagram[] = [];
-    rec.replay(p, { uplink: 0, locator: A }, 0, 1020, { uplink: 1, socket: fakeSocket(1, out), locator: B });
+    replayAt(rec, 1020, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: fakeSocket(1, out), locator: B });
     // The first slice at once (64 KiB), the rest later.
     expect(out.length).toBe(65);
     vi.advanceTimersByTime(2);
@@ -202,12 +210,12 @@ describe('inside → outside: counters, copies and re-sends reach the TUN once',
     const mhCache = new MapCache(8);
     const toCh = entry(CH, [CH_LOC], { uplink: 0, locator: CH_LOC });
     mhCache.set(toCh);
-    const flight = new FlightRecorder({ totalBytes: 1 << 20, perPeerBytes: 1 << 20, maxAgeMs: 1000, maxStaged: 64 });
     let now = 1000;
+    const flight = new FlightRecorder({ totalBytes: 1 << 20, perPeerBytes: 1 << 20, maxAgeMs: 1000, maxStaged: 64 }, () => now);
     const tunMh = new MemoryTun({ name: 'rn0' });
     const ins = createInside(
       { instanceId: 1, offload: false, maxDatagram: 65_507, batchSize: 64, stride: tunMh.stride, headroom: tunMh.headroom, chunkPayload: 1436 },
-      { cache: mhCache, sockets, drops: new DropCounters(), flight, now: () => now },
+      { cache: mhCache, sockets, drops: new DropCounters(), flight },
     );
     const chCache = new MapCache(8);
     chCache.set(entry(MH, [LOC_A, LOC_B], null));
@@ -268,7 +276,7 @@ describe('inside → outside: counters, copies and re-sends reach the TUN once',
     t.deliver(first.slice(0, 3));
     expect(t.tunCh.written).toHaveLength(3);
     const resent: Datagram[] = [];
-    const r = t.flight.replay(t.toCh.traffic, { uplink: 0, locator: CH_LOC }, 0, 1006, { uplink: 1, socket: fakeSocket(1, resent), locator: CH_LOC });
+    const r = t.flight.replay(t.toCh.traffic, { uplink: 0, locator: CH_LOC }, 0, { uplink: 1, socket: fakeSocket(1, resent), locator: CH_LOC });
     expect(r.packets).toBe(6);
     t.deliver(resent);
     expect(t.tunCh.written).toHaveLength(6);
