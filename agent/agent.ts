@@ -3,7 +3,7 @@ import type { Logger } from '../shared/log.ts';
 import { hostIdBytes, type HostId, type Prefix } from '../shared/ids.ts';
 import { privateSeed, type KeyPair } from '../shared/crypto/ed25519.ts';
 import type { AgentConfig } from './config.ts';
-import { createInside, type InsideStats } from './dataplane/inside.ts';
+import { chunksPerFrame, createInside, type InsideStats } from './dataplane/inside.ts';
 import { createOutside, type OutsideStats } from './dataplane/outside.ts';
 import { DropCounters, type DropName } from './dataplane/drops.ts';
 import { FlightRecorder, type FlightStats } from './dataplane/flight.ts';
@@ -25,7 +25,6 @@ import type { UplinkFacts, WatchedUplink } from './uplinks/monitor/types.ts';
 import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './hoststate.ts';
 import { EventLoopLag, type LagStats } from './lag.ts';
 import { statusOf } from './status.ts';
-import { VNET_HDR_LEN } from '../shared/wire/header.ts';
 
 /** What the agent needs of the uplink monitor (uplinks/monitor/monitor.ts). */
 export interface MonitorLike {
@@ -121,11 +120,6 @@ export function chunkPayload(underlayMtu: number): number {
   return underlayMtu - 40 - 8 - 8;
 }
 
-/** Datagrams one TUN frame can become: 1, or in offload mode the chunks of a 64 KB super-packet. */
-export function maxChunksPerFrame(config: AgentConfig): number {
-  return config.tun.offload ? Math.ceil((65_535 + VNET_HDR_LEN) / chunkPayload(config.underlayMtu)) : 1;
-}
-
 /** The host ID: from the key (identity) or the config; both given must agree. */
 export function resolveHostId(config: AgentConfig, identity: AgentIdentity | undefined): string {
   if (identity === undefined) {
@@ -175,7 +169,7 @@ class RealmnetAgent implements Agent {
     this.hostState = deps.hostState ?? memoryHostState();
     const r = config.failover.resend;
     this.flight = r.enabled
-      ? new FlightRecorder({ totalBytes: r.bufferBytes, perPeerBytes: r.perPeerBytes, maxAgeMs: r.maxAgeMs, maxStaged: config.tun.batchSize * maxChunksPerFrame(config) }, () => deps.clock.now())
+      ? new FlightRecorder({ totalBytes: r.bufferBytes, perPeerBytes: r.perPeerBytes, maxAgeMs: r.maxAgeMs, maxStaged: config.tun.batchSize * chunksPerFrame(config.tun.offload, chunkPayload(config.underlayMtu)) }, () => deps.clock.now())
       : null;
   }
 

@@ -89,6 +89,11 @@ class SendQueue {
   }
 }
 
+/** Datagrams one TUN frame can become: 1, or in offload mode the chunks of a 64 KB super-packet. */
+export function chunksPerFrame(offload: boolean, chunkPayload: number): number {
+  return offload ? Math.ceil((65_535 + VNET_HDR_LEN) / chunkPayload) : 1;
+}
+
 export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: TunBatchHandler; stats: InsideStats } {
   if (opts.headroom < HEADER_LEN) throw new Error(`TUN headroom ${opts.headroom} < ${HEADER_LEN}`);
   const { cache, sockets, drops } = deps;
@@ -96,7 +101,7 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
   const minLen = ipOff + 40;
   // Offload: a frame is at most a 64 KB packet plus its virtio header, sent in chunks.
-  const maxChunks = opts.offload ? Math.ceil((65_535 + VNET_HDR_LEN) / opts.chunkPayload) : 1;
+  const maxChunks = chunksPerFrame(opts.offload, opts.chunkPayload);
   if (maxChunks > MAX_CHUNKS) throw new Error(`chunk size ${opts.chunkPayload} too small for 64 KB frames`);
   const maxFrame = opts.offload ? 65_535 + VNET_HDR_LEN : opts.maxDatagram - HEADER_LEN;
   // Twice the batch: a shadow path may share the uplink of the path it doubles.
