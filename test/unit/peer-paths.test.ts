@@ -9,36 +9,13 @@ import { generateKeyPair, privateSeed } from '../../shared/crypto/ed25519.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { addressBytes } from '../../shared/address.ts';
-import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
+import { captureSocket, type Captured } from '../helpers/capture-socket.ts';
 import { UplinkTable } from '../../agent/uplinks/table.ts';
 
 /**
  * PeerPaths on a manual clock: nothing sleeps, the test plays the peer (it holds the peer's key) and
  * answers or ignores the probes it captures.
  */
-interface Sent {
-  uplink: number;
-  data: Buffer;
-  to: string;
-}
-
-function fakeSocket(uplink: number, log: Sent[]): UdpBatchSocket {
-  const s = {
-    family: 4 as const,
-    localAddress: '0.0.0.0',
-    localPort: 4341,
-    stride: 2048,
-    start: () => undefined,
-    send(buf: Buffer, offs: Uint32Array, lens: Uint32Array, addrs: Uint8Array, _ports: Uint16Array, count: number) {
-      for (let i = 0; i < count; i++) log.push({ uplink, data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), to: Array.from(addrs.subarray(i * 16, i * 16 + 4)).join('.') });
-      return count;
-    },
-    stats: { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0, callbackErrors: 0 },
-    close: () => undefined,
-  };
-  return s as UdpBatchSocket;
-}
-
 function setup(extra: Partial<ConstructorParameters<typeof PeerPaths>[1]> = {}, opts: Partial<ConstructorParameters<typeof PeerPaths>[0]> = {}) {
   const prefix = parsePrefix('fd00:1::/32');
   const me = generateKeyPair();
@@ -46,10 +23,10 @@ function setup(extra: Partial<ConstructorParameters<typeof PeerPaths>[1]> = {}, 
   const myId = deriveHostId(prefix, me.publicKey).toBytes();
   const peerId = deriveHostId(prefix, peer.publicKey);
   const clock = new ManualClock(1_000_000);
-  const sent: Sent[] = [];
+  const sent: Captured[] = [];
   const uplinks = new UplinkTable([
-    { name: 'ispa', interface: undefined, locator: '192.0.2.1', family: 4, priority: 1, weight: 1, up: true, socket: fakeSocket(0, sent) },
-    { name: 'ispb', interface: undefined, locator: '198.51.100.1', family: 4, priority: 2, weight: 1, up: true, socket: fakeSocket(1, sent) },
+    { name: 'ispa', interface: undefined, locator: '192.0.2.1', family: 4, priority: 1, weight: 1, up: true, socket: captureSocket(0, sent) },
+    { name: 'ispb', interface: undefined, locator: '198.51.100.1', family: 4, priority: 2, weight: 1, up: true, socket: captureSocket(1, sent) },
   ]);
   const cache = new MapCache(16);
   const entry: MapEntry = Object.freeze({

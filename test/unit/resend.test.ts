@@ -9,33 +9,10 @@ import { MemoryTun } from '../../agent/tun/memory.ts';
 import { HEADER_LEN, headerNonce } from '../../shared/wire/header.ts';
 import { addressToBytes } from '../../shared/address.ts';
 import { hostIdBytes } from '../../shared/ids.ts';
-import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
+import { captureSocket, type Captured } from '../helpers/capture-socket.ts';
 import { ipv6Packet } from '../helpers/packets.ts';
 
 /** Exactly-once delivery and re-sending the lost flight (issue #11), on fakes. */
-
-interface Datagram {
-  uplink: number;
-  data: Buffer;
-  to: string;
-}
-
-function fakeSocket(uplink: number, log: Datagram[]): UdpBatchSocket {
-  const s = {
-    family: 4 as const,
-    localAddress: '0.0.0.0',
-    localPort: 4341,
-    stride: 2048,
-    start: () => undefined,
-    send(buf: Buffer, offs: Uint32Array, lens: Uint32Array, addrs: Uint8Array, _ports: Uint16Array, count: number) {
-      for (let i = 0; i < count; i++) log.push({ uplink, data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), to: Array.from(addrs.subarray(i * 16, i * 16 + 4)).join('.') });
-      return count;
-    },
-    stats: { rxPackets: 0, rxBatches: 0, txPackets: 0, sendErrors: 0, lastSendErrno: 0, rxTruncated: 0, rxErrors: 0, gso: false, gsoMessages: 0, gro: false, groMessages: 0, callbackErrors: 0 },
-    close: () => undefined,
-  };
-  return s as UdpBatchSocket;
-}
 
 describe('DuplicateFilter', () => {
   it('delivers each counter once, also reordered within the window', () => {
@@ -130,8 +107,8 @@ describe('FlightRecorder', () => {
     batch(rec, [{ tag: 6, len: 400, uplink: 0, traffic: p, loc: A }], 1100);
     expect(p.heldBytes).toBe(100 + 200 + 100 + 300 + 400);
     expect(q.heldBytes).toBe(100);
-    const out: Datagram[] = [];
-    const r = replayAt(rec, 1100, p, { uplink: 0, locator: A }, 1040, { uplink: 1, socket: fakeSocket(1, out), locator: B });
+    const out: Captured[] = [];
+    const r = replayAt(rec, 1100, p, { uplink: 0, locator: A }, 1040, { uplink: 1, socket: captureSocket(1, out), locator: B });
     expect(r).toEqual({ packets: 2, bytes: 600 });
     expect(out.map((d) => [d.data[0], d.data.length, d.to])).toEqual([
       [3, 200, '203.0.113.66'],
@@ -140,18 +117,18 @@ describe('FlightRecorder', () => {
     expect(out.every((d) => d.data.every((b) => b === d.data[0]))).toBe(true);
     expect(rec.stats).toMatchObject({ replays: 1, replayedPackets: 2, replayedBytes: 600 });
     // Nothing older than maxAgeMs, whatever `since` says.
-    expect(replayAt(rec, 2090, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: fakeSocket(1, out), locator: B }).packets).toBe(1);
+    expect(replayAt(rec, 2090, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: captureSocket(1, out), locator: B }).packets).toBe(1);
   });
 
   it('a re-sent datagram counts as sent on the new path: if that fails too, it is re-sent again', () => {
     const rec = recorder({ totalBytes: 1 << 20, perPeerBytes: 1 << 20, maxAgeMs: 1000, maxStaged: 64 });
     const p = newTraffic();
     batch(rec, [{ tag: 1, len: 100, uplink: 0, traffic: p, loc: A }, { tag: 2, len: 100, uplink: 0, traffic: p, loc: A }], 1000);
-    const first: Datagram[] = [];
-    replayAt(rec, 1010, p, { uplink: 0, locator: A }, 990, { uplink: 1, socket: fakeSocket(1, first), locator: A });
+    const first: Captured[] = [];
+    replayAt(rec, 1010, p, { uplink: 0, locator: A }, 990, { uplink: 1, socket: captureSocket(1, first), locator: A });
     batch(rec, [{ tag: 3, len: 100, uplink: 1, traffic: p, loc: A }], 1020);
-    const second: Datagram[] = [];
-    const r = replayAt(rec, 1100, p, { uplink: 1, locator: A }, 1005, { uplink: 2, socket: fakeSocket(2, second), locator: A });
+    const second: Captured[] = [];
+    const r = replayAt(rec, 1100, p, { uplink: 1, locator: A }, 1005, { uplink: 2, socket: captureSocket(2, second), locator: A });
     expect(r.packets).toBe(3);
     expect(second.map((d) => d.data[0])).toEqual([1, 2, 3]);
   });
@@ -160,8 +137,8 @@ describe('FlightRecorder', () => {
     const rec = recorder({ totalBytes: 256 * 1024, perPeerBytes: 3000, maxAgeMs: 10_000, maxStaged: 64 });
     const p = newTraffic();
     for (let i = 0; i < 10; i++) batch(rec, [{ tag: i, len: 1000, uplink: 0, traffic: p, loc: A }], 1000 + i);
-    const out: Datagram[] = [];
-    const r = replayAt(rec, 1010, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: fakeSocket(1, out), locator: B });
+    const out: Captured[] = [];
+    const r = replayAt(rec, 1010, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: captureSocket(1, out), locator: B });
     expect(r.packets).toBe(3);
     expect(out.map((d) => d.data[0])).toEqual([7, 8, 9]);
     expect(rec.stats.replaysCapped).toBe(1);
@@ -177,8 +154,8 @@ describe('FlightRecorder', () => {
     const p = newTraffic();
     // 200 KB sent over 20 ms: 10 KB/ms.
     for (let i = 0; i < 200; i++) batch(rec, [{ tag: 1, len: 1000, uplink: 0, traffic: p, loc: A }], 1000 + i / 10);
-    const out: Datagram[] = [];
-    replayAt(rec, 1020, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: fakeSocket(1, out), locator: B });
+    const out: Captured[] = [];
+    replayAt(rec, 1020, p, { uplink: 0, locator: A }, 0, { uplink: 1, socket: captureSocket(1, out), locator: B });
     // The first slice at once (64 KiB), the rest later.
     expect(out.length).toBe(65);
     vi.advanceTimersByTime(2);
@@ -205,8 +182,8 @@ describe('inside → outside: counters, copies and re-sends reach the TUN once',
   }
 
   function setup() {
-    const sent: Datagram[] = [];
-    const sockets = [fakeSocket(0, sent), fakeSocket(1, sent)];
+    const sent: Captured[] = [];
+    const sockets = [captureSocket(0, sent), captureSocket(1, sent)];
     const mhCache = new MapCache(8);
     const toCh = entry(CH, [CH_LOC], { uplink: 0, locator: CH_LOC });
     mhCache.set(toCh);
@@ -233,7 +210,7 @@ describe('inside → outside: counters, copies and re-sends reach the TUN once',
       ins.onBatch(buf, lengths, n);
       now += 1;
     };
-    const deliver = (dgs: Datagram[]) => {
+    const deliver = (dgs: Captured[]) => {
       const buf = Buffer.alloc(dgs.length * 2048);
       const lengths = new Uint32Array(dgs.length);
       const addrs = new Uint8Array(dgs.length * 16);
@@ -275,8 +252,8 @@ describe('inside → outside: counters, copies and re-sends reach the TUN once',
     // The last three were lost on the path.
     t.deliver(first.slice(0, 3));
     expect(t.tunCh.written).toHaveLength(3);
-    const resent: Datagram[] = [];
-    const r = t.flight.replay(t.toCh.traffic, { uplink: 0, locator: CH_LOC }, 0, { uplink: 1, socket: fakeSocket(1, resent), locator: CH_LOC });
+    const resent: Captured[] = [];
+    const r = t.flight.replay(t.toCh.traffic, { uplink: 0, locator: CH_LOC }, 0, { uplink: 1, socket: captureSocket(1, resent), locator: CH_LOC });
     expect(r.packets).toBe(6);
     t.deliver(resent);
     expect(t.tunCh.written).toHaveLength(6);
