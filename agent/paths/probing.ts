@@ -369,17 +369,16 @@ export class PeerPaths {
   private rebuildPaths(p: Peer, now: number): void {
     const ups = this.deps.uplinks();
     const next: TrackedPath[] = [];
-    const same = (x: TrackedPath, u: number, loc: BoundLocator) => x.uplink === u && x.locator.port === loc.port && x.locator.address === loc.address;
     for (const loc of p.entry.locators) {
       if (!loc.up) continue;
       for (let u = 0; u < ups.length; u++) {
         if (ups[u].family !== loc.family) continue;
-        const old = p.paths.find((x) => same(x, u, loc));
+        const old = p.paths.find((x) => samePath(x, u, loc));
         if (old !== undefined) {
           next.push({ ...old, locator: loc });
           continue;
         }
-        const gone = p.withdrawn.find((x) => same(x, u, loc));
+        const gone = p.withdrawn.find((x) => samePath(x, u, loc));
         if (gone !== undefined) {
           p.withdrawn = p.withdrawn.filter((x) => x !== gone);
           const state = gone.state.state === 'down' ? gone.state : apply(gone.state, { kind: 'markDown' }, now);
@@ -389,10 +388,10 @@ export class PeerPaths {
         next.push({ uplink: u, locator: loc, state: initialPathState(now, ups[u].up), outstanding: new Map(), key: p.nextKey++ });
       }
     }
-    for (const x of p.paths) if (!next.some((y) => y.uplink === x.uplink && y.locator.address === x.locator.address && y.locator.port === x.locator.port)) p.withdrawn.push(x);
+    for (const x of p.paths) if (!next.some((y) => samePath(y, x.uplink, x.locator))) p.withdrawn.push(x);
     if (p.withdrawn.length > MAX_WITHDRAWN) p.withdrawn = p.withdrawn.slice(-MAX_WITHDRAWN);
     const cur = p.current;
-    p.current = cur === null ? null : (next.find((x) => x.uplink === cur.uplink && x.locator.address === cur.locator.address && x.locator.port === cur.locator.port) ?? null);
+    p.current = cur === null ? null : (next.find((x) => samePath(x, cur.uplink, cur.locator)) ?? null);
     if (cur !== null && p.current === null) {
       this.log.note(p.mapKey, 'binding update: locator withdrawn or down', now);
       p.lost = { path: cur, at: now };
@@ -417,9 +416,9 @@ export class PeerPaths {
     if (prev !== null && prev !== best && failed(prev.state)) p.left = prev;
     const shadow = this.shadowOf(p, best);
     const e = p.entry;
-    const samePath = best === null ? e.path === null : e.path !== null && e.path.uplink === best.uplink && e.path.locator === best.locator;
+    const pathUnchanged = best === null ? e.path === null : e.path !== null && e.path.uplink === best.uplink && e.path.locator === best.locator;
     const sameShadow = shadow === null ? (e.shadow ?? null) === null : e.shadow != null && e.shadow.uplink === shadow.uplink && e.shadow.locator === shadow.locator;
-    if (samePath && sameShadow && sameGroup(e.group, groupPaths) && best === prev && p.lost === null) return;
+    if (pathUnchanged && sameShadow && sameGroup(e.group, groupPaths) && best === prev && p.lost === null) return;
     p.current = best;
     const path: Path | null = best === null ? null : { uplink: best.uplink, locator: best.locator };
     const next: MapEntry = Object.freeze({ ...e, path, group: groupPaths, shadow });
@@ -440,7 +439,7 @@ export class PeerPaths {
     const left: { path: TrackedPath; since: number }[] = [];
     if (prev !== null && failed(prev.state)) left.push({ path: prev, since: this.lostSince(prev.state) });
     for (const g of oldGroup) {
-      const x = p.paths.find((y) => y.uplink === g.uplink && y.locator.address === g.locator.address && y.locator.port === g.locator.port);
+      const x = p.paths.find((y) => samePath(y, g.uplink, g.locator));
       if (x !== undefined && x !== prev && x !== best && failed(x.state)) left.push({ path: x, since: this.lostSince(x.state) });
     }
     if (p.lost !== null) {
@@ -534,6 +533,11 @@ export class PeerPaths {
     // Recovery and first answers are acted on now, not at the next tick.
     this.runPeer(p, now);
   }
+}
+
+/** The path from local uplink `u` to that locator (by address and port: a new binding has new locator objects). */
+function samePath(x: Path, u: number, loc: BoundLocator): boolean {
+  return x.uplink === u && x.locator.port === loc.port && x.locator.address === loc.address;
 }
 
 /** A path traffic should leave: its uplink is out, or it stopped answering. */
