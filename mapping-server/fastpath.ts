@@ -109,9 +109,22 @@ function writePrefs(out: Uint8Array, o: number, prefs: readonly LocatorPref[]): 
   return o;
 }
 
+/** msgpack nil, or bin 8 of a certificate (CERT_LEN < 256). */
+function writeCert(out: Uint8Array, o: number, cert: Uint8Array | null): number {
+  if (cert === null) {
+    out[o] = 0xc0;
+    return o + 1;
+  }
+  out[o] = 0xc4;
+  out[o + 1] = cert.length;
+  out.set(cert, o + 2);
+  return o + 2 + cert.length;
+}
+
 /** Room the variable fields take at most, so that a bug can never write past out. */
-function fits(out: Uint8Array, o: number, binding: Uint8Array | null, prefs: readonly LocatorPref[]): boolean {
-  const need = o + 5 + 3 + (binding?.length ?? 1) + 1 + prefs.length * 9 + MAC_LEN;
+function fits(out: Uint8Array, o: number, binding: Uint8Array | null, prefs: readonly LocatorPref[], cert: Uint8Array | null): boolean {
+  const need = o + 5 + 3 + (binding?.length ?? 1) + 1 + prefs.length * 9 + 2 + (cert?.length ?? 0) + MAC_LEN;
+  if (cert !== null && cert.length > 255) return false;
   return need <= MAX_DATAGRAM && need <= out.length && prefs.length < 16;
 }
 
@@ -131,34 +144,47 @@ export function writeLookupReply(
   ttl: number,
   binding: Uint8Array | null,
   prefs: readonly LocatorPref[],
+  cert: Uint8Array | null,
 ): number {
   writeHeader(out, MsgType.lookupReply, sid, seq);
   let o = HEADER_LEN;
-  out[o++] = 0x95;
+  out[o++] = 0x96;
   o = writeUint(out, o, reqId);
   out[o++] = 0xc4;
   out[o++] = 16;
   for (let i = 0; i < 16; i++) out[o + i] = id[idOff + i];
   o += 16;
-  if (!fits(out, o, binding, prefs)) return 0;
+  if (!fits(out, o, binding, prefs, cert)) return 0;
   o = writeUint(out, o, ttl);
   if (binding === null) out[o++] = 0xc0;
   else o = writeBin(out, o, binding);
   o = writePrefs(out, o, prefs);
+  o = writeCert(out, o, cert);
   mac(key, out, 0, o, out, o);
   return o + MAC_LEN;
 }
 
 /** PUSH into out[0, returned length); 0 if it might not fit (see writeLookupReply). */
-export function writePush(out: Buffer, sid: number, seq: number, key: MacKey, pushId: number, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[]): number {
+export function writePush(
+  out: Buffer,
+  sid: number,
+  seq: number,
+  key: MacKey,
+  pushId: number,
+  binding: Uint8Array,
+  ttl: number,
+  prefs: readonly LocatorPref[],
+  cert: Uint8Array | null,
+): number {
   writeHeader(out, MsgType.push, sid, seq);
   let o = HEADER_LEN;
-  out[o++] = 0x94;
+  out[o++] = 0x95;
   o = writeUint(out, o, pushId);
-  if (!fits(out, o, binding, prefs)) return 0;
+  if (!fits(out, o, binding, prefs, cert)) return 0;
   o = writeBin(out, o, binding);
   o = writeUint(out, o, ttl);
   o = writePrefs(out, o, prefs);
+  o = writeCert(out, o, cert);
   mac(key, out, 0, o, out, o);
   return o + MAC_LEN;
 }

@@ -108,12 +108,12 @@ export class Handlers {
     let n: number;
     if (rec !== undefined && s.view.mayLearn(idScratch, k)) {
       c.lookup.positive++;
-      n = writeLookupReply(tx.out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, Math.min(rec.ttl, this.maxTtlS), rec.bytes, rec.prefs);
+      n = writeLookupReply(tx.out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, Math.min(rec.ttl, this.maxTtlS), rec.bytes, rec.prefs, null);
     } else {
       // Location privacy: a denied asker gets exactly the answer for an unknown ID.
       if (rec !== undefined) c.lookup.denied++;
       else c.lookup.negative++;
-      n = writeLookupReply(tx.out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, this.negativeTtlS, null, NO_PREFS);
+      n = writeLookupReply(tx.out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, this.negativeTtlS, null, NO_PREFS, null);
     }
     tx.sendWritten(s, n);
   }
@@ -125,12 +125,12 @@ export class Handlers {
     let ans: LookupReply;
     if (rec !== undefined && s.view.mayLearn(m.hostId, k)) {
       c.lookup.positive++;
-      ans = { type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: Math.min(rec.ttl, this.maxTtlS), binding: rec.bytes, prefs: rec.prefs };
+      ans = { type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: Math.min(rec.ttl, this.maxTtlS), binding: rec.bytes, prefs: rec.prefs, cert: null };
     } else {
       // Location privacy: a denied asker gets exactly the answer for an unknown ID.
       if (rec !== undefined) c.lookup.denied++;
       else c.lookup.negative++;
-      ans = { type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: this.negativeTtlS, binding: null, prefs: NO_PREFS };
+      ans = { type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: this.negativeTtlS, binding: null, prefs: NO_PREFS, cert: null };
     }
     this.tx.reply(s, ans);
   }

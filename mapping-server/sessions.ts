@@ -125,6 +125,7 @@ export class SessionTable {
       rmPublicKey: this.rmKey.publicKey,
       ephemeral: eph.publicKey,
       signature: signBytes(this.rmKey, welcomeSignedBytes(sid, eph.publicKey, h.hostId, h.ephemeral, h.nonce)),
+      cert: null,
     };
     if (this.recent.size < this.max) this.recent.set(nonceKey, { sid, welcome, at: now });
     return { kind: 'welcome', session, welcome, fresh: true };

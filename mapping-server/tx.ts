@@ -46,6 +46,6 @@ export class Outbox {
   /** PushQueue's send: written by hand into the reused buffer, no msgpackr, no Buffer per follower. */
   push(s: Session, p: PendingPush): void {
     s.txSeq++;
-    this.sendWritten(s, writePush(this.out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.binding, p.ttl, p.prefs));
+    this.sendWritten(s, writePush(this.out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.binding, p.ttl, p.prefs, null));
   }
 }

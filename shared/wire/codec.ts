@@ -10,10 +10,15 @@ import {
   type ControlMessage,
   type Decoded,
   type Header,
+  type JoinProof,
   type LocatorPref,
   type MsgTypeName,
 } from './messages.ts';
 import { MAX_BINDING_LEN, MAX_LOCATORS } from '../binding.ts';
+import { CERT_LEN } from '../membership.ts';
+
+/** Bytes in a CHALLENGE token. */
+export const CHALLENGE_LEN = 16;
 
 /**
  * The one edge where control datagrams become typed messages, in both directions.
@@ -117,7 +122,17 @@ export function decode(buf: Uint8Array, keyFor: (sid: number) => MacKey | undefi
 
 /** The request ID (or push ID) of a message, for matching answers. */
 export function requestIdOf(m: ControlMessage): number {
-  return m.type === 'push' || m.type === 'pushAck' ? m.pushId : m.reqId;
+  switch (m.type) {
+    case 'push':
+    case 'pushAck':
+    case 'revoke':
+      return m.pushId;
+    case 'challenge':
+    case 'challengeReply':
+      return 0;
+    default:
+      return m.reqId;
+  }
 }
 
 const MALFORMED = { ok: false, reason: 'malformed' } as const;
@@ -125,15 +140,17 @@ const MALFORMED = { ok: false, reason: 'malformed' } as const;
 function bodyOf(m: ControlMessage): unknown[] {
   switch (m.type) {
     case 'hello':
-      return [m.reqId, m.hostId, m.prefixLen, m.publicKey, m.ephemeral, m.nonce, m.signature];
+      return [m.reqId, m.hostId, m.prefixLen, m.publicKey, m.ephemeral, m.nonce, m.signature, m.join === null ? null : [m.join.inviteId, m.join.expiresAt, m.join.proof], m.cookie];
     case 'welcome':
-      return [m.reqId, m.sid, m.rmPublicKey, m.ephemeral, m.signature];
+      return [m.reqId, m.sid, m.rmPublicKey, m.ephemeral, m.signature, m.cert];
+    case 'cookie':
+      return [m.reqId, m.cookie];
     case 'reject':
       return [m.reqId, m.code, m.sid];
     case 'lookup':
       return [m.reqId, m.hostId];
     case 'lookupReply':
-      return [m.reqId, m.hostId, m.ttl, m.binding, prefsOut(m.prefs)];
+      return [m.reqId, m.hostId, m.ttl, m.binding, prefsOut(m.prefs), m.cert];
     case 'register':
       return [m.reqId, m.binding];
     case 'registerReply':
@@ -146,9 +163,18 @@ function bodyOf(m: ControlMessage): unknown[] {
     case 'unsubscribeReply':
       return [m.reqId];
     case 'push':
-      return [m.pushId, m.binding, m.ttl, prefsOut(m.prefs)];
+      return [m.pushId, m.binding, m.ttl, prefsOut(m.prefs), m.cert];
     case 'pushAck':
       return [m.pushId];
+    case 'revoke':
+      return [m.pushId, m.hostId];
+    case 'renew':
+      return [m.reqId];
+    case 'renewReply':
+      return [m.reqId, m.cert];
+    case 'challenge':
+    case 'challengeReply':
+      return [m.token];
   }
 }
 
@@ -158,12 +184,24 @@ function prefsOut(prefs: readonly LocatorPref[]): number[][] {
 
 function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
   switch (type) {
-    case 'hello':
-      if (a.length !== 7 || !u32(a[0]) || !bin(a[1], 16) || !u8(a[2]) || !bin(a[3], 32) || !bin(a[4], 32) || !bin(a[5], 16) || !bin(a[6], 64)) return null;
-      return { type, reqId: a[0], hostId: a[1], prefixLen: a[2], publicKey: a[3], ephemeral: a[4], nonce: a[5], signature: a[6] };
+    case 'hello': {
+      if (a.length !== 9 || !u32(a[0]) || !bin(a[1], 16) || !u8(a[2]) || !bin(a[3], 32) || !bin(a[4], 32) || !bin(a[5], 16) || !bin(a[6], 64)) return null;
+      const cookie = a[8];
+      if (!(cookie === null || bin(cookie, MAC_LEN))) return null;
+      let join: JoinProof | null = null;
+      if (a[7] !== null) {
+        const j = a[7];
+        if (!Array.isArray(j) || j.length !== 3 || !bin(j[0], 16) || !u32(j[1]) || !bin(j[2], MAC_LEN)) return null;
+        join = { inviteId: j[0], expiresAt: j[1], proof: j[2] };
+      }
+      return { type, reqId: a[0], hostId: a[1], prefixLen: a[2], publicKey: a[3], ephemeral: a[4], nonce: a[5], signature: a[6], join, cookie };
+    }
     case 'welcome':
-      if (a.length !== 5 || !u32(a[0]) || !u32(a[1]) || a[1] === 0 || !bin(a[2], 32) || !bin(a[3], 32) || !bin(a[4], 64)) return null;
-      return { type, reqId: a[0], sid: a[1], rmPublicKey: a[2], ephemeral: a[3], signature: a[4] };
+      if (a.length !== 6 || !u32(a[0]) || !u32(a[1]) || a[1] === 0 || !bin(a[2], 32) || !bin(a[3], 32) || !bin(a[4], 64) || !optBin(a[5], CERT_LEN)) return null;
+      return { type, reqId: a[0], sid: a[1], rmPublicKey: a[2], ephemeral: a[3], signature: a[4], cert: a[5] };
+    case 'cookie':
+      if (a.length !== 2 || !u32(a[0]) || !bin(a[1], MAC_LEN)) return null;
+      return { type, reqId: a[0], cookie: a[1] };
     case 'reject':
       if (a.length !== 3 || !u32(a[0]) || !u8(a[1]) || !u32(a[2])) return null;
       return { type, reqId: a[0], code: a[1], sid: a[2] };
@@ -171,10 +209,12 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       if (a.length !== 2 || !u32(a[0]) || !bin(a[1], 16)) return null;
       return { type, reqId: a[0], hostId: a[1] };
     case 'lookupReply': {
-      if (a.length !== 5 || !u32(a[0]) || !bin(a[1], 16) || !u32(a[2]) || !(a[3] === null || binMax(a[3], MAX_BINDING_LEN))) return null;
+      if (a.length !== 6 || !u32(a[0]) || !bin(a[1], 16) || !u32(a[2]) || !(a[3] === null || binMax(a[3], MAX_BINDING_LEN))) return null;
+      // A negative answer carries no certificate.
+      if (!optBin(a[5], CERT_LEN) || (a[3] === null && a[5] !== null)) return null;
       const prefs = prefsIn(a[4]);
       if (prefs === null) return null;
-      return { type, reqId: a[0], hostId: a[1], ttl: a[2], binding: a[3], prefs };
+      return { type, reqId: a[0], hostId: a[1], ttl: a[2], binding: a[3], prefs, cert: a[5] };
     }
     case 'register':
       if (a.length !== 2 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN)) return null;
@@ -196,14 +236,27 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       if (a.length !== 1 || !u32(a[0])) return null;
       return { type, reqId: a[0] };
     case 'push': {
-      if (a.length !== 4 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN) || !u32(a[2])) return null;
+      if (a.length !== 5 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN) || !u32(a[2]) || !optBin(a[4], CERT_LEN)) return null;
       const prefs = prefsIn(a[3]);
       if (prefs === null) return null;
-      return { type, pushId: a[0], binding: a[1], ttl: a[2], prefs };
+      return { type, pushId: a[0], binding: a[1], ttl: a[2], prefs, cert: a[4] };
     }
     case 'pushAck':
       if (a.length !== 1 || !u32(a[0])) return null;
       return { type, pushId: a[0] };
+    case 'revoke':
+      if (a.length !== 2 || !u32(a[0]) || !bin(a[1], 16)) return null;
+      return { type, pushId: a[0], hostId: a[1] };
+    case 'renew':
+      if (a.length !== 1 || !u32(a[0])) return null;
+      return { type, reqId: a[0] };
+    case 'renewReply':
+      if (a.length !== 2 || !u32(a[0]) || !(a[1] === null || bin(a[1], CERT_LEN))) return null;
+      return { type, reqId: a[0], cert: a[1] };
+    case 'challenge':
+    case 'challengeReply':
+      if (a.length !== 1 || !bin(a[0], CHALLENGE_LEN)) return null;
+      return { type, token: a[0] };
   }
 }
 
@@ -230,6 +283,9 @@ function safeUint(x: unknown): x is number {
 }
 function bin(x: unknown, len: number): x is Uint8Array {
   return x instanceof Uint8Array && x.length === len;
+}
+function optBin(x: unknown, len: number): x is Uint8Array | null {
+  return x === null || bin(x, len);
 }
 function binMax(x: unknown, max: number): x is Uint8Array {
   return x instanceof Uint8Array && x.length > 0 && x.length <= max;

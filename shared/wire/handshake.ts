@@ -2,6 +2,7 @@ import { createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBy
 import { macKey, type MacKey } from '../crypto/blake2s.ts';
 import { signBytes, type KeyPair } from '../crypto/ed25519.ts';
 import type { Hello } from './messages.ts';
+import { joinProof } from '../membership.ts';
 
 /**
  * The control-session handshake (docs/control-protocol.md, "Authentication"):
@@ -71,12 +72,23 @@ export function helloSignedBytes(hostId: Uint8Array, prefixLen: number, publicKe
 /**
  * A client's HELLO for the host whose 16-byte ID is `hostId` (prefix length `prefixLen`), signed
  * with its key, and the ephemeral whose private half the client keeps to derive the session keys.
+ * joinSecret: the join token's secret while the host is not yet a member (the HELLO then carries
+ * the proof, shared/membership.ts); cookie: the RM's cookie for this source address, once it sent one.
  */
-export function signedHello(key: KeyPair, hostId: Uint8Array, prefixLen: number, reqId: number): { hello: Hello; eph: Ephemeral } {
+export function signedHello(
+  key: KeyPair,
+  hostId: Uint8Array,
+  prefixLen: number,
+  reqId: number,
+  opts: { join?: { inviteId: Uint8Array; expiresAt: number; secret: Uint8Array } | null; cookie?: Uint8Array | null } = {},
+): { hello: Hello; eph: Ephemeral } {
   const eph = createEphemeral();
   const nonce = randomNonce();
-  const signature = signBytes(key, helloSignedBytes(hostId, prefixLen, key.publicKey, eph.publicKey, nonce));
-  return { eph, hello: { type: 'hello', reqId, hostId, prefixLen, publicKey: key.publicKey, ephemeral: eph.publicKey, nonce, signature } };
+  const signed = helloSignedBytes(hostId, prefixLen, key.publicKey, eph.publicKey, nonce);
+  const signature = signBytes(key, signed);
+  const j = opts.join ?? null;
+  const join = j === null ? null : { inviteId: j.inviteId, expiresAt: j.expiresAt, proof: joinProof(j.secret, signed) };
+  return { eph, hello: { type: 'hello', reqId, hostId, prefixLen, publicKey: key.publicKey, ephemeral: eph.publicKey, nonce, signature, join, cookie: opts.cookie ?? null } };
 }
 
 /** The bytes the RM signs in WELCOME: they tie its share and the session ID to the client's HELLO. */

@@ -23,6 +23,7 @@ export const MsgType = {
   hello: 1,
   welcome: 2,
   reject: 3,
+  cookie: 4,
   lookup: 10,
   lookupReply: 11,
   register: 12,
@@ -33,11 +34,26 @@ export const MsgType = {
   unsubscribeReply: 17,
   push: 20,
   pushAck: 21,
+  revoke: 22,
+  renew: 30,
+  renewReply: 31,
+  challenge: 32,
+  challengeReply: 33,
 } as const;
 export type MsgTypeName = keyof typeof MsgType;
 
 /** Types sent without a session (sid 0, no MAC). Everything else needs a session and its MAC. */
-export const UNAUTHENTICATED_TYPES: ReadonlySet<number> = new Set([MsgType.hello, MsgType.welcome, MsgType.reject]);
+export const UNAUTHENTICATED_TYPES: ReadonlySet<number> = new Set([MsgType.hello, MsgType.welcome, MsgType.reject, MsgType.cookie]);
+
+/** A HELLO's proof that the host holds a join token (shared/membership.ts, docs/security.md). */
+export interface JoinProof {
+  /** 16 bytes. */
+  readonly inviteId: Uint8Array;
+  /** Unix seconds, as in the token. */
+  readonly expiresAt: number;
+  /** Keyed BLAKE2s-128 over the HELLO's signed bytes, keyed with the token's secret. */
+  readonly proof: Uint8Array;
+}
 
 /** Client → RM, no session: proves the client holds the key of hostId and offers an X25519 share. */
 export interface Hello {
@@ -55,6 +71,21 @@ export interface Hello {
   readonly nonce: Uint8Array;
   /** Ed25519 over helloSignedBytes(). */
   readonly signature: Uint8Array;
+  /** Present only while the host is not yet a member and holds a join token. */
+  readonly join: JoinProof | null;
+  /** The cookie from the RM's COOKIE answer (proves the source address); null on the first try. */
+  readonly cookie: Uint8Array | null;
+}
+
+/**
+ * RM → client, no session: "send your HELLO again with this cookie". Smaller than any HELLO, and
+ * the RM keeps nothing for it, so a spoofed HELLO flood costs the RM one BLAKE2s per datagram.
+ */
+export interface Cookie {
+  readonly type: 'cookie';
+  readonly reqId: number;
+  /** 16 bytes. */
+  readonly cookie: Uint8Array;
 }
 
 /** RM → client, no session: the session ID and the RM's X25519 share, signed by the RM's key. */
@@ -67,6 +98,8 @@ export interface Welcome {
   readonly ephemeral: Uint8Array;
   /** Ed25519 over welcomeSignedBytes(). */
   readonly signature: Uint8Array;
+  /** The host's membership certificate (shared/membership.ts, CERT_LEN bytes). */
+  readonly cert: Uint8Array | null;
 }
 
 export const RejectCode = {
@@ -74,6 +107,10 @@ export const RejectCode = {
   sessionUnknown: 1,
   /** The RM has no room for another session now: retry later. */
   busy: 2,
+  /** The host ID is not a member of the realm (or was revoked): ask the operator to admit it. */
+  notMember: 3,
+  /** The join token is invalid, expired or already used. */
+  badToken: 4,
 } as const;
 export type RejectCodeValue = (typeof RejectCode)[keyof typeof RejectCode];
 
@@ -115,6 +152,8 @@ export interface LookupReply {
   readonly ttl: number;
   readonly binding: Uint8Array | null;
   readonly prefs: readonly LocatorPref[];
+  /** The membership certificate of the binding's host; null with a negative answer. */
+  readonly cert: Uint8Array | null;
 }
 
 export interface Register {
@@ -189,11 +228,52 @@ export interface Push {
   readonly binding: Uint8Array;
   readonly ttl: number;
   readonly prefs: readonly LocatorPref[];
+  /** The membership certificate of the binding's host. */
+  readonly cert: Uint8Array | null;
 }
 
 export interface PushAck {
   readonly type: 'pushAck';
   readonly pushId: number;
+}
+
+/**
+ * RM → follower: the host with this ID was revoked from the realm. Retransmitted like a push (same
+ * push ID space) until PUSH-ACK. The follower forgets its binding and refuses it from then on.
+ */
+export interface Revoke {
+  readonly type: 'revoke';
+  readonly pushId: number;
+  readonly hostId: Uint8Array;
+}
+
+/** Client → RM: a fresh membership certificate for the session's host, please. */
+export interface Renew {
+  readonly type: 'renew';
+  readonly reqId: number;
+}
+
+/** cert null: the host is no longer a member. */
+export interface RenewReply {
+  readonly type: 'renewReply';
+  readonly reqId: number;
+  readonly cert: Uint8Array | null;
+}
+
+/**
+ * RM → the new address a session's valid message came from: echo this before anything larger than
+ * what you sent goes there (return routability, as QUIC's PATH_CHALLENGE).
+ */
+export interface Challenge {
+  readonly type: 'challenge';
+  /** 16 random bytes. */
+  readonly token: Uint8Array;
+}
+
+/** Client → RM, from the challenged address: the token echoed. */
+export interface ChallengeReply {
+  readonly type: 'challengeReply';
+  readonly token: Uint8Array;
 }
 
 export type ControlMessage =
@@ -209,7 +289,13 @@ export type ControlMessage =
   | Unsubscribe
   | UnsubscribeReply
   | Push
-  | PushAck;
+  | PushAck
+  | Cookie
+  | Revoke
+  | Renew
+  | RenewReply
+  | Challenge
+  | ChallengeReply;
 
 /** Why a datagram was dropped. Each is a counter on both sides (`rx.drop.<reason>`). */
 export type DropReason =

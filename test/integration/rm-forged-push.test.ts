@@ -60,7 +60,7 @@ describe('forged and replayed pushes at the agent', () => {
     // 3. Replay of the older, genuinely signed binding.
     const before = { ...counters() };
     const push = (binding: Uint8Array, pushId: number): Buffer => {
-      const d = rm.encode({ type: 'push', pushId, binding, ttl: 300, prefs: [] });
+      const d = rm.encode({ type: 'push', pushId, binding, ttl: 300, prefs: [], cert: null });
       rm.send(d);
       return d;
     };

@@ -51,10 +51,10 @@ describe('RM fuzz', () => {
       { type: 'subscribe', reqId: 3, hostIds: [id] },
       { type: 'unsubscribe', reqId: 4, hostIds: [id] },
       { type: 'pushAck', pushId: 5 },
-      { type: 'lookupReply', reqId: 6, hostId: id, ttl: 1, binding: null, prefs: [] },
+      { type: 'lookupReply', reqId: 6, hostId: id, ttl: 1, binding: null, prefs: [], cert: null },
     ];
     const hello = (await import('../../shared/wire/codec.ts')).encode(
-      { type: 'hello', reqId: 1, hostId: id, prefixLen: 32, publicKey: s.key.publicKey, ephemeral: new Uint8Array(32).fill(9), nonce: new Uint8Array(16), signature: new Uint8Array(64) },
+      { type: 'hello', reqId: 1, hostId: id, prefixLen: 32, publicKey: s.key.publicKey, ephemeral: new Uint8Array(32).fill(9), nonce: new Uint8Array(16), signature: new Uint8Array(64), join: null, cookie: null },
       null,
     );
     let seq = 1_000_000; // above anything the raw session used

@@ -77,7 +77,7 @@ export class ScriptedRm {
       this.session = { sid, keys, txSeq: 0 };
       this.sessions++;
       const signature = signBytes(this.key, welcomeSignedBytes(sid, eph.publicKey, hello.hostId, hello.ephemeral, hello.nonce));
-      const welcome = encode({ type: 'welcome', reqId: hello.reqId, sid, rmPublicKey: this.key.publicKey, ephemeral: eph.publicKey, signature }, null);
+      const welcome = encode({ type: 'welcome', reqId: hello.reqId, sid, rmPublicKey: this.key.publicKey, ephemeral: eph.publicKey, signature, cert: null }, null);
       this.welcomes.set(nonce, welcome);
       this.send(welcome);
       return;
@@ -90,7 +90,7 @@ export class ScriptedRm {
     if (m.type === 'pushAck') this.pushAcks++;
     else if (m.type === 'lookup') {
       const b = this.bindings.get(Buffer.from(m.hostId).toString('hex'));
-      this.send(this.encode({ type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: 60, binding: b?.bytes ?? null, prefs: [] }));
+      this.send(this.encode({ type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: 60, binding: b?.bytes ?? null, prefs: [], cert: null }));
     } else if (m.type === 'subscribe') this.send(this.encode({ type: 'subscribeReply', reqId: m.reqId, accepted: m.hostIds.length }));
     else if (m.type === 'register') {
       this.send(this.encode({ type: 'registerReply', reqId: m.reqId, hostId: new Uint8Array(16), seq: 1, status: 0, expiresIn: 180, refresh: 60 }));

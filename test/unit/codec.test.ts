@@ -13,15 +13,15 @@ const auth = { sid: 0x01020304, seq: 99, key };
 
 const samples: ControlMessage[] = [
   { type: 'lookup', reqId: 1, hostId: id },
-  { type: 'lookupReply', reqId: 2, hostId: id, ttl: 60, binding: null, prefs: [] },
-  { type: 'lookupReply', reqId: 3, hostId: id, ttl: 60, binding: new Uint8Array(150).fill(1), prefs: [{ index: 1, priority: 200, weight: 3, up: true }] },
+  { type: 'lookupReply', reqId: 2, hostId: id, ttl: 60, binding: null, prefs: [], cert: null },
+  { type: 'lookupReply', reqId: 3, hostId: id, ttl: 60, binding: new Uint8Array(150).fill(1), prefs: [{ index: 1, priority: 200, weight: 3, up: true }], cert: null },
   { type: 'register', reqId: 4, binding: new Uint8Array(172).fill(2) },
   { type: 'registerReply', reqId: 5, hostId: id, seq: 1_764_000_000_123, status: 0, expiresIn: 180, refresh: 60 },
   { type: 'subscribe', reqId: 6, hostIds: [id, id] },
   { type: 'subscribeReply', reqId: 7, accepted: 2 },
   { type: 'unsubscribe', reqId: 8, hostIds: [id] },
   { type: 'unsubscribeReply', reqId: 9 },
-  { type: 'push', pushId: 10, binding: new Uint8Array(100).fill(4), ttl: 30, prefs: [] },
+  { type: 'push', pushId: 10, binding: new Uint8Array(100).fill(4), ttl: 30, prefs: [], cert: null },
   { type: 'pushAck', pushId: 11 },
 ];
 
@@ -56,6 +56,8 @@ describe('control codec', () => {
       ephemeral: new Uint8Array(32).fill(2),
       nonce: new Uint8Array(16).fill(3),
       signature: new Uint8Array(64).fill(4),
+      join: { inviteId: new Uint8Array(16).fill(5), expiresAt: 1_900_000_000, proof: new Uint8Array(16).fill(6) },
+      cookie: new Uint8Array(16).fill(7),
     };
     const d = decode(encode(hello, null), () => undefined);
     expect(d.ok && norm(d.msg.msg)).toEqual(norm(hello));

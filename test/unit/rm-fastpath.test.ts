@@ -3,6 +3,7 @@ import { parseLookup, parsedReqId, writeLookupReply, writePush } from '../../map
 import { macKey } from '../../shared/crypto/blake2s.ts';
 import { decode, encode } from '../../shared/wire/codec.ts';
 import { MAX_DATAGRAM, type LocatorPref } from '../../shared/wire/messages.ts';
+import { CERT_LEN } from '../../shared/membership.ts';
 
 /**
  * The RM's hand-written LOOKUP / LOOKUP-REPLY / PUSH must be byte for byte what the codec writes, and
@@ -13,6 +14,7 @@ const id = Uint8Array.from({ length: 16 }, (_, i) => 0xf0 + i);
 const binding = Uint8Array.from({ length: 170 }, (_, i) => i);
 // Longer than 255 bytes: msgpack bin 16 instead of bin 8 (a binding with several IPv6 locators).
 const longBinding = Uint8Array.from({ length: 300 }, (_, i) => i & 0xff);
+const fakeCert = Uint8Array.from({ length: CERT_LEN }, (_, i) => (i * 7) & 0xff);
 const prefs: LocatorPref[] = [
   { index: 0, priority: 1, weight: 50, up: true },
   { index: 1, priority: 200, weight: 0, up: false },
@@ -45,13 +47,14 @@ describe('RM fast path', () => {
   it('writes LOOKUP-REPLY exactly as encode() does, positive and negative', () => {
     const out = Buffer.alloc(MAX_DATAGRAM);
     for (const reqId of REQ_IDS) {
-      for (const [b, ttl, p] of [
-        [binding, 300, prefs],
-        [longBinding, 86400, prefs],
-        [null, 60, []],
+      for (const [b, ttl, p, cert] of [
+        [binding, 300, prefs, null],
+        [binding, 300, prefs, fakeCert],
+        [longBinding, 86400, prefs, fakeCert],
+        [null, 60, [], null],
       ] as const) {
-        const n = writeLookupReply(out, 77, 1234567, key, reqId, id, 0, ttl, b, p);
-        const want = encode({ type: 'lookupReply', reqId, hostId: id, ttl, binding: b, prefs: p }, { sid: 77, seq: 1234567, key });
+        const n = writeLookupReply(out, 77, 1234567, key, reqId, id, 0, ttl, b, p, cert);
+        const want = encode({ type: 'lookupReply', reqId, hostId: id, ttl, binding: b, prefs: p, cert }, { sid: 77, seq: 1234567, key });
         expect(out.subarray(0, n).equals(want)).toBe(true);
         const d = decode(out.subarray(0, n), () => key);
         expect(d.ok).toBe(true);
@@ -62,14 +65,16 @@ describe('RM fast path', () => {
   it('writes PUSH exactly as encode() does', () => {
     const out = Buffer.alloc(MAX_DATAGRAM);
     for (const pushId of REQ_IDS) {
-      const n = writePush(out, 5, 2 ** 40, key, pushId, binding, 86400, prefs);
-      expect(out.subarray(0, n).equals(encode({ type: 'push', pushId, binding, ttl: 86400, prefs }, { sid: 5, seq: 2 ** 40, key }))).toBe(true);
+      for (const cert of [null, fakeCert]) {
+        const n = writePush(out, 5, 2 ** 40, key, pushId, binding, 86400, prefs, cert);
+        expect(out.subarray(0, n).equals(encode({ type: 'push', pushId, binding, ttl: 86400, prefs, cert }, { sid: 5, seq: 2 ** 40, key }))).toBe(true);
+      }
     }
   });
 
   it('never writes past the buffer it is given', () => {
     const small = Buffer.alloc(64);
-    expect(writeLookupReply(small, 1, 1, key, 1, id, 0, 1, binding, prefs)).toBe(0);
-    expect(writePush(small, 1, 1, key, 1, binding, 1, prefs)).toBe(0);
+    expect(writeLookupReply(small, 1, 1, key, 1, id, 0, 1, binding, prefs, null)).toBe(0);
+    expect(writePush(small, 1, 1, key, 1, binding, 1, prefs, null)).toBe(0);
   });
 });
