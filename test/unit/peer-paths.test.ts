@@ -284,3 +284,59 @@ describe('PeerPaths: recovering the flight lost with a path (issue #11)', () => 
     expect(t.calls).toHaveLength(0);
   });
 });
+
+describe('PeerPaths: no amplification (docs/security.md decision 4)', () => {
+  const VICTIM = '192.0.2.77';
+  /** Another peer with traffic whose binding lists `addresses` (port 4341). */
+  function addPeer(cache: MapCache, addresses: readonly string[]): MapEntry {
+    const k = generateKeyPair();
+    const id = deriveHostId(parsePrefix('fd00:1::/32'), k.publicKey);
+    const e: MapEntry = Object.freeze({
+      hostId: id.toString(),
+      id: id.toBytes(),
+      locators: addresses.map((a) => boundLocator(a, 4341, 1, 1, true)),
+      path: null,
+      group: [],
+      publicKey: k.publicKey,
+      traffic: { ...newTraffic(), tx: 1 },
+      source: 'rm' as const,
+      createdAt: 0,
+      expiresAt: Infinity,
+      seq: 1,
+    });
+    cache.set(e);
+    return e;
+  }
+
+  /** Ten seconds of two peers with traffic whose bindings both list the victim; nothing answers. Probes per address. */
+  function victimScenario(perSecond: number, burst: number) {
+    const t = setup({}, { probeBudget: { perSecond, burst, addresses: 16 } });
+    t.cache.set(Object.freeze({ ...t.entry, locators: [t.entry.locators[0], boundLocator(VICTIM, 4341, 2, 1, true)] }));
+    const other = addPeer(t.cache, ['203.0.113.3', VICTIM]);
+    const to = new Map<string, number>();
+    for (let ms = 0; ms < 10_000; ms += 10) {
+      t.clock.advance(10);
+      t.entry.traffic.tx++;
+      other.traffic.tx++;
+      t.pp.tick();
+      for (const s of t.sent.splice(0)) if (s.data[9] === PeerType.Probe) to.set(s.to, (to.get(s.to) ?? 0) + 1);
+    }
+    return { to, counters: t.pp.counters };
+  }
+
+  it('two peers listing the same address share its probe budget; other addresses keep theirs', () => {
+    const free = victimScenario(1_000, 1_000);
+    expect(free.counters.probesBudgetSkipped).toBe(0);
+    // Backoff alone: 2 uplinks x ~7 probes in 10 s per path, the victim twice that (two peers).
+    expect(free.to.get(VICTIM)).toBeGreaterThanOrEqual(24);
+    const tight = victimScenario(1, 10);
+    // Each address one peer lists stays within its own budget (a burst of 10, then 1/s): untouched.
+    expect(tight.to.get('203.0.113.2')).toBe(free.to.get('203.0.113.2'));
+    expect(tight.to.get('203.0.113.3')).toBe(free.to.get('203.0.113.3'));
+    // The victim gets one budget's worth, not one per peer; the rest is counted as skipped.
+    const victim = tight.to.get(VICTIM) ?? 0;
+    expect(victim).toBeGreaterThan(0);
+    expect(victim).toBeLessThanOrEqual(10 + 10);
+    expect(tight.counters.probesBudgetSkipped).toBe((free.to.get(VICTIM) ?? 0) - victim);
+  });
+});
