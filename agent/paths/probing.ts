@@ -36,8 +36,8 @@ import { DEFAULT_PROBE_BUDGET, ProbeBudget, type ProbeBudgetOptions } from './pr
  *    probed at once (both ends may have moved: the first pair that answers wins), and while the old
  *    path is only suspect it keeps a copy of every packet (make-before-break: the entry's shadow).
  * 4. When this host's own binding changes (an uplink lost or back), sendUpdate() sends the new signed
- *    binding straight to every tracked peer (updates.ts), so correspondents move at once even if the
- *    RM is away. A received update is verified and applied like an RM push.
+ *    binding straight to every tracked peer (updates.ts), to its locators that answered a probe
+ *    within the last 30 s, so correspondents move at once even if the RM is away. A received update is verified and applied like an RM push.
  * Keys, replay windows and sending are the channel's (channel.ts); the record of changes is
  * records.ts's.
  * Peers idle for forgetAfterMs are untracked; their entries keep the path they had.
@@ -58,6 +58,13 @@ export interface PeerPathsOptions {
   readonly makeBeforeBreak: boolean;
   /** Datagrams sent up to this long before a path was last known good are re-sent too (queues, clocks). */
   readonly replayMarginMs: number;
+  /**
+   * Direct updates go only to locators that answered a probe within this long (updates.ts; 30 s in
+   * docs/security.md): an idle peer's locators answer every 5 s, and when an update is due (our
+   * binding changed, usually because one of our uplinks failed) the peer's locators that answered
+   * until that moment still get it, while an address that never answered never does.
+   */
+  readonly updateAnsweredWithinMs: number;
   /** Probes per remote address (ip:port), shared by all peers (probebudget.ts says why these numbers). */
   readonly probeBudget: ProbeBudgetOptions;
 }
@@ -69,6 +76,7 @@ export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'>
   updateRetryMs: Object.freeze([50, 100, 200, 400, 800, 1_600, 3_200]),
   makeBeforeBreak: true,
   replayMarginMs: 10,
+  updateAnsweredWithinMs: 30_000,
   probeBudget: DEFAULT_PROBE_BUDGET,
 });
 
@@ -103,6 +111,8 @@ export const PEER_COUNTERS = [
   'updatesApplied',
   'updatesAcked',
   'updatesGivenUp',
+  /** A direct update not sent to a locator of the peer: it has not answered a probe lately (updates.ts). */
+  'updatesWithheld',
   'peerMalformed',
   'peerVersion',
   'peerWrongInstance',
@@ -193,6 +203,7 @@ export class PeerPaths {
       myId: deps.myId,
       instanceId: opts.instanceId,
       retryMs: opts.updateRetryMs,
+      answeredWithinMs: opts.updateAnsweredWithinMs,
       counters: this.counters,
       log: deps.log,
       applyBinding: deps.applyBinding,
