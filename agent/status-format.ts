@@ -51,6 +51,12 @@ export function formatStatus(st: AgentStatus): string {
     out.push(`last failover ${last.at}: ${last.peer}  ${last.from ?? 'none'} ⇒ ${last.to ?? 'none'}  (${last.reason}${last.tookMs === null ? '' : `, ${last.tookMs} ms`}${last.resentPackets > 0 ? `, ${last.resentPackets} packets re-sent` : ''})  [${st.failovers.length} recorded]`);
     out.push('');
   }
+  const pc = st.peers;
+  if (pc !== null && (pc.probesBudgetSkipped > 0 || pc.updatesWithheld > 0)) {
+    // The no-amplification limits at work (docs/security.md decision 4): a peer's binding may list addresses that are not its own.
+    out.push(`held back: ${pc.probesBudgetSkipped} probes over an address's budget, ${pc.updatesWithheld} direct updates to locators that did not answer lately`);
+    out.push('');
+  }
   out.push(`inside  (TUN→UDP): ${st.inside.packets} packets, ${st.inside.bytes} bytes${st.inside.shadowPackets > 0 ? `, ${st.inside.shadowPackets} copied to a second path (make-before-break)` : ''}`);
   const r = st.resend;
   out.push(

@@ -19,7 +19,7 @@ export const DROP_NAMES = [
   'outside.sourceNotBound', // datagram's source locator is not one of that host ID's bound locators
   'outside.notForUs', // inner destination is not this host's ID
   'outside.tunWriteError', // the kernel refused the write to the TUN
-  'outside.reassembly', // an offload frame's chunk missing or out of order: the frame is given up
+  'outside.reassembly', // an offload frame's chunk missing or out of order, or its context taken by newer frames: the frame is given up; also each later chunk of a frame whose first chunk was dropped
   'outside.duplicate', // a data counter this peer already delivered (a failover re-send or a make-before-break copy)
 ] as const;
 

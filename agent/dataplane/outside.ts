@@ -1,6 +1,6 @@
 import type { TunDevice } from '../tun/tun.ts';
 import type { UdpBatchHandler } from '../../shared/udp/socket.ts';
-import type { MapCache } from '../mapcache/cache.ts';
+import type { BoundLocator, MapCache } from '../mapcache/cache.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
 import { CHUNK_LAST, HEADER_LEN, HeaderCheck, MAX_CHUNKS, PEER_FLAGS, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce } from '../../shared/wire/header.ts';
 import { Drop, type DropCounters } from './drops.ts';
@@ -21,8 +21,12 @@ import { DuplicateCheck } from '../../shared/wire/replay.ts';
  *    re-sends, or make-before-break sends on a second path, reach the TUN once.
  * 6. Queue the inner packet (header stripped, no copy) and write the whole batch to the TUN.
  *
- * Offload mode: a frame sent in chunks is copied together in order into one buffer (2') and,
- * checked like any other, written to the TUN as one TSO super-packet.
+ * Offload mode: a frame sent in chunks is copied together in order (2') and, checked like any other,
+ * written to the TUN as one TSO super-packet. Its first chunk carries the inner header, so it must
+ * pass the cheap checks of 4 and 5 (for us, from a locator bound to the inner source) before it gets
+ * a reassembly context; the contexts are a small preallocated table per uplink keyed by (source
+ * locator, frame nonce), so a chunk from anyone else cannot reset or continue a frame in progress
+ * (docs/security.md decision 5).
  *
  * Drops are counted by reason; nothing throws, nothing is allocated per datagram.
  */
@@ -37,7 +41,16 @@ export interface OutsideOptions {
   readonly stride: number;
   /** This host's ID, 16 bytes. */
   readonly hostId: Uint8Array;
+  /** Offload frames reassembled at once (each holds a 64 KiB buffer); default REASSEMBLY_SLOTS. */
+  readonly reassemblySlots?: number;
 }
+
+/**
+ * Why 8: a sender's chunks arrive in order and usually in one batch, so one frame per sender is in
+ * progress at a time, two when a re-send after a failover overlaps new traffic; 8 lets a few peers
+ * interleave on one uplink for 8 × 64 KiB of memory per uplink, allocated once.
+ */
+export const REASSEMBLY_SLOTS = 8;
 
 export interface OutsideDeps {
   readonly cache: MapCache;
@@ -73,13 +86,19 @@ export function createOutside(
   const lens = new Uint32Array(opts.batchSize);
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
   const me = opts.hostId;
-  // Offload: one frame being reassembled from chunks (they arrive in order, usually in one batch).
-  const reasm = opts.offload ? Buffer.allocUnsafeSlow(65_535 + VNET_HDR_LEN) : Buffer.alloc(0);
-  const reasmSrc = new Uint8Array(16);
-  let reasmLen = 0;
-  let reasmNonce = -1;
-  let reasmNext = 0;
-  let reasmPort = 0;
+  // Offload: frames being reassembled from chunks, one context per (source locator, nonce), all
+  // allocated here: slot k's frame is at slab[k*SLOT_BYTES), its source at rSrc[k*16).
+  const slots = opts.offload ? Math.max(1, opts.reassemblySlots ?? REASSEMBLY_SLOTS) : 0;
+  const slab = slots > 0 ? Buffer.allocUnsafeSlow(slots * SLOT_BYTES) : Buffer.alloc(0);
+  const rSrc = new Uint8Array(slots * 16);
+  const rPort = new Uint16Array(slots);
+  const rNonce = new Int32Array(slots);
+  /** The chunk index the context expects next; 0: the slot is free. */
+  const rNext = new Uint8Array(slots);
+  const rLen = new Uint32Array(slots);
+  /** When the context was started (a count of starts): the smallest is the oldest. */
+  const rStarted = new Float64Array(slots);
+  let starts = 0;
   const one = new Uint32Array(1);
   const oneLen = new Uint32Array(1);
 
@@ -96,15 +115,7 @@ export function createOutside(
     if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
     const entry = cache.lookup(b, ip + 8);
     if (entry === undefined) return dgOff >= 0 && onUnknownSource(b, dgOff, dgLen, srcAddrs, srcOff, port, ip + 8) ? KEPT : Drop.OutsideUnknownPeer;
-    const locs = entry.locators;
-    let bound = false;
-    for (let l = 0; l < locs.length; l++) {
-      if (locs[l].port === port && sameBytes16(locs[l].bytes, 0, srcAddrs, srcOff)) {
-        bound = true;
-        break;
-      }
-    }
-    if (!bound) return Drop.OutsideSourceNotBound;
+    if (!boundTo(entry.locators, srcAddrs, srcOff, port)) return Drop.OutsideSourceNotBound;
     // 5'. Only now: a datagram from an unbound source must not move the peer's window.
     const dup = entry.traffic.rxFilter.check(counter);
     if (dup === DuplicateCheck.Duplicate) return Drop.OutsideDuplicate;
@@ -113,6 +124,63 @@ export function createOutside(
     stats.packets++;
     stats.bytes += ipLen;
     return ADMIT;
+  }
+
+  /**
+   * 2'. The first chunk of a frame, before it may take a context: the inner header is there, so the
+   * checks of 3-5 that need no whole frame (IPv6, for us, a bound source locator) run now. ADMIT or a
+   * drop reason.
+   */
+  function plausibleStart(b: Buffer, frame: number, frameLen: number, srcAddrs: Uint8Array, srcOff: number, port: number): number {
+    const ip = frame + ipOff;
+    if (frameLen - ipOff < 40 || b[ip] >> 4 !== 6) return Drop.OutsideMalformed;
+    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
+    const entry = cache.lookup(b, ip + 8);
+    if (entry === undefined) return Drop.OutsideUnknownPeer;
+    return boundTo(entry.locators, srcAddrs, srcOff, port) ? ADMIT : Drop.OutsideSourceNotBound;
+  }
+
+  /** The context of this source locator's frame with this nonce, or -1. */
+  function findContext(srcAddrs: Uint8Array, srcOff: number, port: number, nonce: number): number {
+    for (let k = 0; k < slots; k++) {
+      if (rNext[k] !== 0 && rNonce[k] === nonce && rPort[k] === port && sameBytes16(rSrc, k * 16, srcAddrs, srcOff)) return k;
+    }
+    return -1;
+  }
+
+  /**
+   * A context for a new frame: the same frame's (its first chunk again: start over), else a free
+   * one, else the oldest of this source's own if it holds half the table (a source that keeps
+   * starting frames, or forges their nonces, then only replaces its own), else the oldest of all.
+   * A frame in progress that is replaced is given up and counted.
+   */
+  function claimContext(srcAddrs: Uint8Array, srcOff: number, port: number, nonce: number): number {
+    let k = findContext(srcAddrs, srcOff, port, nonce);
+    if (k < 0) {
+      let free = -1;
+      let oldest = 0;
+      let own = 0;
+      let oldestOwn = -1;
+      for (let j = 0; j < slots; j++) {
+        if (rNext[j] === 0) {
+          free = j;
+          break;
+        }
+        if (rStarted[j] < rStarted[oldest]) oldest = j;
+        if (rPort[j] === port && sameBytes16(rSrc, j * 16, srcAddrs, srcOff)) {
+          own++;
+          if (oldestOwn < 0 || rStarted[j] < rStarted[oldestOwn]) oldestOwn = j;
+        }
+      }
+      k = free >= 0 ? free : own * 2 >= slots ? oldestOwn : oldest;
+    }
+    if (rNext[k] !== 0) drops.add(Drop.OutsideReassembly);
+    for (let b = 0; b < 16; b++) rSrc[k * 16 + b] = srcAddrs[srcOff + b]; // no subarray: no view per frame
+    rPort[k] = port;
+    rNonce[k] = nonce;
+    rLen[k] = 0;
+    rStarted[k] = ++starts;
+    return k;
   }
 
   function flush(b: Buffer, n: number): void {
@@ -147,31 +215,39 @@ export function createOutside(
       const port = srcPorts[i];
       const chunk = opts.offload ? chunkByte(buf, off) : CHUNK_LAST;
       if (chunk !== CHUNK_LAST) {
-        // 2'. A chunk of a larger offload frame: append in order, or give the frame up.
+        // 2'. A chunk of a larger offload frame: the first one, if plausible, takes a context; the
+        // others append in order to their source's frame with their nonce, or the frame is given up.
         const index = chunk & MAX_CHUNKS;
         const nonce = headerNonce(buf, off);
+        let k: number;
         if (index === 0) {
-          if (reasmNext !== 0) drops.add(Drop.OutsideReassembly);
-          reasmNonce = nonce;
-          reasmLen = 0;
-          reasmPort = port;
-          reasmSrc.set(srcAddrs.subarray(i * 16, i * 16 + 16));
-        } else if (index !== reasmNext || nonce !== reasmNonce || port !== reasmPort || !sameBytes16(reasmSrc, 0, srcAddrs, i * 16)) {
-          drops.add(Drop.OutsideReassembly);
-          reasmNext = 0;
-          continue;
+          const p = plausibleStart(buf, frame, frameLen, srcAddrs, i * 16, port);
+          if (p !== ADMIT) {
+            drops.add(p);
+            continue;
+          }
+          k = claimContext(srcAddrs, i * 16, port, nonce);
+        } else {
+          k = findContext(srcAddrs, i * 16, port, nonce);
+          if (k < 0 || index !== rNext[k]) {
+            drops.add(Drop.OutsideReassembly);
+            if (k >= 0) rNext[k] = 0;
+            continue;
+          }
         }
-        if (reasmLen + frameLen > reasm.length) {
+        const at = k * SLOT_BYTES;
+        if (rLen[k] + frameLen > SLOT_BYTES) {
           drops.add(Drop.OutsideOversized);
-          reasmNext = 0;
+          rNext[k] = 0;
           continue;
         }
-        buf.copy(reasm, reasmLen, frame, frame + frameLen);
-        reasmLen += frameLen;
-        reasmNext = index + 1;
+        buf.copy(slab, at + rLen[k], frame, frame + frameLen);
+        rLen[k] += frameLen;
+        rNext[k] = index + 1;
         if ((chunk & CHUNK_LAST) === 0) continue;
-        reasmNext = 0;
-        const r = check(reasm, 0, reasmLen, reasmSrc, 0, reasmPort, -1, 0, reasmNonce);
+        rNext[k] = 0;
+        // The whole frame is checked again: its length, and the binding may have changed meanwhile.
+        const r = check(slab, at, rLen[k], rSrc, k * 16, rPort[k], -1, 0, rNonce[k]);
         if (r !== ADMIT) {
           drops.add(r);
           continue;
@@ -179,9 +255,9 @@ export function createOutside(
         // Keep the flow's order: what is queued goes first, then the reassembled frame.
         flush(buf, n);
         n = 0;
-        one[0] = 0;
-        oneLen[0] = reasmLen;
-        if (tun.write(reasm, one, oneLen, 1) < 1) drops.add(Drop.OutsideTunWriteError);
+        one[0] = at;
+        oneLen[0] = rLen[k];
+        if (tun.write(slab, one, oneLen, 1) < 1) drops.add(Drop.OutsideTunWriteError);
         continue;
       }
       // 3-5. A whole frame in one datagram.
@@ -203,3 +279,11 @@ export function createOutside(
 
 const ADMIT = -1;
 const KEPT = -2;
+/** A reassembly context's buffer: the largest frame (a TSO super-packet) with its vnet header. */
+const SLOT_BYTES = 65_535 + VNET_HDR_LEN;
+
+/** The datagram's source (16 bytes at srcAddrs[srcOff), port) is one of these bound locators. */
+function boundTo(locs: readonly BoundLocator[], srcAddrs: Uint8Array, srcOff: number, port: number): boolean {
+  for (let l = 0; l < locs.length; l++) if (locs[l].port === port && sameBytes16(locs[l].bytes, 0, srcAddrs, srcOff)) return true;
+  return false;
+}

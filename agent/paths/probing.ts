@@ -13,6 +13,7 @@ import { PeerChannel } from './channel.ts';
 import { FailoverLog, type FailoverRecord } from './records.ts';
 import { DirectUpdates, randomToken } from './updates.ts';
 import { PeerType, openPeer, readPeer, verifyPeer } from './wire.ts';
+import { DEFAULT_PROBE_BUDGET, ProbeBudget, type ProbeBudgetOptions } from './probebudget.ts';
 
 
 /*
@@ -23,8 +24,10 @@ import { PeerType, openPeer, readPeer, verifyPeer } from './wire.ts';
  *    public key (only then can probes be authenticated). Every path to it (local uplink × remote
  *    locator that is up in its binding, same family) gets a PathState.
  * 2. Every tick (10 ms) each path is folded with the uplink monitor's verdict and passed through
- *    decide(); a 'probe' action sends a MACed probe on that path's uplink to that locator; the peer
- *    answers on the same path. A reply, matched by its token, gives the RTT and keeps the path up.
+ *    decide(); a 'probe' action sends a MACed probe on that path's uplink to that locator, if the
+ *    locator's address has probe budget left (probebudget.ts: one budget per ip:port for all peers,
+ *    as decide() backs off only per path); the peer answers on the same path. A reply, matched by its
+ *    token, gives the RTT and keeps the path up.
  * 3. The paths are ranked (rankPaths: state, then the remote realm's priorities, local priorities,
  *    RTT); the best becomes the map-cache entry's path, the equally preferred ones its flow group.
  *    A change of path is recorded as a failover (from, to, why, how long since the trouble began).
@@ -33,8 +36,8 @@ import { PeerType, openPeer, readPeer, verifyPeer } from './wire.ts';
  *    probed at once (both ends may have moved: the first pair that answers wins), and while the old
  *    path is only suspect it keeps a copy of every packet (make-before-break: the entry's shadow).
  * 4. When this host's own binding changes (an uplink lost or back), sendUpdate() sends the new signed
- *    binding straight to every tracked peer (updates.ts), so correspondents move at once even if the
- *    RM is away. A received update is verified and applied like an RM push.
+ *    binding straight to every tracked peer (updates.ts), to its locators that answered a probe
+ *    within the last 30 s, so correspondents move at once even if the RM is away. A received update is verified and applied like an RM push.
  * Keys, replay windows and sending are the channel's (channel.ts); the record of changes is
  * records.ts's.
  * Peers idle for forgetAfterMs are untracked; their entries keep the path they had.
@@ -55,6 +58,15 @@ export interface PeerPathsOptions {
   readonly makeBeforeBreak: boolean;
   /** Datagrams sent up to this long before a path was last known good are re-sent too (queues, clocks). */
   readonly replayMarginMs: number;
+  /**
+   * Direct updates go only to locators that answered a probe within this long (updates.ts; 30 s in
+   * docs/security.md): an idle peer's locators answer every 5 s, and when an update is due (our
+   * binding changed, usually because one of our uplinks failed) the peer's locators that answered
+   * until that moment still get it, while an address that never answered never does.
+   */
+  readonly updateAnsweredWithinMs: number;
+  /** Probes per remote address (ip:port), shared by all peers (probebudget.ts says why these numbers). */
+  readonly probeBudget: ProbeBudgetOptions;
 }
 
 export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'> = Object.freeze({
@@ -64,6 +76,8 @@ export const DEFAULT_PEER_PATHS: Omit<PeerPathsOptions, 'timing' | 'instanceId'>
   updateRetryMs: Object.freeze([50, 100, 200, 400, 800, 1_600, 3_200]),
   makeBeforeBreak: true,
   replayMarginMs: 10,
+  updateAnsweredWithinMs: 30_000,
+  probeBudget: DEFAULT_PROBE_BUDGET,
 });
 
 export interface PeerPathsDeps {
@@ -97,6 +111,8 @@ export const PEER_COUNTERS = [
   'updatesApplied',
   'updatesAcked',
   'updatesGivenUp',
+  /** A direct update not sent to a locator of the peer: it has not answered a probe lately (updates.ts). */
+  'updatesWithheld',
   'peerMalformed',
   'peerVersion',
   'peerWrongInstance',
@@ -113,6 +129,10 @@ export const PEER_COUNTERS = [
   'failoverResends',
   'failoverResentPackets',
   'failoverProbeBursts',
+  /** A probe not sent: its remote address had used up its probe budget (probebudget.ts). */
+  'probesBudgetSkipped',
+  /** More remote addresses probed within 2 s than the budget table holds: one got a fresh budget early. */
+  'probeBudgetEvictedEarly',
 ] as const;
 export type PeerCounter = (typeof PEER_COUNTERS)[number];
 
@@ -167,6 +187,7 @@ export class PeerPaths {
   private readonly channel: PeerChannel;
   private readonly updates: DirectUpdates;
   private readonly log: FailoverLog;
+  private readonly budget: ProbeBudget;
   private timer: NodeJS.Timeout | null = null;
   private lastScan = -Infinity;
   private readonly findPeer = (mapKey: string): Peer | undefined => this.peers.get(mapKey);
@@ -182,11 +203,13 @@ export class PeerPaths {
       myId: deps.myId,
       instanceId: opts.instanceId,
       retryMs: opts.updateRetryMs,
+      answeredWithinMs: opts.updateAnsweredWithinMs,
       counters: this.counters,
       log: deps.log,
       applyBinding: deps.applyBinding,
     });
     this.log = new FailoverLog(deps.uplinks, deps.wallClock, deps.log);
+    this.budget = new ProbeBudget(opts.probeBudget);
   }
 
   /** The last message counter used (the agent persists a high-water mark above it). */
@@ -511,7 +534,16 @@ export class PeerPaths {
     return s;
   }
 
+  /**
+   * Sends one probe on the path, if its remote address has budget left. Either way the caller folds
+   * it into the path's state as sent: a probe the budget withheld is as unanswered as a lost one, and
+   * counting it keeps the path's backoff and its next probe time moving (retrying every tick would
+   * only spend the budget's refill on this path first).
+   */
   private probe(p: Peer, path: TrackedPath, key: MacKey, now: number): void {
+    const allowed = this.budget.take(path.locator.bytes, path.locator.port, now);
+    this.counters.probeBudgetEvictedEarly = this.budget.evictedEarly;
+    if (!allowed) return void this.counters.probesBudgetSkipped++;
     const token = randomToken();
     if (path.outstanding.size >= MAX_OUTSTANDING) {
       const oldest = path.outstanding.keys().next().value;

@@ -16,6 +16,8 @@
  * after holdDownMs. A path that keeps failing collects a flap penalty (RFC 2439-style, decaying with a
  * half-life): above flapSuppressAt it stays down or on probation until the penalty decays, so a
  * flapping link cannot cause a switch storm.
+ * A path that never answered, or has been down for long, is probed ever more rarely (probeInterval):
+ * the locators come from the peer's binding, and we must not be its means to flood someone else.
  */
 
 export interface PathTiming {
@@ -41,6 +43,12 @@ export interface PathTiming {
    * be silent for long, and would otherwise win traffic back after every answer.
    */
   readonly lossyRatio: number;
+  /** A path that never answered is probed at an interval doubling per unanswered probe, up to this. */
+  readonly neverAnsweredMaxIntervalMs: number;
+  /** A path that answered before and has been down this long backs off too (doubling per probe)... */
+  readonly downBackoffAfterMs: number;
+  /** ...up to this interval. The first reply brings back the full rate. */
+  readonly downMaxIntervalMs: number;
 }
 
 /**
@@ -56,6 +64,21 @@ export interface PathTiming {
  * (Tailscale and MPTCP likewise avoid switching back on the first sign of life); three failures within a
  * few seconds (penalty ≥ 2, half-life 15 s) keep it down until it has been quiet for ~8 s, so a link
  * flapping every second causes about five transitions to down in 20 s and none to up.
+ *
+ * Backing off (docs/security.md decision 4, "no amplification"): the locators we probe come from the
+ * peer's binding, which the peer chose, so one binding registered once that lists someone else's
+ * address would make every correspondent with traffic to that peer send it ~10 probes/s per path for
+ * as long as the traffic lasts. A path that has never answered proves nothing and earns no rate: its
+ * interval doubles per unanswered probe (100, 200, 400 ... ms) up to 5 s, the idle interval, so a
+ * victim gets 7 probes per path in the first ~6 s and then one per 5 s, and a genuine locator that is
+ * merely slow to come up (a peer still starting, a firewall opened late) is found within 5 s; its first
+ * reply brings the full rate back at once. A path that HAS
+ * answered and went down keeps the full rate for 10 s: that is what finds a recovered path within a
+ * probe interval (docs/failover.md), and most outages a failover rides out (carrier blips, a router
+ * restarting, a Wi-Fi roam) are over well within 10 s. After that it doubles to at most 1 s: a path
+ * down that long is a real outage whose recovery, found up to 1 s later, costs nothing while traffic
+ * runs on another path, and an address that once answered (a peer that moved away, a reused address)
+ * gets at most 1 probe/s per path. The per-address budget (probing.ts) bounds the sum over all peers.
  */
 export const DEFAULT_PATH_TIMING: PathTiming = Object.freeze({
   probeIntervalMs: 100,
@@ -67,6 +90,9 @@ export const DEFAULT_PATH_TIMING: PathTiming = Object.freeze({
   flapHalfLifeMs: 15_000,
   flapSuppressAt: 2,
   lossyRatio: 0.2,
+  neverAnsweredMaxIntervalMs: 5_000,
+  downBackoffAfterMs: 10_000,
+  downMaxIntervalMs: 1_000,
 });
 
 /** Probes that must have been resolved (answered or timed out) before a loss ratio is believed. */
@@ -287,9 +313,34 @@ export function decide(s: PathState, now: number, t: PathTiming, active: boolean
       break;
   }
 
-  const interval = active ? t.probeIntervalMs : t.idleProbeIntervalMs;
+  const interval = probeInterval(s, now, t, active);
   if (Number.isFinite(interval) && now - s.lastSentAt >= interval) return PROBE;
   return NONE;
+}
+
+/**
+ * The interval before the next probe of this path (DEFAULT_PATH_TIMING says why): the active or idle
+ * rate, backed off for a path that never answered (doubling per unanswered probe, up to
+ * neverAnsweredMaxIntervalMs) and for one down longer than downBackoffAfterMs (doubling per probe sent
+ * since then and since its last reply, up to downMaxIntervalMs). Backing off never probes faster than
+ * the base rate (an idle peer's 5 s stays 5 s).
+ */
+export function probeInterval(s: PathState, now: number, t: PathTiming, active: boolean): number {
+  const base = active ? t.probeIntervalMs : t.idleProbeIntervalMs;
+  if (!Number.isFinite(base)) return base;
+  if (s.lastReplyAt === -Infinity) {
+    // Never answered: every probe it was sent went unanswered (or is still in flight).
+    if (s.sent === 0) return base;
+    return Math.max(base, Math.min(t.neverAnsweredMaxIntervalMs, base * 2 ** (s.sent - 1)));
+  }
+  if (s.state === 'down' && s.localUp && now - s.since >= t.downBackoffAfterMs) {
+    // The window of probe times is long enough: the cap is reached within a handful of doublings.
+    const from = Math.max(s.since + t.downBackoffAfterMs, s.lastReplyAt);
+    let n = 0;
+    for (let i = s.probeTimes.length - 1; i >= 0 && s.probeTimes[i] >= from; i--) n++;
+    return Math.max(base, Math.min(t.downMaxIntervalMs, base * 2 ** n));
+  }
+  return base;
 }
 
 /**

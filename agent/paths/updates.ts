@@ -12,7 +12,11 @@ import { PeerType, type PeerMessage } from './wire.ts';
  * Direct binding updates between agents, without the RM:
  * 1. When this host's binding changes (an uplink lost or back), send() queues the new signed binding
  *    for every peer with traffic; retransmit() sends it over every working uplink to every locator of
- *    the peer (one of them gets through) and again on updateRetryMs until the peer acknowledges.
+ *    the peer that answered a probe within answeredWithinMs (one of them gets through) and again on
+ *    updateRetryMs until the peer acknowledges. An update is several times a probe's size and goes
+ *    out unasked, so a locator the peer's binding lists but that never proved it is the peer's (by
+ *    answering a MACed probe) gets none: otherwise a binding naming someone else's address would
+ *    aim every correspondent's updates there (docs/security.md decision 4). Withheld: counted.
  * 2. A received update is verified (signature, ID = the sender, sequence number above the one held),
  *    acknowledged whatever its order (the sender may have missed our ack), and handed to the resolver
  *    like an RM push.
@@ -21,6 +25,15 @@ export interface UpdatePeer {
   readonly mapKey: string;
   readonly id: Uint8Array;
   readonly entry: MapEntry;
+  /** The peer's paths, and those whose locator its binding no longer offers: when each last answered. */
+  readonly paths: readonly AnsweringPath[];
+  readonly withdrawn: readonly AnsweringPath[];
+}
+
+/** What an update needs of a path: its remote locator and when it last answered a probe. */
+export interface AnsweringPath {
+  readonly locator: { readonly address: string; readonly port: number };
+  readonly state: { readonly lastReplyAt: number };
 }
 
 export interface DirectUpdatesDeps {
@@ -29,6 +42,8 @@ export interface DirectUpdatesDeps {
   readonly myId: Uint8Array;
   readonly instanceId: number;
   readonly retryMs: readonly number[];
+  /** Updates go only to locators that answered a probe within this long (over any uplink). */
+  readonly answeredWithinMs: number;
   readonly counters: Record<PeerCounter, number>;
   readonly log: Logger;
   /** A verified binding newer than the one held: install it. */
@@ -64,9 +79,13 @@ export class DirectUpdates {
         if (p !== undefined) c.updatesGivenUp++;
         continue;
       }
-      // Over every working uplink to every locator of the peer: one of them gets through.
+      // Over every working uplink to every locator of the peer that answered lately: one gets through.
       const ups = this.deps.uplinks();
       for (const loc of p.entry.locators) {
+        if (!answeredSince(p, loc, now - this.deps.answeredWithinMs)) {
+          c.updatesWithheld++;
+          continue;
+        }
         for (let i = 0; i < ups.length; i++) {
           if (!ups[i].up || ups[i].family !== loc.family) continue;
           c.updatesSent++;
@@ -104,6 +123,14 @@ export class DirectUpdates {
   forget(mapKey: string): void {
     this.pending.delete(mapKey);
   }
+}
+
+/** Some path to this locator (over any uplink) answered a probe at or after `since`. */
+export function answeredSince(p: UpdatePeer, loc: { readonly address: string; readonly port: number }, since: number): boolean {
+  for (const list of [p.paths, p.withdrawn]) {
+    for (const x of list) if (x.locator.port === loc.port && x.locator.address === loc.address && x.state.lastReplyAt >= since) return true;
+  }
+  return false;
 }
 
 export function randomToken(): number {

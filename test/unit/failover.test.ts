@@ -43,7 +43,7 @@ function simulate(
   from: number,
   to: number,
   opts: { reachable: (t: number) => boolean; active?: (t: number) => boolean; rtt?: number; tick?: number; timing?: PathTiming },
-): { s: PathState; entered: { at: number; state: PathStateName }[]; probes: number } {
+): { s: PathState; entered: { at: number; state: PathStateName }[]; probes: number; sentAt: number[] } {
   const tick = opts.tick ?? 10;
   const rtt = opts.rtt ?? 2;
   const timing = opts.timing ?? T;
@@ -51,6 +51,7 @@ function simulate(
   const entered: { at: number; state: PathStateName }[] = [];
   let s = s0;
   let probes = 0;
+  const sentAt: number[] = [];
   for (let now = from; now <= to; now += tick) {
     while (pending.length > 0 && pending[0] <= now) s = onReply(s, pending.shift() as number, rtt);
     for (let round = 0; round < 4; round++) {
@@ -58,6 +59,7 @@ function simulate(
       if (a.kind === 'none') break;
       if (a.kind === 'probe') {
         probes++;
+        sentAt.push(now);
         if (opts.reachable(now)) pending.push(now + rtt);
       }
       const before = s.state;
@@ -65,8 +67,11 @@ function simulate(
       if (s.state !== before) entered.push({ at: now, state: s.state });
     }
   }
-  return { s, entered, probes };
+  return { s, entered, probes, sentAt };
 }
+
+/** Gaps between consecutive probe times. */
+const gaps = (times: readonly number[]) => times.slice(1).map((t, i) => t - times[i]);
 
 describe('decide: timing of state changes', () => {
   it('probes an active path every probe interval, an idle one every idle interval', () => {
@@ -253,6 +258,50 @@ describe('decide: timing of state changes', () => {
     expect((down?.at ?? 0) - dead).toBeLessThanOrEqual(T.downAfterMs);
     const suspect = entered.find((e) => e.state === 'suspect');
     expect((suspect?.at ?? 0) - dead).toBeLessThanOrEqual(T.suspectAfterMs);
+  });
+});
+
+describe('decide: backing off (no amplification, docs/security.md decision 4)', () => {
+  it('a path that never answered is probed at an interval doubling per unanswered probe, capped at 5 s', () => {
+    expect(T.neverAnsweredMaxIntervalMs).toBe(5_000);
+    const { sentAt, s } = simulate(initialPathState(t0), t0, t0 + 30_000, { reachable: () => false });
+    expect(sentAt.map((t) => t - t0)).toEqual([0, 100, 300, 700, 1_500, 3_100, 6_300, 11_300, 16_300, 21_300, 26_300]);
+    expect(s.state).toBe('down');
+    // Pure: the same state, asked at a later now, decides the same way.
+    expect(decide(s, t0 + 31_299, T, true)).toEqual({ kind: 'none' });
+    expect(decide(s, t0 + 31_300, T, true)).toEqual({ kind: 'probe' });
+  });
+
+  it('an idle never-answered path stays at the idle interval (backing off never probes faster)', () => {
+    const { sentAt } = simulate(initialPathState(t0), t0, t0 + 20_000, { reachable: () => false, active: () => false });
+    expect(gaps(sentAt)).toEqual([5_000, 5_000, 5_000, 5_000]);
+  });
+
+  it('a never-answered path goes to the full rate after its first reply, and comes up', () => {
+    const comesAt = t0 + 3_000; // the locator starts answering (say, the peer finished starting)
+    const { sentAt, entered } = simulate(initialPathState(t0), t0, t0 + 7_000, { reachable: (t) => t >= comesAt, rtt: 2 });
+    const after = sentAt.filter((t) => t >= t0 + 3_100);
+    expect(after[0]).toBe(t0 + 3_100); // the backed-off probe that gets the first answer
+    expect(gaps(after).every((g) => g === T.probeIntervalMs)).toBe(true);
+    // 3 replies in a row (to the probes of 3.1, 3.2, 3.3 s), probation at the next tick, then the 2 s hold-down.
+    expect(entered.at(-1)).toEqual({ at: t0 + 3_310 + T.holdDownMs, state: 'up' });
+  });
+
+  it('a path that answered before keeps the full rate for 10 s down, then doubles to at most 1 s', () => {
+    const dead = t0 + 1_000;
+    const back = t0 + 30_000;
+    const { sentAt, entered } = simulate(initialPathState(t0), t0, t0 + 35_000, { reachable: (t) => t < dead || t >= back });
+    const downAt = entered.find((e) => e.state === 'down')?.at ?? NaN;
+    expect(downAt - dead).toBeLessThanOrEqual(T.downAfterMs);
+    const fast = sentAt.filter((t) => t >= dead && t < downAt + T.downBackoffAfterMs);
+    expect(gaps(fast).every((g) => g === T.probeIntervalMs)).toBe(true);
+    const slow = sentAt.filter((t) => t >= downAt + T.downBackoffAfterMs - T.probeIntervalMs && t < back + 1_000);
+    expect(gaps(slow).slice(0, 5)).toEqual([100, 200, 400, 800, 1_000]);
+    expect(Math.max(...gaps(slow))).toBe(T.downMaxIntervalMs);
+    // About 60 probes in the 30 s outage instead of 300; back: found within 1 s, then the full rate.
+    expect(sentAt.filter((t) => t >= dead && t < back).length).toBeLessThan(130);
+    const probation = entered.find((e) => e.at >= back && e.state === 'probation');
+    expect((probation?.at ?? Infinity) - back).toBeLessThanOrEqual(T.downMaxIntervalMs + 3 * T.probeIntervalMs);
   });
 });
 

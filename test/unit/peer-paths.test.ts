@@ -9,6 +9,7 @@ import { generateKeyPair, privateSeed } from '../../shared/crypto/ed25519.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { addressBytes } from '../../shared/address.ts';
+import { signBinding } from '../../shared/binding.ts';
 import { captureSocket, type Captured } from '../helpers/capture-socket.ts';
 import { UplinkTable } from '../../agent/uplinks/table.ts';
 
@@ -50,11 +51,11 @@ function setup(extra: Partial<ConstructorParameters<typeof PeerPaths>[1]> = {}, 
   const key = pairKey(privateSeed(peer), peerId.toBytes(), me.publicKey, myId);
   if (key === null) throw new Error('key');
   const src = addressBytes('203.0.113.2');
-  /** The peer answers every probe captured so far on the uplinks in `answer`. */
-  const answer = (which: readonly number[]) => {
+  /** The peer answers every probe captured so far on the uplinks in `which` (and sent to `only`, if given). */
+  const answer = (which: readonly number[], only?: string) => {
     const out = Buffer.alloc(PEER_MAX_LEN);
     for (const s of sent.splice(0)) {
-      if (s.data[9] !== PeerType.Probe || !which.includes(s.uplink)) continue;
+      if (s.data[9] !== PeerType.Probe || !which.includes(s.uplink) || (only !== undefined && s.to !== only)) continue;
       const token = s.data.readUInt32BE(42) * 2 ** 32 + s.data.readUInt32BE(46);
       const n = encodePeer(out, { type: PeerType.Reply, instanceId: 0, from: peerId.toBytes(), to: myId, token, counter: 1 }, key);
       pp.onMessage(s.uplink, out, 0, n, src, 0, 4341);
@@ -62,12 +63,12 @@ function setup(extra: Partial<ConstructorParameters<typeof PeerPaths>[1]> = {}, 
   };
   const inUse = () => cache.lookup(peerId.toBytes(), 0)?.path?.uplink;
   /** Time passes in 10 ms ticks; traffic keeps the peer active; the peer answers on `which`. */
-  const run = (ms: number, which: readonly number[]) => {
+  const run = (ms: number, which: readonly number[], only?: string) => {
     for (let t = 0; t < ms; t += 10) {
       clock.advance(10);
       entry.traffic.tx++;
       pp.tick();
-      answer(which);
+      answer(which, only);
     }
   };
   return { pp, clock, sent, uplinks, cache, entry, key, myId, peerId, src, run, inUse, answer };
@@ -282,5 +283,95 @@ describe('PeerPaths: recovering the flight lost with a path (issue #11)', () => 
     t.run(3000, [0, 1]);
     expect(t.inUse()).toBe(0);
     expect(t.calls).toHaveLength(0);
+  });
+});
+
+describe('PeerPaths: no amplification (docs/security.md decision 4)', () => {
+  const VICTIM = '192.0.2.77';
+  /** Another peer with traffic whose binding lists `addresses` (port 4341). */
+  function addPeer(cache: MapCache, addresses: readonly string[]): MapEntry {
+    const k = generateKeyPair();
+    const id = deriveHostId(parsePrefix('fd00:1::/32'), k.publicKey);
+    const e: MapEntry = Object.freeze({
+      hostId: id.toString(),
+      id: id.toBytes(),
+      locators: addresses.map((a) => boundLocator(a, 4341, 1, 1, true)),
+      path: null,
+      group: [],
+      publicKey: k.publicKey,
+      traffic: { ...newTraffic(), tx: 1 },
+      source: 'rm' as const,
+      createdAt: 0,
+      expiresAt: Infinity,
+      seq: 1,
+    });
+    cache.set(e);
+    return e;
+  }
+
+  /** Ten seconds of two peers with traffic whose bindings both list the victim; nothing answers. Probes per address. */
+  function victimScenario(perSecond: number, burst: number) {
+    const t = setup({}, { probeBudget: { perSecond, burst, addresses: 16 } });
+    t.cache.set(Object.freeze({ ...t.entry, locators: [t.entry.locators[0], boundLocator(VICTIM, 4341, 2, 1, true)] }));
+    const other = addPeer(t.cache, ['203.0.113.3', VICTIM]);
+    const to = new Map<string, number>();
+    for (let ms = 0; ms < 10_000; ms += 10) {
+      t.clock.advance(10);
+      t.entry.traffic.tx++;
+      other.traffic.tx++;
+      t.pp.tick();
+      for (const s of t.sent.splice(0)) if (s.data[9] === PeerType.Probe) to.set(s.to, (to.get(s.to) ?? 0) + 1);
+    }
+    return { to, counters: t.pp.counters };
+  }
+
+  it('sends a direct update only to the locators that answered a probe within the last 30 s', () => {
+    const t = setup();
+    t.cache.set(Object.freeze({ ...t.entry, locators: [t.entry.locators[0], boundLocator(VICTIM, 4341, 2, 1, true)] }));
+    const updatesTo = new Map<string, number>();
+    const count = () => {
+      for (const s of t.sent) if (s.data[9] === PeerType.Update) updatesTo.set(s.to, (updatesTo.get(s.to) ?? 0) + 1);
+    };
+    // The peer's own locator answers its probes; the victim, listed too, never does.
+    t.run(500, [0, 1], '203.0.113.2');
+    const b = signBinding(generateKeyPair(), { prefix: parsePrefix('fd00:1::/32'), locators: [{ address: '192.0.2.1', port: 4341, uplink: 'ispa', priority: 1, weight: 1, state: 'up' }], seq: 2, ttl: 60 });
+    t.pp.sendUpdate(b);
+    count();
+    expect(updatesTo.get('203.0.113.2')).toBe(2); // over both uplinks
+    expect(updatesTo.get(VICTIM)).toBeUndefined();
+    expect(t.pp.counters.updatesWithheld).toBe(1);
+    expect(t.pp.counters.updatesSent).toBe(2);
+    // Nothing answers any more: retransmissions keep to the locator that answered, while it is recent.
+    t.sent.length = 0;
+    for (let ms = 0; ms < 31_000; ms += 10) {
+      t.clock.advance(10);
+      t.entry.traffic.tx++;
+      t.pp.tick();
+      count();
+      t.sent.length = 0;
+    }
+    expect(updatesTo.get('203.0.113.2')).toBeGreaterThan(2);
+    expect(updatesTo.get(VICTIM)).toBeUndefined();
+    const before = t.pp.counters.updatesSent;
+    t.pp.sendUpdate(b);
+    // 31 s since its last answer: the peer's locator gets nothing either.
+    expect(t.pp.counters.updatesSent).toBe(before);
+    expect(t.sent.filter((s) => s.data[9] === PeerType.Update)).toEqual([]);
+  });
+
+  it('two peers listing the same address share its probe budget; other addresses keep theirs', () => {
+    const free = victimScenario(1_000, 1_000);
+    expect(free.counters.probesBudgetSkipped).toBe(0);
+    // Backoff alone: 2 uplinks x ~7 probes in 10 s per path, the victim twice that (two peers).
+    expect(free.to.get(VICTIM)).toBeGreaterThanOrEqual(24);
+    const tight = victimScenario(1, 10);
+    // Each address one peer lists stays within its own budget (a burst of 10, then 1/s): untouched.
+    expect(tight.to.get('203.0.113.2')).toBe(free.to.get('203.0.113.2'));
+    expect(tight.to.get('203.0.113.3')).toBe(free.to.get('203.0.113.3'));
+    // The victim gets one budget's worth, not one per peer; the rest is counted as skipped.
+    const victim = tight.to.get(VICTIM) ?? 0;
+    expect(victim).toBeGreaterThan(0);
+    expect(victim).toBeLessThanOrEqual(10 + 10);
+    expect(tight.counters.probesBudgetSkipped).toBe((free.to.get(VICTIM) ?? 0) - victim);
   });
 });
