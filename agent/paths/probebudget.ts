@@ -1,5 +1,5 @@
 /**
- * The probe budget of every remote address (ip:port), shared by all peers (docs/security.md
+ * The probe budget of every remote IP address (all its ports together), shared by all peers (docs/security.md
  * decision 4). The backoff in state.ts limits what one path sends to a locator that does not answer;
  * this limits the sum: several peers (or one peer over several of our uplinks, or a peer re-listing
  * an address under new bindings) can all name the same address, and whatever they name, that address
@@ -15,9 +15,12 @@
  *    burst early, which is counted (`evictedEarly`).
  *
  * Why these numbers: a genuine locator gets at most one probe per probe interval (100 ms) per local
- * uplink, so 10/s per uplink; 50/s leaves room for five uplinks, and a burst of 100 for a failover's
- * probe burst and many peers starting together behind one address (a NAT). A victim address therefore
- * sees at most 50 probes/s (a probe is 76 bytes of UDP payload: ~5 KB/s on the wire) from one agent, however many of its peers list it.
+ * uplink, so 10/s per uplink; 100/s leaves room for five uplinks towards two agents behind one address
+ * (a NAT, different ports), and a burst of 200 for a failover's probe burst and many peers starting
+ * together. A victim address therefore sees at most 100 probes/s (a probe is 76 bytes of UDP
+ * payload: ~10 KB/s on the wire) from one agent, however many of its peers list it, under however
+ * many ports; and only while it answers or in the first seconds, since paths that never answered
+ * back off (state.ts).
  */
 export interface ProbeBudgetOptions {
   /** Tokens (probes) a second, per remote address. */
@@ -28,7 +31,7 @@ export interface ProbeBudgetOptions {
   readonly addresses: number;
 }
 
-export const DEFAULT_PROBE_BUDGET: ProbeBudgetOptions = Object.freeze({ perSecond: 50, burst: 100, addresses: 4096 });
+export const DEFAULT_PROBE_BUDGET: ProbeBudgetOptions = Object.freeze({ perSecond: 100, burst: 200, addresses: 4096 });
 
 export interface Bucket {
   readonly tokens: number;
@@ -79,9 +82,10 @@ export class ProbeBudget {
   }
 }
 
-/** The table key: address bytes and port (bytes, not text: one address has many spellings). */
-function addressKey(bytes: Uint8Array, port: number): string {
+/** The table key: the address bytes (bytes, not text: one address has many spellings). */
+function addressKey(bytes: Uint8Array, _port: number): string {
+  // The port is left out on purpose: a binding may list one victim address under many ports.
   let s = '';
   for (let i = 0; i < 16; i++) s += String.fromCharCode(bytes[i]);
-  return s + String.fromCharCode(port);
+  return s;
 }

@@ -25,7 +25,7 @@ import { DEFAULT_PROBE_BUDGET, ProbeBudget, type ProbeBudgetOptions } from './pr
  *    locator that is up in its binding, same family) gets a PathState.
  * 2. Every tick (10 ms) each path is folded with the uplink monitor's verdict and passed through
  *    decide(); a 'probe' action sends a MACed probe on that path's uplink to that locator, if the
- *    locator's address has probe budget left (probebudget.ts: one budget per ip:port for all peers,
+ *    locator's address has probe budget left (probebudget.ts: one budget per IP address for all peers,
  *    as decide() backs off only per path); the peer answers on the same path. A reply, matched by its
  *    token, gives the RTT and keeps the path up.
  * 3. The paths are ranked (rankPaths: state, then the remote realm's priorities, local priorities,
@@ -65,7 +65,7 @@ export interface PeerPathsOptions {
    * until that moment still get it, while an address that never answered never does.
    */
   readonly updateAnsweredWithinMs: number;
-  /** Probes per remote address (ip:port), shared by all peers (probebudget.ts says why these numbers). */
+  /** Probes per remote IP address (all ports), shared by all peers (probebudget.ts says why these numbers). */
   readonly probeBudget: ProbeBudgetOptions;
 }
 

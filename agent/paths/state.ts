@@ -90,7 +90,7 @@ export const DEFAULT_PATH_TIMING: PathTiming = Object.freeze({
   flapHalfLifeMs: 15_000,
   flapSuppressAt: 2,
   lossyRatio: 0.2,
-  neverAnsweredMaxIntervalMs: 5_000,
+  neverAnsweredMaxIntervalMs: 60_000,
   downBackoffAfterMs: 10_000,
   downMaxIntervalMs: 1_000,
 });

@@ -262,19 +262,19 @@ describe('decide: timing of state changes', () => {
 });
 
 describe('decide: backing off (no amplification, docs/security.md decision 4)', () => {
-  it('a path that never answered is probed at an interval doubling per unanswered probe, capped at 5 s', () => {
-    expect(T.neverAnsweredMaxIntervalMs).toBe(5_000);
-    const { sentAt, s } = simulate(initialPathState(t0), t0, t0 + 30_000, { reachable: () => false });
-    expect(sentAt.map((t) => t - t0)).toEqual([0, 100, 300, 700, 1_500, 3_100, 6_300, 11_300, 16_300, 21_300, 26_300]);
+  it('a path that never answered is probed at an interval doubling per unanswered probe, capped at 60 s', () => {
+    expect(T.neverAnsweredMaxIntervalMs).toBe(60_000);
+    const { sentAt, s } = simulate(initialPathState(t0), t0, t0 + 150_000, { reachable: () => false, tick: 50 });
+    expect(sentAt.map((t) => t - t0)).toEqual([0, 100, 300, 700, 1_500, 3_100, 6_300, 12_700, 25_500, 51_100, 102_300]);
     expect(s.state).toBe('down');
     // Pure: the same state, asked at a later now, decides the same way.
-    expect(decide(s, t0 + 31_299, T, true)).toEqual({ kind: 'none' });
-    expect(decide(s, t0 + 31_300, T, true)).toEqual({ kind: 'probe' });
+    expect(decide(s, t0 + 162_299, T, true)).toEqual({ kind: 'none' });
+    expect(decide(s, t0 + 162_300, T, true)).toEqual({ kind: 'probe' });
   });
 
-  it('an idle never-answered path stays at the idle interval (backing off never probes faster)', () => {
-    const { sentAt } = simulate(initialPathState(t0), t0, t0 + 20_000, { reachable: () => false, active: () => false });
-    expect(gaps(sentAt)).toEqual([5_000, 5_000, 5_000, 5_000]);
+  it('an idle never-answered path starts at the idle interval and backs off from there (never faster)', () => {
+    const { sentAt } = simulate(initialPathState(t0), t0, t0 + 200_000, { reachable: () => false, active: () => false, tick: 50 });
+    expect(gaps(sentAt)).toEqual([5_000, 10_000, 20_000, 40_000, 60_000, 60_000]);
   });
 
   it('a never-answered path goes to the full rate after its first reply, and comes up', () => {
