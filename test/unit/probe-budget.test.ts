@@ -35,7 +35,7 @@ describe('ProbeBudget', () => {
   it('refill is pure and never exceeds the burst; a clock going back refills nothing', () => {
     const o = DEFAULT_PROBE_BUDGET;
     const held = Object.freeze({ tokens: 0, at: t0 });
-    expect(refill(held, t0 + 100, o)).toEqual({ tokens: 5, at: t0 + 100 });
+    expect(refill(held, t0 + 100, o)).toEqual({ tokens: o.perSecond / 10, at: t0 + 100 });
     expect(refill(held, t0 + 60_000, o).tokens).toBe(o.burst);
     expect(refill(held, t0 - 1_000, o)).toEqual({ tokens: 0, at: t0 });
     expect(held).toEqual({ tokens: 0, at: t0 });
