@@ -17,7 +17,8 @@
  * - vic: the victim, an address nobody in the realm has validated. It runs nothing; nftables named
  *   counters in its namespace count every byte that reaches it (prerouting, before anything can drop
  *   it), split by what sent it: the RM (UDP source port 4342), agents (UDP destination port 4341),
- *   and among those the agents' path probes (paths/wire.ts: first payload byte E|I = 0x28, type 1).
+ *   among those the agents' peer messages (paths/wire.ts: first payload byte E|I = 0x28) and of
+ *   those the path probes (type 1).
  * - core counts what atk sends: everything, and what carries the victim's address as its source.
  *   Both sides count whole IP packets, so a ratio of the two is bytes out ÷ bytes in, like for like.
  * - Random spoofed sources come from the benchmarking ranges (RFC 2544 198.18.0.0/15, RFC 5180
@@ -56,7 +57,17 @@ export interface ByteCount {
 
 export interface AttackCounters {
   /** What reached the victim's addresses. */
-  readonly victim: { readonly all: ByteCount; readonly rm: ByteCount; readonly agent: ByteCount; readonly probe: ByteCount };
+  readonly victim: {
+    readonly all: ByteCount;
+    /** From the RM (UDP source port 4342). */
+    readonly rm: ByteCount;
+    /** To the data port (4341): agents' data and peer messages. */
+    readonly agent: ByteCount;
+    /** Agents' peer messages (paths/wire.ts: probes, replies, updates). */
+    readonly peer: ByteCount;
+    /** Of those, probes. */
+    readonly probe: ByteCount;
+  };
   /** What atk sent into core: all of it, with the victim's address as source, with its own addresses. */
   readonly atk: { readonly all: ByteCount; readonly spoofedVictim: ByteCount; readonly own: ByteCount };
 }
@@ -83,11 +94,12 @@ function victimRuleset(): string {
     `${d} meta l4proto udp counter name v_all`,
     `${d} udp sport 4342 counter name v_rm`,
     `${d} udp dport 4341 counter name v_agent`,
+    `${d} udp dport 4341 @th,64,8 0x28 counter name v_peer`,
     `${d} udp dport 4341 @th,64,8 0x28 @th,136,8 1 counter name v_probe`,
   ]);
   return (
     `table inet ${VICTIM_TABLE} {\n` +
-    ['v_all', 'v_rm', 'v_agent', 'v_probe'].map((c) => `  counter ${c} { }\n`).join('') +
+    ['v_all', 'v_rm', 'v_agent', 'v_peer', 'v_probe'].map((c) => `  counter ${c} { }\n`).join('') +
     `  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n` +
     rules.map((r) => `    ${r}\n`).join('') +
     `  }\n}\n`
@@ -149,7 +161,7 @@ export async function attachAttacker(tb: Testbed): Promise<AttackerBed> {
       const [v, c] = await Promise.all([readNamedCounters(nsOf('vic'), VICTIM_TABLE), readNamedCounters(core, CORE_TABLE)]);
       const get = (m: Map<string, ByteCount>, k: string): ByteCount => m.get(k) ?? { packets: 0, bytes: 0 };
       return {
-        victim: { all: get(v, 'v_all'), rm: get(v, 'v_rm'), agent: get(v, 'v_agent'), probe: get(v, 'v_probe') },
+        victim: { all: get(v, 'v_all'), rm: get(v, 'v_rm'), agent: get(v, 'v_agent'), peer: get(v, 'v_peer'), probe: get(v, 'v_probe') },
         atk: { all: get(c, 'a_all'), spoofedVictim: get(c, 'a_spoofed_victim'), own: get(c, 'a_own') },
       };
     },
