@@ -45,9 +45,7 @@
  *                                   store. With fewer minutes the figures are scaled linearly to 10
  *                                   and the JSON says so (`churn.extrapolated`).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { up, type Testbed } from '../testbed/topology.ts';
 import { SPOOF_BIN, abuseProblems, pingWithin, rmArgs, startAbuseLab, type AbuseLab, type Json } from '../../test/helpers/abuse.ts';
@@ -58,6 +56,7 @@ import {
   ampLookupRandomSid,
   ampPush,
   ampReplay,
+  floodTemplates,
   foreignRegistrations,
   nonmemberJoins,
   nonmemberLookups,
@@ -109,34 +108,6 @@ function options(argv: string[]): { minutes: number; floodRate: number; floodSec
     floodSeconds: pos('flood-seconds', v['flood-seconds'], 12),
     churnRate: pos('churn-rate', v['churn-rate'], 1),
   };
-}
-
-/** The flood's payloads: one file of all kinds, sent in random order from random sources. */
-async function floodTemplates(lab: AbuseLab): Promise<{ file: string; sealedOn: string | null }> {
-  const a = lab.attacker;
-  const parts: { kind: string; count: number; extra?: Json }[] = [
-    { kind: 'hello', count: 1000, extra: rmArgs(lab) },
-    { kind: 'lookupRandomSid', count: 3000 },
-    { kind: 'garbage', count: 1000 },
-  ];
-  let sealedOn: string | null = null;
-  for (const [who, key] of [['stranger', undefined], ['member', lab.keys.member]] as const) {
-    const o = await a.call({ cmd: 'open', name: 'flood', ...rmArgs(lab), ...(key ? { key } : {}) });
-    if (o.welcome === true) {
-      sealedOn = who;
-      parts.push({ kind: 'lookupSealed', count: 3000, extra: { name: 'flood', ids: [lab.ids.ch, lab.ids.mh] } });
-      break;
-    }
-  }
-  const bufs: Buffer[] = [];
-  for (const [i, p] of parts.entries()) {
-    const file = join(lab.dir, `flood-${i}.tpl`);
-    await a.call({ cmd: 'templates', kind: p.kind, count: p.count, file, ...p.extra });
-    bufs.push(readFileSync(file));
-  }
-  const file = join(lab.dir, 'flood.tpl');
-  writeFileSync(file, Buffer.concat(bufs));
-  return { file, sealedOn };
 }
 
 async function flood(lab: AbuseLab, tb: Testbed, rate: number, seconds: number): Promise<Json> {
@@ -210,7 +181,10 @@ export async function run(argv: string[]): Promise<number> {
     console.error('abuse: testbed, attacker, RM, agents…');
     lab = await startAbuseLab(tb, null);
     console.error(`abuse: admission: ${lab.admission}`);
-    const legit = await lab.legit.call({ cmd: 'legit', name: 'legit', ...rmArgs(lab), key: lab.keys.legit, publicKey: lab.files.rmPublicKey });
+    // Bound to mh's uplink b, as the agent binds its RM clients to uplinks (agent/rm/link.ts): the
+    // failover below takes uplink a down, and an unbound socket would follow mh's main-table
+    // default route into it, measuring the fault instead of the flood.
+    const legit = await lab.legit.call({ cmd: 'legit', name: 'legit', ...rmArgs(lab), key: lab.keys.legit, publicKey: lab.files.rmPublicKey, bind: tb.addr.v4.mh.ispb });
     if (legit.started !== true) throw new Error(`the legit client (an admitted key) could not start a session: ${String(legit.why)}`);
     const baseline = await lab.legit.call({ cmd: 'legitLookup', name: 'legit', ids: [lab.ids.ch, lab.ids.mh] });
 

@@ -335,7 +335,7 @@ function runSpoof(bin: string, args: readonly string[]): Promise<Json> {
  *   pushReflect {rmAddress, prefix, key, sessions, victim, spoof}  see below
  *   churn       {rmAddress, prefix, seconds, rate, register}  new keys: HELLO (+ REGISTER) at a rate
  *   spoof       {bin, args}                     runs realmnet_spoof here
- *   legit       {name, rmAddress, rmPort?, publicKey?, key?, prefix, timeoutMs?}  the agent's RM client
+ *   legit       {name, rmAddress, rmPort?, publicKey?, key?, bind?, prefix, timeoutMs?}  the agent's RM client
  *               (key absent: a fresh one, i.e. a stranger using the real client)
  *   legitLoop   {name, id, rate, seconds}       lookups at a rate: positive / negative / failed
  *   legitLookup {name, ids, timeoutMs?}         one lookup each
@@ -376,7 +376,9 @@ async function handle(ctx: Ctx, c: Json): Promise<Json> {
     case 'legit': {
       const publicKey = typeof c.publicKey === 'string' ? new Uint8Array(Buffer.from(c.publicKey, 'base64')) : undefined;
       const rm = target(c);
-      const socket = await openSocket(undefined, rm.address.includes(':') ? 6 : 4);
+      // bind: as the agent does (agent/rm/link.ts), one uplink's address, so source-policy routing
+      // sends the client out through that uplink whatever happens to the main table's default.
+      const socket = await openSocket(typeof c.bind === 'string' ? c.bind : undefined, rm.address.includes(':') ? 6 : 4);
       // What an on-path observer would record: every datagram this client sends (for replays).
       const log: Buffer[] = [];
       ctx.captured.set(str(c, 'name'), log);
