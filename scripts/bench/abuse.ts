@@ -42,8 +42,8 @@
  *                                   a third with a made-up token when the RM speaks the token
  *                                   protocol, REGISTER when a session is granted) for --minutes
  *                                   (default 10); growth of the RM's RSS and of the rows in its
- *                                   store. With fewer minutes the figures are scaled linearly to 10
- *                                   and the JSON says so (`churn.extrapolated`).
+ *                                   store. With fewer minutes the row count is scaled linearly to 10
+ *                                   (`churn.extrapolated`); RSS is reported as measured (not linear).
  */
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -144,25 +144,30 @@ async function flood(lab: AbuseLab, tb: Testbed, rate: number, seconds: number):
 }
 
 async function churn(lab: AbuseLab, minutes: number, rate: number): Promise<Json> {
-  await wait(3_000);
+  // The RM was just restarted (phase 2): let its start-up heap settle before the baseline.
+  await wait(10_000);
   const rss0 = lab.rmRssMiB();
   const rows0 = lab.storeRows();
-  const r = await lab.attacker.call({ cmd: 'churn', ...rmArgs(lab), seconds: minutes * 60, rate, register: true });
+  const t0 = Date.now();
+  const samples: { s: number; rss_mib: number; rows: number }[] = [];
+  const sampler = setInterval(() => samples.push({ s: (Date.now() - t0) / 1000, rss_mib: lab.rmRssMiB(), rows: lab.storeRows() }), 10_000);
+  const r = await lab.attacker.call({ cmd: 'churn', ...rmArgs(lab), seconds: minutes * 60, rate, register: true }).finally(() => clearInterval(sampler));
   await wait(5_000);
   const rss1 = lab.rmRssMiB();
   const rows1 = lab.storeRows();
-  const scale = 10 / minutes;
   return {
     minutes,
     rate,
     driver: r,
     rss_mib: { before: rss0, after: rss1 },
     rows: { before: rows0, after: rows1 },
+    samples,
     rss_growth_mib: rss1 - rss0,
     rows_growth: rows1 - rows0,
+    // Rows grow linearly (one per stranger the RM keeps), so a shorter run is scaled to 10 minutes;
+    // RSS is not (the heap grows in steps and GC returns memory), so it is reported as measured.
     extrapolated: minutes !== 10,
-    rss_growth_mib_10min: (rss1 - rss0) * scale,
-    rows_growth_10min: Math.round((rows1 - rows0) * scale),
+    rows_growth_10min: Math.round(((rows1 - rows0) * 10) / minutes),
   };
 }
 
@@ -225,7 +230,7 @@ export async function run(argv: string[]): Promise<number> {
       amplification_max: ratios.length > 0 ? Math.max(...ratios) : null,
       legit_lookup_success_under_flood: typeof fl.success === 'number' ? fl.success : null,
       legit_failover_ok_under_flood: (fl.failover as { ok: boolean }).ok,
-      rm_rss_growth_mib_10min: num(ch.rss_growth_mib_10min),
+      rm_rss_growth_mib_10min: num(ch.rss_growth_mib),
       store_rows_growth_10min: num(ch.rows_growth_10min),
     };
     const out = {
@@ -261,12 +266,12 @@ export async function run(argv: string[]): Promise<number> {
       ...Object.entries(amp).map(([k, a]): Cell[] => [`  ${k}`, a.ratio === null ? '—' : `${fmt(a.ratio, 2)} (${a.victimBytes}/${a.attackerBytes} B)`, '≤ 1.0', a.ratio === null ? '—' : a.ratio <= 1 ? 'met' : 'NOT MET']),
       ['legit_lookup_success_under_flood', fmt(summary.legit_lookup_success_under_flood, 4), '≥ 0.99', (summary.legit_lookup_success_under_flood ?? 0) >= 0.99 ? 'met' : 'NOT MET'],
       ['legit_failover_ok_under_flood', String(summary.legit_failover_ok_under_flood), 'true', summary.legit_failover_ok_under_flood ? 'met' : 'NOT MET'],
-      ['rm_rss_growth_mib_10min', fmt(summary.rm_rss_growth_mib_10min, 1), `≤ ${TARGETS.rm_rss_growth_mib_10min}`, summary.rm_rss_growth_mib_10min <= TARGETS.rm_rss_growth_mib_10min ? 'met' : 'NOT MET'],
+      [o.minutes === 10 ? 'rm_rss_growth_mib_10min' : `rm_rss_growth_mib_10min (over ${o.minutes} min)`, fmt(summary.rm_rss_growth_mib_10min, 1), `≤ ${TARGETS.rm_rss_growth_mib_10min}`, summary.rm_rss_growth_mib_10min <= TARGETS.rm_rss_growth_mib_10min ? 'met' : 'NOT MET'],
       ['store_rows_growth_10min', summary.store_rows_growth_10min, `≤ ${TARGETS.store_rows_growth_10min}`, summary.store_rows_growth_10min <= TARGETS.store_rows_growth_10min ? 'met' : 'NOT MET'],
     ];
     printTable(['metric', 'value', 'target', 'met'], rows, ['l', 'r', 'l', 'l']);
     console.log(`admission: ${lab.admission}`);
-    console.log(`flood: ${Math.round(num(fl.achieved_rate))} datagrams/s achieved (asked ${o.floodRate}); churn over ${o.minutes} min${o.minutes !== 10 ? ' (scaled to 10)' : ''}`);
+    console.log(`flood: ${Math.round(num(fl.achieved_rate))} datagrams/s achieved (asked ${o.floodRate}); churn over ${o.minutes} min${o.minutes !== 10 ? ' (rows scaled to 10 min, RSS as measured)' : ''}`);
     console.log(`results: ${file}  (1-minute load average before/after: ${loadBefore.toFixed(1)}/${loadavg()[0].toFixed(1)} on ${cpus().length} CPUs)`);
     return 0;
   } finally {

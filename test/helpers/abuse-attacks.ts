@@ -2,6 +2,7 @@
  * The attacks of issue #12 item 5, each a function of the lab (test/helpers/abuse.ts) that returns
  * what it measured. The bench runs them long, the e2e test short; neither decides here what is good.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AttackCounters, ByteCount } from '../../scripts/testbed/attacker.ts';
 import { SPOOF_BIN, rmArgs, type AbuseLab, type Json } from './abuse.ts';
@@ -231,4 +232,32 @@ export async function ampAgents(lab: AbuseLab, seconds: number): Promise<AmpResu
       seconds,
     },
   };
+}
+
+/** The flood's payloads: one file of all kinds, sent in random order from random sources. */
+export async function floodTemplates(lab: AbuseLab): Promise<{ file: string; sealedOn: string | null }> {
+  const a = lab.attacker;
+  const parts: { kind: string; count: number; extra?: Json }[] = [
+    { kind: 'hello', count: 1000, extra: rmArgs(lab) },
+    { kind: 'lookupRandomSid', count: 3000 },
+    { kind: 'garbage', count: 1000 },
+  ];
+  let sealedOn: string | null = null;
+  for (const [who, key] of [['stranger', undefined], ['member', lab.keys.member]] as const) {
+    const o = await a.call({ cmd: 'open', name: 'flood', ...rmArgs(lab), ...(key ? { key } : {}) });
+    if (o.welcome === true) {
+      sealedOn = who;
+      parts.push({ kind: 'lookupSealed', count: 3000, extra: { name: 'flood', ids: [lab.ids.ch, lab.ids.mh] } });
+      break;
+    }
+  }
+  const bufs: Buffer[] = [];
+  for (const [i, p] of parts.entries()) {
+    const file = join(lab.dir, `flood-${i}.tpl`);
+    await a.call({ cmd: 'templates', kind: p.kind, count: p.count, file, ...p.extra });
+    bufs.push(readFileSync(file));
+  }
+  const file = join(lab.dir, 'flood.tpl');
+  writeFileSync(file, Buffer.concat(bufs));
+  return { file, sealedOn };
 }
