@@ -219,6 +219,11 @@ async function build(core: string, nsOf: (n: AttackerNode) => string): Promise<v
   ];
   await execNs(core, 'ip', ['-batch', '-'], { input: coreLines.join('\n') + '\n' });
   await execNs(core, 'sysctl', ['-qw', `net.ipv4.conf.${A.dev.coreAtk}.rp_filter=0`, `net.ipv4.conf.${A.dev.coreVic}.rp_filter=0`]);
+  // The RM and the agents send runs of equal-size datagrams as one UDP GSO message, which crosses
+  // the veths unsegmented: the victim's counter would see one packet with one set of headers for
+  // many datagrams (bytes short by 28 per datagram, packets far fewer). One segment per packet on
+  // core's link to the victim makes core split them, so the victim counts what a real wire carries.
+  await execNs(core, 'ip', ['link', 'set', 'dev', A.dev.coreVic, 'gso_max_segs', '1']);
   for (const n of ['atk', 'vic'] as const) {
     const gw4 = n === 'atk' ? A.v4.coreAtk : A.v4.coreVic;
     const gw6 = n === 'atk' ? A.v6.coreAtk : A.v6.coreVic;
