@@ -29,6 +29,14 @@
     {
       "target_name": "realmnet_peercred",
       "sources": ["shared/native/peercred.cc"]
+    },
+    {
+      # Not an addon: a test tool (scripts/tools/native/spoof.c) that sends UDP with forged source
+      # addresses from the testbed's attacker namespace (scripts/bench/abuse.ts, test/e2e/abuse.test.ts).
+      # Node cannot forge a source address; built here so that `npm install` provides it.
+      "target_name": "realmnet_spoof",
+      "type": "executable",
+      "sources": ["scripts/tools/native/spoof.c"]
     }
   ]
 }

@@ -671,9 +671,15 @@ export async function deleteNamespace(ns: string): Promise<void> {
   await execHost('ip', ['netns', 'del', ns], { allowFail: true });
 }
 
+/**
+ * Nodes attached to a standard testbed later (scripts/testbed/attacker.ts: the attacker and its
+ * victim), so that downAll() and status() also know their namespaces.
+ */
+export const OPTIONAL_NODES = ['atk', 'vic'] as const;
+
 /** All names the known topologies would create with this prefix. */
 function namesFor(prefix: string): string[] {
-  const nodes = new Set<string>([...TESTBED.nodes, ...PAIR.nodes]);
+  const nodes = new Set<string>([...TESTBED.nodes, ...PAIR.nodes, ...OPTIONAL_NODES]);
   return [...nodes].map((n) => `${prefix}${n}`);
 }
 
@@ -729,6 +735,17 @@ function cleanupSync(): void {
     }
   }
   live.clear();
+}
+
+/**
+ * Has namespaces made outside upTopology() (attached nodes) removed with the rest when this process
+ * exits or gets a signal; returns a function that stops tracking them (after a clean removal).
+ */
+export function trackNamespaces(namespaces: readonly string[], procs: Set<NsProcess> = new Set()): () => void {
+  const entry: LiveTestbed = { namespaces: [...namespaces], procs };
+  live.add(entry);
+  installExitHandlers();
+  return () => void live.delete(entry);
 }
 
 function installExitHandlers(): void {
