@@ -123,11 +123,22 @@ let batchAt = 0;
 /** Sets up one session per key, `parallel` HELLOs at a time (each costs the RM ~1 ms of crypto). */
 async function openSessions(sock: Link, prefix: Prefix, keys: readonly KeyPair[], route: Map<number, (m: Buffer) => void>, parallel = 64): Promise<Sess[]> {
   const out: Sess[] = [];
-  const waiting = new Map<number, { eph: Ephemeral; nonce: Uint8Array; key: KeyPair; hostId: HostId; hello: Buffer; done: (s: Sess) => void }>();
+  const waiting = new Map<number, { eph: Ephemeral; nonce: Uint8Array; readonly key: KeyPair; readonly hostId: HostId; hello: Buffer; readonly done: (s: Sess) => void }>();
   route.set(0, (buf) => {
     const h = decodeHeader(buf);
     if (!h.ok) return;
     const b = decodeBody(h.msg, buf);
+    if (b.ok && b.msg.type === 'cookie') {
+      // The RM's return-routability cookie (one per source address): the HELLO again, with it.
+      const w = waiting.get(b.msg.reqId);
+      if (w === undefined) return;
+      const again = signedHello(w.key, w.hostId.toBytes(), prefix.length, b.msg.reqId, { cookie: Uint8Array.from(b.msg.cookie) });
+      w.eph = again.eph;
+      w.nonce = again.hello.nonce;
+      w.hello = encode(again.hello, null);
+      sock.send(w.hello);
+      return;
+    }
     if (!b.ok || b.msg.type !== 'welcome') return;
     const w = waiting.get(b.msg.reqId);
     if (w === undefined) return;
