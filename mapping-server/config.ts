@@ -24,13 +24,38 @@ export const DEFAULTS = {
     batchWindowMs: 2,
     batchMax: 1024,
   },
-  /** LISP's defaults: refresh every 60 s, expire after 180 s without refresh. */
-  registration: { refreshS: 60, expiryS: 180 },
+  /**
+   * LISP's defaults: refresh every 60 s, expire after 180 s without refresh. A session may send
+   * 10 REGISTERs/s (burst 20): an agent sends one per uplink session per refresh, and each "newer"
+   * one can cost an Ed25519 verify.
+   */
+  registration: { refreshS: 60, expiryS: 180, perSessionPerS: 10, burst: 20 },
   lookup: { negativeTtlS: 60, maxTtlS: 3600 },
-  sessions: { max: 100_000, idleS: 600, hellosPerS: 2_000 },
-  subscriptions: { perSession: 4_096, total: 1_000_000 },
-  push: { retransmitMs: 200, maxAttempts: 6, maxPending: 200_000 },
-  rateLimit: { perSourcePerS: 20_000, burst: 40_000, maxSources: 65_536 },
+  /**
+   * hellosPerS: HELLOs with a valid cookie (each costs ~1 ms of public-key work). perId: sessions of
+   * one host ID (an agent has one per uplink; beyond, its least recently seen one is evicted, so a
+   * replayed HELLO cannot lock the host out). perPrefix: sessions from one source /24 or /64 (a NAT
+   * of a thousand hosts fits; beyond, REJECT busy).
+   */
+  sessions: { max: 100_000, idleS: 600, hellosPerS: 2_000, perId: 16, perPrefix: 1_024 },
+  /** perId: summed over the ID's sessions (perId sessions × perSession would be 65,536). */
+  subscriptions: { perSession: 4_096, total: 1_000_000, perId: 16_384 },
+  /** perSession: a session over it loses its own oldest pending push, never another's. */
+  push: { retransmitMs: 200, maxAttempts: 6, maxPending: 200_000, perSession: 4_096 },
+  /**
+   * perSessionPerS/sessionBurst: every authenticated message of a session (today's per-address
+   * budget, now the session's own). perPrefixPerS/prefixBurst/maxPrefixes: sessionless traffic per
+   * source /24 or /64 (two HELLOs per session set-up with the cookie, so a burst of 2,000 lets a
+   * prefix of 1,000 agents reconnect at once). repliesPerS: COOKIEs and REJECTs sent in total.
+   */
+  rateLimit: {
+    perSessionPerS: 20_000,
+    sessionBurst: 40_000,
+    perPrefixPerS: 200,
+    prefixBurst: 2_000,
+    maxPrefixes: 65_536,
+    repliesPerS: 10_000,
+  },
   sweep: { intervalMs: 1_000, batch: 50_000 },
   log: { level: 'info', format: 'pretty' },
 } as const;
@@ -76,29 +101,48 @@ export const RmConfigSchema = z
       })
       .prefault({}),
     registration: z
-      .strictObject({ refreshS: positive(DEFAULTS.registration.refreshS), expiryS: positive(DEFAULTS.registration.expiryS) })
+      .strictObject({
+        refreshS: positive(DEFAULTS.registration.refreshS),
+        expiryS: positive(DEFAULTS.registration.expiryS),
+        perSessionPerS: positive(DEFAULTS.registration.perSessionPerS),
+        burst: positive(DEFAULTS.registration.burst),
+      })
       .prefault({}),
     lookup: z
       .strictObject({ negativeTtlS: positive(DEFAULTS.lookup.negativeTtlS), maxTtlS: positive(DEFAULTS.lookup.maxTtlS) })
       .prefault({}),
     sessions: z
-      .strictObject({ max: positive(DEFAULTS.sessions.max), idleS: positive(DEFAULTS.sessions.idleS), hellosPerS: positive(DEFAULTS.sessions.hellosPerS) })
+      .strictObject({
+        max: positive(DEFAULTS.sessions.max),
+        idleS: positive(DEFAULTS.sessions.idleS),
+        hellosPerS: positive(DEFAULTS.sessions.hellosPerS),
+        perId: positive(DEFAULTS.sessions.perId),
+        perPrefix: positive(DEFAULTS.sessions.perPrefix),
+      })
       .prefault({}),
     subscriptions: z
-      .strictObject({ perSession: positive(DEFAULTS.subscriptions.perSession), total: positive(DEFAULTS.subscriptions.total) })
+      .strictObject({
+        perSession: positive(DEFAULTS.subscriptions.perSession),
+        total: positive(DEFAULTS.subscriptions.total),
+        perId: positive(DEFAULTS.subscriptions.perId),
+      })
       .prefault({}),
     push: z
       .strictObject({
         retransmitMs: positive(DEFAULTS.push.retransmitMs),
         maxAttempts: positive(DEFAULTS.push.maxAttempts),
         maxPending: positive(DEFAULTS.push.maxPending),
+        perSession: positive(DEFAULTS.push.perSession),
       })
       .prefault({}),
     rateLimit: z
       .strictObject({
-        perSourcePerS: positive(DEFAULTS.rateLimit.perSourcePerS),
-        burst: positive(DEFAULTS.rateLimit.burst),
-        maxSources: positive(DEFAULTS.rateLimit.maxSources),
+        perSessionPerS: positive(DEFAULTS.rateLimit.perSessionPerS),
+        sessionBurst: positive(DEFAULTS.rateLimit.sessionBurst),
+        perPrefixPerS: positive(DEFAULTS.rateLimit.perPrefixPerS),
+        prefixBurst: positive(DEFAULTS.rateLimit.prefixBurst),
+        maxPrefixes: positive(DEFAULTS.rateLimit.maxPrefixes),
+        repliesPerS: positive(DEFAULTS.rateLimit.repliesPerS),
       })
       .prefault({}),
     sweep: z.strictObject({ intervalMs: positive(DEFAULTS.sweep.intervalMs), batch: positive(DEFAULTS.sweep.batch) }).prefault({}),

@@ -12,15 +12,17 @@ import type { StoreCounters } from './store/bindings.ts';
  * so rx.datagrams = Σ rx.drop.* + Σ rx.handled.* holds by construction (the fuzz test checks it).
  * What a handled message leads to is counted on top, per group (hello.*, lookup.*, register.*, …).
  */
-export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck'] as const;
+export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck', 'challengeReply'] as const;
 export type HandledType = (typeof HANDLED)[number];
 
 /**
- * The decoder's drop reasons, and internalError: handling the datagram threw (a bug, or the store
- * failing a read). dispatch.ts catches it, so one datagram is lost, not the process.
+ * The decoder's drop reasons; internalError: handling the datagram threw (a bug, or the store
+ * failing a read; dispatch.ts catches it, so one datagram is lost, not the process); unvalidated: a
+ * session's valid message from an address the session has not validated (it may draw a CHALLENGE,
+ * docs/security.md decision 4, but is not handled).
  */
-export type RmDropReason = DropReason | 'internalError';
-export const RM_DROP_REASONS: readonly RmDropReason[] = [...DROP_REASONS, 'internalError'];
+export type RmDropReason = DropReason | 'internalError' | 'unvalidated';
+export const RM_DROP_REASONS: readonly RmDropReason[] = [...DROP_REASONS, 'internalError', 'unvalidated'];
 
 export type Outcome = RmDropReason | HandledType;
 
@@ -31,7 +33,15 @@ export interface RmCounters {
   readonly ends: Record<Outcome, number>;
   tx: number;
   txErrors: number;
-  readonly hello: { welcome: number; retransmit: number; invalid: number; busy: number };
+  /** busy: REJECT(busy) sent; prefixFull: of those, for the per-prefix session quota. */
+  readonly hello: { welcome: number; retransmit: number; invalid: number; busy: number; prefixFull: number };
+  /** sent: COOKIEs answered; accepted: HELLOs with a valid one; stale: with a wrong or expired one. */
+  readonly cookie: { sent: number; accepted: number; stale: number };
+  /** Return routability: CHALLENGEs sent, held back (one per 200 ms), not drawn (message shorter
+   *  than a CHALLENGE), replies with a wrong token or from elsewhere, sessions moved. */
+  readonly challenge: { sent: number; held: number; tooShort: number; badReply: number; moved: number };
+  /** Which budget a rx.drop.rateLimited datagram hit; replies: COOKIE/REJECT not sent (global budget). */
+  readonly ratelimit: { session: number; register: number; prefix: number; hello: number; replies: number };
   readonly lookup: { positive: number; negative: number; denied: number };
   readonly register: {
     ok: number;
@@ -44,9 +54,9 @@ export interface RmCounters {
     malformed: number;
     unavailable: number;
   };
-  readonly subscribe: { added: number; sessionFull: number; tableFull: number };
+  readonly subscribe: { added: number; sessionFull: number; idFull: number; tableFull: number };
   readonly reject: { sessionUnknown: number };
-  readonly sessions: { created: number; expired: number };
+  readonly sessions: { created: number; expired: number; evicted: number };
   bindingsExpired: number;
 }
 
@@ -58,12 +68,15 @@ export function newCounters(): RmCounters {
     ends,
     tx: 0,
     txErrors: 0,
-    hello: { welcome: 0, retransmit: 0, invalid: 0, busy: 0 },
+    hello: { welcome: 0, retransmit: 0, invalid: 0, busy: 0, prefixFull: 0 },
+    cookie: { sent: 0, accepted: 0, stale: 0 },
+    challenge: { sent: 0, held: 0, tooShort: 0, badReply: 0, moved: 0 },
+    ratelimit: { session: 0, register: 0, prefix: 0, hello: 0, replies: 0 },
     lookup: { positive: 0, negative: 0, denied: 0 },
     register: { ok: 0, refresh: 0, stale: 0, conflict: 0, forged: 0, notInRealm: 0, notOwner: 0, malformed: 0, unavailable: 0 },
-    subscribe: { added: 0, sessionFull: 0, tableFull: 0 },
+    subscribe: { added: 0, sessionFull: 0, idFull: 0, tableFull: 0 },
     reject: { sessionUnknown: 0 },
-    sessions: { created: 0, expired: 0 },
+    sessions: { created: 0, expired: 0, evicted: 0 },
     bindingsExpired: 0,
   };
 }
@@ -87,7 +100,7 @@ export function flattenCounters(c: RmCounters, src: CounterSources): Record<stri
   // Oversize datagrams never reached dispatch (the socket drops them), but they were received.
   out['rx.drop.tooLong'] += src.oversize;
   for (const t of HANDLED) out[`rx.handled.${t}`] = c.ends[t];
-  for (const group of ['hello', 'lookup', 'register', 'subscribe', 'reject', 'sessions'] as const) {
+  for (const group of ['hello', 'cookie', 'challenge', 'ratelimit', 'lookup', 'register', 'subscribe', 'reject', 'sessions'] as const) {
     for (const [k, v] of Object.entries(c[group])) out[`${group}.${k}`] = v;
   }
   for (const [k, v] of Object.entries(src.pushes.counters)) out[`push.${k}`] = v;
@@ -96,7 +109,7 @@ export function flattenCounters(c: RmCounters, src: CounterSources): Record<stri
   out['bindings.expired'] = c.bindingsExpired;
   out['sessions.live'] = src.sessionsLive;
   out['subscriptions.live'] = src.subscriptionsLive;
-  out['ratelimit.sources'] = src.limiter.size;
+  out['ratelimit.prefixes'] = src.limiter.size;
   out['ratelimit.overflow'] = src.limiter.overflowHits;
   if (src.store) for (const [k, v] of Object.entries(src.store.counters)) out[`store.${k}`] = v;
   return out;

@@ -83,6 +83,7 @@ export class Handlers {
     }
     if (r.kind === 'busy') {
       c.hello.busy++;
+      if (r.reason === 'prefix') c.hello.prefixFull++;
       tx.sendOn(socket, encode({ type: 'reject', reqId: m.reqId, code: RejectCode.busy, sid: 0 }, null), port, address);
       return;
     }

@@ -10,8 +10,10 @@ import type { PendingPush, Session } from './sessions.ts';
  *    answer is the same, so it reveals nothing).
  * 2. A push is retransmitted with exponential backoff until acknowledged or maxAttempts is reached.
  *    Only the newest binding per (session, ID) is kept pending: a newer one replaces it.
- * 3. Everything is bounded: follows per session, follows in total, pending pushes. Overflow is
- *    counted by the caller from the return values.
+ * 3. Everything is bounded, per holder first so that nobody fills a pool others need (docs/security.md,
+ *    decision 5): follows per session and per host ID (summed over its sessions) and in total;
+ *    pending pushes per session (a session over its cap loses its own oldest pending push, never
+ *    another session's) and in total. Overflow is counted.
  */
 export type PushDecision = 'wait' | 'send' | 'giveUp';
 
@@ -26,15 +28,18 @@ export function pushBackoffMs(attempts: number, baseMs: number): number {
   return baseMs * 2 ** Math.min(Math.max(attempts - 1, 0), 4);
 }
 
-export type SubscribeOutcome = 'added' | 'already' | 'sessionFull' | 'tableFull';
+export type SubscribeOutcome = 'added' | 'already' | 'sessionFull' | 'idFull' | 'tableFull';
 
 export class Subscriptions {
   private readonly byKey = new Map<string, Set<Session>>();
+  /** Follows per follower host ID (its key), summed over its sessions. */
+  private readonly perIdCount = new Map<string, number>();
   private count = 0;
 
   constructor(
     private readonly perSession: number,
     private readonly max: number,
+    private readonly perId: number = Infinity,
   ) {}
 
   get total(): number {
@@ -44,7 +49,10 @@ export class Subscriptions {
   add(s: Session, key: string): SubscribeOutcome {
     if (s.subs.has(key)) return 'already';
     if (s.subs.size >= this.perSession) return 'sessionFull';
+    const byId = this.perIdCount.get(s.hostId.key) ?? 0;
+    if (byId >= this.perId) return 'idFull';
     if (this.count >= this.max) return 'tableFull';
+    this.perIdCount.set(s.hostId.key, byId + 1);
     let set = this.byKey.get(key);
     if (set === undefined) {
       set = new Set();
@@ -59,6 +67,9 @@ export class Subscriptions {
   remove(s: Session, key: string): void {
     if (!s.subs.delete(key)) return;
     this.count--;
+    const byId = (this.perIdCount.get(s.hostId.key) ?? 1) - 1;
+    if (byId <= 0) this.perIdCount.delete(s.hostId.key);
+    else this.perIdCount.set(s.hostId.key, byId);
     const set = this.byKey.get(key);
     if (set === undefined) return;
     set.delete(s);
@@ -80,32 +91,44 @@ export interface PushCounters {
   acked: number;
   gaveUp: number;
   replaced: number;
+  /** A session over push.perSession: its own oldest pending push was dropped for the new one. */
+  sessionFull: number;
   overflow: number;
 }
 
 export class PushQueue {
   private readonly active = new Set<Session>();
   private count = 0;
-  readonly counters: PushCounters = { sent: 0, retransmitted: 0, acked: 0, gaveUp: 0, replaced: 0, overflow: 0 };
+  readonly counters: PushCounters = { sent: 0, retransmitted: 0, acked: 0, gaveUp: 0, replaced: 0, sessionFull: 0, overflow: 0 };
 
   constructor(
     private readonly maxPending: number,
     private readonly retransmitMs: number,
     private readonly maxAttempts: number,
     private readonly send: (s: Session, p: PendingPush) => void,
+    private readonly perSession: number = Infinity,
   ) {}
 
   get pending(): number {
     return this.count;
   }
 
-  /** Queues and sends at once. False when the queue is full (counted). */
+  /**
+   * Queues and sends at once. False when the queue is full (counted). A session at its own cap
+   * makes room by dropping its oldest pending push (Map order is insertion order, and a replaced
+   * push is re-inserted): the newest binding matters most to a follower, and a session that does
+   * not acknowledge can only crowd out itself.
+   */
   push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number): boolean {
     const old = s.pushByKey.get(key);
     if (old !== undefined) {
       s.pushes.delete(old);
       this.count--;
       this.counters.replaced++;
+    } else if (s.pushes.size >= this.perSession) {
+      const oldest = s.pushes.values().next();
+      if (!oldest.done) this.remove(s, oldest.value);
+      this.counters.sessionFull++;
     } else if (this.count >= this.maxPending) {
       this.counters.overflow++;
       return false;

@@ -93,11 +93,25 @@ class RealmManager implements MappingServer {
     const counters = newCounters();
     const tx = new Outbox(counters);
     const p = config.push;
-    const pushes = new PushQueue(p.maxPending, p.retransmitMs, p.maxAttempts, (s, pending) => {
-      tx.push(s, pending);
-      this.pushTicker.arm();
-    });
+    const pushes = new PushQueue(
+      p.maxPending,
+      p.retransmitMs,
+      p.maxAttempts,
+      (s, pending) => {
+        tx.push(s, pending);
+        this.pushTicker.arm();
+      },
+      p.perSession,
+    );
     this.pushTicker = new PushTicker(pushes, clock, Math.max(5, Math.floor(p.retransmitMs / 2)));
+    const subs = new Subscriptions(config.subscriptions.perSession, config.subscriptions.total, config.subscriptions.perId);
+    const { sessions: sc, rateLimit: rl } = config;
+    const sessions = new SessionTable(deps.key, policy, sc.max, sc.idleS * 1000, { perId: sc.perId, perPrefix: sc.perPrefix }, (s) => {
+      // A session evicted for its ID's quota ends like an idle one (sweep.ts).
+      counters.sessions.evicted++;
+      subs.dropSession(s);
+      pushes.dropSession(s);
+    });
     this.realm = realm;
     this.shared = {
       config,
@@ -106,10 +120,10 @@ class RealmManager implements MappingServer {
       realm,
       policy,
       counters,
-      sessions: new SessionTable(deps.key, policy, config.sessions.max, config.sessions.idleS * 1000),
-      subs: new Subscriptions(config.subscriptions.perSession, config.subscriptions.total),
+      sessions,
+      subs,
       pushes,
-      limiter: new RateLimiter(config.rateLimit.perSourcePerS, config.rateLimit.burst, config.rateLimit.maxSources, clock.now()),
+      limiter: new RateLimiter(rl.perPrefixPerS, rl.prefixBurst, rl.maxPrefixes, clock.now()),
       tx,
     };
   }

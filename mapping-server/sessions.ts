@@ -4,6 +4,7 @@ import { createEphemeral, deriveSessionKeys, helloSignedBytes, randomSid, welcom
 import { ReplayWindow } from '../shared/wire/replay.ts';
 import type { Hello, LocatorPref, Welcome } from '../shared/wire/messages.ts';
 import type { AskerView, Policy } from './policy.ts';
+import { fullBucket, prefixKey, type Bucket } from './ratelimit.ts';
 
 /**
  * Sessions: the RM side of the authenticated set-up (shared/wire/handshake.ts has the scheme).
@@ -11,6 +12,12 @@ import type { AskerView, Policy } from './policy.ts';
  * A session is created by a valid HELLO and ends after sessions.idleS without a valid message. The
  * table is bounded (sessions.max): when full, HELLOs are refused with "busy" until idle sessions
  * expire. A retransmitted HELLO (same nonce) gets the same WELCOME again (answers are idempotent).
+ *
+ * Quotas (docs/security.md, decision 5): at most sessions.perPrefix sessions from one source /24 or
+ * /64 (beyond: busy), and at most sessions.perId per host ID — beyond, the ID's least valuable
+ * session is evicted (pickEvictee) rather than the HELLO refused: a HELLO captured and replayed
+ * after the 30 s nonce memory makes a session whose keys the replayer cannot compute, and refusing
+ * the real host then would lock it out.
  */
 export interface ControlSocket {
   readonly local: { readonly address: string; readonly port: number };
@@ -32,9 +39,29 @@ export interface PendingPush {
   nextAt: number;
 }
 
+/** A return-routability check in flight: the address a session's valid message came from anew. */
+export interface PathChallenge {
+  /** CHALLENGE_LEN random bytes, echoed in CHALLENGE-REPLY. */
+  readonly token: Uint8Array;
+  readonly socket: ControlSocket;
+  readonly address: string;
+  readonly port: number;
+  /** Clock ms of the last CHALLENGE sent (re-sent at most every CHALLENGE_RESEND_MS). */
+  sentAt: number;
+}
+
 export class Session {
   readonly rx = new ReplayWindow();
   txSeq = 0;
+  /** Every authenticated message is charged here (rateLimit.perSessionPerS), REGISTER also to reg. */
+  readonly bucket: Bucket = fullBucket();
+  readonly regBucket: Bucket = fullBucket();
+  /** Whether a message under the session's keys ever arrived (a replayed HELLO's session never has one). */
+  proven = false;
+  /** The outstanding return-routability check, if any (one per session). */
+  challenge: PathChallenge | null = null;
+  /** prefixKey(address), kept by SessionTable for the per-prefix quota. */
+  prefix = '';
   /** IDs this session follows (latin1 keys). */
   readonly subs = new Set<string>();
   /** Unacknowledged pushes by push ID, and the push ID pending per followed ID. */
@@ -47,7 +74,7 @@ export class Session {
     readonly hostId: HostId,
     readonly keys: SessionKeys,
     readonly view: AskerView,
-    /** Where answers and pushes go: updated only from messages whose MAC verified. */
+    /** Where answers and pushes go: the validated address, moved only by SessionTable.move(). */
     public socket: ControlSocket,
     public address: string,
     public port: number,
@@ -58,7 +85,28 @@ export class Session {
 export type HelloOutcome =
   | { kind: 'welcome'; session: Session; welcome: Welcome; fresh: boolean }
   | { kind: 'invalid'; reason: 'idMismatch' | 'badSignature' | 'prefixTooLong' }
-  | { kind: 'busy' };
+  | { kind: 'busy'; reason: 'full' | 'prefix' };
+
+export interface SessionQuotas {
+  /** Sessions per host ID; beyond, the ID's least valuable session is evicted. */
+  readonly perId: number;
+  /** Sessions per source prefix (/24, /64); beyond, HELLO is refused as busy. */
+  readonly perPrefix: number;
+}
+
+const NO_QUOTAS: SessionQuotas = { perId: Infinity, perPrefix: Infinity };
+
+/**
+ * Pure: which of one ID's sessions to end for a new one. First those that never carried a message
+ * (a replayed HELLO's, or one the host abandoned mid-set-up), then the least recently seen.
+ */
+export function pickEvictee<S extends { readonly proven: boolean; readonly lastSeen: number }>(sessions: Iterable<S>): S | undefined {
+  let best: S | undefined;
+  for (const s of sessions) {
+    if (best === undefined || (best.proven && !s.proven) || (best.proven === s.proven && s.lastSeen < best.lastSeen)) best = s;
+  }
+  return best;
+}
 
 interface RecentHello {
   readonly sid: number;
@@ -71,12 +119,18 @@ export class SessionTable {
   /** nonce (hex) → the answer already given, for retransmitted HELLOs. */
   private readonly recent = new Map<string, RecentHello>();
   private static readonly RECENT_MS = 30_000;
+  /** Sessions by host ID (idKey) and session counts by source prefix: the quotas. */
+  private readonly byId = new Map<string, Set<Session>>();
+  private readonly byPrefix = new Map<string, number>();
 
   constructor(
     private readonly rmKey: KeyPair,
     private readonly policy: Policy,
     private readonly max: number,
     private readonly idleMs: number,
+    private readonly quotas: SessionQuotas = NO_QUOTAS,
+    /** Called for a session ended by eviction (to drop its subscriptions and pushes). */
+    private readonly onEvict: (s: Session) => void = () => {},
   ) {}
 
   get size(): number {
@@ -98,13 +152,23 @@ export class SessionTable {
         return { kind: 'welcome', session: s, welcome: { ...again.welcome, reqId: h.reqId }, fresh: false };
       }
     }
+    const prefix = prefixKey(address);
+    if ((this.byPrefix.get(prefix) ?? 0) >= this.quotas.perPrefix) return { kind: 'busy', reason: 'prefix' };
     if (h.prefixLen > MAX_ID_PREFIX_LEN) return { kind: 'invalid', reason: 'prefixTooLong' };
     const hostId = HostId.fromBytes(h.hostId);
     if (!verifyHostId(hostId, h.prefixLen, h.publicKey)) return { kind: 'invalid', reason: 'idMismatch' };
     if (!verifyBytes(h.publicKey, helloSignedBytes(h.hostId, h.prefixLen, h.publicKey, h.ephemeral, h.nonce), h.signature)) {
       return { kind: 'invalid', reason: 'badSignature' };
     }
-    if (this.sessions.size >= this.max) return { kind: 'busy' };
+    const same = this.byId.get(hostId.key);
+    if (same !== undefined && same.size >= this.quotas.perId) {
+      const old = pickEvictee(same);
+      if (old !== undefined) {
+        this.end(old);
+        this.onEvict(old);
+      }
+    }
+    if (this.sessions.size >= this.max) return { kind: 'busy', reason: 'full' };
     let sid = randomSid();
     while (this.sessions.has(sid)) sid = randomSid();
     const eph = createEphemeral();
@@ -117,7 +181,7 @@ export class SessionTable {
     });
     if (keys === null) return { kind: 'invalid', reason: 'badSignature' };
     const session = new Session(sid, hostId, keys, this.policy.viewFor(hostId), socket, address, port, now);
-    this.sessions.set(sid, session);
+    this.add(session);
     const welcome: Welcome = {
       type: 'welcome',
       reqId: h.reqId,
@@ -134,9 +198,9 @@ export class SessionTable {
   /** Ends sessions idle for longer than idleMs; calls onEnd for each (to drop its subscriptions). */
   sweep(now: number, onEnd: (s: Session) => void): number {
     let ended = 0;
-    for (const [sid, s] of this.sessions) {
+    for (const s of this.sessions.values()) {
       if (now - s.lastSeen > this.idleMs) {
-        this.sessions.delete(sid);
+        this.end(s);
         onEnd(s);
         ended++;
       }
@@ -149,8 +213,59 @@ export class SessionTable {
     return this.sessions.values();
   }
 
+  /** The host ID's live sessions (for tests and counters). */
+  sessionsOf(idKey: string): number {
+    return this.byId.get(idKey)?.size ?? 0;
+  }
+
+  /**
+   * Moves s to a new validated address (after its CHALLENGE-REPLY came from there). The per-prefix
+   * count follows the session; a move is never refused (the quota bounds set-ups, and the session
+   * proved both its keys and the address).
+   */
+  move(s: Session, socket: ControlSocket, address: string, port: number): void {
+    const prefix = prefixKey(address);
+    if (prefix !== s.prefix) {
+      this.uncount(s.prefix);
+      s.prefix = prefix;
+      this.byPrefix.set(prefix, (this.byPrefix.get(prefix) ?? 0) + 1);
+    }
+    s.socket = socket;
+    s.address = address;
+    s.port = port;
+    s.challenge = null;
+  }
+
   clear(): void {
     this.sessions.clear();
     this.recent.clear();
+    this.byId.clear();
+    this.byPrefix.clear();
+  }
+
+  private add(s: Session): void {
+    this.sessions.set(s.sid, s);
+    let set = this.byId.get(s.hostId.key);
+    if (set === undefined) {
+      set = new Set();
+      this.byId.set(s.hostId.key, set);
+    }
+    set.add(s);
+    s.prefix = prefixKey(s.address);
+    this.byPrefix.set(s.prefix, (this.byPrefix.get(s.prefix) ?? 0) + 1);
+  }
+
+  private end(s: Session): void {
+    if (!this.sessions.delete(s.sid)) return;
+    const set = this.byId.get(s.hostId.key);
+    set?.delete(s);
+    if (set?.size === 0) this.byId.delete(s.hostId.key);
+    this.uncount(s.prefix);
+  }
+
+  private uncount(prefix: string): void {
+    const n = (this.byPrefix.get(prefix) ?? 0) - 1;
+    if (n <= 0) this.byPrefix.delete(prefix);
+    else this.byPrefix.set(prefix, n);
   }
 }

@@ -112,6 +112,10 @@ const COUNTER_NAMES = [
   'rx.handled.answer',
   /** Authenticated pushes (acknowledged; then verified: push.delivered or binding.*). */
   'rx.handled.push',
+  /** COOKIEs for the HELLO in flight: the HELLO went again at once with the cookie. */
+  'rx.handled.cookie',
+  /** Authenticated CHALLENGEs (the RM saw us at a new address): echoed at once. */
+  'rx.handled.challenge',
   'requests.sent',
   'requests.retransmitted',
   'requests.timedOut',
@@ -152,6 +156,8 @@ class Client implements RmClient {
   private readonly ownSocket: boolean;
   private socket: Socket | null;
   private rmIndex = 0;
+  /** The last cookie each RM (by index in opts.rm) gave us: a new HELLO carries it, saving a round trip. */
+  private readonly cookies = new Map<number, Uint8Array>();
   private timer: NodeJS.Timeout | null = null;
   private refreshTimer: NodeJS.Timeout | null = null;
   private refreshS = 60;
@@ -299,7 +305,8 @@ class Client implements RmClient {
   }
 
   private beginHandshake(): void {
-    this.send(this.session.begin(this.requests.takeId(), this.clock.now()));
+    const cookie = this.cookies.get(this.rmIndex % this.opts.rm.length) ?? null;
+    this.send(this.session.begin(this.requests.takeId(), this.clock.now(), cookie));
     this.arm();
   }
 
@@ -391,16 +398,32 @@ class Client implements RmClient {
     if (!b.ok) return void this.c['rx.drop.malformed']++;
     const m = b.msg;
     if (m.type === 'push') return this.onPushMsg(m);
+    if (m.type === 'challenge') {
+      // Return routability: the echo leaves from this socket, i.e. from the address the RM saw; the
+      // RM then moves the session here, and the next retransmission of what is in flight is answered.
+      const reply = this.session.seal({ type: 'challengeReply', token: m.token });
+      if (reply === null) return void this.c['rx.drop.unexpected']++;
+      this.c['rx.handled.challenge']++;
+      return this.send(reply);
+    }
     if (m.type === 'hello' || m.type === 'welcome' || m.type === 'reject' || m.type === 'pushAck' || !('reqId' in m)) return void this.c['rx.drop.unexpected']++;
     this.c['rx.handled.answer']++;
     if (!this.requests.settle(m.reqId, m)) this.c['answers.late']++;
   }
 
-  /** Session 0: only a WELCOME, or a REJECT that names our session. */
+  /** Session 0: only a WELCOME, a COOKIE for our HELLO, or a REJECT that names our session. */
   private onUnauthenticated(h: Parameters<typeof decodeBody>[0], buf: Buffer): void {
     const b = decodeBody(h, buf);
     if (!b.ok) return void this.c['rx.drop.malformed']++;
     if (b.msg.type === 'welcome') return this.onWelcome(b.msg);
+    if (b.msg.type === 'cookie') {
+      // Unauthenticated, and only ever used as the RM asks: in a HELLO to that RM.
+      const hello = this.session.cookie(b.msg, this.clock.now());
+      if (hello === null) return void this.c['rx.drop.unexpected']++;
+      this.c['rx.handled.cookie']++;
+      this.cookies.set(this.rmIndex % this.opts.rm.length, Uint8Array.from(b.msg.cookie));
+      return this.send(hello);
+    }
     if (b.msg.type === 'reject') {
       // Unauthenticated: acted on only if it names our current session, and only by re-handshaking.
       if (b.msg.code === RejectCode.sessionUnknown && this.session.sid !== null && b.msg.sid === this.session.sid) {

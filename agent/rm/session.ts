@@ -2,14 +2,18 @@ import { verifyBytes, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { deriveSessionKeys, signedHello, welcomeSignedBytes, type Ephemeral, type SessionKeys } from '../../shared/wire/handshake.ts';
 import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { checkMac, encode } from '../../shared/wire/codec.ts';
-import type { ControlMessage, Hello, Welcome } from '../../shared/wire/messages.ts';
+import type { ControlMessage, Cookie, Hello, Welcome } from '../../shared/wire/messages.ts';
 import { decideRequest, retransmitDelay, type RequestDecision, type RetransmitPolicy } from './requests.ts';
 
 /**
  * The RM client's session with one Realm Manager (docs/control-protocol.md, "Sessions").
  *
- * 1. begin() builds a signed HELLO with a fresh ephemeral key; helloDue() says when to send it again
- *    and when this RM has not answered for as long as a request would wait (then the client moves on).
+ * 1. begin() builds a signed HELLO with a fresh ephemeral key (and the RM's cookie, if the client
+ *    kept one); helloDue() says when to send it again and when this RM has not answered for as long
+ *    as a request would wait (then the client moves on). The RM answers a HELLO without a valid
+ *    cookie with COOKIE (docs/security.md, decision 4): cookie() builds a fresh HELLO carrying it, to
+ *    send at once; that is the protocol's extra round trip, not a retransmission, so the attempts
+ *    start again.
  * 2. welcome() checks the RM's answer: the key pinned for this RM (if any), the RM's signature over
  *    both ephemerals and our nonce, and derives the session keys. Anything else is refused.
  * 3. seal() encodes a message under the session (next sequence number, MAC); open() checks an
@@ -28,7 +32,17 @@ interface Handshake {
   readonly eph: Ephemeral;
   attempts: number;
   nextAt: number;
+  /** COOKIEs acted on since begin(). */
+  readonly cookieRounds: number;
 }
+
+/**
+ * COOKIEs acted on per begin(): one is the protocol; a second covers the RM's secret rotating between
+ * the two. More means the cookie cannot work (a NAT changing our port per datagram, or someone
+ * spoofing COOKIEs): the HELLO is then retransmitted as usual and the client moves on after its
+ * attempts, instead of answering COOKIEs in a loop.
+ */
+export const MAX_COOKIE_ROUNDS = 2;
 
 export type WelcomeOutcome = 'established' | 'late' | 'refused';
 export type OpenOutcome = 'ok' | 'badSession' | 'badMac' | 'replay';
@@ -57,10 +71,26 @@ export class RmSession {
     return this.handshake !== null;
   }
 
-  /** A new HELLO (the session, if any, is dropped); returns its bytes to send. */
-  begin(reqId: number, now: number): Uint8Array {
-    const { hello, eph } = signedHello(this.key, this.hostId, this.prefixLen, reqId);
-    this.handshake = { hello, eph, attempts: 1, nextAt: now + retransmitDelay(1, this.policy, this.random()) };
+  /** A new HELLO (the session, if any, is dropped), with cookie if one is known; returns its bytes to send. */
+  begin(reqId: number, now: number, cookie: Uint8Array | null = null): Uint8Array {
+    return this.startHandshake(reqId, now, cookie, 0);
+  }
+
+  /**
+   * A COOKIE from the RM. For the HELLO in flight (same reqId), with a cookie it did not carry yet:
+   * the bytes of a fresh HELLO carrying it, to send at once. Otherwise null (late, or one round too
+   * many: see MAX_COOKIE_ROUNDS).
+   */
+  cookie(m: Cookie, now: number): Uint8Array | null {
+    const hs = this.handshake;
+    if (hs === null || m.reqId !== hs.hello.reqId || hs.cookieRounds >= MAX_COOKIE_ROUNDS) return null;
+    if (hs.hello.cookie !== null && Buffer.from(hs.hello.cookie).equals(m.cookie)) return null;
+    return this.startHandshake(hs.hello.reqId, now, m.cookie, hs.cookieRounds + 1);
+  }
+
+  private startHandshake(reqId: number, now: number, cookie: Uint8Array | null, cookieRounds: number): Uint8Array {
+    const { hello, eph } = signedHello(this.key, this.hostId, this.prefixLen, reqId, { cookie });
+    this.handshake = { hello, eph, attempts: 1, nextAt: now + retransmitDelay(1, this.policy, this.random()), cookieRounds };
     return encode(hello, null);
   }
 

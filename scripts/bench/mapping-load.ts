@@ -123,11 +123,25 @@ let batchAt = 0;
 /** Sets up one session per key, `parallel` HELLOs at a time (each costs the RM ~1 ms of crypto). */
 async function openSessions(sock: Link, prefix: Prefix, keys: readonly KeyPair[], route: Map<number, (m: Buffer) => void>, parallel = 64): Promise<Sess[]> {
   const out: Sess[] = [];
-  const waiting = new Map<number, { eph: Ephemeral; nonce: Uint8Array; key: KeyPair; hostId: HostId; hello: Buffer; done: (s: Sess) => void }>();
+  const waiting = new Map<number, { eph: Ephemeral; nonce: Uint8Array; readonly key: KeyPair; readonly hostId: HostId; hello: Buffer; cookied: boolean; readonly done: (s: Sess) => void }>();
   route.set(0, (buf) => {
     const h = decodeHeader(buf);
     if (!h.ok) return;
     const b = decodeBody(h.msg, buf);
+    if (b.ok && b.msg.type === 'cookie') {
+      // The RM's return-routability cookie (one per source address): the HELLO again, with it.
+      // Only once: a COOKIE for a retransmitted cookieless HELLO must not replace the HELLO (and the
+      // ephemeral) that a WELCOME may already be answering.
+      const w = waiting.get(b.msg.reqId);
+      if (w === undefined || w.cookied) return;
+      w.cookied = true;
+      const again = signedHello(w.key, w.hostId.toBytes(), prefix.length, b.msg.reqId, { cookie: Uint8Array.from(b.msg.cookie) });
+      w.eph = again.eph;
+      w.nonce = again.hello.nonce;
+      w.hello = encode(again.hello, null);
+      sock.send(w.hello);
+      return;
+    }
     if (!b.ok || b.msg.type !== 'welcome') return;
     const w = waiting.get(b.msg.reqId);
     if (w === undefined) return;
@@ -161,6 +175,7 @@ async function openSessions(sock: Link, prefix: Prefix, keys: readonly KeyPair[]
         key,
         hostId,
         hello,
+        cookied: false,
         done: (s) => {
           out.push(s);
           launch();
@@ -310,7 +325,8 @@ async function runLookup(job: Extract<LoadJob, { kind: 'lookup' }>): Promise<unk
   };
 
   route.set(-1, (buf) => {
-    if (buf[1] !== MsgType.lookupReply || buf[12] !== 0x95) return;
+    // fixarray(6): reqId, hostId, ttl, binding, prefs, cert.
+    if (buf[1] !== MsgType.lookupReply || buf[12] !== 0x96) return;
     const t = buf[13];
     let id: number;
     if (t < 0x80) id = t;
@@ -437,7 +453,8 @@ async function runPush(job: Extract<LoadJob, { kind: 'push' }>): Promise<unknown
       // Buffer copies per push made the generator, not the RM, the last to see each round. The MAC
       // is still checked: a subscriber takes only authenticated pushes.
       const s = buf.length > 28 ? byId.get(buf.readUInt32BE(2)) : undefined;
-      if (s === undefined || buf[12] !== 0x94 || !checkMac(buf, s.keys.s2c)) return;
+      // fixarray(5): pushId, binding, ttl, prefs, cert.
+      if (s === undefined || buf[12] !== 0x95 || !checkMac(buf, s.keys.s2c)) return;
       let o = 13;
       const t = buf[o];
       let pushId: number;

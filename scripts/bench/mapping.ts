@@ -178,9 +178,11 @@ function writeConfig(dir: string, port: number, extra: Record<string, unknown> =
       port,
       key: 'rm.key',
       store: { path: 'rm.db', synchronous: 'full', batchWindowMs: 2, batchMax: 1024 },
-      // Loopback load from one address: the per-source limit would otherwise be what is measured.
-      rateLimit: { perSourcePerS: 10_000_000, burst: 10_000_000 },
-      sessions: { hellosPerS: 100_000 },
+      // Loopback load from one address and a few sessions: the per-prefix and per-session limits
+      // (and the per-session REGISTER rate, for the push rounds) would otherwise be what is measured.
+      rateLimit: { perSessionPerS: 10_000_000, sessionBurst: 10_000_000, perPrefixPerS: 10_000_000, prefixBurst: 10_000_000, repliesPerS: 10_000_000 },
+      registration: { perSessionPerS: 1_000_000, burst: 1_000_000 },
+      sessions: { hellosPerS: 100_000, perPrefix: 100_000 },
       subscriptions: { perSession: 16, total: 100_000 },
       log: { level: 'warn', format: 'json' },
       ...extra,

@@ -71,7 +71,9 @@ describe('Realm Manager process', () => {
         port,
         key: 'rm.key',
         store: { path: 'rm.db', synchronous: 'full', batchWindowMs: 2 },
-        rateLimit: { perSourcePerS: 1_000_000, burst: 1_000_000 },
+        rateLimit: { perSessionPerS: 1_000_000, sessionBurst: 1_000_000, perPrefixPerS: 1_000_000, prefixBurst: 1_000_000 },
+        // A burst of registrations per session is what this test is about.
+        registration: { perSessionPerS: 1_000_000, burst: 1_000_000 },
         sessions: { hellosPerS: 10_000 },
         log: { level: 'warn', format: 'json' },
       }),

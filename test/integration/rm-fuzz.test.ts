@@ -32,7 +32,8 @@ function sum(c: Record<string, number>, prefix: string): number {
 describe('RM fuzz', () => {
   it(`survives ${TOTAL} random and mutated datagrams and counts every one`, async () => {
     h = await startHarness({
-      rateLimit: { perSourcePerS: 1_000_000, burst: 1_000_000 },
+      rateLimit: { perSessionPerS: 1_000_000, sessionBurst: 1_000_000, perPrefixPerS: 1_000_000, prefixBurst: 1_000_000, repliesPerS: 1_000_000 },
+      registration: { perSessionPerS: 1_000_000, burst: 1_000_000 },
       sessions: { hellosPerS: 100 },
       subscriptions: { perSession: 64, total: 1000 },
     });
@@ -102,7 +103,13 @@ describe('RM fuzz', () => {
     let sent = 0;
     while (sent < TOTAL) {
       const n = Math.min(CHUNK, TOTAL - sent);
-      for (let i = 0; i < n; i++) sock.send(make(sent + i), port, '127.0.0.1');
+      // Valid-MAC junk (cases 3 to 5) comes half from the session's own address, so the body decoder
+      // and the handlers see it, and half from another one, so it is dropped as unvalidated (with a
+      // CHALLENGE now and then).
+      for (let i = 0; i < n; i++) {
+        const k = sent + i;
+        (k % 6 >= 3 && k % 12 < 6 ? s.socket : sock).send(make(k), port, '127.0.0.1');
+      }
       sent += n;
       const t0 = Date.now();
       while (rx() - base < sent) {
@@ -119,6 +126,8 @@ describe('RM fuzz', () => {
     expect(drops).toBeGreaterThan(TOTAL / 2);
     expect(c['rx.drop.malformed']).toBeGreaterThan(0);
     expect(c['rx.drop.badMac']).toBeGreaterThan(0);
+    expect(c['rx.drop.unvalidated']).toBeGreaterThan(0);
+    expect(c['challenge.sent']).toBeGreaterThan(0);
     // Still serving: a normal request gets its answer.
     // (Sent from the session's own socket with a fresh sequence number: the fuzz moved both.)
     s.sendRaw(encode({ type: 'lookup', reqId: 777, hostId: id }, { sid: s.sid, seq: ++seq, key: s.keys.c2s }));

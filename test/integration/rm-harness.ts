@@ -128,14 +128,22 @@ export async function rawSession(port: number, o: { key?: KeyPair; prefix?: stri
   let keys: SessionKeys | null = null;
   const rx = new ReplayWindow();
   const idb = hostId.toBytes();
-  const { hello: helloMsg, eph } = signedHello(key, idb, prefix.length, 1);
-  const nonce = helloMsg.nonce;
+  let { hello: helloMsg, eph } = signedHello(key, idb, prefix.length, 1);
+  let nonce = helloMsg.nonce;
+  let hello = encode(helloMsg, null);
   let welcome: ((sid: number) => void) | null = null;
   socket.on('message', (buf) => {
     const h = decodeHeader(buf);
     if (!h.ok) return;
     if (h.msg.sid === 0) {
       const b = decodeBody(h.msg, buf);
+      if (b.ok && b.msg.type === 'cookie' && welcome && helloMsg.cookie === null) {
+        // The RM's return-routability cookie: the HELLO again, with it (docs/security.md, decision 4).
+        ({ hello: helloMsg, eph } = signedHello(key, idb, prefix.length, 1, { cookie: Uint8Array.from(b.msg.cookie) }));
+        nonce = helloMsg.nonce;
+        hello = encode(helloMsg, null);
+        socket.send(hello, port, '127.0.0.1');
+      }
       if (b.ok && b.msg.type === 'welcome' && welcome) {
         keys = deriveSessionKeys(eph, b.msg.ephemeral, { sid: b.msg.sid, clientHostId: idb, clientEphemeral: eph.publicKey, rmEphemeral: b.msg.ephemeral, nonce });
         welcome(b.msg.sid);
@@ -149,7 +157,6 @@ export async function rawSession(port: number, o: { key?: KeyPair; prefix?: stri
     if (w) w(b.msg);
     else inbox.push(b.msg);
   });
-  const hello = encode(helloMsg, null);
   const sid = await new Promise<number>((resolve, reject) => {
     welcome = resolve;
     const t = setInterval(() => socket.send(hello, port, '127.0.0.1'), 100);

@@ -19,7 +19,7 @@ describe('RM config', () => {
     const c = parseRmConfig({ realm: 'acme', prefix: 'fd00:1::/32' });
     expect(c.port).toBe(4342);
     expect(c.listen).toEqual(DEFAULTS.listen);
-    expect(c.registration).toEqual({ refreshS: 60, expiryS: 180 });
+    expect(c.registration).toEqual({ refreshS: 60, expiryS: 180, perSessionPerS: 10, burst: 20 });
     expect(c.store.synchronous).toBe('full');
     expect(Object.isFrozen(c.store)).toBe(true);
   });
