@@ -161,6 +161,9 @@ export class Dispatch {
       case 'pushAck':
         handlers.pushAck(s, m.pushId);
         return 'pushAck';
+      case 'renew':
+        handlers.renew(s, m);
+        return 'renew';
       default:
         return 'unexpected';
     }

@@ -40,6 +40,8 @@ export async function runRm(configPath: string, opts: RunRmOptions = {}): Promis
     ...raw,
     key: resolvePath(configPath, raw.key),
     store: { ...raw.store, path: resolvePath(configPath, raw.store.path) },
+    // Key file paths in admission.keys too (a base64 key is left as it is).
+    admission: { ...raw.admission, keys: raw.admission.keys.map((k) => (/^[A-Za-z0-9+/]{43}=$/.test(k.trim()) ? k : resolvePath(configPath, k))) },
   };
   const log = opts.log ?? createLogger({ level: config.log.level, format: config.log.format });
   let key: KeyPair;

@@ -99,8 +99,20 @@ export class PushQueue {
     return this.count;
   }
 
-  /** Queues and sends at once. False when the queue is full (counted). */
-  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number): boolean {
+  /** Queues and sends at once. False when the queue is full (counted). cert: the host's certificate. */
+  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number, cert: Uint8Array | null = null): boolean {
+    return this.enqueue(s, key, { binding, ttl, prefs, cert, revoke: false }, now);
+  }
+
+  /**
+   * A REVOKE of the ID key (whose 16 bytes are hostId) to a follower: the same push ID space and
+   * retransmission, and it replaces a binding push for that ID still pending.
+   */
+  revoke(s: Session, key: string, hostId: Uint8Array, now: number): boolean {
+    return this.enqueue(s, key, { binding: hostId, ttl: 0, prefs: [], cert: null, revoke: true }, now);
+  }
+
+  private enqueue(s: Session, key: string, what: Pick<PendingPush, 'binding' | 'ttl' | 'prefs' | 'cert' | 'revoke'>, now: number): boolean {
     const old = s.pushByKey.get(key);
     if (old !== undefined) {
       s.pushes.delete(old);
@@ -112,7 +124,7 @@ export class PushQueue {
     }
     const pushId = s.nextPushId;
     s.nextPushId = s.nextPushId >= 0xffffffff ? 1 : s.nextPushId + 1;
-    const p: PendingPush = { key, pushId, binding, ttl, prefs, attempts: 1, nextAt: now + pushBackoffMs(1, this.retransmitMs) };
+    const p: PendingPush = { key, pushId, ...what, attempts: 1, nextAt: now + pushBackoffMs(1, this.retransmitMs) };
     s.pushes.set(pushId, p);
     s.pushByKey.set(key, pushId);
     this.count++;

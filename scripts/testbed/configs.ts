@@ -197,6 +197,8 @@ export async function writeRealmConfigs(dir: string, opts: RealmOptions = {}): P
     key: join(dir, 'rm.key'),
     store: { path: join(dir, 'rm.db') },
     registration: { refreshS: opts.refreshS ?? 60, expiryS: opts.expiryS ?? 180 },
+    // mh and ch are members from the start (their key files; only "publicKey" is read).
+    admission: { keys: [join(dir, 'mh.key'), join(dir, 'ch.key')] },
     log: { level: opts.logLevel ?? 'info', format: opts.logFormat ?? 'json' },
     ...(typeof opts.rmExtra === 'function' ? opts.rmExtra(ids) : opts.rmExtra),
   };

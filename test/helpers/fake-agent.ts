@@ -33,7 +33,14 @@ export interface UplinkSpec {
   readonly weight?: number;
 }
 
-export function fakeAgent(net: MemoryNet, rm: { readonly port: number; readonly publicKey: Uint8Array }, realmPrefix: string, uplinks: readonly UplinkSpec[], o: FakeAgentOptions = {}): FakeAgent {
+/** The RM the agent uses; admit (an in-process RM's): the agent's key is admitted before it starts. */
+export interface FakeAgentRm {
+  readonly port: number;
+  readonly publicKey: Uint8Array;
+  readonly admit?: (publicKey: Uint8Array, prefix: string) => Promise<unknown>;
+}
+
+export function fakeAgent(net: MemoryNet, rm: FakeAgentRm, realmPrefix: string, uplinks: readonly UplinkSpec[], o: FakeAgentOptions = {}): FakeAgent {
   const key = generateKeyPair();
   const prefix = parsePrefix(realmPrefix);
   const hostId = deriveHostId(prefix, key.publicKey);
@@ -46,7 +53,7 @@ export function fakeAgent(net: MemoryNet, rm: { readonly port: number; readonly 
     rm: { servers: [{ address: '127.0.0.1', port: rm.port }] },
     ...o.config,
   });
-  const agent = createAgent(config, {
+  const inner = createAgent(config, {
     openTun: () => tun,
     openUdp: (opts) => net.open(opts),
     net: { ip: async () => undefined },
@@ -56,6 +63,19 @@ export function fakeAgent(net: MemoryNet, rm: { readonly port: number; readonly 
     makeRmClient: () => createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.publicKey }], key, prefix, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
     makeMonitor: monitor === undefined ? undefined : () => monitor,
   });
+  const admit = rm.admit;
+  const agent: Agent =
+    admit === undefined
+      ? inner
+      : {
+          start: async () => {
+            await admit(key.publicKey, realmPrefix);
+            await inner.start();
+          },
+          stop: () => inner.stop(),
+          status: () => inner.status(),
+          reregister: () => inner.reregister(),
+        };
   return { agent, tun, id: hostId.toString(), key };
 }
 

@@ -16,7 +16,7 @@ afterEach(async () => {
 });
 
 function agentOn(net: MemoryNet, rm: Harness, uplinks: UplinkSpec[]): FakeAgent {
-  return fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey }, REALM_PREFIX, uplinks);
+  return fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey, admit: (k, p) => rm.admit(k, p) }, REALM_PREFIX, uplinks);
 }
 
 async function started(a: { agent: Agent }): Promise<void> {

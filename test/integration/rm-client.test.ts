@@ -137,8 +137,11 @@ describe('RM and client, in process', () => {
     const ka = generateKeyPair();
     const mk = (key = generateKeyPair()) =>
       createRmClient({ rm: [{ address: '127.0.0.1', port, publicKey: rmKey.publicKey }], key, prefix: parsePrefix('fd00:1::/32'), retransmit: { initialMs: 30, maxMs: 200, attempts: 8 } });
+    const kb = generateKeyPair();
+    await s1.admit(ka.publicKey);
+    await s1.admit(kb.publicKey);
     const a = mk(ka);
-    const b = mk();
+    const b = mk(kb);
     await a.start();
     await b.start();
     const got: number[] = [];
