@@ -260,7 +260,7 @@ class RealmnetAgent implements Agent {
     if (rmCfg === undefined || id === undefined || makeClient === undefined) return null;
     const held = this.hostState.load();
     const counter = counterStart(held, Date.now());
-    this.hostState.save({ seq: held.seq, counterCeiling: counter.ceiling });
+    this.hostState.save({ ...held, counterCeiling: counter.ceiling });
     const link = new RmLink({ listenPort: config.listenPort, bindingTtlS: rmCfg.bindingTtlS }, {
       key: id.key,
       prefix: id.prefix,
@@ -314,6 +314,7 @@ class RealmnetAgent implements Agent {
       },
     );
     link.onPush((a) => resolver.applyPush(a));
+    link.onRevoke((hostId, untilS) => resolver.revoke(hostId, untilS));
     link.onSigned((b) => paths.sendUpdate(b));
     link.onRegistered(() => void this.applyOwnPolicy(link, table));
     return { link, resolver, paths };

@@ -13,6 +13,8 @@ import type { PendingPush, Session } from './sessions.ts';
  * 3. Everything is bounded: follows per session, follows in total, pending pushes. Overflow is
  *    counted by the caller from the return values.
  */
+const NO_CERT = new Uint8Array(0);
+
 export type PushDecision = 'wait' | 'send' | 'giveUp';
 
 /** Pure: what to do with a pending push at time now. */
@@ -100,7 +102,7 @@ export class PushQueue {
   }
 
   /** Queues and sends at once. False when the queue is full (counted). cert: the host's certificate. */
-  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number, cert: Uint8Array | null = null): boolean {
+  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number, cert: Uint8Array): boolean {
     return this.enqueue(s, key, { binding, ttl, prefs, cert, revoke: false }, now);
   }
 
@@ -109,7 +111,7 @@ export class PushQueue {
    * retransmission, and it replaces a binding push for that ID still pending.
    */
   revoke(s: Session, key: string, hostId: Uint8Array, now: number): boolean {
-    return this.enqueue(s, key, { binding: hostId, ttl: 0, prefs: [], cert: null, revoke: true }, now);
+    return this.enqueue(s, key, { binding: hostId, ttl: 0, prefs: [], cert: NO_CERT, revoke: true }, now);
   }
 
   private enqueue(s: Session, key: string, what: Pick<PendingPush, 'binding' | 'ttl' | 'prefs' | 'cert' | 'revoke'>, now: number): boolean {

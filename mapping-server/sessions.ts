@@ -28,8 +28,8 @@ export interface PendingPush {
   readonly binding: Uint8Array;
   readonly ttl: number;
   readonly prefs: readonly LocatorPref[];
-  /** The binding's host's membership certificate. */
-  readonly cert: Uint8Array | null;
+  /** The binding's host's membership certificate (empty for a REVOKE). */
+  readonly cert: Uint8Array;
   /** A REVOKE of the ID (binding empty) rather than a PUSH. */
   readonly revoke: boolean;
   attempts: number;
@@ -61,7 +61,7 @@ export class Session {
 
 export type HelloOutcome =
   | { kind: 'welcome'; session: Session; welcome: Welcome; fresh: boolean }
-  | { kind: 'invalid'; reason: 'idMismatch' | 'badSignature' | 'prefixTooLong' }
+  | { kind: 'invalid'; reason: 'idMismatch' | 'badSignature' | 'prefixTooLong' | 'notMember' }
   | { kind: 'busy' };
 
 /** The HELLO's own claims: its ID is the hash of its key, its signature verifies. Null when valid. */
@@ -123,6 +123,8 @@ export class SessionTable {
     }
     const hostId = HostId.fromBytes(h.hostId);
     if (this.sessions.size >= this.max) return { kind: 'busy' };
+    const certBytes = cert(hostId);
+    if (certBytes === null) return { kind: 'invalid', reason: 'notMember' };
     let sid = randomSid();
     while (this.sessions.has(sid)) sid = randomSid();
     const eph = createEphemeral();
@@ -143,7 +145,7 @@ export class SessionTable {
       rmPublicKey: this.rmKey.publicKey,
       ephemeral: eph.publicKey,
       signature: signBytes(this.rmKey, welcomeSignedBytes(sid, eph.publicKey, h.hostId, h.ephemeral, h.nonce)),
-      cert: cert(hostId),
+      cert: certBytes,
     };
     if (this.recent.size < this.max) this.recent.set(Buffer.from(h.nonce).toString('hex'), { sid, welcome, at: now });
     return { kind: 'welcome', session, welcome, fresh: true };

@@ -109,7 +109,7 @@ describe('RM and client, in process', () => {
 
   it('refuses more than maxOutstanding requests at once and times out against a silent RM', async () => {
     const c = createRmClient({
-      rm: [{ address: '127.0.0.1', port: 9 }],
+      rm: [{ address: '127.0.0.1', port: 9, publicKey: generateKeyPair().publicKey }],
       key: generateKeyPair(),
       prefix: parsePrefix('fd00:1::/32'),
       retransmit: { initialMs: 20, maxMs: 40, attempts: 3 },

@@ -27,7 +27,7 @@ function answerFor(seq = 1): { id: HostId; answer: BindingAnswer } {
   ];
   const binding = signBinding(key, { prefix, locators, seq, ttl: 60 });
   const id = deriveHostId(prefix, key.publicKey);
-  return { id, answer: { kind: 'binding', hostId: id, binding, locators, ttl: 60 } };
+  return { id, answer: { kind: 'binding', hostId: id, binding, locators, ttl: 60, certNotAfter: Infinity } };
 }
 
 function setup(rm: ResolverLookup, batchSize = 64, missAgain = true) {
