@@ -40,6 +40,8 @@ export interface HarnessOptions {
   readonly store?: (o: StoreOptions) => BindingStore;
   /** Passed to the RM as deps.openSocket (default: the batched native socket). */
   readonly openSocket?: OpenSocket;
+  /** The RM's wall clock for certificates (default Date.now). */
+  readonly wallClock?: () => number;
 }
 
 export async function startHarness(extra: Record<string, unknown> = {}, clock: Clock = systemClock, opts: HarnessOptions = {}): Promise<Harness> {
@@ -58,7 +60,7 @@ export async function startHarness(extra: Record<string, unknown> = {}, clock: C
       return d.ok ? { ttl: d.binding.ttl, prefs: [] } : null;
     },
   });
-  const server = createMappingServer(config, { clock, log: silentLogger, key: rmKey, store, openSocket: opts.openSocket });
+  const server = createMappingServer(config, { clock, log: silentLogger, key: rmKey, store, openSocket: opts.openSocket, wallClock: opts.wallClock });
   await server.start();
   const port = server.addresses()[0].port;
   const clients: RmClient[] = [];

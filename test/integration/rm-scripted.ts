@@ -19,6 +19,8 @@ export class ScriptedRm {
   pushAcks = 0;
   /** Datagrams this RM sent through send() (its answers), as opposed to what a test sends raw. */
   sent = 0;
+  /** The certificate the next positive LOOKUP-REPLY carries instead of a valid one (once). */
+  nextLookupCert: Uint8Array | null = null;
   /** RENEWs received (answered by nobody unless a test does). */
   renews = 0;
   /** Answers to HELLOs by nonce: a retransmitted HELLO gets the same WELCOME (as the real RM does),
@@ -118,7 +120,9 @@ export class ScriptedRm {
     if (m.type === 'pushAck') this.pushAcks++;
     else if (m.type === 'lookup') {
       const b = this.bindings.get(Buffer.from(m.hostId).toString('hex'));
-      this.send(this.encode({ type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: 60, binding: b?.bytes ?? null, prefs: [], cert: null }));
+      const cert = b === undefined ? null : this.nextLookupCert;
+      if (b !== undefined) this.nextLookupCert = null;
+      this.send(this.encode({ type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: 60, binding: b?.bytes ?? null, prefs: [], cert }));
     } else if (m.type === 'renew') {
       this.renews++;
     } else if (m.type === 'subscribe') this.send(this.encode({ type: 'subscribeReply', reqId: m.reqId, accepted: m.hostIds.length }));
