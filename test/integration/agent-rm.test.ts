@@ -59,6 +59,11 @@ describe('agent with a Realm Manager', () => {
     await until(() => mh.tun.written.length === 1);
     expect(Buffer.compare(mh.tun.written[0], reply)).toBe(0);
     expect(mh.agent.status().drops['inside.noBinding']).toBe(0);
+    // Both are members, with a certificate from the realm key they pinned.
+    const m = mh.agent.status().rm?.membership;
+    expect(m?.certNotAfter).not.toBeNull();
+    expect(m?.realmKeys).toHaveLength(1);
+    expect(m?.joining).toBe(false);
   });
 
   it('handles a packet that is waiting in the TUN the moment the agent starts', async () => {
