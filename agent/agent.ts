@@ -85,7 +85,7 @@ export interface AgentStatus {
   readonly hostId: string;
   readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean; readonly callbackErrors: number };
   readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number; readonly callbackErrors: number }[];
-  readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number }) | null;
+  readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number; readonly membership: MembershipStatus }) | null;
   readonly mapCacheStats: { readonly size: number; readonly capacity: number; readonly evicted: number };
   readonly mapCache: readonly { readonly hostId: string; readonly source: string; readonly seq: number; readonly locators: readonly string[]; readonly path: string | null; readonly ageS: number; readonly ttlS: number | null; readonly shadow: string | null; readonly heldBytes: number }[];
   /** The flight recorder (re-sending after a failover): its bounds, how far back it reaches now, what it re-sent; null when off. */
@@ -101,6 +101,19 @@ export interface AgentStatus {
   readonly peers: Readonly<Record<PeerCounter, number>> | null;
   /** How late the event loop ran timers (the data path shares it): since start and over the last 10 s. */
   readonly eventLoop: LagStats;
+}
+
+/** This host's standing in its realm (rm/trust.ts), for `realmnet status`. */
+export interface MembershipStatus {
+  /** ISO times; null before the first certificate. */
+  readonly memberSince: string | null;
+  readonly certNotAfter: string | null;
+  /** SHA-256 prefixes of the pinned realm keys. */
+  readonly realmKeys: readonly string[];
+  /** Whether a join token is configured and still needed (no valid certificate held). */
+  readonly joining: boolean;
+  /** Peer IDs refused because the RM revoked them. */
+  readonly revokedIds: number;
 }
 
 export interface Agent {
@@ -260,7 +273,7 @@ class RealmnetAgent implements Agent {
     if (rmCfg === undefined || id === undefined || makeClient === undefined) return null;
     const held = this.hostState.load();
     const counter = counterStart(held, Date.now());
-    this.hostState.save({ seq: held.seq, counterCeiling: counter.ceiling });
+    this.hostState.save({ ...held, counterCeiling: counter.ceiling });
     const link = new RmLink({ listenPort: config.listenPort, bindingTtlS: rmCfg.bindingTtlS }, {
       key: id.key,
       prefix: id.prefix,
@@ -314,6 +327,7 @@ class RealmnetAgent implements Agent {
       },
     );
     link.onPush((a) => resolver.applyPush(a));
+    link.onRevoke((hostId, untilS) => resolver.revoke(hostId, untilS));
     link.onSigned((b) => paths.sendUpdate(b));
     link.onRegistered(() => void this.applyOwnPolicy(link, table));
     return { link, resolver, paths };

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { MSG, isInterfaceName, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
 import { DATA_PORT, MAX_INSTANCE_ID } from '../shared/wire/header.ts';
 import { DEFAULT_PATH_TIMING } from './paths/state.ts';
+import { parseToken } from '../shared/membership.ts';
+import { parsePrefix } from '../shared/ids.ts';
 
 /**
  * The agent's configuration: one YAML file, validated once at start-up into a frozen object.
@@ -62,7 +64,10 @@ const peer = z.strictObject({
 const rmServer = z.strictObject({
   address: ip,
   port: port.default(DEFAULTS.rm.port),
-  /** The RM's public key (base64 of 32 bytes, from its key file): pins the RM's identity. */
+  /**
+   * The RM's public key (base64 of 32 bytes; `realmnet rm key --config rm.yaml` prints it): pins the
+   * RM's identity and the realm's. Required unless rm.join is given or the state file holds it.
+   */
   publicKey: z
     .string()
     .refine((s) => Buffer.from(s, 'base64').length === 32, { message: 'is not a base64 Ed25519 public key (32 bytes; copy "publicKey" from the RM key file)' })
@@ -77,8 +82,8 @@ export const AgentConfigSchema = z
       .strictObject({
         /** Key file made by `realmnet keygen`. */
         key: z.string().min(1),
-        /** The realm (or sub-realm) prefix the host ID is derived under, e.g. fd00:1::/64. */
-        prefix: z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix }),
+        /** The realm (or sub-realm) prefix the host ID is derived under, e.g. fd00:1::/64. May be omitted with rm.join (the token names it). */
+        prefix: z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix }).optional(),
         /**
          * Where the agent keeps the last sequence number and message counter it used, so that a
          * restart never reuses one (default: the key file's path + ".state").
@@ -90,6 +95,21 @@ export const AgentConfigSchema = z
     rm: z
       .strictObject({
         servers: z.array(rmServer).min(1, 'needs at least one RM, e.g. [{ address: 203.0.113.66 }]'),
+        /**
+         * A one-time join token from the operator (`realmnet rm invite`): the host joins the realm with
+         * it and pins the realm key it carries. Used once; afterwards the state file holds the
+         * membership, so the (spent) token may stay in the file.
+         */
+        join: z
+          .string()
+          .superRefine((t, ctx) => {
+            try {
+              parseToken(t);
+            } catch (e) {
+              ctx.addIssue({ code: 'custom', message: `is not a join token: ${(e as Error).message.replace(/^join token: /, '')} (copy the whole line \`realmnet rm invite\` printed)` });
+            }
+          })
+          .optional(),
         bindingTtlS: z.number().int().min(5).max(86_400).default(DEFAULTS.rm.bindingTtlS),
         pendingPerId: z.number().int().min(0).max(4096).default(DEFAULTS.rm.pendingPerId),
         pendingTotal: z.number().int().min(0).max(1_000_000).default(DEFAULTS.rm.pendingTotal),
@@ -175,6 +195,17 @@ export const AgentConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['hostId'], message: 'is missing: set hostId (static bindings only) or identity.key and identity.prefix (the ID is derived from the key)' });
     if (c.rm !== undefined && c.identity === undefined)
       ctx.addIssue({ code: 'custom', path: ['identity'], message: 'is missing: registering with a Realm Manager needs a key (identity.key, made by `realmnet keygen`) and identity.prefix' });
+    if (c.identity !== undefined && c.identity.prefix === undefined && c.rm?.join === undefined)
+      ctx.addIssue({ code: 'custom', path: ['identity', 'prefix'], message: 'is missing: give the realm prefix the host ID is derived under (e.g. fd00:1::/64), or a join token in rm.join (it names the prefix)' });
+    if (c.identity?.prefix !== undefined && c.rm?.join !== undefined && isIpv6Prefix(c.identity.prefix)) {
+      try {
+        const t = parseToken(c.rm.join);
+        if (t.prefix.toString() !== parsePrefixSafe(c.identity.prefix))
+          ctx.addIssue({ code: 'custom', path: ['identity', 'prefix'], message: `(${c.identity.prefix}) differs from the join token's prefix ${t.prefix.toString()}: remove identity.prefix (the token names it) or use a token for this prefix` });
+      } catch {
+        // rm.join's own check reports it.
+      }
+    }
     if (c.rm !== undefined && c.rm.pendingPerId > c.tun.batchSize) {
       ctx.addIssue({ code: 'custom', path: ['rm', 'pendingPerId'], message: `(${c.rm.pendingPerId}) must not exceed tun.batchSize (${c.tun.batchSize}): the packets kept for one ID go back to the data plane as one batch` });
     }
@@ -188,6 +219,14 @@ export const AgentConfigSchema = z
       ids.add(p.hostId);
     });
   });
+
+function parsePrefixSafe(p: string): string {
+  try {
+    return parsePrefix(p).toString();
+  } catch {
+    return p;
+  }
+}
 
 export type AgentConfig = DeepReadonly<z.output<typeof AgentConfigSchema>>;
 

@@ -17,7 +17,10 @@ import { openTun } from './tun/tun.ts';
 import { openUdp } from '../shared/udp/socket.ts';
 import { formatStatus } from './status-format.ts';
 import { stopOnSignals } from '../shared/lifecycle.ts';
-import { fileHostState } from './hoststate.ts';
+import { fileHostState, type HostStateStore } from './hoststate.ts';
+import { RealmTrust } from './rm/trust.ts';
+import { parseToken } from '../shared/membership.ts';
+import type { Logger } from '../shared/log.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */
 export async function runAgent(configPath: string, overrides: { logLevel?: string } = {}): Promise<void> {
@@ -29,6 +32,11 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   const log = createLogger({ level, format: config.log.format });
   const identity = loadIdentity(config);
   const rm = config.rm;
+  const hostState =
+    config.identity === undefined
+      ? undefined
+      : fileHostState(config.identity.state ?? `${config.identity.key}.state`, (e) => log.error({ err: e.message }, 'could not save the host state (sequence number, message counter, membership)'));
+  const trust = identity === undefined || rm === undefined || hostState === undefined ? undefined : realmTrust(config, hostState, log);
   const agent = createAgent(config, {
     openTun,
     openUdp,
@@ -36,13 +44,10 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
     log: log.child({ module: 'agent' }),
     clock: systemClock,
     identity,
-    hostState:
-      config.identity === undefined
-        ? undefined
-        : fileHostState(config.identity.state ?? `${config.identity.key}.state`, (e) => log.error({ err: e.message }, 'could not save the host state (sequence number, message counter)')),
+    hostState,
     makeMonitor: (uplinks, signals) => new UplinkMonitor(uplinks, { log: log.child({ module: 'monitor' }), clock: systemClock, activity: signals.activity }),
     makeRmClient:
-      identity === undefined || rm === undefined
+      identity === undefined || rm === undefined || trust === undefined
         ? undefined
         : (_uplink, locator) => {
             // Bound to the uplink's address, so source-policy routing sends it out through that uplink.
@@ -53,6 +58,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
               rm: rm.servers.map((s) => ({ address: s.address, port: s.port, publicKey: s.publicKey === undefined ? undefined : new Uint8Array(Buffer.from(s.publicKey, 'base64')) })),
               key: identity.key,
               prefix: identity.prefix,
+              trust,
               clock: systemClock,
               log: log.child({ module: 'rm-client', locator }),
               socket,
@@ -79,15 +85,44 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   });
 }
 
+/**
+ * The realm trust the RM clients share (docs/security.md, decision 3): the realm keys pinned by the
+ * config (rm.servers[].publicKey), the join token, or the state file of an earlier join; none at all
+ * is a config error (fail closed: an unpinned RM could be anyone). Every new certificate is saved.
+ */
+function realmTrust(config: AgentConfig, state: HostStateStore, log: Logger): RealmTrust {
+  const rm = config.rm;
+  if (rm === undefined) throw new Error('realmTrust without rm: config validation should have caught this');
+  const held = state.load();
+  const join = rm.join === undefined ? null : parseToken(rm.join);
+  const keys = [
+    ...rm.servers.flatMap((s) => (s.publicKey === undefined ? [] : [new Uint8Array(Buffer.from(s.publicKey, 'base64'))])),
+    ...(held.realmKeys ?? []).map((k) => new Uint8Array(Buffer.from(k, 'base64'))),
+  ];
+  if (keys.length === 0 && join === null) {
+    throw new ConfigError(
+      'config error: rm.servers[0].publicKey: is missing: the RM\'s key must be pinned',
+      'copy what `realmnet rm key --config rm.yaml` prints into rm.servers[].publicKey, or give a join token (rm.join) from `realmnet rm invite`',
+    );
+  }
+  const trust = new RealmTrust({ realmKeys: keys, join, cert: held.cert === undefined ? null : Buffer.from(held.cert, 'base64'), memberSince: held.memberSince ?? null });
+  trust.onCert((c) => {
+    state.save({ ...state.load(), realmKeys: trust.realmKeys.map((k) => Buffer.from(k).toString('base64')), cert: Buffer.from(c.bytes).toString('base64'), memberSince: trust.memberSince ?? c.notBefore });
+    log.info({ notAfter: new Date(c.notAfter * 1000).toISOString() }, 'membership certificate received');
+  });
+  return trust;
+}
+
 /** The key and the ID derived from it; a hostId in the config must agree with it. */
 function loadIdentity(config: AgentConfig): AgentIdentity | undefined {
   if (config.identity === undefined) return undefined;
   const key = loadKeyPair(config.identity.key);
-  const prefix = parsePrefix(config.identity.prefix);
+  const join = config.rm?.join;
+  const prefix = config.identity.prefix !== undefined ? parsePrefix(config.identity.prefix) : parseToken(join ?? '').prefix;
   const hostId = deriveHostId(prefix, key.publicKey);
   if (config.hostId !== undefined && !parseHostId(config.hostId).equals(hostId)) {
     throw new ConfigError(
-      `config error: hostId: "${config.hostId}" is not the ID of key ${config.identity.key} in ${config.identity.prefix} (that is ${hostId.toString()})`,
+      `config error: hostId: "${config.hostId}" is not the ID of key ${config.identity.key} in ${prefix.toString()} (that is ${hostId.toString()})`,
       'remove hostId (it is derived from the key) or fix it',
     );
   }

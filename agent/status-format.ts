@@ -18,6 +18,12 @@ export function formatStatus(st: AgentStatus): string {
     out.push(
       `Realm Manager ${r.servers.join(', ')}: ${r.registered ? `registered (seq ${r.seq}, ${r.lastRegisteredAgoS}s ago)` : `NOT registered${r.lastError ? `: ${r.lastError}` : ''}`}`,
     );
+    const m = r.membership;
+    out.push(
+      m.certNotAfter === null
+        ? `  membership: none yet${m.joining ? ' (joining with the token in rm.join)' : ' (not admitted? see the log)'}; realm key ${m.realmKeys.join(', ') || 'none'}`
+        : `  member since ${m.memberSince ?? '?'}, certificate valid until ${m.certNotAfter}; realm key ${m.realmKeys.join(', ')}; revoked peers refused ${m.revokedIds}`,
+    );
     out.push(`  lookups ${r.resolver.lookups} (positive ${r.resolver.positive}, negative ${r.resolver.negative}, failed ${r.resolver.failed}), pushes applied ${r.resolver.pushesApplied}, waiting packets dropped ${r.resolver.queueOverflow}`);
     out.push('');
   } else {

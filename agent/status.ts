@@ -1,5 +1,5 @@
 import type { AgentConfig } from './config.ts';
-import type { AgentStatus } from './agent.ts';
+import type { AgentStatus, MembershipStatus } from './agent.ts';
 import type { DropCounters } from './dataplane/drops.ts';
 import type { InsideStats } from './dataplane/inside.ts';
 import type { OutsideStats } from './dataplane/outside.ts';
@@ -30,6 +30,18 @@ export interface StatusSources {
   readonly flight: FlightRecorder | null;
 }
 
+function membershipOf(link: RmLink, resolver: Resolver): MembershipStatus {
+  const t = link.trust();
+  const iso = (s: number | null | undefined) => (s === null || s === undefined ? null : new Date(s * 1000).toISOString());
+  return {
+    memberSince: iso(t?.memberSince),
+    certNotAfter: iso(t?.cert?.notAfter),
+    realmKeys: t?.fingerprints() ?? [],
+    joining: t !== null && t.joinFor() !== null,
+    revokedIds: resolver.revokedCount(),
+  };
+}
+
 export function statusOf(s: StatusSources): AgentStatus {
   const { config, rm, cache, now } = s;
   return {
@@ -49,7 +61,13 @@ export function statusOf(s: StatusSources): AgentStatus {
     rm:
       rm === null
         ? null
-        : { ...rm.link.status(), servers: (config.rm?.servers ?? []).map((x) => `${x.address}:${x.port}`), resolver: { ...rm.resolver.counters }, pendingIds: rm.resolver.pendingIds() },
+        : {
+            ...rm.link.status(),
+            servers: (config.rm?.servers ?? []).map((x) => `${x.address}:${x.port}`),
+            resolver: { ...rm.resolver.counters },
+            pendingIds: rm.resolver.pendingIds(),
+            membership: membershipOf(rm.link, rm.resolver),
+          },
     mapCacheStats: { size: cache.size, capacity: cache.capacity, evicted: cache.evicted },
     mapCache: cache.entries().map((e) => ({
       hostId: e.hostId,

@@ -17,6 +17,8 @@ Applications talk to stable host IDs (IPv6 addresses from the realm's prefix); t
     )
     .version('0.1.0')
     .showSuggestionAfterError()
+    // Lets `realmnet rm invite --config X` give --config to invite rather than to rm.
+    .enablePositionalOptions()
     .configureHelp({ sortSubcommands: false })
     .addHelpText(
       'after',

@@ -57,6 +57,8 @@ export const DEFAULTS = {
     repliesPerS: 10_000,
   },
   sweep: { intervalMs: 1_000, batch: 50_000 },
+  /** Membership (docs/security.md): certificates live a day; nobody is admitted without the operator. */
+  admission: { certTtlS: 86_400, open: false },
   log: { level: 'info', format: 'pretty' },
 } as const;
 
@@ -146,6 +148,19 @@ export const RmConfigSchema = z
       })
       .prefault({}),
     sweep: z.strictObject({ intervalMs: positive(DEFAULTS.sweep.intervalMs), batch: positive(DEFAULTS.sweep.batch) }).prefault({}),
+    admission: z
+      .strictObject({
+        /** Lifetime of a membership certificate; agents renew it after a third of it. */
+        certTtlS: z.number().int().min(60, 'must be at least 60 s').max(30 * 86_400, 'must be at most 30 days').default(DEFAULTS.admission.certTtlS),
+        /**
+         * Hosts admitted at start under the realm prefix: base64 Ed25519 public keys or paths of key
+         * files (only "publicKey" is read). Handy for testbeds; `realmnet rm admit` is the operator's way.
+         */
+        keys: z.array(z.string().min(1, 'is empty: a base64 public key or a key file path')).default([]),
+        /** Admits every host whose HELLO verifies (benchmarks only: there is no realm boundary then). */
+        open: z.boolean().default(DEFAULTS.admission.open),
+      })
+      .prefault({}),
     policy: z
       .strictObject({
         lookup: z

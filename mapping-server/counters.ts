@@ -12,7 +12,7 @@ import type { StoreCounters } from './store/bindings.ts';
  * so rx.datagrams = Σ rx.drop.* + Σ rx.handled.* holds by construction (the fuzz test checks it).
  * What a handled message leads to is counted on top, per group (hello.*, lookup.*, register.*, …).
  */
-export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck', 'challengeReply'] as const;
+export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck', 'challengeReply', 'renew'] as const;
 export type HandledType = (typeof HANDLED)[number];
 
 /**
@@ -33,8 +33,25 @@ export interface RmCounters {
   readonly ends: Record<Outcome, number>;
   tx: number;
   txErrors: number;
-  /** busy: REJECT(busy) sent; prefixFull: of those, for the per-prefix session quota. */
-  readonly hello: { welcome: number; retransmit: number; invalid: number; busy: number; prefixFull: number };
+  /**
+   * busy: REJECT(busy) sent; prefixFull: of those, for the per-prefix session quota.
+   * notMember: no member with this key (or revoked), refused before any signature check; badToken: a
+   * join proof that did not check out (expired, used, wrong prefix, wrong proof); joined: a token
+   * spent, durably; joinPending: a HELLO retransmitted while its join commits; joinFailed: the
+   * commit failed (the client retries).
+   */
+  readonly hello: {
+    welcome: number;
+    retransmit: number;
+    invalid: number;
+    busy: number;
+    prefixFull: number;
+    notMember: number;
+    badToken: number;
+    joined: number;
+    joinPending: number;
+    joinFailed: number;
+  };
   /** sent: COOKIEs answered; accepted: HELLOs with a valid one; stale: with a wrong or expired one. */
   readonly cookie: { sent: number; accepted: number; stale: number };
   /** Return routability: CHALLENGEs sent, held back (one per 200 ms), not drawn (message shorter
@@ -42,6 +59,10 @@ export interface RmCounters {
   readonly challenge: { sent: number; held: number; tooShort: number; badReply: number; moved: number };
   /** Which budget a rx.drop.rateLimited datagram hit; replies: COOKIE/REJECT not sent (global budget). */
   readonly ratelimit: { session: number; register: number; prefix: number; hello: number; replies: number };
+  /** RENEW answered with a certificate, or with nil (no longer a member). */
+  readonly renew: { ok: number; refused: number };
+  /** Revocations applied, and REVOKEs queued to followers. */
+  readonly members: { revoked: number; revokesPushed: number; admitted: number };
   readonly lookup: { positive: number; negative: number; denied: number };
   readonly register: {
     ok: number;
@@ -56,7 +77,7 @@ export interface RmCounters {
   };
   readonly subscribe: { added: number; sessionFull: number; idFull: number; tableFull: number };
   readonly reject: { sessionUnknown: number };
-  readonly sessions: { created: number; expired: number; evicted: number };
+  readonly sessions: { created: number; expired: number; evicted: number; revoked: number };
   bindingsExpired: number;
 }
 
@@ -68,15 +89,17 @@ export function newCounters(): RmCounters {
     ends,
     tx: 0,
     txErrors: 0,
-    hello: { welcome: 0, retransmit: 0, invalid: 0, busy: 0, prefixFull: 0 },
+    hello: { welcome: 0, retransmit: 0, invalid: 0, busy: 0, prefixFull: 0, notMember: 0, badToken: 0, joined: 0, joinPending: 0, joinFailed: 0 },
     cookie: { sent: 0, accepted: 0, stale: 0 },
     challenge: { sent: 0, held: 0, tooShort: 0, badReply: 0, moved: 0 },
     ratelimit: { session: 0, register: 0, prefix: 0, hello: 0, replies: 0 },
+    renew: { ok: 0, refused: 0 },
+    members: { revoked: 0, revokesPushed: 0, admitted: 0 },
     lookup: { positive: 0, negative: 0, denied: 0 },
     register: { ok: 0, refresh: 0, stale: 0, conflict: 0, forged: 0, notInRealm: 0, notOwner: 0, malformed: 0, unavailable: 0 },
     subscribe: { added: 0, sessionFull: 0, idFull: 0, tableFull: 0 },
     reject: { sessionUnknown: 0 },
-    sessions: { created: 0, expired: 0, evicted: 0 },
+    sessions: { created: 0, expired: 0, evicted: 0, revoked: 0 },
     bindingsExpired: 0,
   };
 }
@@ -89,6 +112,8 @@ export interface CounterSources {
   readonly limiter: Pick<RateLimiter, 'size' | 'overflowHits'>;
   readonly sessionsLive: number;
   readonly subscriptionsLive: number;
+  /** Members now (admitted, not revoked). */
+  readonly membersActive: number;
   /** Absent before start() when the store is opened from the config. */
   readonly store: { readonly size: number; readonly counters: StoreCounters } | undefined;
 }
@@ -100,7 +125,7 @@ export function flattenCounters(c: RmCounters, src: CounterSources): Record<stri
   // Oversize datagrams never reached dispatch (the socket drops them), but they were received.
   out['rx.drop.tooLong'] += src.oversize;
   for (const t of HANDLED) out[`rx.handled.${t}`] = c.ends[t];
-  for (const group of ['hello', 'cookie', 'challenge', 'ratelimit', 'lookup', 'register', 'subscribe', 'reject', 'sessions'] as const) {
+  for (const group of ['hello', 'cookie', 'challenge', 'ratelimit', 'lookup', 'register', 'subscribe', 'reject', 'sessions', 'renew', 'members'] as const) {
     for (const [k, v] of Object.entries(c[group])) out[`${group}.${k}`] = v;
   }
   for (const [k, v] of Object.entries(src.pushes.counters)) out[`push.${k}`] = v;
@@ -109,6 +134,7 @@ export function flattenCounters(c: RmCounters, src: CounterSources): Record<stri
   out['bindings.expired'] = c.bindingsExpired;
   out['sessions.live'] = src.sessionsLive;
   out['subscriptions.live'] = src.subscriptionsLive;
+  out['members.active'] = src.membersActive;
   out['ratelimit.prefixes'] = src.limiter.size;
   out['ratelimit.overflow'] = src.limiter.overflowHits;
   if (src.store) for (const [k, v] of Object.entries(src.store.counters)) out[`store.${k}`] = v;

@@ -241,6 +241,9 @@ export class Dispatch {
       case 'challengeReply':
         // From the validated address already: nothing to move (a late echo).
         return 'challengeReply';
+      case 'renew':
+        handlers.renew(s, m);
+        return 'renew';
       default:
         return 'unexpected';
     }

@@ -174,7 +174,7 @@ export function writePush(
   binding: Uint8Array,
   ttl: number,
   prefs: readonly LocatorPref[],
-  cert: Uint8Array | null,
+  cert: Uint8Array,
 ): number {
   writeHeader(out, MsgType.push, sid, seq);
   let o = HEADER_LEN;

@@ -11,6 +11,7 @@ import {
   type LookupReply,
   type Register,
   type RegisterReply,
+  type Renew,
   type Subscribe,
   type Unsubscribe,
 } from '../shared/wire/messages.ts';
@@ -20,10 +21,13 @@ import { writeLookupReply } from './fastpath.ts';
 import type { Policy } from './policy.ts';
 import type { PushQueue, Subscriptions } from './push.ts';
 import type { Realm } from './realm.ts';
-import type { ControlSocket, Session, SessionTable } from './sessions.ts';
+import type { ControlSocket, HelloOutcome, Session, SessionTable } from './sessions.ts';
 import { StoredBinding, type BindingStore } from './store/bindings.ts';
-import { idKey } from '../shared/ids.ts';
+import { HostId, idKey } from '../shared/ids.ts';
 import type { Outbox } from './tx.ts';
+import type { Admission } from './admission.ts';
+import type { Member } from './store/members.ts';
+import { verifyHello } from './sessions.ts';
 
 /**
  * What the Realm Manager does with each message that passed dispatch (authenticated, decoded):
@@ -46,6 +50,9 @@ export interface HandlerParts {
   readonly pushes: PushQueue;
   readonly counters: RmCounters;
   readonly tx: Outbox;
+  readonly admission: Admission;
+  /** Wall-clock ms (certificates are checked against other hosts' clocks). */
+  readonly wallClock: () => number;
 }
 
 const NO_PREFS: readonly never[] = Object.freeze([]);
@@ -64,8 +71,10 @@ export class Handlers {
   private readonly maxTtlS: number;
   private readonly negativeTtlS: number;
   private readonly idScratch = new Uint8Array(16);
+  private readonly admission: Admission;
 
   constructor(private readonly p: HandlerParts) {
+    this.admission = p.admission;
     this.c = p.counters;
     this.store = p.store;
     this.tx = p.tx;
@@ -73,9 +82,58 @@ export class Handlers {
     this.negativeTtlS = p.config.lookup.negativeTtlS;
   }
 
+  /**
+   * HELLO: a retransmission gets the WELCOME already given; then the membership gate (no public-key
+   * work: a stranger costs a map lookup, a bad token two BLAKE2s); then the signature; a join is
+   * committed before its WELCOME. Refusals are REJECTs smaller than the HELLO.
+   */
   hello(m: Hello, socket: ControlSocket, address: string, port: number, now: number): void {
+    const { c, admission } = this;
+    const again = this.p.sessions.repeat(m);
+    if (again !== null) return this.welcome(again, m, socket, address, port, now);
+    const g = admission.gate(m);
+    switch (g.kind) {
+      case 'notMember':
+        c.hello.notMember++;
+        return this.reject(m, RejectCode.notMember, socket, address, port);
+      case 'badToken':
+        c.hello.badToken++;
+        this.p.log.debug({ why: g.why, address }, 'join refused');
+        return this.reject(m, RejectCode.badToken, socket, address, port);
+      case 'pending':
+        c.hello.joinPending++;
+        return;
+      case 'member':
+      case 'open':
+        return this.welcome(this.p.sessions.hello(m, socket, address, port, now, () => this.helloCert(g.kind === 'member' ? g.member : admission.admitOpen(HostId.fromBytes(m.hostId), m.publicKey, m.prefixLen))), m, socket, address, port, now);
+      case 'join': {
+        const bad = verifyHello(m);
+        if (bad !== null) return this.welcome({ kind: 'invalid', reason: bad }, m, socket, address, port, now);
+        admission.join(m, g, (member) => {
+          if (member === null) {
+            c.hello.joinFailed++;
+            return;
+          }
+          c.hello.joined++;
+          this.p.log.info({ hostId: member.id.toString(), address }, 'host joined the realm with a token');
+          const r = this.p.sessions.hello(m, socket, address, port, this.p.clock.now(), () => this.helloCert(member), true);
+          this.welcome(r, m, socket, address, port, now);
+        });
+        return;
+      }
+    }
+  }
+
+  private helloCert(member: Member): Uint8Array | null {
+    return this.admission.certFor(member, this.admission.nowS());
+  }
+
+  private reject(m: Hello, code: number, socket: ControlSocket, address: string, port: number): void {
+    this.tx.sendOn(socket, encode({ type: 'reject', reqId: m.reqId, code, sid: 0 }, null), port, address);
+  }
+
+  private welcome(r: HelloOutcome, m: Hello, socket: ControlSocket, address: string, port: number, now: number): void {
     const { c, tx } = this;
-    const r = this.p.sessions.hello(m, socket, address, port, now);
     if (r.kind === 'invalid') {
       c.hello.invalid++;
       this.p.log.debug({ reason: r.reason, address }, 'hello rejected');
@@ -84,8 +142,7 @@ export class Handlers {
     if (r.kind === 'busy') {
       c.hello.busy++;
       if (r.reason === 'prefix') c.hello.prefixFull++;
-      tx.sendOn(socket, encode({ type: 'reject', reqId: m.reqId, code: RejectCode.busy, sid: 0 }, null), port, address);
-      return;
+      return this.reject(m, RejectCode.busy, socket, address, port);
     }
     if (r.fresh) {
       c.hello.welcome++;
@@ -93,6 +150,46 @@ export class Handlers {
     } else c.hello.retransmit++;
     r.session.lastSeen = now;
     tx.sendOn(socket, encode(r.welcome, null), port, address);
+  }
+
+  /** RENEW: a fresh certificate for the session's host (nil: no longer a member). */
+  renew(s: Session, m: Renew): void {
+    const member = this.admission.members.get(s.hostId.key);
+    const cert = member === undefined ? null : this.admission.certFor(member, this.admission.nowS());
+    this.c.renew[cert === null ? 'refused' : 'ok']++;
+    this.tx.reply(s, { type: 'renewReply', reqId: m.reqId, cert });
+  }
+
+  /**
+   * The operator revoked m (the CLI, noticed by the sweep, or the in-process API): its sessions end,
+   * its binding expires (a tombstone), and every follower that may see it is sent a REVOKE.
+   */
+  revoked(m: Member): void {
+    const { p, c } = this;
+    const k = m.key;
+    c.members.revoked++;
+    c.sessions.revoked += p.sessions.endHost(k, (s) => {
+      p.subs.dropSession(s);
+      p.pushes.dropSession(s);
+    });
+    if (this.store.get(k) !== undefined) this.store.expire(k);
+    const idBytes = m.id.toBytes();
+    const now = p.clock.now();
+    for (const f of p.subs.followers(k) ?? []) {
+      if (!f.view.mayLearn(idBytes, k)) continue;
+      if (p.pushes.revoke(f, k, idBytes, now)) c.members.revokesPushed++;
+    }
+    p.log.info({ hostId: m.id.toString() }, 'member revoked: sessions ended, binding expired, followers told');
+  }
+
+  /** The member record behind a stored binding, and the certificate to serve with it now (null: none). */
+  private certOf(rec: StoredBinding, k: string): Uint8Array | null {
+    let m = rec.member ?? this.admission.members.get(k);
+    if (m === undefined && this.admission.open) {
+      const d = decodeBinding(rec.bytes);
+      if (d.ok) m = this.admission.admitOpen(d.binding.hostId, d.binding.publicKey, d.binding.prefixLen);
+    }
+    return m === undefined ? null : this.admission.certFor(m, Math.floor(this.p.wallClock() / 1000));
   }
 
   /**
@@ -107,9 +204,11 @@ export class Handlers {
     for (let i = 0; i < 16; i++) idScratch[i] = buf[idOff + i];
     s.txSeq++;
     let n: number;
-    if (rec !== undefined && s.view.mayLearn(idScratch, k)) {
+    // A binding goes out only with its host's certificate (a revoked host's binding is expired anyway).
+    const cert = rec !== undefined && s.view.mayLearn(idScratch, k) ? this.certOf(rec, k) : null;
+    if (rec !== undefined && cert !== null) {
       c.lookup.positive++;
-      n = writeLookupReply(tx.out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, Math.min(rec.ttl, this.maxTtlS), rec.bytes, rec.prefs, null);
+      n = writeLookupReply(tx.out, s.sid, s.txSeq, s.keys.s2c, reqId, buf, idOff, Math.min(rec.ttl, this.maxTtlS), rec.bytes, rec.prefs, cert);
     } else {
       // Location privacy: a denied asker gets exactly the answer for an unknown ID.
       if (rec !== undefined) c.lookup.denied++;
@@ -124,9 +223,10 @@ export class Handlers {
     const k = idKey(m.hostId);
     const rec = this.store.get(k);
     let ans: LookupReply;
-    if (rec !== undefined && s.view.mayLearn(m.hostId, k)) {
+    const cert = rec !== undefined && s.view.mayLearn(m.hostId, k) ? this.certOf(rec, k) : null;
+    if (rec !== undefined && cert !== null) {
       c.lookup.positive++;
-      ans = { type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: Math.min(rec.ttl, this.maxTtlS), binding: rec.bytes, prefs: rec.prefs, cert: null };
+      ans = { type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: Math.min(rec.ttl, this.maxTtlS), binding: rec.bytes, prefs: rec.prefs, cert };
     } else {
       // Location privacy: a denied asker gets exactly the answer for an unknown ID.
       if (rec !== undefined) c.lookup.denied++;
@@ -164,6 +264,16 @@ export class Handlers {
       return answer(idBytes, 0, RegisterStatus.notInRealm, 0);
     }
     const k = idKey(idBytes);
+    // The key pinned for the member (its HELLO proved it; a session outlives nothing but revocation).
+    const member = this.admission.members.get(k);
+    if (member === undefined || !member.active) {
+      c.register.notOwner++;
+      return answer(idBytes, 0, RegisterStatus.notOwner, 0);
+    }
+    if (!Buffer.from(member.publicKey).equals(Buffer.from(b.publicKey))) {
+      c.register.forged++;
+      return answer(idBytes, 0, RegisterStatus.forged, 0);
+    }
     const held = store.held(k);
     const order = compareSeq(held, b);
     if (order === 'stale' || order === 'conflict') {
@@ -186,7 +296,7 @@ export class Handlers {
       if (store.get(k) !== undefined) return store.refresh(k, expiresAt, done(true));
       const desc = describeBinding(p.realm, p.policy, b.bytes);
       if (desc === null) return answer(idBytes, 0, RegisterStatus.notInRealm, 0);
-      return store.put(k, new StoredBinding(b.bytes, b.seq, expiresAt, desc.ttl, desc.prefs), done(false));
+      return store.put(k, new StoredBinding(b.bytes, b.seq, expiresAt, desc.ttl, desc.prefs, member), done(false));
     }
     const v = verifyBinding(b);
     if (!v.ok) {
@@ -194,7 +304,7 @@ export class Handlers {
       p.log.debug({ hostId: b.hostId.toString(), reason: v.reason }, 'forged binding rejected');
       return answer(idBytes, held?.seq ?? 0, RegisterStatus.forged, 0);
     }
-    store.put(k, new StoredBinding(b.bytes, b.seq, expiresAt, b.ttl, p.policy.prefsFor(b.locators)), done(false));
+    store.put(k, new StoredBinding(b.bytes, b.seq, expiresAt, b.ttl, p.policy.prefsFor(b.locators), member), done(false));
   }
 
   /** After a commit: pushes the binding now held for k to each follower the policy lets see it. */
@@ -204,7 +314,9 @@ export class Handlers {
     if (followers === undefined || rec === undefined) return;
     const now = this.p.clock.now();
     const ttl = Math.min(rec.ttl, this.maxTtlS);
-    for (const f of followers) if (f.view.mayLearn(idBytes, k)) this.p.pushes.push(f, k, rec.bytes, ttl, rec.prefs, now);
+    const cert = this.certOf(rec, k);
+    if (cert === null) return;
+    for (const f of followers) if (f.view.mayLearn(idBytes, k)) this.p.pushes.push(f, k, rec.bytes, ttl, rec.prefs, now, cert);
   }
 
   /** Answers the same count for IDs the asker may not see: a SUBSCRIBE reveals nothing. */

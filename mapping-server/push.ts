@@ -15,6 +15,8 @@ import type { PendingPush, Session } from './sessions.ts';
  *    pending pushes per session (a session over its cap loses its own oldest pending push, never
  *    another session's) and in total. Overflow is counted.
  */
+const NO_CERT = new Uint8Array(0);
+
 export type PushDecision = 'wait' | 'send' | 'giveUp';
 
 /** Pure: what to do with a pending push at time now. */
@@ -113,13 +115,26 @@ export class PushQueue {
     return this.count;
   }
 
+  /** Queues and sends at once. False when the queue is full (counted). cert: the host's certificate. */
+  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number, cert: Uint8Array): boolean {
+    return this.enqueue(s, key, { binding, ttl, prefs, cert, revoke: false }, now);
+  }
+
+  /**
+   * A REVOKE of the ID key (whose 16 bytes are hostId) to a follower: the same push ID space and
+   * retransmission, and it replaces a binding push for that ID still pending.
+   */
+  revoke(s: Session, key: string, hostId: Uint8Array, now: number): boolean {
+    return this.enqueue(s, key, { binding: hostId, ttl: 0, prefs: [], cert: NO_CERT, revoke: true }, now);
+  }
+
   /**
    * Queues and sends at once. False when the queue is full (counted). A session at its own cap
    * makes room by dropping its oldest pending push (Map order is insertion order, and a replaced
    * push is re-inserted): the newest binding matters most to a follower, and a session that does
    * not acknowledge can only crowd out itself.
    */
-  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number): boolean {
+  private enqueue(s: Session, key: string, what: Pick<PendingPush, 'binding' | 'ttl' | 'prefs' | 'cert' | 'revoke'>, now: number): boolean {
     const old = s.pushByKey.get(key);
     if (old !== undefined) {
       s.pushes.delete(old);
@@ -135,7 +150,7 @@ export class PushQueue {
     }
     const pushId = s.nextPushId;
     s.nextPushId = s.nextPushId >= 0xffffffff ? 1 : s.nextPushId + 1;
-    const p: PendingPush = { key, pushId, binding, ttl, prefs, attempts: 1, nextAt: now + pushBackoffMs(1, this.retransmitMs) };
+    const p: PendingPush = { key, pushId, ...what, attempts: 1, nextAt: now + pushBackoffMs(1, this.retransmitMs) };
     s.pushes.set(pushId, p);
     s.pushByKey.set(key, pushId);
     this.count++;

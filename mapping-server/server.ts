@@ -12,6 +12,9 @@ import { Realm } from './realm.ts';
 import { SessionTable, type ControlSocket } from './sessions.ts';
 import { BindingStore } from './store/bindings.ts';
 import { Sweep } from './sweep.ts';
+import { Admission, publicKeyFromConfig } from './admission.ts';
+import { MemberTable, type Member, type MemberChanges } from './store/members.ts';
+import { HostId, Prefix } from '../shared/ids.ts';
 import { Outbox } from './tx.ts';
 import { openUdpSocket, type OnDatagram, type OnFault, type OpenSocket } from './udp.ts';
 
@@ -35,6 +38,8 @@ export interface RmDeps {
   readonly store?: BindingStore;
   /** Default: the batched native socket (udp.ts). */
   readonly openSocket?: OpenSocket;
+  /** Wall-clock ms for certificates (default Date.now): they are checked on other hosts' clocks. */
+  readonly wallClock?: () => number;
 }
 
 export type { OnDatagram, OnFault, OpenSocket };
@@ -50,6 +55,16 @@ export interface MappingServer {
   readonly realm: Realm;
   /** Live bindings held. */
   bindingCount(): number;
+  /**
+   * Admits a public key under prefix (default: the realm's), durably; resolves with its host ID. The
+   * in-process twin of `realmnet rm admit` (which writes the store from another process). A revoked
+   * member is admitted again.
+   */
+  admit(publicKey: Uint8Array, prefix?: Prefix): Promise<HostId>;
+  /** Revokes a member durably, with what a CLI revocation leads to; false if it was no member. */
+  revoke(id: HostId): Promise<boolean>;
+  /** The member record of an ID (after start()), for tests and status. */
+  member(id: HostId): Member | undefined;
 }
 
 export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServer {
@@ -74,6 +89,8 @@ interface Shared {
 /** What exists from start() on. After stop() the (closed) store stays readable for counters(). */
 interface Running {
   readonly store: BindingStore;
+  readonly admission: Admission;
+  readonly handlers: Handlers;
   readonly sweep: Sweep;
   /** Emptied by stop(). */
   readonly sockets: ControlSocket[];
@@ -132,8 +149,20 @@ class RealmManager implements MappingServer {
     const { shared, realm } = this;
     const { config, log } = shared;
     // The store is loaded before the first socket opens: the first lookup already sees every binding.
-    const store = this.deps.store ?? this.openStore();
-    const handlers = new Handlers({ ...shared, store });
+    const wallClock = this.deps.wallClock ?? Date.now;
+    const members = this.deps.store === undefined ? null : new MemberTable(this.deps.store.database);
+    members?.load();
+    const opened = members === null ? this.openStore() : { store: this.deps.store as BindingStore, members };
+    const store = opened.store;
+    const admission = new Admission({ realm, rmKey: this.deps.key, members: opened.members, store, certTtlS: config.admission.certTtlS, open: config.admission.open, wallClock });
+    try {
+      await this.admitConfigKeys(admission);
+    } catch (e) {
+      if (store !== this.deps.store) store.close();
+      throw e;
+    }
+    if (config.admission.open) log.warn('admission.open: every host whose HELLO verifies is admitted; this realm has no boundary (benchmarks only)');
+    const handlers = new Handlers({ ...shared, store, admission, wallClock });
     const dispatch = new Dispatch({ ...shared, handlers });
     let sockets: ControlSocket[];
     try {
@@ -143,12 +172,16 @@ class RealmManager implements MappingServer {
       if (store !== this.deps.store) store.close();
       throw e;
     }
-    const sweep = new Sweep({ ...shared, store }, config.sweep.batch, config.sweep.intervalMs);
-    this.running = { store, sweep, sockets };
+    const sweep = new Sweep(
+      { ...shared, store, members: opened.members, onMembers: (ch) => this.applyMemberChanges(ch), tombstoneAgeMs: (86_400 + config.registration.expiryS) * 1000, wallClock },
+      config.sweep.batch,
+      config.sweep.intervalMs,
+    );
+    this.running = { store, admission, handlers, sweep, sockets };
     this.pushTicker.start();
     sweep.start();
     const listen = sockets.map((s) => `${s.local.address}:${s.local.port}`);
-    log.info({ realm: realm.name, prefix: realm.prefix.toString(), listen }, 'Realm Manager started');
+    log.info({ realm: realm.name, prefix: realm.prefix.toString(), listen, members: opened.members.activeCount() }, 'Realm Manager started');
   }
 
   async stop(): Promise<void> {
@@ -169,7 +202,62 @@ class RealmManager implements MappingServer {
     let oversize = 0;
     for (const s of this.running?.sockets ?? []) oversize += s.oversize?.() ?? 0;
     const store = this.running?.store ?? this.deps.store;
-    return flattenCounters(counters, { oversize, pushes, limiter, sessionsLive: sessions.size, subscriptionsLive: subs.total, store });
+    return flattenCounters(counters, { oversize, pushes, limiter, sessionsLive: sessions.size, subscriptionsLive: subs.total, store, membersActive: this.running?.admission.members.activeCount() ?? 0 });
+  }
+
+  admit(publicKey: Uint8Array, prefix: Prefix = this.realm.prefix): Promise<HostId> {
+    const r = this.running;
+    if (r === null) return Promise.reject(new Error('the RM is not running'));
+    return new Promise((resolve, reject) =>
+      r.admission.admitKey(publicKey, prefix, 'admit', true, (m, err) => {
+        if (m === null) return reject(err ?? new Error('not admitted'));
+        this.shared.counters.members.admitted++;
+        resolve(m.id);
+      }),
+    );
+  }
+
+  revoke(id: HostId): Promise<boolean> {
+    const r = this.running;
+    if (r === null) return Promise.reject(new Error('the RM is not running'));
+    return new Promise((resolve, reject) =>
+      r.admission.revoke(id, (m, err) => {
+        if (err !== null) return reject(err);
+        if (m !== null) r.handlers.revoked(m);
+        resolve(m !== null);
+      }),
+    );
+  }
+
+  member(id: HostId): Member | undefined {
+    return this.running?.admission.members.get(id.key);
+  }
+
+  /** What the CLI changed in the store, applied (the sweep polls for it once a tick). */
+  private applyMemberChanges(ch: MemberChanges): void {
+    const r = this.running;
+    if (r === null) return;
+    const { log, counters } = this.shared;
+    for (const m of [...ch.added, ...ch.readmitted]) {
+      counters.members.admitted++;
+      log.info({ hostId: m.id.toString(), via: m.via }, 'member admitted');
+    }
+    for (const m of ch.revoked) r.handlers.revoked(m);
+  }
+
+  /** admission.keys: admitted under the realm prefix before the sockets open (a revoked one stays revoked). */
+  private async admitConfigKeys(admission: Admission): Promise<void> {
+    const { config, log } = this.shared;
+    for (const entry of config.admission.keys) {
+      const pk = publicKeyFromConfig(entry);
+      await new Promise<void>((resolve, reject) =>
+        admission.admitKey(pk, this.realm.prefix, 'config', false, (m, err) => {
+          if (m === null) return reject(err ?? new Error('not admitted'));
+          if (!m.active) log.warn({ hostId: m.id.toString() }, 'admission.keys lists a revoked member: it stays revoked (`realmnet rm admit` re-admits it)');
+          resolve();
+        }),
+      );
+    }
   }
 
   addresses(): readonly { address: string; port: number }[] {
@@ -180,8 +268,9 @@ class RealmManager implements MappingServer {
     return (this.running?.store ?? this.deps.store)?.size ?? 0;
   }
 
-  private openStore(): BindingStore {
+  private openStore(): { store: BindingStore; members: MemberTable } {
     const { config, clock, log, realm, policy } = this.shared;
+    let members: MemberTable | null = null;
     const store = new BindingStore({
       path: config.store.path,
       synchronous: config.store.synchronous,
@@ -189,11 +278,21 @@ class RealmManager implements MappingServer {
       batchMax: config.store.batchMax,
       clock,
       log,
-      describe: (bytes) => describeBinding(realm, policy, bytes),
+      describe: (bytes) => {
+        // Only members' bindings are served: a revoked host's (or an upgraded store's stranger's) is dropped.
+        const d = describeBinding(realm, policy, bytes);
+        if (d === null || members === null) return null;
+        const m = members.getId(bytes.subarray(4, 20));
+        // admission.open: a stranger's binding is kept; its member record is made on first use.
+        if (m === undefined && config.admission.open) return d;
+        return m === undefined || !m.active ? null : { ...d, member: m };
+      },
     });
+    members = new MemberTable(store.database);
+    const nm = members.load();
     const n = store.load();
-    log.info({ bindings: n, path: config.store.path }, 'binding store loaded');
-    return store;
+    log.info({ bindings: n, members: nm, path: config.store.path }, 'store loaded');
+    return { store, members };
   }
 
   /** One socket per listen address; if one fails, those already open are closed again. */

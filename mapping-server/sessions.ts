@@ -35,6 +35,10 @@ export interface PendingPush {
   readonly binding: Uint8Array;
   readonly ttl: number;
   readonly prefs: readonly LocatorPref[];
+  /** The binding's host's membership certificate (empty for a REVOKE). */
+  readonly cert: Uint8Array;
+  /** A REVOKE of the ID (binding empty) rather than a PUSH. */
+  readonly revoke: boolean;
   attempts: number;
   nextAt: number;
 }
@@ -84,7 +88,7 @@ export class Session {
 
 export type HelloOutcome =
   | { kind: 'welcome'; session: Session; welcome: Welcome; fresh: boolean }
-  | { kind: 'invalid'; reason: 'idMismatch' | 'badSignature' | 'prefixTooLong' }
+  | { kind: 'invalid'; reason: 'idMismatch' | 'badSignature' | 'prefixTooLong' | 'notMember' }
   | { kind: 'busy'; reason: 'full' | 'prefix' };
 
 export interface SessionQuotas {
@@ -106,6 +110,14 @@ export function pickEvictee<S extends { readonly proven: boolean; readonly lastS
     if (best === undefined || (best.proven && !s.proven) || (best.proven === s.proven && s.lastSeen < best.lastSeen)) best = s;
   }
   return best;
+}
+
+/** The HELLO's own claims: its ID is the hash of its key, its signature verifies. Null when valid. */
+export function verifyHello(h: Hello): 'idMismatch' | 'badSignature' | 'prefixTooLong' | null {
+  if (h.prefixLen > MAX_ID_PREFIX_LEN) return 'prefixTooLong';
+  if (!verifyHostId(HostId.fromBytes(h.hostId), h.prefixLen, h.publicKey)) return 'idMismatch';
+  if (!verifyBytes(h.publicKey, helloSignedBytes(h.hostId, h.prefixLen, h.publicKey, h.ephemeral, h.nonce), h.signature)) return 'badSignature';
+  return null;
 }
 
 interface RecentHello {
@@ -141,25 +153,32 @@ export class SessionTable {
     return this.sessions.get(sid);
   }
 
-  /** Verifies a HELLO and creates (or finds again) its session. Costs ~1 ms of crypto when fresh. */
-  hello(h: Hello, socket: ControlSocket, address: string, port: number, now: number): HelloOutcome {
-    const nonceKey = Buffer.from(h.nonce).toString('hex');
-    const again = this.recent.get(nonceKey);
-    if (again !== undefined) {
-      const s = this.sessions.get(again.sid);
-      // Only the exact same HELLO gets the old answer (a different one with a reused nonce is checked anew).
-      if (s !== undefined && Buffer.from(s.hostId.toBytes()).equals(Buffer.from(h.hostId))) {
-        return { kind: 'welcome', session: s, welcome: { ...again.welcome, reqId: h.reqId }, fresh: false };
-      }
-    }
+  /** The WELCOME already given to this exact HELLO (a retransmission), if any. */
+  repeat(h: Hello): HelloOutcome | null {
+    const again = this.recent.get(Buffer.from(h.nonce).toString('hex'));
+    if (again === undefined) return null;
+    const s = this.sessions.get(again.sid);
+    // Only the exact same HELLO gets the old answer (a different one with a reused nonce is checked anew).
+    if (s === undefined || !Buffer.from(s.hostId.toBytes()).equals(Buffer.from(h.hostId))) return null;
+    return { kind: 'welcome', session: s, welcome: { ...again.welcome, reqId: h.reqId }, fresh: false };
+  }
+
+  /**
+   * Verifies a HELLO (unless the caller did: preverified) and creates (or finds again) its session.
+   * Costs ~1 ms of crypto when fresh. cert: the host's membership certificate for the WELCOME,
+   * asked for only once the HELLO verified.
+   */
+  hello(h: Hello, socket: ControlSocket, address: string, port: number, now: number, cert: (hostId: HostId) => Uint8Array | null, preverified = false): HelloOutcome {
+    const again = this.repeat(h);
+    if (again !== null) return again;
+    // Cheap refusals before the signature check.
     const prefix = prefixKey(address);
     if ((this.byPrefix.get(prefix) ?? 0) >= this.quotas.perPrefix) return { kind: 'busy', reason: 'prefix' };
-    if (h.prefixLen > MAX_ID_PREFIX_LEN) return { kind: 'invalid', reason: 'prefixTooLong' };
-    const hostId = HostId.fromBytes(h.hostId);
-    if (!verifyHostId(hostId, h.prefixLen, h.publicKey)) return { kind: 'invalid', reason: 'idMismatch' };
-    if (!verifyBytes(h.publicKey, helloSignedBytes(h.hostId, h.prefixLen, h.publicKey, h.ephemeral, h.nonce), h.signature)) {
-      return { kind: 'invalid', reason: 'badSignature' };
+    if (!preverified) {
+      const bad = verifyHello(h);
+      if (bad !== null) return { kind: 'invalid', reason: bad };
     }
+    const hostId = HostId.fromBytes(h.hostId);
     const same = this.byId.get(hostId.key);
     if (same !== undefined && same.size >= this.quotas.perId) {
       const old = pickEvictee(same);
@@ -169,6 +188,8 @@ export class SessionTable {
       }
     }
     if (this.sessions.size >= this.max) return { kind: 'busy', reason: 'full' };
+    const certBytes = cert(hostId);
+    if (certBytes === null) return { kind: 'invalid', reason: 'notMember' };
     let sid = randomSid();
     while (this.sessions.has(sid)) sid = randomSid();
     const eph = createEphemeral();
@@ -189,10 +210,24 @@ export class SessionTable {
       rmPublicKey: this.rmKey.publicKey,
       ephemeral: eph.publicKey,
       signature: signBytes(this.rmKey, welcomeSignedBytes(sid, eph.publicKey, h.hostId, h.ephemeral, h.nonce)),
-      cert: null,
+      cert: certBytes,
     };
-    if (this.recent.size < this.max) this.recent.set(nonceKey, { sid, welcome, at: now });
+    if (this.recent.size < this.max) this.recent.set(Buffer.from(h.nonce).toString('hex'), { sid, welcome, at: now });
     return { kind: 'welcome', session, welcome, fresh: true };
+  }
+
+  /** Ends every session of this host (it was revoked); onEnd for each, as sweep() does. */
+  endHost(hostKey: string, onEnd: (s: Session) => void): number {
+    const mine = this.byId.get(hostKey);
+    if (mine === undefined) return 0;
+    let ended = 0;
+    for (const s of [...mine]) {
+      this.end(s);
+      onEnd(s);
+      ended++;
+    }
+    for (const [k, r] of this.recent) if (!this.sessions.has(r.sid)) this.recent.delete(k);
+    return ended;
   }
 
   /** Ends sessions idle for longer than idleMs; calls onEnd for each (to drop its subscriptions). */

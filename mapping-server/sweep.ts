@@ -4,6 +4,7 @@ import type { PushQueue, Subscriptions } from './push.ts';
 import type { RateLimiter } from './ratelimit.ts';
 import type { SessionTable } from './sessions.ts';
 import type { BindingStore, StoredBinding } from './store/bindings.ts';
+import type { MemberChanges, MemberTable } from './store/members.ts';
 
 /**
  * Expiry, in one timer (a sweep rather than a timer per entry). Each tick:
@@ -11,7 +12,11 @@ import type { BindingStore, StoredBinding } from './store/bindings.ts';
  *      stopped, and expires those past their time (bindings.expired; the row becomes a tombstone);
  *   2. ends sessions idle for sessions.idleS, with their subscriptions and pending pushes
  *      (sessions.expired);
- *   3. forgets rate-limit buckets that have refilled.
+ *   3. forgets rate-limit buckets that have refilled;
+ *   4. asks SQLite whether another process (the operator's CLI) changed the members table (one
+ *      pragma) and hands the changes over (admissions, revocations);
+ *   5. deletes, in bounded batches, tombstones older than tombstoneAgeMs past their expiry and spent
+ *      invites past theirs (store.gc: two index seeks when there is nothing to delete).
  * The incremental scan bounds the work per tick whatever the number of bindings: a million bindings
  * at the default 50,000 per second are all visited every 20 s, well inside the 180 s expiry.
  */
@@ -29,6 +34,11 @@ export interface SweepParts {
   readonly pushes: PushQueue;
   readonly limiter: RateLimiter;
   readonly counters: RmCounters;
+  readonly members: MemberTable;
+  readonly onMembers: (changes: MemberChanges) => void;
+  /** A tombstone is deleted this long after its registration expired (docs/security.md: a day + expiryS). */
+  readonly tombstoneAgeMs: number;
+  readonly wallClock: () => number;
 }
 
 export class Sweep {
@@ -72,5 +82,8 @@ export class Sweep {
       pushes.dropSession(s);
     });
     limiter.prune(now);
+    const changes = this.p.members.poll();
+    if (changes !== null) this.p.onMembers(changes);
+    store.gc(now - this.p.tombstoneAgeMs, Math.floor(this.p.wallClock() / 1000), this.batch);
   }
 }

@@ -45,7 +45,9 @@ export class Outbox {
 
   /** PushQueue's send: written by hand into the reused buffer, no msgpackr, no Buffer per follower. */
   push(s: Session, p: PendingPush): void {
+    // REVOKE is rare (an operator's act): the general encoder is fine for it.
+    if (p.revoke) return this.reply(s, { type: 'revoke', pushId: p.pushId, hostId: p.binding });
     s.txSeq++;
-    this.sendWritten(s, writePush(this.out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.binding, p.ttl, p.prefs, null));
+    this.sendWritten(s, writePush(this.out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.binding, p.ttl, p.prefs, p.cert));
   }
 }

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { up, TESTBED, type NsProcess, type Testbed } from './testbed/topology.ts';
-import { REALM, writeRealmConfigs } from './testbed/configs.ts';
+import { REALM, addJoinToken, writeRealmConfigs } from './testbed/configs.ts';
 import { plotFailover } from './bench/plot.ts';
 import { RESULTS_DIR } from './bench/table.ts';
 import { failoversSince, failoverView, pathsVia, runFlow, waitFor, type FailoverRecord, type FailoverView } from '../test/helpers/failover.ts';
@@ -143,12 +143,24 @@ ch    the correspondent host: ${V4.ch.core}
 rm    the Realm Manager of the realm: ${V4.rm.core}`);
 
     say('Starting the Realm Manager (the mapping server) in rm');
-    const cfg = await writeRealmConfigs(dir, { logFormat: 'pretty', logLevel: 'info' });
+    // ch is admitted by its key in the RM's config; mh joins with a one-time token, below.
+    const cfg = await writeRealmConfigs(dir, { logFormat: 'pretty', logLevel: 'info', joiners: ['mh'] });
     const HOST_IDS = cfg.ids;
     show(`realm "${REALM.name}", ID prefix ${REALM.prefix}, listening on ${cfg.rmAddress}:4342 (UDP).
 It stores signed bindings (host ID -> locators) in an embedded SQLite database before it
 acknowledges them, answers lookups by its realm's policy and pushes changes to subscribers.`);
     const rmProc = tb.spawn('rm', process.execPath, [CLI, 'rm', '--config', cfg.rm], { cwd: REPO });
+
+    say('Inviting mh into the realm: realmnet rm invite');
+    const inv = await tb.exec('rm', process.execPath, [CLI, 'rm', 'invite', '--config', cfg.rm, '--ttl', '1h'], { cwd: REPO });
+    const token = inv.stdout.trim();
+    await addJoinToken(cfg.mh, token);
+    show(`Only members of the realm are served. ch was admitted by its public key (admission.keys in the
+RM's config); mh gets a one-time join token, which the operator puts into mh's agent config:
+  rm:
+    join: ${token.slice(0, 40)}…
+The token pins the RM's key, names the realm prefix, and works once: the RM records it when mh
+joins, and hands mh a membership certificate signed by the realm key.`);
 
     say('Starting a realmnet agent on mh and on ch');
     show(`Each host has an Ed25519 key; its host ID is the realm prefix + a hash of its public key:
@@ -162,7 +174,7 @@ mh: ${V4.mh.ispa} (ispa, priority 1) and ${V4.mh.ispb} (ispb, priority 2); ch: $
     await waitForOverlay(tb, HOST_IDS.ch, [rmProc, mh, ch]);
     show(
       [...mh.stderrTail().split('\n'), ...rmProc.stderrTail().split('\n')]
-        .filter((l) => /agent up|binding registered|Realm Manager started/.test(l))
+        .filter((l) => /agent up|binding registered|Realm Manager started|joined the realm|membership certificate/.test(l))
         .join('\n'),
     );
 

@@ -102,6 +102,11 @@ export interface MapEntry {
   readonly createdAt: number;
   /** When the binding may no longer be used (clock ms); Infinity for static bindings. */
   readonly expiresAt: number;
+  /**
+   * When the host's membership certificate ends (clock ms): no binding of it, from the RM or from
+   * the host directly, is used past this. Absent for static bindings.
+   */
+  readonly certExpiresAt?: number;
   /** The binding's sequence number (0 for static bindings). */
   readonly seq: number;
 }

@@ -6,10 +6,13 @@ import { deriveHostId, type HostId, type Prefix } from '../../shared/ids.ts';
 import type { KeyPair } from '../../shared/crypto/ed25519.ts';
 import type { Binding } from '../../shared/binding.ts';
 import { decodeBody, decodeHeader } from '../../shared/wire/codec.ts';
-import { MAX_IDS_PER_MESSAGE, RegisterStatus, RejectCode, type ControlMessage, type LookupReply, type Push, type RegisterReply, type Welcome } from '../../shared/wire/messages.ts';
-import { AnswerVerifier, type AnswerRefusal, type BindingAnswer, type LookupResult } from './answers.ts';
+import { MAX_IDS_PER_MESSAGE, RegisterStatus, RejectCode, type ControlMessage, type LookupReply, type Push, type RegisterReply, type Revoke, type Welcome } from '../../shared/wire/messages.ts';
+import { HostId as HostIdClass } from '../../shared/ids.ts';
+import type { JoinToken } from '../../shared/membership.ts';
+import type { AnswerRefusal, AnswerVerifier, BindingAnswer, LookupResult } from './answers.ts';
 import { DEFAULT_RETRANSMIT, RequestTable, type RetransmitPolicy } from './requests.ts';
 import { RmSession } from './session.ts';
+import { RealmTrust } from './trust.ts';
 
 
 /**
@@ -33,11 +36,19 @@ import { RmSession } from './session.ts';
  * 5. Registered bindings are re-sent every `refresh` seconds (the RM says how often) until stop(), so
  *    the registration never expires; a newer register() replaces the kept binding. Followed IDs are
  *    re-subscribed on the same beat, which also keeps the session alive.
+ * 6. Membership (docs/security.md): WELCOME carries this host's certificate (trust.ts keeps it); two
+ *    thirds into its life the client asks for a fresh one (RENEW), retrying until it has one. A
+ *    REJECT of the HELLO as "not a member" or "bad token" is logged once (what the operator should
+ *    do) and the HELLO is retried with backoff: the operator may admit the host later. A REVOKE of
+ *    a peer is acknowledged and handed to onRevoke listeners (the resolver forgets the peer).
  */
 export interface RmAddress {
   readonly address: string;
   readonly port: number;
-  /** The RM's Ed25519 public key (32 bytes). When given, a WELCOME signed by any other key is refused. */
+  /**
+   * The RM's Ed25519 public key (32 bytes). When given, a WELCOME signed by any other key is refused;
+   * without it, only the realm keys the host pinned are accepted (never the first key that answers).
+   */
   readonly publicKey?: Uint8Array;
 }
 
@@ -56,6 +67,15 @@ export interface RmClientOptions {
   readonly maxOutstanding?: number;
   /** IDs whose last sequence number is remembered (to reject older bindings later). Default 65536. */
   readonly maxTrackedIds?: number;
+  /**
+   * The host's realm trust (pinned realm keys, join token, its certificate), shared by the clients of
+   * all its uplinks. Default: one of its own, pinning the rm[].publicKey keys and join's realm key.
+   */
+  readonly trust?: RealmTrust;
+  /** A join token (when no trust is given): its proof goes in HELLO until the host holds a certificate. */
+  readonly join?: JoinToken;
+  /** Called with the ID of every peer the RM revoked (and until when, Unix seconds, it is refused). */
+  readonly onRevoke?: (hostId: HostId, untilS: number) => void;
   /** Called with every verified pushed binding. More can be added with onPush(). */
   readonly onPush?: (answer: BindingAnswer) => void;
   /** For jitter; tests pass a fixed one. */
@@ -85,6 +105,11 @@ export interface RmClient {
   unsubscribe(hostIds: readonly HostId[]): Promise<void>;
   /** Adds a push listener; returns a function that removes it. */
   onPush(cb: (answer: BindingAnswer) => void): () => void;
+  /** Adds a revocation listener (a peer the RM revoked); returns a function that removes it. */
+  onRevoke(cb: (hostId: HostId, untilS: number) => void): () => void;
+  /** Asks the RM for a fresh membership certificate now; resolves with whether one came. */
+  renew(): Promise<boolean>;
+  readonly trust: RealmTrust;
   /** Whether a request now would be kept (not refused as busy): check before starting one. */
   hasRoom(): boolean;
   counters(): Record<string, number>;
@@ -116,6 +141,10 @@ const COUNTER_NAMES = [
   'rx.handled.cookie',
   /** Authenticated CHALLENGEs (the RM saw us at a new address): echoed at once. */
   'rx.handled.challenge',
+  /** Authenticated REVOKEs (acknowledged; revoke.delivered). */
+  'rx.handled.revoke',
+  /** REJECTs of our HELLO: not a member (hello.notMember) or a bad/used token (hello.badToken). */
+  'rx.handled.helloRejected',
   'requests.sent',
   'requests.retransmitted',
   'requests.timedOut',
@@ -124,6 +153,20 @@ const COUNTER_NAMES = [
   'binding.forged',
   'binding.mismatch',
   'binding.stale',
+  /** A binding served without a certificate, with one that did not verify or name its ID and key, for
+   *  another prefix length, with another key than the one pinned for the ID, or of a revoked ID. */
+  'binding.noCert',
+  'binding.badCert',
+  'binding.prefixLen',
+  'binding.keyChanged',
+  'binding.revoked',
+  'revoke.delivered',
+  'hello.notMember',
+  'hello.badToken',
+  'cert.renewed',
+  'cert.renewFailed',
+  /** RENEW-REPLY with nil: this host is no longer a member. */
+  'cert.revoked',
   'push.received',
   'push.delivered',
   /** Verified pushes for IDs this host does not follow: dropped. */
@@ -148,7 +191,13 @@ class Client implements RmClient {
   private readonly session: RmSession;
   private readonly requests: RequestTable;
   private readonly answers: AnswerVerifier;
+  readonly trust: RealmTrust;
   private readonly pushListeners = new Set<(a: BindingAnswer) => void>();
+  private readonly revokeListeners = new Set<(id: HostId, untilS: number) => void>();
+  private renewTimer: NodeJS.Timeout | null = null;
+  private renewing = false;
+  /** REJECTs of our HELLO seen (the first, and every 20th, is logged). */
+  private helloRejects = 0;
   /** Bindings kept registered, by idKey of the host ID. */
   private readonly kept = new Map<string, Binding>();
   /** Followed IDs by idKey; the IDs themselves go back on the wire when the client re-subscribes. */
@@ -172,7 +221,13 @@ class Client implements RmClient {
     this.policy = { ...DEFAULT_RETRANSMIT, ...opts.retransmit };
     this.random = opts.random ?? Math.random;
     this.hostId = deriveHostId(opts.prefix, opts.key.publicKey);
-    this.session = new RmSession(opts.key, this.hostId.toBytes(), opts.prefix.length, this.policy, this.random);
+    this.trust =
+      opts.trust ??
+      new RealmTrust({ realmKeys: opts.rm.flatMap((r) => (r.publicKey === undefined ? [] : [r.publicKey])), join: opts.join ?? null, maxTrackedIds: opts.maxTrackedIds });
+    if (this.trust.realmKeys.length === 0) {
+      throw new RealmnetError('CONFIG_INVALID', 'RM client: no realm key pinned', 'give the RM public key (rm.servers[].publicKey, from `realmnet rm key --config rm.yaml`) or a join token (rm.join)');
+    }
+    this.session = new RmSession(opts.key, this.hostId.toBytes(), opts.prefix.length, this.policy, this.random, this.trust);
     this.requests = new RequestTable(this.policy, opts.maxOutstanding ?? 1024, {
       clock: this.clock,
       random: this.random,
@@ -185,8 +240,9 @@ class Client implements RmClient {
       onSent: (re) => void this.c[re ? 'requests.retransmitted' : 'requests.sent']++,
       onTimeout: () => void this.c['requests.timedOut']++,
     });
-    this.answers = new AnswerVerifier(opts.maxTrackedIds ?? 65_536);
+    this.answers = this.trust.answers;
     if (opts.onPush) this.pushListeners.add(opts.onPush);
+    if (opts.onRevoke) this.revokeListeners.add(opts.onRevoke);
     this.socket = opts.socket ?? null;
     this.ownSocket = opts.socket === undefined;
   }
@@ -205,7 +261,8 @@ class Client implements RmClient {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
     if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
-    this.timer = this.refreshTimer = null;
+    if (this.renewTimer !== null) clearTimeout(this.renewTimer);
+    this.timer = this.refreshTimer = this.renewTimer = null;
     this.requests.failAll(stoppedError());
     for (const w of this.readyWaiters) w.reject(stoppedError());
     this.readyWaiters = [];
@@ -242,8 +299,8 @@ class Client implements RmClient {
       throw new RealmnetError('BINDING_INVALID', `the RM answered a lookup of ${id.toString()} for another ID`);
     }
     if (r.binding === null) return Object.freeze({ kind: 'negative', hostId: id, ttl: r.ttl });
-    const a = this.verified(this.answers.check(r.binding, id, r.ttl, r.prefs));
-    if (a === null) throw new RealmnetError('BINDING_INVALID', `the RM served an invalid binding for ${id.toString()} (forged, mismatched or stale)`);
+    const a = this.verified(this.answers.check(r.binding, id, r.ttl, r.prefs, r.cert));
+    if (a === null) throw new RealmnetError('BINDING_INVALID', `the RM served an invalid binding for ${id.toString()} (forged, mismatched, stale, revoked or without a valid certificate)`);
     return a;
   }
 
@@ -265,6 +322,29 @@ class Client implements RmClient {
   onPush(cb: (answer: BindingAnswer) => void): () => void {
     this.pushListeners.add(cb);
     return () => this.pushListeners.delete(cb);
+  }
+
+  onRevoke(cb: (hostId: HostId, untilS: number) => void): () => void {
+    this.revokeListeners.add(cb);
+    return () => this.revokeListeners.delete(cb);
+  }
+
+  async renew(): Promise<boolean> {
+    await this.ready();
+    const r = await this.request((reqId) => ({ type: 'renew', reqId }), 'renewReply');
+    if (r.cert === null) {
+      this.c['cert.revoked']++;
+      this.log.warn({ hostId: this.hostId.toString() }, 'the RM says this host is no longer a member of the realm (revoked): ask the operator to admit it again (`realmnet rm admit`)');
+      return false;
+    }
+    const why = this.trust.offer(r.cert, this.hostId, this.opts.key.publicKey);
+    if (why !== null) {
+      this.c['cert.renewFailed']++;
+      this.log.warn({ why }, 'the RM renewed our membership certificate with one that does not verify');
+      return false;
+    }
+    this.c['cert.renewed']++;
+    return true;
   }
 
   hasRoom(): boolean {
@@ -316,7 +396,9 @@ class Client implements RmClient {
     this.c['rx.handled.welcome']++;
     if (outcome === 'late') return void this.c['answers.late']++;
     this.c['sessions.established']++;
+    this.helloRejects = 0;
     this.log.debug({ sid: m.sid, rm: `${this.rm().address}:${this.rm().port}` }, 'session established');
+    this.scheduleRenew();
     for (const w of this.readyWaiters) w.resolve();
     this.readyWaiters = [];
     // Everything in flight goes out again under the new session.
@@ -406,6 +488,7 @@ class Client implements RmClient {
       this.c['rx.handled.challenge']++;
       return this.send(reply);
     }
+    if (m.type === 'revoke') return this.onRevokeMsg(m);
     if (m.type === 'hello' || m.type === 'welcome' || m.type === 'reject' || m.type === 'pushAck' || !('reqId' in m)) return void this.c['rx.drop.unexpected']++;
     this.c['rx.handled.answer']++;
     if (!this.requests.settle(m.reqId, m)) this.c['answers.late']++;
@@ -429,10 +512,84 @@ class Client implements RmClient {
       if (b.msg.code === RejectCode.sessionUnknown && this.session.sid !== null && b.msg.sid === this.session.sid) {
         this.c['rx.handled.reject']++;
         this.loseSession('RM does not know the session');
+      } else if ((b.msg.code === RejectCode.notMember || b.msg.code === RejectCode.badToken) && b.msg.reqId === this.session.helloReqId) {
+        this.onHelloRejected(b.msg.code);
       } else this.c['rx.drop.unexpected']++;
       return;
     }
     this.c['rx.drop.unexpected']++;
+  }
+
+  /**
+   * Unauthenticated, so only a hint: it changes nothing but the log. The HELLO goes on being
+   * retransmitted (and begun again) with backoff, so the host joins once the operator admits it.
+   */
+  private onHelloRejected(code: number): void {
+    this.c['rx.handled.helloRejected']++;
+    const member = code === RejectCode.notMember;
+    this.c[member ? 'hello.notMember' : 'hello.badToken']++;
+    if (this.helloRejects++ % 20 !== 0) return;
+    const rm = `${this.rm().address}:${this.rm().port}`;
+    const id = this.hostId.toString();
+    if (member) {
+      this.log.warn(
+        { rm, hostId: id },
+        this.trust.join === null
+          ? `the RM refuses this host: not a member of the realm. Ask the operator for a join token (\`realmnet rm invite\`, then rm.join) or to admit this key (\`realmnet rm admit --public-key ${Buffer.from(this.opts.key.publicKey).toString('base64')}\`); retrying`
+          : 'the RM refuses this host: not a member of the realm (revoked?); ask the operator to admit it again; retrying',
+      );
+    } else {
+      this.log.warn({ rm, hostId: id }, 'the RM refuses the join token (expired, already used, or for another realm or prefix): ask the operator for a new one (`realmnet rm invite`) and put it in rm.join; retrying');
+    }
+  }
+
+  private onRevokeMsg(m: Revoke): void {
+    this.c['rx.handled.revoke']++;
+    const ack = this.session.seal({ type: 'pushAck', pushId: m.pushId });
+    if (ack !== null) this.send(ack);
+    const id = HostIdClass.fromBytes(m.hostId);
+    const until = this.answers.revoke(id);
+    this.c['revoke.delivered']++;
+    this.log.info({ hostId: id.toString() }, 'the RM revoked a peer: forgetting its binding');
+    for (const l of this.revokeListeners) {
+      try {
+        l(id, until);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'revoke listener threw');
+      }
+    }
+  }
+
+  /** Two thirds into the certificate's life: RENEW, retried every 30 s until a fresh one came. */
+  private scheduleRenew(): void {
+    if (this.stopped || this.renewTimer !== null) return;
+    const at = this.trust.renewAt();
+    if (at === null) return;
+    const delay = Math.max(0, Math.min(at - this.trust.wallClock(), 2 ** 31 - 1));
+    this.renewTimer = setTimeout(() => {
+      this.renewTimer = null;
+      if (this.stopped) return;
+      // Another uplink's client may have renewed it meanwhile (the trust is shared).
+      if ((this.trust.renewAt() ?? 0) > this.trust.wallClock()) return this.scheduleRenew();
+      if (this.renewing) return;
+      this.renewing = true;
+      this.renew()
+        .catch(() => {
+          this.c['cert.renewFailed']++;
+          return false;
+        })
+        .then((ok) => {
+          this.renewing = false;
+          if (ok) return this.scheduleRenew();
+          if (this.stopped) return;
+          this.renewTimer = setTimeout(() => {
+            this.renewTimer = null;
+            this.scheduleRenew();
+          }, RENEW_RETRY_MS);
+          this.renewTimer.unref();
+        }, () => undefined);
+    }, delay);
+    this.renewTimer.unref();
   }
 
   private onPushMsg(m: Push): void {
@@ -442,7 +599,7 @@ class Client implements RmClient {
     const ack = this.session.seal({ type: 'pushAck', pushId: m.pushId });
     if (ack === null) return;
     this.send(ack);
-    const a = this.verified(this.answers.check(m.binding, null, m.ttl, m.prefs));
+    const a = this.verified(this.answers.check(m.binding, null, m.ttl, m.prefs, m.cert));
     if (a === null) return;
     if (!this.followed.has(a.hostId.key)) return void this.c['push.notFollowed']++;
     this.c['push.delivered']++;
@@ -487,6 +644,9 @@ class Client implements RmClient {
     this.refreshTimer.unref();
   }
 }
+
+/** A failed renewal is tried again this often (the held certificate still has a third of its life). */
+const RENEW_RETRY_MS = 30_000;
 
 function stoppedError(): RealmnetError {
   return new RealmnetError('RM_CLIENT_STOPPED', 'the RM client was stopped', '', { userFacing: false });

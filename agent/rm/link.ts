@@ -5,6 +5,7 @@ import type { HostId, Prefix } from '../../shared/ids.ts';
 import type { KeyPair } from '../../shared/crypto/ed25519.ts';
 import type { BindingAnswer, LookupResult } from './answers.ts';
 import type { RegisterResult, RmClient } from './client.ts';
+import type { RealmTrust } from './trust.ts';
 import type { ResolverLookup } from './resolver.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 
@@ -59,6 +60,7 @@ export class RmLink implements ResolverLookup {
   private registeredAt: number | null = null;
   private lastError: string | null = null;
   private readonly pushListeners = new Set<(a: BindingAnswer) => void>();
+  private readonly revokeListeners = new Set<(id: HostId, untilS: number) => void>();
   private readonly signedListeners = new Set<(b: Binding) => void>();
   private readonly registeredListeners = new Set<(b: Binding) => void>();
   private stopped = false;
@@ -80,6 +82,9 @@ export class RmLink implements ResolverLookup {
       c.onPush((a) => {
         for (const l of this.pushListeners) l(a);
       });
+      c.onRevoke((id, until) => {
+        for (const l of this.revokeListeners) l(id, until);
+      });
       this.clients.push(c);
       c.start().catch((e: unknown) => this.noteError(e));
     });
@@ -94,6 +99,16 @@ export class RmLink implements ResolverLookup {
 
   onPush(cb: (a: BindingAnswer) => void): void {
     this.pushListeners.add(cb);
+  }
+
+  /** Every peer the RM revoked (each uplink's client may report it: listeners must be idempotent). */
+  onRevoke(cb: (id: HostId, untilS: number) => void): void {
+    this.revokeListeners.add(cb);
+  }
+
+  /** This host's realm trust (shared by the clients): its certificate, realm keys, revoked peers. */
+  trust(): RealmTrust | null {
+    return this.clients[0]?.trust ?? null;
   }
 
   /** Every binding the RM acknowledged (durably stored). */

@@ -23,7 +23,11 @@ import type { BindingAnswer, LookupResult } from './answers.ts';
  * 2a. Kept packets go back on a later turn of the event loop (setImmediate), never from within the
  *    call that resolved them, in batches no larger than the data plane's batch size.
  * 4. sweep(now) expires entries past their TTL and looks up again those about to expire. If the RM is
- *    unreachable, forwarding goes on with cached bindings until they expire.
+ *    unreachable, forwarding goes on with cached bindings until they expire, and never past the
+ *    host's membership certificate (an entry's expiresAt is the earlier of the two).
+ * 5. A peer the RM revoked (revoke()) is dropped from the cache and refused (misses, pushes, direct
+ *    updates) until its last certificate would have expired. A direct update from the peer must
+ *    carry the key of the entry it replaces (the key the realm vouched for).
  * Per-packet work happens only on a miss; the lookup itself is asynchronous.
  */
 export interface ResolverLookup {
@@ -60,6 +64,8 @@ export interface ResolverDeps {
   readonly reinjectInside: (buf: Buffer, lengths: Uint32Array, count: number) => void;
   /** outside.onBatch of the uplink the datagrams came in on. */
   readonly reinjectOutside: (uplink: number, buf: Buffer, lengths: Uint32Array, srcAddrs: Uint8Array, srcPorts: Uint16Array, count: number) => void;
+  /** Wall-clock ms (certificates end at a wall-clock time); default Date.now. */
+  readonly wallClock?: () => number;
 }
 
 interface Waiting {
@@ -67,7 +73,7 @@ interface Waiting {
   readonly outside: { uplink: number; data: Buffer; src: Uint8Array; port: number }[];
 }
 
-export const RESOLVER_COUNTERS = ['lookups', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'directApplied', 'expired', 'refreshed', 'negativeHits', 'backoffHits', 'busy', 'droppedAfterFailure'] as const;
+export const RESOLVER_COUNTERS = ['lookups', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'directApplied', 'expired', 'refreshed', 'negativeHits', 'backoffHits', 'busy', 'droppedAfterFailure', 'revoked', 'revokedHits', 'directKeyChanged', 'certExpired'] as const;
 export type ResolverCounter = (typeof RESOLVER_COUNTERS)[number];
 
 export class Resolver {
@@ -76,6 +82,8 @@ export class Resolver {
   private readonly refreshing = new Set<string>();
   /** IDs whose last lookup failed: no new lookup before `until`; `ms` doubles on each failure. */
   private readonly backoff = new Map<string, { until: number; ms: number }>();
+  /** Revoked IDs → clock ms until which they are refused. */
+  private readonly revokedIds = new Map<string, number>();
   private reinjectTimer: NodeJS.Immediate | null = null;
   private readonly toReinject: { inside: Buffer[]; outside: Waiting['outside'] } = { inside: [], outside: [] };
   private queuedTotal = 0;
@@ -90,7 +98,7 @@ export class Resolver {
   /** Data plane, inside: no binding for the destination ID at buf[idOff..]. Returns true if the packet was kept. */
   missInside(buf: Uint8Array, off: number, len: number, idOff: number): boolean {
     const key = idKey(buf, idOff);
-    if (this.isNegative(key) || this.inBackoff(key)) return false;
+    if (this.isNegative(key) || this.inBackoff(key) || this.isRevoked(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
     return this.keep(w.inside.length, () => w.inside.push(Buffer.from(buf.subarray(off, off + len))));
@@ -99,7 +107,7 @@ export class Resolver {
   /** Data plane, outside: a datagram whose inner source ID (at idOff) has no binding. */
   missOutside(uplink: number, buf: Uint8Array, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number): boolean {
     const key = idKey(buf, idOff);
-    if (this.isNegative(key) || this.inBackoff(key)) return false;
+    if (this.isNegative(key) || this.inBackoff(key) || this.isRevoked(key)) return false;
     const w = this.waitFor(key, buf, idOff);
     if (w === null) return false;
     return this.keep(w.outside.length, () =>
@@ -114,16 +122,42 @@ export class Resolver {
    */
   applyDirect(b: Binding): void {
     const held = this.deps.cache.lookup(b.hostId.toBytes(), 0);
+    if (this.isRevoked(b.hostId.key)) return;
+    // Only over a binding the realm vouched for (it carried a certificate), and with the same key.
+    if (held === undefined || held.source !== 'rm' || held.publicKey === null || !Buffer.from(held.publicKey).equals(Buffer.from(b.publicKey))) {
+      this.counters.directKeyChanged++;
+      return;
+    }
     const locators = b.locators.map((l) => {
       const h = held?.locators.find((x) => x.address === l.address && x.port === l.port);
       return h === undefined ? l : { ...l, priority: h.priority, weight: h.weight };
     });
     this.counters.directApplied++;
-    this.install({ kind: 'binding', hostId: b.hostId, binding: b, locators, ttl: b.ttl });
+    // The certificate the RM served for the held entry still bounds it.
+    const certNotAfter = held.certExpiresAt === undefined ? Infinity : this.toWall(held.certExpiresAt) / 1000;
+    this.install({ kind: 'binding', hostId: b.hostId, binding: b, locators, ttl: b.ttl, certNotAfter });
+  }
+
+  /**
+   * The RM revoked this peer: its entry goes at once, and it is refused until untilS (Unix seconds,
+   * when its last certificate would have expired). Bounded like the negative entries.
+   */
+  revoke(id: HostId, untilS: number): void {
+    this.counters.revoked++;
+    this.deps.cache.delete(id.toBytes());
+    this.negative.delete(id.key);
+    const until = this.deps.clock.now() + Math.max(0, untilS * 1000 - this.wall());
+    if (this.revokedIds.size < this.opts.maxNegative || this.revokedIds.has(id.key)) this.revokedIds.set(id.key, until);
+    this.deps.log.info({ hostId: id.toString() }, 'peer revoked by the RM: binding dropped');
+  }
+
+  revokedCount(): number {
+    return this.revokedIds.size;
   }
 
   /** A pushed (verified) binding: replace the entry at once. */
   applyPush(answer: BindingAnswer): void {
+    if (this.isRevoked(answer.hostId.key)) return;
     this.counters.pushesApplied++;
     this.install(answer);
   }
@@ -134,8 +168,9 @@ export class Resolver {
       if (e.source !== 'rm') continue;
       if (e.expiresAt <= now) {
         this.deps.cache.delete(e.id);
-        this.counters.expired++;
-        this.deps.log.info({ hostId: e.hostId }, 'binding expired (no answer from the RM in time)');
+        const byCert = e.certExpiresAt !== undefined && e.certExpiresAt <= now;
+        this.counters[byCert ? 'certExpired' : 'expired']++;
+        this.deps.log.info({ hostId: e.hostId }, byCert ? "binding dropped: the host's membership certificate ended (no fresh one from the RM)" : 'binding expired (no answer from the RM in time)');
       } else if (e.expiresAt - now <= this.opts.refreshBeforeExpiryMs) {
         const id = HostId.fromBytes(e.id);
         if (!this.refreshing.has(id.key)) this.lookup(id, true);
@@ -143,6 +178,7 @@ export class Resolver {
     }
     for (const [k, until] of this.negative) if (until <= now) this.negative.delete(k);
     for (const [k, b] of this.backoff) if (b.until + 2 * b.ms <= now) this.backoff.delete(k);
+    for (const [k, until] of this.revokedIds) if (until <= now) this.revokedIds.delete(k);
   }
 
   stop(): void {
@@ -168,6 +204,26 @@ export class Resolver {
     }
     this.negative.delete(key);
     return false;
+  }
+
+  private isRevoked(key: string): boolean {
+    const until = this.revokedIds.get(key);
+    if (until === undefined) return false;
+    if (until > this.deps.clock.now()) {
+      this.counters.revokedHits++;
+      return true;
+    }
+    this.revokedIds.delete(key);
+    return false;
+  }
+
+  private wall(): number {
+    return (this.deps.wallClock ?? Date.now)();
+  }
+
+  /** A clock time as wall-clock ms. */
+  private toWall(clockMs: number): number {
+    return clockMs - this.deps.clock.now() + this.wall();
   }
 
   private inBackoff(key: string): boolean {
@@ -214,6 +270,11 @@ export class Resolver {
         (answer) => {
           this.refreshing.delete(id.key);
           if (this.stopped) return;
+          if (answer.kind === 'binding' && this.isRevoked(id.key)) {
+            // Revoked while the lookup was in flight.
+            this.dropWaiting(id.key);
+            return;
+          }
           if (answer.kind === 'binding') {
             this.counters.positive++;
             if (refresh) this.counters.refreshed++;
@@ -245,7 +306,7 @@ export class Resolver {
     const held = this.deps.cache.lookup(answer.hostId.toBytes(), 0);
     // An older binding never replaces a newer one (a late lookup answer after a push).
     if (held !== undefined && held.source === 'rm' && held.seq > answer.binding.seq) return;
-    const entry = entryFromAnswer(answer, this.deps.uplinks(), now, held);
+    const entry = entryFromAnswer(answer, this.deps.uplinks(), now, held, this.wall());
     if (!this.deps.cache.set(entry)) {
       this.deps.log.warn({ hostId: entry.hostId }, 'map-cache full: binding not cached (raise limits.mapCacheEntries)');
       return;
@@ -314,9 +375,11 @@ function fromBinding(l: Locator): BoundLocator {
  * choice (paths/probing.ts) then decides with the new locators; the data plane never sees a static
  * choice in between, which would reorder the flows it moved.
  */
-export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkView[], now: number, held?: MapEntry): MapEntry {
+export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkView[], now: number, held?: MapEntry, wallNow: number = Date.now()): MapEntry {
   const locators = Object.freeze(answer.locators.map(fromBinding));
   const kept = held === undefined ? null : keepPath(held, locators, uplinks);
+  // The certificate's end, on this clock: the binding is not used past it, whatever its TTL.
+  const certExpiresAt = Number.isFinite(answer.certNotAfter) ? now + (answer.certNotAfter * 1000 - wallNow) : Infinity;
   return Object.freeze({
     hostId: answer.hostId.toString(),
     id: answer.hostId.toBytes(),
@@ -325,7 +388,8 @@ export function entryFromAnswer(answer: BindingAnswer, uplinks: readonly UplinkV
     group: kept?.group ?? [],
     source: 'rm' as const,
     createdAt: now,
-    expiresAt: now + answer.ttl * 1000,
+    expiresAt: Math.min(now + answer.ttl * 1000, certExpiresAt),
+    certExpiresAt,
     seq: answer.binding.seq,
     publicKey: answer.binding.publicKey,
     traffic: held?.traffic ?? newTraffic(),

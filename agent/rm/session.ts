@@ -3,19 +3,24 @@ import { deriveSessionKeys, signedHello, welcomeSignedBytes, type Ephemeral, typ
 import { ReplayWindow } from '../../shared/wire/replay.ts';
 import { checkMac, encode } from '../../shared/wire/codec.ts';
 import type { ControlMessage, Cookie, Hello, Welcome } from '../../shared/wire/messages.ts';
+import { HostId } from '../../shared/ids.ts';
 import { decideRequest, retransmitDelay, type RequestDecision, type RetransmitPolicy } from './requests.ts';
+import type { RealmTrust } from './trust.ts';
 
 /**
  * The RM client's session with one Realm Manager (docs/control-protocol.md, "Sessions").
  *
  * 1. begin() builds a signed HELLO with a fresh ephemeral key (and the RM's cookie, if the client
  *    kept one); helloDue() says when to send it again and when this RM has not answered for as long
- *    as a request would wait (then the client moves on). The RM answers a HELLO without a valid
+ *    as a request would wait (then the client moves on). While the host holds no valid membership
+ *    certificate, the HELLO carries the join token's proof. The RM answers a HELLO without a valid
  *    cookie with COOKIE (docs/security.md, decision 4): cookie() builds a fresh HELLO carrying it, to
  *    send at once; that is the protocol's extra round trip, not a retransmission, so the attempts
  *    start again.
- * 2. welcome() checks the RM's answer: the key pinned for this RM (if any), the RM's signature over
- *    both ephemerals and our nonce, and derives the session keys. Anything else is refused.
+ * 2. welcome() checks the RM's answer: the key pinned for this RM (or, without one, one of the realm
+ *    keys this host pinned: never the first key that answers), the RM's signature over both
+ *    ephemerals and our nonce, the membership certificate it carries (trust.ts), and derives the
+ *    session keys. Anything else is refused.
  * 3. seal() encodes a message under the session (next sequence number, MAC); open() checks an
  *    incoming one (session ID, MAC, replay window) before its body is decoded.
  * 4. lose() forgets the session (the RM no longer knows it); the client then begins again.
@@ -51,13 +56,23 @@ export class RmSession {
   private established: Established | null = null;
   private handshake: Handshake | null = null;
 
+  private readonly id: HostId;
+
   constructor(
     private readonly key: KeyPair,
     private readonly hostId: Uint8Array,
     private readonly prefixLen: number,
     private readonly policy: RetransmitPolicy,
     private readonly random: () => number,
-  ) {}
+    private readonly trust: RealmTrust,
+  ) {
+    this.id = HostId.fromBytes(hostId);
+  }
+
+  /** The request ID of the HELLO in flight (a REJECT of it names it); null when none. */
+  get helloReqId(): number | null {
+    return this.handshake?.hello.reqId ?? null;
+  }
 
   get sid(): number | null {
     return this.established?.sid ?? null;
@@ -89,7 +104,8 @@ export class RmSession {
   }
 
   private startHandshake(reqId: number, now: number, cookie: Uint8Array | null, cookieRounds: number): Uint8Array {
-    const { hello, eph } = signedHello(this.key, this.hostId, this.prefixLen, reqId, { cookie });
+    const join = this.trust.joinFor();
+    const { hello, eph } = signedHello(this.key, this.hostId, this.prefixLen, reqId, { join, cookie });
     this.handshake = { hello, eph, attempts: 1, nextAt: now + retransmitDelay(1, this.policy, this.random()), cookieRounds };
     return encode(hello, null);
   }
@@ -105,13 +121,17 @@ export class RmSession {
     return { decision: d, bytes: encode(hs.hello, null) };
   }
 
-  /** A decoded WELCOME; pinned: the key configured for this RM. */
+  /** A decoded WELCOME; pinned: the key configured for this RM (else any of the realm keys). */
   welcome(m: Welcome, pinned: Uint8Array | undefined): WelcomeOutcome {
     const hs = this.handshake;
     if (hs === null || m.reqId !== hs.hello.reqId) return 'late';
-    if (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(m.rmPublicKey))) return 'refused';
+    const rmKey = Buffer.from(m.rmPublicKey);
+    if (pinned !== undefined ? !rmKey.equals(Buffer.from(pinned)) : !this.trust.realmKeys.some((k) => rmKey.equals(Buffer.from(k)))) return 'refused';
     const signed = welcomeSignedBytes(m.sid, m.ephemeral, this.hostId, hs.eph.publicKey, hs.hello.nonce);
     if (!verifyBytes(m.rmPublicKey, signed, m.signature)) return 'refused';
+    // The RM vouches for our membership with its own key; a certificate from another is no answer.
+    if (m.cert === null || !rmKey.equals(Buffer.from(m.cert.subarray(85, 117)))) return 'refused';
+    if (this.trust.offer(m.cert, this.id, this.key.publicKey) !== null) return 'refused';
     const keys = deriveSessionKeys(hs.eph, m.ephemeral, {
       sid: m.sid,
       clientHostId: this.hostId,

@@ -1,10 +1,9 @@
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import type Database from 'better-sqlite3';
 import type { Clock } from '../../shared/clock.ts';
 import type { Logger } from '../../shared/log.ts';
-import { RealmnetError } from '../../shared/errors.ts';
 import type { LocatorPref } from '../../shared/wire/messages.ts';
+import type { Member } from './members.ts';
+import { openStoreDatabase } from './schema.ts';
 
 /**
  * The binding store: every live binding in memory, SQLite (better-sqlite3, WAL) as the durable
@@ -17,7 +16,11 @@ import type { LocatorPref } from '../../shared/wire/messages.ts';
  *    after it commits, each write's `done` runs: that is when the RM acknowledges (group commit).
  *    If a commit fails, memory is rolled back and every `done` gets the error.
  * 3. Expired registrations stay in SQLite as tombstones (live = 0): their sequence number keeps
- *    rejecting replays of older bindings after the binding itself is gone from memory.
+ *    rejecting replays of older bindings after the binding itself is gone from memory. They are
+ *    deleted (gc(), in bounded batches) once they are older than a day plus the registration
+ *    expiry, so the table does not grow with every key ever seen (docs/security.md, decision 5).
+ * 4. Other durable writes of the RM (members, used invites: store/members.ts) share the same group
+ *    commit through journal(): one transaction, one fsync, and their callers answer after it.
  *
  * synchronous=FULL (default): the WAL is fsynced at each commit, so an acknowledged registration
  * survives power loss; NORMAL only survives a process crash (kill -9). One fsync per batch, not per
@@ -35,6 +38,11 @@ export class StoredBinding {
     readonly ttl: number,
     /** Realm policy on its locators (policy.ts), computed when stored. */
     readonly prefs: readonly LocatorPref[],
+    /**
+     * The host's member record (its certificate goes with every answer), so the lookup path needs
+     * no second map lookup; null when the loader did not know it (then the RM looks it up).
+     */
+    readonly member: Member | null = null,
   ) {}
 }
 
@@ -48,13 +56,13 @@ export interface StoreOptions {
   readonly log: Logger;
   /**
    * Called for every live row at open(): turns stored bytes into a record's ttl and prefs, or null to
-   * drop the row (e.g. the ID left the realm after a config change).
+   * drop the row (e.g. the ID left the realm after a config change, or its host is no member).
    */
-  readonly describe: (bytes: Uint8Array) => { ttl: number; prefs: readonly LocatorPref[] } | null;
+  readonly describe: (bytes: Uint8Array) => { ttl: number; prefs: readonly LocatorPref[]; member?: Member } | null;
 }
 
 type Done = (err: Error | null) => void;
-interface Op {
+interface BindingOp {
   readonly key: string;
   readonly prev: StoredBinding | undefined;
   readonly next: StoredBinding | undefined;
@@ -62,6 +70,13 @@ interface Op {
   readonly kind: 'put' | 'refresh' | 'expire';
   readonly done: Done | null;
 }
+/** Another table's write in the same transaction (journal()); its caller undoes its own memory on error. */
+interface OtherOp {
+  readonly kind: 'other';
+  readonly write: () => void;
+  readonly done: Done | null;
+}
+type Op = BindingOp | OtherOp;
 
 export interface StoreCounters {
   commits: number;
@@ -69,6 +84,9 @@ export interface StoreCounters {
   commitErrors: number;
   /** Longest time one commit held the event loop, ms. */
   maxCommitMs: number;
+  /** Tombstones and spent invites deleted by gc(). */
+  tombstonesDeleted: number;
+  invitesDeleted: number;
 }
 
 export class BindingStore {
@@ -81,28 +99,15 @@ export class BindingStore {
   private readonly stRefresh;
   private readonly stExpire;
   private readonly stGet;
+  private readonly stGcTombstones;
+  private readonly stGcInvites;
+  private readonly stAnyTombstone;
+  private readonly stAnyInvite;
   private readonly commitBatch: (ops: readonly Op[]) => void;
-  readonly counters: StoreCounters = { commits: 0, rowsWritten: 0, commitErrors: 0, maxCommitMs: 0 };
+  readonly counters: StoreCounters = { commits: 0, rowsWritten: 0, commitErrors: 0, maxCommitMs: 0, tombstonesDeleted: 0, invitesDeleted: 0 };
 
   constructor(private readonly opts: StoreOptions) {
-    try {
-      if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
-      this.db = new Database(opts.path);
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-      this.db.exec(`CREATE TABLE IF NOT EXISTS bindings (
-        id BLOB PRIMARY KEY,
-        seq INTEGER NOT NULL,
-        bytes BLOB NOT NULL,
-        expires_at INTEGER NOT NULL,
-        live INTEGER NOT NULL
-      ) WITHOUT ROWID`);
-      const version = this.db.pragma('user_version', { simple: true });
-      if (version === 0) this.db.pragma('user_version = 1');
-      else if (version !== 1) throw new Error(`store schema version ${String(version)} is not 1 (written by another realmnet version)`);
-    } catch (e) {
-      throw new RealmnetError('STORE_FAILED', `cannot open the binding store ${opts.path}: ${(e as Error).message}`, 'check store.path: its directory must be writable', { cause: e });
-    }
+    this.db = openStoreDatabase(opts.path, opts.synchronous);
     this.stUpsert = this.db.prepare(
       `INSERT INTO bindings (id, seq, bytes, expires_at, live) VALUES (?, ?, ?, ?, 1)
        ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, bytes = excluded.bytes, expires_at = excluded.expires_at, live = 1`,
@@ -110,8 +115,16 @@ export class BindingStore {
     this.stRefresh = this.db.prepare('UPDATE bindings SET expires_at = ?, live = 1 WHERE id = ? AND seq = ?');
     this.stExpire = this.db.prepare('UPDATE bindings SET live = 0 WHERE id = ? AND seq = ?');
     this.stGet = this.db.prepare<{ seq: number; bytes: Buffer }>('SELECT seq, bytes FROM bindings WHERE id = ?');
+    this.stGcTombstones = this.db.prepare('DELETE FROM bindings WHERE id IN (SELECT id FROM bindings WHERE live = 0 AND expires_at < ? LIMIT ?)');
+    this.stGcInvites = this.db.prepare('DELETE FROM invites_used WHERE invite_id IN (SELECT invite_id FROM invites_used WHERE expires_at < ? LIMIT ?)');
+    this.stAnyTombstone = this.db.prepare('SELECT 1 FROM bindings WHERE live = 0 AND expires_at < ? LIMIT 1');
+    this.stAnyInvite = this.db.prepare('SELECT 1 FROM invites_used WHERE expires_at < ? LIMIT 1');
     this.commitBatch = this.db.transaction((ops: readonly Op[]) => {
       for (const op of ops) {
+        if (op.kind === 'other') {
+          op.write();
+          continue;
+        }
         const id = Buffer.from(op.key, 'latin1');
         if (op.kind === 'put' && op.next) this.stUpsert.run(id, op.next.seq, op.next.bytes, Math.round(op.next.expiresAt));
         else if (op.kind === 'refresh' && op.next) this.stRefresh.run(Math.round(op.next.expiresAt), id, op.next.seq);
@@ -134,7 +147,7 @@ export class BindingStore {
         gone.push(key);
         continue;
       }
-      this.mem.set(key, new StoredBinding(new Uint8Array(r.bytes), r.seq, r.expires_at, d.ttl, d.prefs));
+      this.mem.set(key, new StoredBinding(new Uint8Array(r.bytes), r.seq, r.expires_at, d.ttl, d.prefs, d.member ?? null));
     }
     if (gone.length > 0) {
       const expire = this.db.prepare('UPDATE bindings SET live = 0 WHERE id = ?');
@@ -180,7 +193,7 @@ export class BindingStore {
       done(new Error('nothing to refresh'));
       return;
     }
-    const next = new StoredBinding(prev.bytes, prev.seq, Math.max(prev.expiresAt, expiresAt), prev.ttl, prev.prefs);
+    const next = new StoredBinding(prev.bytes, prev.seq, Math.max(prev.expiresAt, expiresAt), prev.ttl, prev.prefs, prev.member);
     this.mem.set(key, next);
     this.enqueue({ key, prev, next, kind: 'refresh', done });
   }
@@ -191,6 +204,32 @@ export class BindingStore {
     if (prev === undefined) return;
     this.mem.delete(key);
     this.enqueue({ key, prev, next: undefined, kind: 'expire', done: null });
+  }
+
+  /**
+   * A write to another table of the store (members, used invites) in the next group commit;
+   * done(null) once durable, done(err) if the commit failed (nothing of it was written).
+   */
+  journal(write: () => void, done: Done): void {
+    this.enqueue({ kind: 'other', write, done });
+  }
+
+  /** The SQLite connection, for the other tables' prepared statements (store/members.ts). */
+  get database(): Database {
+    return this.db;
+  }
+
+  /**
+   * Deletes at most `batch` tombstones that expired before cutoffMs and at most `batch` used invites
+   * that expired before nowS, in the next group commit (bounded work per sweep tick).
+   */
+  gc(cutoffMs: number, nowS: number, batch: number): void {
+    // Two index seeks first: an idle store must not pay a commit (an fsync) every tick for nothing.
+    if (this.stAnyTombstone.get(Math.floor(cutoffMs)) === undefined && this.stAnyInvite.get(Math.floor(nowS)) === undefined) return;
+    this.journal(() => {
+      this.counters.tombstonesDeleted += this.stGcTombstones.run(Math.floor(cutoffMs), batch).changes;
+      this.counters.invitesDeleted += this.stGcInvites.run(Math.floor(nowS), batch).changes;
+    }, () => undefined);
   }
 
   /** Live entries, for the expiry sweep (safe to expire() while iterating). */
@@ -216,6 +255,7 @@ export class BindingStore {
       // Undo in reverse so that several ops on one key restore the oldest state.
       for (let i = ops.length - 1; i >= 0; i--) {
         const op = ops[i];
+        if (op.kind === 'other') continue;
         const cur = this.mem.get(op.key);
         if (cur === op.next) {
           if (op.prev === undefined) this.mem.delete(op.key);

@@ -4,7 +4,8 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { readFile } from 'node:fs/promises';
+import { parse, stringify } from 'yaml';
 import { TESTBED } from './topology.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
@@ -163,6 +164,12 @@ export interface RealmFiles {
 export interface RealmOptions extends AgentConfigOptions {
   /** Extra RM config (e.g. policy), merged over the defaults; a function gets the hosts' IDs. */
   rmExtra?: Record<string, unknown> | ((ids: { mh: string; ch: string }) => Record<string, unknown>);
+  /**
+   * Hosts that join with a token instead of being admitted at the RM's start: left out of
+   * admission.keys, and their config pins no RM key (the token will). addJoinToken() puts the token
+   * (from `realmnet rm invite`) into their config.
+   */
+  joiners?: readonly ('mh' | 'ch')[];
   /** RM registration timing (seconds); short values make expiry testable. */
   refreshS?: number;
   expiryS?: number;
@@ -182,12 +189,13 @@ export async function writeRealmConfigs(dir: string, opts: RealmOptions = {}): P
   const rmPublicKey = Buffer.from(keys.rm.publicKey).toString('base64');
   const ids = { mh: deriveHostId(prefix, keys.mh.publicKey).toString(), ch: deriveHostId(prefix, keys.ch.publicKey).toString() };
   const { mh, ch } = agentConfigs(opts);
+  const joiners = opts.joiners ?? [];
   const realmMode = (c: AgentConfigFile, node: 'mh' | 'ch') => {
     const { hostId: _static, peers: _peers, ...rest } = c;
     return {
       ...rest,
       identity: { key: join(dir, `${node}.key`), prefix: REALM.prefix },
-      rm: { servers: [{ address: rmAddress, publicKey: rmPublicKey }] },
+      rm: { servers: [joiners.includes(node) ? { address: rmAddress } : { address: rmAddress, publicKey: rmPublicKey }] },
     };
   };
   const rm = {
@@ -197,6 +205,8 @@ export async function writeRealmConfigs(dir: string, opts: RealmOptions = {}): P
     key: join(dir, 'rm.key'),
     store: { path: join(dir, 'rm.db') },
     registration: { refreshS: opts.refreshS ?? 60, expiryS: opts.expiryS ?? 180 },
+    // mh and ch are members from the start (their key files; only "publicKey" is read).
+    admission: { keys: (['mh', 'ch'] as const).filter((n) => !joiners.includes(n)).map((n) => join(dir, `${n}.key`)) },
     log: { level: opts.logLevel ?? 'info', format: opts.logFormat ?? 'json' },
     ...(typeof opts.rmExtra === 'function' ? opts.rmExtra(ids) : opts.rmExtra),
   };
@@ -210,4 +220,11 @@ export async function writeRealmConfigs(dir: string, opts: RealmOptions = {}): P
     rmPublicKey,
     rmAddress,
   };
+}
+
+/** Puts a join token (`realmnet rm invite`) into an agent config written by writeRealmConfigs. */
+export async function addJoinToken(file: string, token: string): Promise<void> {
+  const doc = parse(await readFile(file, 'utf8')) as { rm: Record<string, unknown> };
+  doc.rm.join = token.trim();
+  await writeFile(file, stringify(doc));
 }

@@ -197,7 +197,8 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       return { type, reqId: a[0], hostId: a[1], prefixLen: a[2], publicKey: a[3], ephemeral: a[4], nonce: a[5], signature: a[6], join, cookie };
     }
     case 'welcome':
-      if (a.length !== 6 || !u32(a[0]) || !u32(a[1]) || a[1] === 0 || !bin(a[2], 32) || !bin(a[3], 32) || !bin(a[4], 64) || !optBin(a[5], CERT_LEN)) return null;
+      // Every session belongs to a member: WELCOME always carries its certificate.
+      if (a.length !== 6 || !u32(a[0]) || !u32(a[1]) || a[1] === 0 || !bin(a[2], 32) || !bin(a[3], 32) || !bin(a[4], 64) || !bin(a[5], CERT_LEN)) return null;
       return { type, reqId: a[0], sid: a[1], rmPublicKey: a[2], ephemeral: a[3], signature: a[4], cert: a[5] };
     case 'cookie':
       if (a.length !== 2 || !u32(a[0]) || !bin(a[1], MAC_LEN)) return null;
@@ -210,8 +211,8 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       return { type, reqId: a[0], hostId: a[1] };
     case 'lookupReply': {
       if (a.length !== 6 || !u32(a[0]) || !bin(a[1], 16) || !u32(a[2]) || !(a[3] === null || binMax(a[3], MAX_BINDING_LEN))) return null;
-      // A negative answer carries no certificate.
-      if (!optBin(a[5], CERT_LEN) || (a[3] === null && a[5] !== null)) return null;
+      // A binding comes with its host's certificate; a negative answer carries none.
+      if (!optBin(a[5], CERT_LEN) || (a[3] === null) !== (a[5] === null)) return null;
       const prefs = prefsIn(a[4]);
       if (prefs === null) return null;
       return { type, reqId: a[0], hostId: a[1], ttl: a[2], binding: a[3], prefs, cert: a[5] };
@@ -236,7 +237,7 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       if (a.length !== 1 || !u32(a[0])) return null;
       return { type, reqId: a[0] };
     case 'push': {
-      if (a.length !== 5 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN) || !u32(a[2]) || !optBin(a[4], CERT_LEN)) return null;
+      if (a.length !== 5 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN) || !u32(a[2]) || !bin(a[4], CERT_LEN)) return null;
       const prefs = prefsIn(a[3]);
       if (prefs === null) return null;
       return { type, pushId: a[0], binding: a[1], ttl: a[2], prefs, cert: a[4] };

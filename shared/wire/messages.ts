@@ -99,7 +99,7 @@ export interface Welcome {
   /** Ed25519 over welcomeSignedBytes(). */
   readonly signature: Uint8Array;
   /** The host's membership certificate (shared/membership.ts, CERT_LEN bytes). */
-  readonly cert: Uint8Array | null;
+  readonly cert: Uint8Array;
 }
 
 export const RejectCode = {
@@ -152,7 +152,7 @@ export interface LookupReply {
   readonly ttl: number;
   readonly binding: Uint8Array | null;
   readonly prefs: readonly LocatorPref[];
-  /** The membership certificate of the binding's host; null with a negative answer. */
+  /** The membership certificate of the binding's host: present iff binding is (codec.ts checks it). */
   readonly cert: Uint8Array | null;
 }
 
@@ -229,7 +229,7 @@ export interface Push {
   readonly ttl: number;
   readonly prefs: readonly LocatorPref[];
   /** The membership certificate of the binding's host. */
-  readonly cert: Uint8Array | null;
+  readonly cert: Uint8Array;
 }
 
 export interface PushAck {

@@ -61,6 +61,8 @@ describe('Realm Manager process', () => {
     const port = await freePort();
     const rmKey = generateKeyPair();
     saveKeyPair(join(dir, 'rm.key'), rmKey);
+    const keys = Array.from({ length: HOSTS }, () => generateKeyPair());
+    const checkerKey = generateKeyPair();
     const cfg = join(dir, 'rm.yaml');
     writeFileSync(
       cfg,
@@ -75,12 +77,13 @@ describe('Realm Manager process', () => {
         // A burst of registrations per session is what this test is about.
         registration: { perSessionPerS: 1_000_000, burst: 1_000_000 },
         sessions: { hellosPerS: 10_000 },
+        // Every host of the test is a member (admitted at start, as a testbed does).
+        admission: { keys: [...keys, checkerKey].map((k) => Buffer.from(k.publicKey).toString('base64')) },
         log: { level: 'warn', format: 'json' },
       }),
     );
     child = startRm(cfg);
 
-    const keys = Array.from({ length: HOSTS }, () => generateKeyPair());
     // Signed ahead, so the burst is limited by the RM, not by signing.
     const bindings = keys.map((k) => Array.from({ length: SEQS_PER_HOST }, (_, i) => bindingFor(k, i + 1)));
     const clients = keys.map((k) => client(port, rmKey.publicKey, k));
@@ -115,7 +118,7 @@ describe('Realm Manager process', () => {
     expect(ackedTotal).toBeLessThan(HOSTS * SEQS_PER_HOST); // the kill did land mid-burst
 
     child = startRm(cfg);
-    const checker = client(port, rmKey.publicKey, generateKeyPair());
+    const checker = client(port, rmKey.publicKey, checkerKey);
     await checker.start();
     const lost: string[] = [];
     for (let h = 0; h < HOSTS; h++) {

@@ -7,6 +7,8 @@ import { systemClock } from '../../shared/clock.ts';
 import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { silentLogger } from '../../shared/log.ts';
+import { RealmTrust } from '../../agent/rm/trust.ts';
+import type { JoinToken } from '../../shared/membership.ts';
 
 /**
  * An agent in realm mode on fakes (MemoryTun, MemoryNet) with a real RM client on UDP over
@@ -24,6 +26,10 @@ export interface FakeAgentOptions {
   readonly config?: Record<string, unknown>;
   /** Gives every uplink an interface name (eth0, eth1...) and watches them with this monitor. */
   readonly monitor?: MonitorLike;
+  /** The realm trust its RM clients share (default: pins rm.publicKey). */
+  readonly trust?: RealmTrust;
+  /** A join token (instead of rm.admit). */
+  readonly join?: JoinToken;
 }
 
 export interface UplinkSpec {
@@ -33,7 +39,14 @@ export interface UplinkSpec {
   readonly weight?: number;
 }
 
-export function fakeAgent(net: MemoryNet, rm: { readonly port: number; readonly publicKey: Uint8Array }, realmPrefix: string, uplinks: readonly UplinkSpec[], o: FakeAgentOptions = {}): FakeAgent {
+/** The RM the agent uses; admit (an in-process RM's): the agent's key is admitted before it starts. */
+export interface FakeAgentRm {
+  readonly port: number;
+  readonly publicKey: Uint8Array;
+  readonly admit?: (publicKey: Uint8Array, prefix: string) => Promise<unknown>;
+}
+
+export function fakeAgent(net: MemoryNet, rm: FakeAgentRm, realmPrefix: string, uplinks: readonly UplinkSpec[], o: FakeAgentOptions = {}): FakeAgent {
   const key = generateKeyPair();
   const prefix = parsePrefix(realmPrefix);
   const hostId = deriveHostId(prefix, key.publicKey);
@@ -46,16 +59,31 @@ export function fakeAgent(net: MemoryNet, rm: { readonly port: number; readonly 
     rm: { servers: [{ address: '127.0.0.1', port: rm.port }] },
     ...o.config,
   });
-  const agent = createAgent(config, {
+  const trust = o.trust ?? new RealmTrust({ realmKeys: [rm.publicKey], join: o.join ?? null });
+  const inner = createAgent(config, {
     openTun: () => tun,
     openUdp: (opts) => net.open(opts),
     net: { ip: async () => undefined },
     log: silentLogger,
     clock: systemClock,
     identity: { key, prefix, hostId },
-    makeRmClient: () => createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.publicKey }], key, prefix, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
+    // One realm trust for the clients of all uplinks, as agent/main.ts wires it.
+    makeRmClient: () => createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.publicKey }], key, prefix, trust, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
     makeMonitor: monitor === undefined ? undefined : () => monitor,
   });
+  const admit = rm.admit;
+  const agent: Agent =
+    admit === undefined
+      ? inner
+      : {
+          start: async () => {
+            await admit(key.publicKey, realmPrefix);
+            await inner.start();
+          },
+          stop: () => inner.stop(),
+          status: () => inner.status(),
+          reregister: () => inner.reregister(),
+        };
   return { agent, tun, id: hostId.toString(), key };
 }
 

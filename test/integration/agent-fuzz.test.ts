@@ -99,7 +99,7 @@ describe('agent fuzz', () => {
     const id = peer.toBytes();
     const seeds = (): ControlMessage[] => [
       { type: 'lookupReply', reqId: 1, hostId: id, ttl: 60, binding: b2.bytes, prefs: [], cert: null },
-      { type: 'push', pushId: 7, binding: b2.bytes, ttl: 60, prefs: [{ index: 0, priority: 1, weight: 1, up: true }], cert: null },
+      { type: 'push', pushId: 7, binding: b2.bytes, ttl: 60, prefs: [{ index: 0, priority: 1, weight: 1, up: true }], cert: rm.certFor(b2.bytes) },
       { type: 'registerReply', reqId: 2, hostId: id, seq: 1, status: 0, expiresIn: 180, refresh: 60 },
       { type: 'subscribeReply', reqId: 3, accepted: 1 },
       { type: 'unsubscribeReply', reqId: 4 },
@@ -116,7 +116,7 @@ describe('agent fuzz', () => {
         case 1: {
           // Unauthenticated types, mutated: WELCOME (late or forged) and REJECT.
           const s = rm.session as NonNullable<ScriptedRm['session']>;
-          const w = encode({ type: 'welcome', reqId: 1, sid: s.sid, rmPublicKey: rm.key.publicKey, ephemeral: randomBytes(32), signature: randomBytes(64), cert: null }, null);
+          const w = encode({ type: 'welcome', reqId: 1, sid: s.sid, rmPublicKey: rm.key.publicKey, ephemeral: randomBytes(32), signature: randomBytes(64), cert: randomBytes(197) }, null);
           const r = encode({ type: 'reject', reqId: 0, code: 1, sid: (s.sid ^ 1) >>> 0 }, null);
           return { buf: mutate(Math.random() < 0.5 ? w : r), from };
         }
@@ -145,7 +145,7 @@ describe('agent fuzz', () => {
           const binding = bad[i % bad.length];
           const m: ControlMessage =
             Math.random() < 0.5
-              ? { type: 'push', pushId: i, binding, ttl: 60, prefs: [], cert: null }
+              ? { type: 'push', pushId: i, binding, ttl: 60, prefs: [], cert: rm.certFor(binding) }
               : { type: 'lookupReply', reqId: i, hostId: id, ttl: 60, binding, prefs: [], cert: null };
           return { buf: rm.encode(m), from };
         }
@@ -185,7 +185,7 @@ describe('agent fuzz', () => {
     for (const k of ['rx.drop.wrongSource', 'rx.drop.header', 'rx.drop.badMac', 'rx.drop.malformed', 'rx.handled.push', 'binding.forged', 'binding.stale']) {
       expect(c[k], k).toBeGreaterThan(0);
     }
-    expect(c['binding.forged'] + c['binding.stale'] + c['binding.mismatch']).toBeGreaterThanOrEqual(forgedSent / 2);
+    expect(c['binding.forged'] + c['binding.stale'] + c['binding.mismatch'] + c['binding.keyChanged']).toBeGreaterThanOrEqual(forgedSent / 2);
     // Every binding delivered during the fuzz verifies and is the current one (seq 2, the same bytes).
     for (const b of delivered.slice(deliveredBefore)) expect(Buffer.from(b.bytes).equals(Buffer.from(b2.bytes))).toBe(true);
 
@@ -195,7 +195,7 @@ describe('agent fuzz', () => {
     const a = await client.lookup(peer);
     expect(a.kind === 'binding' && a.binding.seq).toBe(3);
     const b4 = peerBinding(4);
-    rm.send(rm.encode({ type: 'push', pushId: 999_999, binding: b4.bytes, ttl: 60, prefs: [], cert: null }));
+    rm.send(rm.encode({ type: 'push', pushId: 999_999, binding: b4.bytes, ttl: 60, prefs: [], cert: rm.certFor(b4.bytes) }));
     await until(() => delivered.some((b) => b.seq === 4));
   }, 180_000);
 

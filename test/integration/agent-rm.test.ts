@@ -16,7 +16,7 @@ afterEach(async () => {
 });
 
 function agentOn(net: MemoryNet, rm: Harness, uplinks: UplinkSpec[]): FakeAgent {
-  return fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey }, REALM_PREFIX, uplinks);
+  return fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey, admit: (k, p) => rm.admit(k, p) }, REALM_PREFIX, uplinks);
 }
 
 async function started(a: { agent: Agent }): Promise<void> {
@@ -59,6 +59,11 @@ describe('agent with a Realm Manager', () => {
     await until(() => mh.tun.written.length === 1);
     expect(Buffer.compare(mh.tun.written[0], reply)).toBe(0);
     expect(mh.agent.status().drops['inside.noBinding']).toBe(0);
+    // Both are members, with a certificate from the realm key they pinned.
+    const m = mh.agent.status().rm?.membership;
+    expect(m?.certNotAfter).not.toBeNull();
+    expect(m?.realmKeys).toHaveLength(1);
+    expect(m?.joining).toBe(false);
   });
 
   it('handles a packet that is waiting in the TUN the moment the agent starts', async () => {

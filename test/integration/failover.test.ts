@@ -49,7 +49,7 @@ interface Node extends FakeAgent {
 
 function agentOn(net: MemoryNet, rm: Harness, uplinks: UplinkSpec[], failover: Record<string, number> = {}): Node {
   const monitor = new FakeMonitor();
-  return { ...fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey }, REALM_PREFIX, uplinks, { config: { failover }, monitor }), monitor };
+  return { ...fakeAgent(net, { port: rm.port, publicKey: rm.rmKey.publicKey, admit: (k, p) => rm.admit(k, p) }, REALM_PREFIX, uplinks, { config: { failover }, monitor }), monitor };
 }
 
 async function started(n: Node): Promise<void> {

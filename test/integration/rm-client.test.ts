@@ -109,7 +109,7 @@ describe('RM and client, in process', () => {
 
   it('refuses more than maxOutstanding requests at once and times out against a silent RM', async () => {
     const c = createRmClient({
-      rm: [{ address: '127.0.0.1', port: 9 }],
+      rm: [{ address: '127.0.0.1', port: 9, publicKey: generateKeyPair().publicKey }],
       key: generateKeyPair(),
       prefix: parsePrefix('fd00:1::/32'),
       retransmit: { initialMs: 20, maxMs: 40, attempts: 3 },
@@ -137,8 +137,11 @@ describe('RM and client, in process', () => {
     const ka = generateKeyPair();
     const mk = (key = generateKeyPair()) =>
       createRmClient({ rm: [{ address: '127.0.0.1', port, publicKey: rmKey.publicKey }], key, prefix: parsePrefix('fd00:1::/32'), retransmit: { initialMs: 30, maxMs: 200, attempts: 8 } });
+    const kb = generateKeyPair();
+    await s1.admit(ka.publicKey);
+    await s1.admit(kb.publicKey);
     const a = mk(ka);
-    const b = mk();
+    const b = mk(kb);
     await a.start();
     await b.start();
     const got: number[] = [];

@@ -48,7 +48,7 @@ describe('RM faults', () => {
     h = await startHarness({}, undefined, { store: (o) => new FaultyStore(o) });
     const st = h.store;
     if (!(st instanceof FaultyStore)) throw new Error('the harness did not use the faulty store');
-    const s = await rawSession(h.port);
+    const s = await rawSession(h);
     const me = s.hostId.toBytes();
     s.send({ type: 'register', reqId: 1, binding: bindingFor(s.key, 1).bytes });
     expect(await s.next()).toMatchObject({ type: 'registerReply', reqId: 1, status: RegisterStatus.ok });
@@ -99,7 +99,7 @@ describe('RM faults', () => {
     const st = h.store;
     const { entry: onDatagram, socket: rmSocket } = captured;
     if (!(st instanceof FaultyStore) || onDatagram === undefined || rmSocket === undefined) throw new Error('harness not set up as asked');
-    const s = await rawSession(h.port);
+    const s = await rawSession(h);
     const me = s.hostId.toBytes();
     const broken = Uint8Array.from(me);
     broken[15] ^= 0xff;

@@ -60,7 +60,7 @@ describe('forged and replayed pushes at the agent', () => {
     // 3. Replay of the older, genuinely signed binding.
     const before = { ...counters() };
     const push = (binding: Uint8Array, pushId: number): Buffer => {
-      const d = rm.encode({ type: 'push', pushId, binding, ttl: 300, prefs: [], cert: null });
+      const d = rm.encode({ type: 'push', pushId, binding, ttl: 300, prefs: [], cert: rm.certFor(binding) });
       rm.send(d);
       return d;
     };
@@ -69,7 +69,10 @@ describe('forged and replayed pushes at the agent', () => {
     push(b1.bytes, 3);
     await until(() => (counters()['rx.handled.push'] ?? 0) - (before['rx.handled.push'] ?? 0) === 3);
     let c = counters();
-    expect(c['binding.forged'] - before['binding.forged']).toBe(2); // bad signature, and ID ≠ hash(key)
+    expect(c['binding.forged'] - before['binding.forged']).toBe(1); // bad signature
+    // The peer's ID over another key: its key was pinned on first sight (even with a certificate
+    // the RM signed for that pair, which only an RM gone rogue would).
+    expect(c['binding.keyChanged'] - before['binding.keyChanged']).toBe(1);
     expect(c['binding.stale'] - before['binding.stale']).toBe(1);
     expect(c['push.delivered'] - before['push.delivered']).toBe(0);
     // Acknowledged all the same, so an honest RM would stop retransmitting them.

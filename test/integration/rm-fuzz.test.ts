@@ -38,7 +38,7 @@ describe('RM fuzz', () => {
       subscriptions: { perSession: 64, total: 1000 },
     });
     const port = h.port;
-    const s = await rawSession(port);
+    const s = await rawSession(h);
     const packr = new Packr({ useRecords: false });
     const sock = createSocket('udp4');
     await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));

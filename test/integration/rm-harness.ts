@@ -28,7 +28,10 @@ export interface Harness {
   readonly rmKey: KeyPair;
   readonly port: number;
   readonly store: BindingStore;
-  client(o?: Partial<RmClientOptions> & { prefix?: Prefix; key?: KeyPair }): Promise<RmClient>;
+  /** A client, its key admitted first unless admit is false (a stranger). */
+  client(o?: Partial<RmClientOptions> & { prefix?: Prefix; key?: KeyPair; admit?: boolean }): Promise<RmClient>;
+  /** Admits a key (durably, as `realmnet rm admit` would) under prefix (default: the realm's). */
+  admit(key: KeyPair | Uint8Array, prefix?: Prefix | string): Promise<HostId>;
   close(): Promise<void>;
 }
 
@@ -37,6 +40,8 @@ export interface HarnessOptions {
   readonly store?: (o: StoreOptions) => BindingStore;
   /** Passed to the RM as deps.openSocket (default: the batched native socket). */
   readonly openSocket?: OpenSocket;
+  /** The RM's wall clock for certificates (default Date.now). */
+  readonly wallClock?: () => number;
 }
 
 export async function startHarness(extra: Record<string, unknown> = {}, clock: Clock = systemClock, opts: HarnessOptions = {}): Promise<Harness> {
@@ -55,7 +60,7 @@ export async function startHarness(extra: Record<string, unknown> = {}, clock: C
       return d.ok ? { ttl: d.binding.ttl, prefs: [] } : null;
     },
   });
-  const server = createMappingServer(config, { clock, log: silentLogger, key: rmKey, store, openSocket: opts.openSocket });
+  const server = createMappingServer(config, { clock, log: silentLogger, key: rmKey, store, openSocket: opts.openSocket, wallClock: opts.wallClock });
   await server.start();
   const port = server.addresses()[0].port;
   const clients: RmClient[] = [];
@@ -64,13 +69,21 @@ export async function startHarness(extra: Record<string, unknown> = {}, clock: C
     rmKey,
     port,
     store,
+    admit(key, prefix) {
+      const pk = key instanceof Uint8Array ? key : key.publicKey;
+      return server.admit(pk, typeof prefix === 'string' ? parsePrefix(prefix) : prefix);
+    },
     async client(o = {}) {
+      const { admit = true, ...rest } = o;
+      const key = o.key ?? generateKeyPair();
+      const prefix = o.prefix ?? parsePrefix(REALM_PREFIX);
+      if (admit) await server.admit(key.publicKey, prefix);
       const c = createRmClient({
         rm: [{ address: '127.0.0.1', port, publicKey: rmKey.publicKey }],
-        key: o.key ?? generateKeyPair(),
-        prefix: o.prefix ?? parsePrefix(REALM_PREFIX),
         retransmit: { initialMs: 50, maxMs: 400, attempts: 5 },
-        ...o,
+        ...rest,
+        key,
+        prefix,
       });
       await c.start();
       clients.push(c);
@@ -117,9 +130,12 @@ export interface RawSession {
   close(): Promise<void>;
 }
 
-export async function rawSession(port: number, o: { key?: KeyPair; prefix?: string } = {}): Promise<RawSession> {
+/** With a Harness, the key is admitted first (unless admit is false); with a bare port, it must be a member already. */
+export async function rawSession(rm: Harness | number, o: { key?: KeyPair; prefix?: string; admit?: boolean } = {}): Promise<RawSession> {
   const key = o.key ?? generateKeyPair();
   const prefix = parsePrefix(o.prefix ?? REALM_PREFIX);
+  const port = typeof rm === 'number' ? rm : rm.port;
+  if (typeof rm !== 'number' && o.admit !== false) await rm.admit(key, prefix);
   const hostId = deriveHostId(prefix, key.publicKey);
   const socket = createSocket('udp4');
   await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));

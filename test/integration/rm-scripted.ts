@@ -5,6 +5,8 @@ import { mac } from '../../shared/crypto/blake2s.ts';
 import { createEphemeral, deriveSessionKeys, randomSid, welcomeSignedBytes, type SessionKeys } from '../../shared/wire/handshake.ts';
 import { decode, decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';
 import { HEADER_LEN, type ControlMessage } from '../../shared/wire/messages.ts';
+import { CERT_LEN, issueCertificate } from '../../shared/membership.ts';
+import { HostId } from '../../shared/ids.ts';
 
 /**
  * A Realm Manager played by a test on 127.0.0.1: it sets up real sessions (signed WELCOME, X25519,
@@ -17,6 +19,10 @@ export class ScriptedRm {
   pushAcks = 0;
   /** Datagrams this RM sent through send() (its answers), as opposed to what a test sends raw. */
   sent = 0;
+  /** The certificate the next positive LOOKUP-REPLY carries instead of a valid one (once). */
+  nextLookupCert: Uint8Array | null = null;
+  /** RENEWs received (answered by nobody unless a test does). */
+  renews = 0;
   /** Answers to HELLOs by nonce: a retransmitted HELLO gets the same WELCOME (as the real RM does),
    *  so client and RM never end up on different sessions. */
   private readonly welcomes = new Map<string, Buffer>();
@@ -47,9 +53,31 @@ export class ScriptedRm {
     return out;
   }
 
+  /**
+   * Encodes under the session. A positive LOOKUP-REPLY without a certificate gets one for
+   * the ID and key its binding names (whatever the binding's signature), as an RM that vouches for
+   * its members would: what such a test probes is the binding checks. Give a cert to send that one.
+   */
   encode(m: ControlMessage): Buffer {
     const s = this.session as NonNullable<ScriptedRm['session']>;
-    return encode(m, { sid: s.sid, seq: ++s.txSeq, key: s.keys.s2c });
+    let msg = m;
+    if (m.type === 'lookupReply' && m.binding !== null && m.cert === null) msg = { ...m, cert: this.certFor(m.binding) };
+    return encode(msg, { sid: s.sid, seq: ++s.txSeq, key: s.keys.s2c });
+  }
+
+  /** A certificate from this RM's key for the ID, prefix length and key a binding's bytes name. */
+  certFor(binding: Uint8Array, o: { notAfter?: number; notBefore?: number; key?: KeyPair } = {}): Uint8Array {
+    const b = Buffer.from(binding);
+    const nowS = Math.floor(Date.now() / 1000);
+    if (b.length < 53) return new Uint8Array(CERT_LEN);
+    return issueCertificate(o.key ?? this.key, {
+      hostId: HostId.fromBytes(b, 4),
+      prefixLen: Math.min(b[20], 64),
+      publicKey: b.subarray(21, 53),
+      serial: Date.now(),
+      notBefore: o.notBefore ?? nowS - 60,
+      notAfter: o.notAfter ?? nowS + 86_400,
+    }).bytes;
   }
 
   /** Where the client's datagrams come from (its socket). */
@@ -77,7 +105,9 @@ export class ScriptedRm {
       this.session = { sid, keys, txSeq: 0 };
       this.sessions++;
       const signature = signBytes(this.key, welcomeSignedBytes(sid, eph.publicKey, hello.hostId, hello.ephemeral, hello.nonce));
-      const welcome = encode({ type: 'welcome', reqId: hello.reqId, sid, rmPublicKey: this.key.publicKey, ephemeral: eph.publicKey, signature, cert: null }, null);
+      const nowS = Math.floor(Date.now() / 1000);
+      const cert = issueCertificate(this.key, { hostId: HostId.fromBytes(hello.hostId), prefixLen: hello.prefixLen, publicKey: hello.publicKey, serial: Date.now(), notBefore: nowS - 60, notAfter: nowS + 86_400 }).bytes;
+      const welcome = encode({ type: 'welcome', reqId: hello.reqId, sid, rmPublicKey: this.key.publicKey, ephemeral: eph.publicKey, signature, cert }, null);
       this.welcomes.set(nonce, welcome);
       this.send(welcome);
       return;
@@ -90,7 +120,11 @@ export class ScriptedRm {
     if (m.type === 'pushAck') this.pushAcks++;
     else if (m.type === 'lookup') {
       const b = this.bindings.get(Buffer.from(m.hostId).toString('hex'));
-      this.send(this.encode({ type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: 60, binding: b?.bytes ?? null, prefs: [], cert: null }));
+      const cert = b === undefined ? null : this.nextLookupCert;
+      if (b !== undefined) this.nextLookupCert = null;
+      this.send(this.encode({ type: 'lookupReply', reqId: m.reqId, hostId: m.hostId, ttl: 60, binding: b?.bytes ?? null, prefs: [], cert }));
+    } else if (m.type === 'renew') {
+      this.renews++;
     } else if (m.type === 'subscribe') this.send(this.encode({ type: 'subscribeReply', reqId: m.reqId, accepted: m.hostIds.length }));
     else if (m.type === 'register') {
       this.send(this.encode({ type: 'registerReply', reqId: m.reqId, hostId: new Uint8Array(16), seq: 1, status: 0, expiresIn: 180, refresh: 60 }));

@@ -14,7 +14,7 @@ afterEach(async () => {
 describe('RM security', () => {
   it('rejects forged, mismatched, foreign and replayed registrations, and counts them', async () => {
     h = await startHarness();
-    const me = await rawSession(h.port);
+    const me = await rawSession(h);
     const good = bindingFor(me.key, 5);
     me.send({ type: 'register', reqId: 1, binding: good.bytes });
     expect(await me.next()).toMatchObject({ type: 'registerReply', reqId: 1, status: RegisterStatus.ok, seq: 5 });
@@ -65,7 +65,7 @@ describe('RM security', () => {
 
   it('drops messages with a bad MAC or an unknown session (and tells the sender to set up again)', async () => {
     h = await startHarness();
-    const me = await rawSession(h.port);
+    const me = await rawSession(h);
     const buf = Buffer.from(me.send({ type: 'lookup', reqId: 1, hostId: me.hostId.toBytes() }));
     await me.next();
     buf[buf.length - 1] ^= 1;
@@ -84,12 +84,12 @@ describe('RM security', () => {
 
   it('location privacy: an unauthorised lookup gets exactly the answer for an unknown ID', async () => {
     h = await startHarness({ policy: { lookup: { sameRealm: 'allow', rules: [{ askers: ['fd00:9::/32'], targets: ['fd00:1::/32'] }] } } });
-    const target = await rawSession(h.port);
+    const target = await rawSession(h);
     target.send({ type: 'register', reqId: 1, binding: bindingFor(target.key, 1).bytes });
     expect(await target.next()).toMatchObject({ status: RegisterStatus.ok });
 
-    const stranger = await rawSession(h.port, { prefix: 'fd00:7::/32' });
-    const partner = await rawSession(h.port, { prefix: 'fd00:9::/32' });
+    const stranger = await rawSession(h, { prefix: 'fd00:7::/32' });
+    const partner = await rawSession(h, { prefix: 'fd00:9::/32' });
     const unknownId = Uint8Array.from(target.hostId.toBytes());
     unknownId[15] ^= 0xff;
 
@@ -118,9 +118,11 @@ describe('RM security', () => {
   it('a client refuses a WELCOME from an RM other than the pinned one', async () => {
     h = await startHarness();
     const { createRmClient } = await import('../../agent/rm/client.ts');
+    const key = generateKeyPair();
+    await h.admit(key);
     const c = createRmClient({
       rm: [{ address: '127.0.0.1', port: h.port, publicKey: generateKeyPair().publicKey }],
-      key: generateKeyPair(),
+      key,
       prefix: parsePrefix('fd00:1::/32'),
       retransmit: { initialMs: 20, maxMs: 40, attempts: 2 },
     });

@@ -1,3 +1,4 @@
+import { CERT_LEN } from '../../shared/membership.ts';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -14,14 +15,14 @@ const auth = { sid: 0x01020304, seq: 99, key };
 const samples: ControlMessage[] = [
   { type: 'lookup', reqId: 1, hostId: id },
   { type: 'lookupReply', reqId: 2, hostId: id, ttl: 60, binding: null, prefs: [], cert: null },
-  { type: 'lookupReply', reqId: 3, hostId: id, ttl: 60, binding: new Uint8Array(150).fill(1), prefs: [{ index: 1, priority: 200, weight: 3, up: true }], cert: null },
+  { type: 'lookupReply', reqId: 3, hostId: id, ttl: 60, binding: new Uint8Array(150).fill(1), prefs: [{ index: 1, priority: 200, weight: 3, up: true }], cert: new Uint8Array(CERT_LEN).fill(5) },
   { type: 'register', reqId: 4, binding: new Uint8Array(172).fill(2) },
   { type: 'registerReply', reqId: 5, hostId: id, seq: 1_764_000_000_123, status: 0, expiresIn: 180, refresh: 60 },
   { type: 'subscribe', reqId: 6, hostIds: [id, id] },
   { type: 'subscribeReply', reqId: 7, accepted: 2 },
   { type: 'unsubscribe', reqId: 8, hostIds: [id] },
   { type: 'unsubscribeReply', reqId: 9 },
-  { type: 'push', pushId: 10, binding: new Uint8Array(100).fill(4), ttl: 30, prefs: [], cert: null },
+  { type: 'push', pushId: 10, binding: new Uint8Array(100).fill(4), ttl: 30, prefs: [], cert: new Uint8Array(CERT_LEN).fill(6) },
   { type: 'pushAck', pushId: 11 },
 ];
 

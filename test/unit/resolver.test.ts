@@ -27,7 +27,7 @@ function answerFor(seq = 1): { id: HostId; answer: BindingAnswer } {
   ];
   const binding = signBinding(key, { prefix, locators, seq, ttl: 60 });
   const id = deriveHostId(prefix, key.publicKey);
-  return { id, answer: { kind: 'binding', hostId: id, binding, locators, ttl: 60 } };
+  return { id, answer: { kind: 'binding', hostId: id, binding, locators, ttl: 60, certNotAfter: Infinity } };
 }
 
 function setup(rm: ResolverLookup, batchSize = 64, missAgain = true) {
@@ -148,5 +148,48 @@ describe('Resolver', () => {
     const down = first.answer.locators.map((l) => (l.address === '203.0.113.3' ? { ...l, state: 'down' as const } : l));
     t.res.applyPush({ ...first.answer, locators: down, binding: { ...first.answer.binding, seq: 3 } });
     expect(t.cache.lookup(first.id.toBytes(), 0)?.path?.locator.address).toBe('203.0.113.2');
+  });
+
+  it("never keeps a binding past its host's certificate, whatever its TTL", () => {
+    const { t } = installedPeer();
+    const p = answerFor(1);
+    // The certificate ends in 20 s (wall clock); the binding's TTL is 60 s.
+    t.res.applyPush({ ...p.answer, certNotAfter: Math.floor(Date.now() / 1000) + 20 });
+    const e = t.cache.lookup(p.id.toBytes(), 0);
+    expect(e).toBeDefined();
+    expect((e?.expiresAt ?? 0) - t.clock.now()).toBeLessThanOrEqual(21_000);
+    t.clock.advance(21_000);
+    t.res.sweep(t.clock.now());
+    expect(t.cache.lookup(p.id.toBytes(), 0)).toBeUndefined();
+    expect(t.res.counters.certExpired).toBe(1);
+  });
+
+  it('a revoked peer is dropped and refused (misses, pushes, direct updates) until its certificate would end', async () => {
+    let lookups = 0;
+    const rm: ResolverLookup = { lookup: () => (lookups++, new Promise<LookupResult>(() => {})), subscribe: () => Promise.resolve(0), hasRoom: () => true };
+    const t = setup(rm);
+    const p = answerFor(1);
+    t.res.applyPush(p.answer);
+    t.res.revoke(p.id, Math.floor(Date.now() / 1000) + 3600);
+    expect(t.cache.lookup(p.id.toBytes(), 0)).toBeUndefined();
+    expect(miss(t.res, p.id.toString())).toBe(false);
+    t.res.applyPush({ ...p.answer, binding: { ...p.answer.binding, seq: 2 } });
+    expect(t.cache.lookup(p.id.toBytes(), 0)).toBeUndefined();
+    await turns(2);
+    expect(lookups).toBe(0);
+    expect(t.res.counters.revokedHits).toBeGreaterThanOrEqual(2);
+    expect(t.res.revokedCount()).toBe(1);
+    t.clock.advance(3_601_000);
+    t.res.sweep(t.clock.now());
+    expect(t.res.revokedCount()).toBe(0);
+  });
+
+  it('refuses a direct update carrying another key than the entry the realm vouched for', () => {
+    const { t, first } = installedPeer();
+    const other = generateKeyPair();
+    const forged = signBinding(other, { prefix, locators: first.answer.locators, seq: 9, ttl: 60 });
+    t.res.applyDirect({ ...forged, hostId: first.id });
+    expect(t.cache.lookup(first.id.toBytes(), 0)?.seq).toBe(1);
+    expect(t.res.counters.directKeyChanged).toBe(1);
   });
 });

@@ -5,6 +5,7 @@ import { decodeBody, decodeHeader } from '../../shared/wire/codec.ts';
 import type { Hello } from '../../shared/wire/messages.ts';
 import { DEFAULT_RETRANSMIT } from '../../agent/rm/requests.ts';
 import { MAX_COOKIE_ROUNDS, RmSession } from '../../agent/rm/session.ts';
+import { RealmTrust } from '../../agent/rm/trust.ts';
 
 /** The client's side of the HELLO cookie (agent/rm/session.ts): when a COOKIE makes a new HELLO. */
 const prefix = parsePrefix('fd00:1::/32');
@@ -19,11 +20,12 @@ function helloOf(bytes: Uint8Array): Hello {
   return b.msg;
 }
 
+const trust = new RealmTrust({ realmKeys: [generateKeyPair().publicKey] });
 const cookie = (v: number) => ({ type: 'cookie' as const, reqId: 5, cookie: new Uint8Array(16).fill(v) });
 
 describe('RM client: HELLO cookie', () => {
   it('a COOKIE for the HELLO in flight gives a fresh HELLO carrying it, with the attempts started again', () => {
-    const s = new RmSession(key, id, prefix.length, DEFAULT_RETRANSMIT, () => 0.5);
+    const s = new RmSession(key, id, prefix.length, DEFAULT_RETRANSMIT, () => 0.5, trust);
     const first = helloOf(s.begin(5, 0));
     expect(first.cookie).toBeNull();
     // Two retransmissions: attempts 3 of 6.
@@ -41,7 +43,7 @@ describe('RM client: HELLO cookie', () => {
   });
 
   it('ignores a COOKIE for another HELLO, the same cookie again, and rounds beyond the cap', () => {
-    const s = new RmSession(key, id, prefix.length, DEFAULT_RETRANSMIT, () => 0.5);
+    const s = new RmSession(key, id, prefix.length, DEFAULT_RETRANSMIT, () => 0.5, trust);
     expect(s.cookie(cookie(1), 0)).toBeNull(); // no HELLO in flight
     s.begin(5, 0);
     expect(s.cookie({ ...cookie(1), reqId: 6 }, 0)).toBeNull();
@@ -52,7 +54,7 @@ describe('RM client: HELLO cookie', () => {
   });
 
   it('begin() with a kept cookie sends it in the first HELLO', () => {
-    const s = new RmSession(key, id, prefix.length, DEFAULT_RETRANSMIT, () => 0.5);
+    const s = new RmSession(key, id, prefix.length, DEFAULT_RETRANSMIT, () => 0.5, trust);
     const h = helloOf(s.begin(1, 0, new Uint8Array(16).fill(7)));
     expect(h.cookie?.[0]).toBe(7);
   });

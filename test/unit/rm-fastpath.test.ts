@@ -1,3 +1,4 @@
+import type { ControlMessage } from '../../shared/wire/messages.ts';
 import { describe, expect, it } from 'vitest';
 import { parseLookup, parsedReqId, writeLookupReply, writePush } from '../../mapping-server/fastpath.ts';
 import { macKey } from '../../shared/crypto/blake2s.ts';
@@ -48,13 +49,12 @@ describe('RM fast path', () => {
     const out = Buffer.alloc(MAX_DATAGRAM);
     for (const reqId of REQ_IDS) {
       for (const [b, ttl, p, cert] of [
-        [binding, 300, prefs, null],
         [binding, 300, prefs, fakeCert],
         [longBinding, 86400, prefs, fakeCert],
         [null, 60, [], null],
       ] as const) {
         const n = writeLookupReply(out, 77, 1234567, key, reqId, id, 0, ttl, b, p, cert);
-        const want = encode({ type: 'lookupReply', reqId, hostId: id, ttl, binding: b, prefs: p, cert }, { sid: 77, seq: 1234567, key });
+        const want = encode({ type: 'lookupReply', reqId, hostId: id, ttl, binding: b, prefs: p, cert } as ControlMessage, { sid: 77, seq: 1234567, key });
         expect(out.subarray(0, n).equals(want)).toBe(true);
         const d = decode(out.subarray(0, n), () => key);
         expect(d.ok).toBe(true);
@@ -65,7 +65,7 @@ describe('RM fast path', () => {
   it('writes PUSH exactly as encode() does', () => {
     const out = Buffer.alloc(MAX_DATAGRAM);
     for (const pushId of REQ_IDS) {
-      for (const cert of [null, fakeCert]) {
+      for (const cert of [fakeCert]) {
         const n = writePush(out, 5, 2 ** 40, key, pushId, binding, 86400, prefs, cert);
         expect(out.subarray(0, n).equals(encode({ type: 'push', pushId, binding, ttl: 86400, prefs, cert }, { sid: 5, seq: 2 ** 40, key }))).toBe(true);
       }
@@ -75,6 +75,6 @@ describe('RM fast path', () => {
   it('never writes past the buffer it is given', () => {
     const small = Buffer.alloc(64);
     expect(writeLookupReply(small, 1, 1, key, 1, id, 0, 1, binding, prefs, null)).toBe(0);
-    expect(writePush(small, 1, 1, key, 1, binding, 1, prefs, null)).toBe(0);
+    expect(writePush(small, 1, 1, key, 1, binding, 1, prefs, fakeCert)).toBe(0);
   });
 });

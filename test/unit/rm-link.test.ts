@@ -12,6 +12,8 @@ import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 /** The agent's link to its RMs: registration through every working uplink, done at the first acknowledgement. */
 const prefix = parsePrefix('fd00:1::/32');
 
+import { RealmTrust } from '../../agent/rm/trust.ts';
+
 type Answer = (b: Binding) => Promise<RegisterResult>;
 
 function fakeClient(answer: Answer, seen: Binding[]): RmClient {
@@ -27,6 +29,9 @@ function fakeClient(answer: Answer, seen: Binding[]): RmClient {
     subscribe: () => Promise.resolve(0),
     unsubscribe: () => Promise.resolve(),
     onPush: () => () => undefined,
+    onRevoke: () => () => undefined,
+    renew: () => Promise.resolve(true),
+    trust: new RealmTrust({ realmKeys: [generateKeyPair().publicKey] }),
     hasRoom: () => true,
     counters: () => ({}),
   };

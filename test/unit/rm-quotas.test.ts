@@ -13,6 +13,9 @@ import { fullBucket, prefixKey, takeToken } from '../../mapping-server/ratelimit
 import { Realm } from '../../mapping-server/realm.ts';
 import { Session, SessionTable, pickEvictee, type ControlSocket, type PendingPush } from '../../mapping-server/sessions.ts';
 
+/** Any certificate-sized bytes: the session table and push queue only carry them. */
+const CERT = new Uint8Array(197);
+
 const config = parseRmConfig({ realm: 'acme', prefix: 'fd00:1::/32' });
 const realm = Realm.fromConfig(config);
 const policy = createPolicy(config.policy, realm);
@@ -93,7 +96,7 @@ describe('session quotas', () => {
     const key = generateKeyPair();
     const other = generateKeyPair();
     const w = (k: KeyPair, now: number) => {
-      const r = t.hello(hello(k), socket, '192.0.2.1', 4000, now);
+      const r = t.hello(hello(k), socket, '192.0.2.1', 4000, now, () => CERT);
       if (r.kind !== 'welcome') throw new Error(r.kind);
       return r.session;
     };
@@ -117,7 +120,7 @@ describe('session quotas', () => {
 
   it('sessions per source prefix: beyond the quota, busy; other prefixes and moves are counted', () => {
     const t = new SessionTable(rmKey, policy, 100, 600_000, { perId: 16, perPrefix: 2 });
-    const from = (address: string) => t.hello(hello(generateKeyPair()), socket, address, 4000, 0);
+    const from = (address: string) => t.hello(hello(generateKeyPair()), socket, address, 4000, 0, () => CERT);
     const a = from('192.0.2.1');
     expect(a.kind).toBe('welcome');
     expect(from('192.0.2.200').kind).toBe('welcome');
@@ -154,17 +157,17 @@ describe('subscription and push quotas', () => {
     const a = session(generateKeyPair());
     const b = session(generateKeyPair());
     const bytes = new Uint8Array(1);
-    expect(q.push(b, 'k1', bytes, 60, [], 0)).toBe(true);
-    expect(q.push(a, 'k1', bytes, 60, [], 0)).toBe(true);
-    expect(q.push(a, 'k2', bytes, 60, [], 0)).toBe(true);
-    expect(q.push(a, 'k3', bytes, 60, [], 0)).toBe(true);
+    expect(q.push(b, 'k1', bytes, 60, [], 0, CERT)).toBe(true);
+    expect(q.push(a, 'k1', bytes, 60, [], 0, CERT)).toBe(true);
+    expect(q.push(a, 'k2', bytes, 60, [], 0, CERT)).toBe(true);
+    expect(q.push(a, 'k3', bytes, 60, [], 0, CERT)).toBe(true);
     expect([...a.pushByKey.keys()]).toEqual(['k2', 'k3']);
     expect([...b.pushByKey.keys()]).toEqual(['k1']);
     expect(q.counters.sessionFull).toBe(1);
     expect(q.pending).toBe(3);
     // A newer binding for a followed ID replaces its pending push and refreshes its age.
-    expect(q.push(a, 'k2', bytes, 60, [], 1)).toBe(true);
-    expect(q.push(a, 'k4', bytes, 60, [], 1)).toBe(true);
+    expect(q.push(a, 'k2', bytes, 60, [], 1, CERT)).toBe(true);
+    expect(q.push(a, 'k4', bytes, 60, [], 1, CERT)).toBe(true);
     expect([...a.pushByKey.keys()]).toEqual(['k2', 'k4']);
     expect(q.pending).toBe(3);
   });
@@ -172,9 +175,9 @@ describe('subscription and push quotas', () => {
   it('the global cap still holds across sessions', () => {
     const q = new PushQueue(2, 200, 6, () => {}, 10);
     const bytes = new Uint8Array(1);
-    expect(q.push(session(generateKeyPair()), 'k', bytes, 60, [], 0)).toBe(true);
-    expect(q.push(session(generateKeyPair()), 'k', bytes, 60, [], 0)).toBe(true);
-    expect(q.push(session(generateKeyPair()), 'k', bytes, 60, [], 0)).toBe(false);
+    expect(q.push(session(generateKeyPair()), 'k', bytes, 60, [], 0, CERT)).toBe(true);
+    expect(q.push(session(generateKeyPair()), 'k', bytes, 60, [], 0, CERT)).toBe(true);
+    expect(q.push(session(generateKeyPair()), 'k', bytes, 60, [], 0, CERT)).toBe(false);
     expect(q.counters.overflow).toBe(1);
   });
 });

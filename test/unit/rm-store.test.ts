@@ -103,6 +103,6 @@ describe('binding store', () => {
   it('gives STORE_FAILED for a path it cannot open', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rn-store-'));
     writeFileSync(join(dir, 'file'), '');
-    expect(() => open(join(dir, 'file', 'rm.db'), new ManualClock(0))).toThrow(/cannot open the binding store/);
+    expect(() => open(join(dir, 'file', 'rm.db'), new ManualClock(0))).toThrow(/cannot open the RM store/);
   });
 });
