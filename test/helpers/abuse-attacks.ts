@@ -243,7 +243,8 @@ export async function floodTemplates(lab: AbuseLab): Promise<{ file: string; sea
     { kind: 'garbage', count: 1000 },
   ];
   let sealedOn: string | null = null;
-  for (const [who, key] of [['stranger', undefined], ['member', lab.keys.member]] as const) {
+  // The member first: a stranger gets no session any more (its attempt only costs the timeout).
+  for (const [who, key] of [['member', lab.keys.member], ['stranger', undefined]] as const) {
     const o = await a.call({ cmd: 'open', name: 'flood', ...rmArgs(lab), ...(key ? { key } : {}) });
     if (o.welcome === true) {
       sealedOn = who;
