@@ -126,6 +126,8 @@ describe('RM: HELLO cookie', () => {
       return { buf, msg: b.msg };
     };
     const key = generateKeyPair();
+    // A member: the cookie comes first for anyone, and then only a member's HELLO gets a WELCOME.
+    await h.admit(key);
     const prefix = parsePrefix(REALM_PREFIX);
     const id = deriveHostId(prefix, key.publicKey).toBytes();
     const first = encode(signedHello(key, id, prefix.length, 7).hello, null);
@@ -187,7 +189,7 @@ describe('RM: return routability', () => {
   it('a captured datagram sent with a victim source draws at most a smaller CHALLENGE there, and nothing moves', async () => {
     const { h: harness, spoof } = await spoofingHarness();
     h = harness;
-    const s = await rawSession(h.port);
+    const s = await rawSession(h);
     let seq = 1_000_000;
     const captured = encode({ type: 'lookup', reqId: 1, hostId: s.hostId.toBytes() }, { sid: s.sid, seq: ++seq, key: s.keys.c2s });
     spoof.entry(captured, '203.0.113.9', 7777, spoof.socket);
@@ -215,7 +217,7 @@ describe('RM: return routability', () => {
   it('a message shorter than a CHALLENGE from a new address draws nothing', async () => {
     const { h: harness, spoof } = await spoofingHarness();
     h = harness;
-    const s = await rawSession(h.port);
+    const s = await rawSession(h);
     const ack = encode({ type: 'pushAck', pushId: 1 }, { sid: s.sid, seq: 1_000_000, key: s.keys.c2s });
     expect(ack.length).toBeLessThan(47);
     spoof.entry(ack, '203.0.113.9', 7777, spoof.socket);
@@ -232,7 +234,7 @@ describe('RM: no amplification, spoofed floods', () => {
       sessions: { hellosPerS: 1_000_000 },
     });
     h = harness;
-    const s = await rawSession(h.port);
+    const s = await rawSession(h);
     const key = generateKeyPair();
     const prefix = parsePrefix(REALM_PREFIX);
     const id = deriveHostId(prefix, key.publicKey).toBytes();
@@ -315,8 +317,8 @@ describe('RM: no amplification, spoofed floods', () => {
       sessions: { hellosPerS: 50 },
     });
     h = harness;
-    const a = await rawSession(h.port);
-    const b = await rawSession(h.port);
+    const a = await rawSession(h);
+    const b = await rawSession(h);
     const key = generateKeyPair();
     const prefix = parsePrefix(REALM_PREFIX);
     const id = deriveHostId(prefix, key.publicKey).toBytes();
@@ -357,7 +359,7 @@ describe('RM: no amplification, spoofed floods', () => {
 describe('RM: per-session REGISTER rate', () => {
   it('a session gets its burst of registrations, then the rate', async () => {
     h = await startHarness({ registration: { perSessionPerS: 1, burst: 5 } });
-    const s = await rawSession(h.port);
+    const s = await rawSession(h);
     for (let i = 1; i <= 12; i++) s.send({ type: 'register', reqId: i, binding: bindingFor(s.key, i).bytes });
     let ok = 0;
     for (;;) {

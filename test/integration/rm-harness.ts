@@ -148,6 +148,7 @@ export async function rawSession(rm: Harness | number, o: { key?: KeyPair; prefi
   let nonce = helloMsg.nonce;
   let hello = encode(helloMsg, null);
   let welcome: ((sid: number) => void) | null = null;
+  let refused: ((e: Error) => void) | null = null;
   socket.on('message', (buf) => {
     const h = decodeHeader(buf);
     if (!h.ok) return;
@@ -159,6 +160,11 @@ export async function rawSession(rm: Harness | number, o: { key?: KeyPair; prefi
         nonce = helloMsg.nonce;
         hello = encode(helloMsg, null);
         socket.send(hello, port, '127.0.0.1');
+      }
+      if (b.ok && b.msg.type === 'reject' && welcome && refused) {
+        // Refused (e.g. 3, not a member: with a bare port the key must be admitted first): say so now.
+        refused(new Error(`HELLO refused: REJECT code ${b.msg.code}`));
+        return;
       }
       if (b.ok && b.msg.type === 'welcome' && welcome) {
         keys = deriveSessionKeys(eph, b.msg.ephemeral, { sid: b.msg.sid, clientHostId: idb, clientEphemeral: eph.publicKey, rmEphemeral: b.msg.ephemeral, nonce });
@@ -177,13 +183,21 @@ export async function rawSession(rm: Harness | number, o: { key?: KeyPair; prefi
     welcome = resolve;
     const t = setInterval(() => socket.send(hello, port, '127.0.0.1'), 100);
     socket.send(hello, port, '127.0.0.1');
-    setTimeout(() => {
+    const giveUp = setTimeout(() => refused?.(new Error('no welcome')), 5000);
+    giveUp.unref();
+    refused = (e) => {
       clearInterval(t);
-      reject(new Error('no welcome'));
-    }, 5000).unref();
+      clearTimeout(giveUp);
+      welcome = null;
+      refused = null;
+      socket.close();
+      reject(e);
+    };
     const orig = welcome;
     welcome = (s) => {
       clearInterval(t);
+      clearTimeout(giveUp);
+      refused = null;
       orig(s);
     };
   });
