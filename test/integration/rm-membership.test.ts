@@ -63,7 +63,11 @@ function stranger(port: number, rmKey: Uint8Array, o: { key?: KeyPair; join?: Jo
   return c;
 }
 
-/** Sends one HELLO and returns the first unauthenticated answer (or null). */
+/**
+ * Sends one HELLO, as a client does: first without a cookie, which draws the RM's COOKIE (every
+ * HELLO needs one, docs/security.md decision 4), then the same HELLO with it. Returns the answer to
+ * the HELLO with the cookie (helloSize: that HELLO's size), or throws "no answer".
+ */
 async function helloOnce(port: number, key: KeyPair, o: { join?: { inviteId: Uint8Array; expiresAt: number; secret: Uint8Array }; badSignature?: boolean } = {}): Promise<{ type: string; code?: number; size: number; helloSize: number }> {
   const sock: Socket = createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
@@ -71,19 +75,39 @@ async function helloOnce(port: number, key: KeyPair, o: { join?: { inviteId: Uin
   const id = deriveHostId(prefix, key.publicKey);
   const { hello } = signedHello(key, id.toBytes(), prefix.length, 7, { join: o.join ?? null });
   const h = o.badSignature ? { ...hello, signature: new Uint8Array(64).fill(9) } : hello;
-  const bytes = encode(h, null);
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no answer to HELLO')), 2000);
-    sock.on('message', (buf) => {
-      const hd = decodeHeader(buf);
-      if (!hd.ok) return;
-      const b = decodeBody(hd.msg, buf);
-      if (!b.ok) return;
-      clearTimeout(t);
-      resolve({ type: b.msg.type, code: b.msg.type === 'reject' ? b.msg.code : undefined, size: buf.length, helloSize: bytes.length });
-    });
-    sock.send(bytes, port, '127.0.0.1');
+  const inbox: { type: string; code?: number; cookie?: Uint8Array; size: number }[] = [];
+  let wake: (() => void) | null = null;
+  sock.on('message', (buf) => {
+    const hd = decodeHeader(buf);
+    if (!hd.ok) return;
+    const b = decodeBody(hd.msg, buf);
+    if (!b.ok) return;
+    inbox.push({ type: b.msg.type, code: b.msg.type === 'reject' ? b.msg.code : undefined, cookie: b.msg.type === 'cookie' ? Uint8Array.from(b.msg.cookie) : undefined, size: buf.length });
+    wake?.();
   });
+  const next = async () => {
+    if (inbox.length === 0) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 2000);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      wake = null;
+    }
+    const m = inbox.shift();
+    if (m === undefined) throw new Error('no answer to HELLO');
+    return m;
+  };
+  sock.send(encode(h, null), port, '127.0.0.1');
+  const cookie = await next();
+  if (cookie.type !== 'cookie' || cookie.cookie === undefined) throw new Error(`a HELLO without a cookie drew ${cookie.type}, not COOKIE`);
+  // The cookie is not under the signature nor the join proof: the same HELLO, with it.
+  const bytes = encode({ ...h, cookie: cookie.cookie }, null);
+  sock.send(bytes, port, '127.0.0.1');
+  const a = await next();
+  return { type: a.type, code: a.code, size: a.size, helloSize: bytes.length };
 }
 
 describe('membership at the RM', () => {
@@ -94,6 +118,8 @@ describe('membership at the RM', () => {
     expect(a).toMatchObject({ type: 'reject', code: RejectCode.notMember });
     expect(a.size).toBeLessThan(a.helloSize);
     const c = h.server.counters();
+    // Refused by the membership gate, after the cookie (which is checked first, and held).
+    expect(c['cookie.accepted']).toBe(1);
     expect(c['hello.notMember']).toBe(1);
     expect(c['hello.invalid']).toBe(0);
     // The same for a token proof that does not check out: bad token, still no signature work.
