@@ -3,14 +3,20 @@ import { createSocket } from 'node:dgram';
 import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { mac } from '../../shared/crypto/blake2s.ts';
-import { encode, writeHeader } from '../../shared/wire/codec.ts';
+import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
+import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
+import { mintToken, type JoinToken } from '../../shared/membership.ts';
+import { decodeBody, decodeHeader, encode, writeHeader } from '../../shared/wire/codec.ts';
+import { signedHello } from '../../shared/wire/handshake.ts';
 import { HEADER_LEN, MsgType, type ControlMessage } from '../../shared/wire/messages.ts';
-import { bindingFor, rawSession, startHarness, type Harness } from './rm-harness.ts';
+import { bindingFor, rawSession, REALM_PREFIX, startHarness, type Harness } from './rm-harness.ts';
 
 /**
  * Throws 100k random and mutated control datagrams at an in-process RM on 127.0.0.1: raw garbage,
  * mutated HELLOs, mutated session messages (bad MACs), and session messages with a valid MAC but
- * random or mutated bodies (so the body decoder and the handlers see junk too). The RM must not
+ * random or mutated bodies (so the body decoder and the handlers see junk too), and HELLOs with a
+ * valid cookie (strangers, foreign tokens, bad signatures) that reach the membership gate and the
+ * signature check. The RM must not
  * crash, must receive every datagram (sending is paced so the kernel drops none), and its counters
  * must add up: rx.datagrams = Σ rx.drop.* + Σ rx.handled.*.
  */
@@ -42,7 +48,15 @@ describe('RM fuzz', () => {
     const packr = new Packr({ useRecords: false });
     const sock = createSocket('udp4');
     await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-    sock.on('message', () => {});
+    // sock's HELLO cookie (the RM answers a HELLO without one with COOKIE), so that some of the
+    // fuzz's HELLOs get past it to the membership gate and the signature check.
+    let cookie: Uint8Array | null = null;
+    sock.on('message', (buf) => {
+      const hd = decodeHeader(buf);
+      if (cookie !== null || !hd.ok || hd.msg.sid !== 0) return;
+      const b = decodeBody(hd.msg, buf);
+      if (b.ok && b.msg.type === 'cookie') cookie = Uint8Array.from(b.msg.cookie);
+    });
 
     const id = s.hostId.toBytes();
     const binding = bindingFor(s.key, 1).bytes;
@@ -58,6 +72,21 @@ describe('RM fuzz', () => {
       { type: 'hello', reqId: 1, hostId: id, prefixLen: 32, publicKey: s.key.publicKey, ephemeral: new Uint8Array(32).fill(9), nonce: new Uint8Array(16), signature: new Uint8Array(64), join: null, cookie: null },
       null,
     );
+    sock.send(hello, port, '127.0.0.1');
+    for (let i = 0; i < 200 && cookie === null; i++) await new Promise((r) => setTimeout(r, 10));
+    if (cookie === null) throw new Error('no COOKIE for the fuzz socket');
+    const prefix = parsePrefix(REALM_PREFIX);
+    const withCookie = (k: KeyPair, o: { join?: JoinToken; badSignature?: boolean } = {}): Buffer => {
+      const { hello: m } = signedHello(k, deriveHostId(prefix, k.publicKey).toBytes(), prefix.length, 1, { join: o.join ?? null, cookie });
+      return Buffer.from(encode(o.badSignature ? { ...m, signature: new Uint8Array(64).fill(9) } : m, null));
+    };
+    const expiresAt = Math.floor(Date.now() / 1000) + 600;
+    const cookied = [
+      withCookie(generateKeyPair()), // a stranger: REJECT notMember
+      withCookie(generateKeyPair(), { join: mintToken(generateKeyPair(), prefix, expiresAt) }), // another realm's token: REJECT badToken
+      withCookie(s.key, { badSignature: true }), // a member, bad signature: dropped (hello.invalid)
+      withCookie(generateKeyPair(), { join: mintToken(h.rmKey, prefix, expiresAt), badSignature: true }), // a good token, bad signature
+    ];
     let seq = 1_000_000; // above anything the raw session used
     const sealed = (type: number, body: Uint8Array): Buffer => {
       const out = Buffer.alloc(HEADER_LEN + body.length + 16);
@@ -77,8 +106,12 @@ describe('RM fuzz', () => {
       switch (i % 6) {
         case 0:
           return randomBytes(Math.floor(Math.random() * 1300));
-        case 1:
-          return mutate(hello);
+        case 1: {
+          // From sock (as cases 0 to 2 are): half with its cookie, to the gate, some of those mutated.
+          if (i % 12 !== 1) return mutate(hello);
+          const c = cookied[Math.floor(i / 12) % cookied.length];
+          return Math.random() < 0.5 ? c : mutate(c);
+        }
         case 2:
           return mutate(encode(seeds[i % seeds.length], { sid: s.sid, seq: ++seq, key: s.keys.c2s }));
         case 3: {
@@ -128,6 +161,13 @@ describe('RM fuzz', () => {
     expect(c['rx.drop.badMac']).toBeGreaterThan(0);
     expect(c['rx.drop.unvalidated']).toBeGreaterThan(0);
     expect(c['challenge.sent']).toBeGreaterThan(0);
+    // HELLOs got past the cookie to the membership gate and the signature check, and were refused.
+    expect(c['cookie.accepted']).toBeGreaterThan(0);
+    expect(c['hello.notMember']).toBeGreaterThan(0);
+    expect(c['hello.badToken']).toBeGreaterThan(0);
+    expect(c['hello.invalid']).toBeGreaterThan(0);
+    expect(c['hello.joined']).toBe(0);
+    expect(c['sessions.created']).toBe(1);
     // Still serving: a normal request gets its answer.
     // (Sent from the session's own socket with a fresh sequence number: the fuzz moved both.)
     s.sendRaw(encode({ type: 'lookup', reqId: 777, hostId: id }, { sid: s.sid, seq: ++seq, key: s.keys.c2s }));
