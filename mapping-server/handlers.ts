@@ -107,6 +107,9 @@ export class Handlers {
       case 'open':
         return this.welcome(this.p.sessions.hello(m, socket, address, port, now, () => this.helloCert(g.kind === 'member' ? g.member : admission.admitOpen(HostId.fromBytes(m.hostId), m.publicKey, m.prefixLen))), m, socket, address, port, now);
       case 'join': {
+        // The per-prefix session quota before the signature and the durable commit (as for a
+        // member's HELLO in sessions.hello()): a full prefix must not spend the token on a busy REJECT.
+        if (this.p.sessions.prefixFull(address)) return this.welcome({ kind: 'busy', reason: 'prefix' }, m, socket, address, port, now);
         const bad = verifyHello(m);
         if (bad !== null) return this.welcome({ kind: 'invalid', reason: bad }, m, socket, address, port, now);
         admission.join(m, g, (member) => {

@@ -163,6 +163,11 @@ export class SessionTable {
     return { kind: 'welcome', session: s, welcome: { ...again.welcome, reqId: h.reqId }, fresh: false };
   }
 
+  /** Whether a new session from this address's source prefix is over the per-prefix quota. */
+  prefixFull(address: string): boolean {
+    return (this.byPrefix.get(prefixKey(address)) ?? 0) >= this.quotas.perPrefix;
+  }
+
   /**
    * Verifies a HELLO (unless the caller did: preverified) and creates (or finds again) its session.
    * Costs ~1 ms of crypto when fresh. cert: the host's membership certificate for the WELCOME,
@@ -172,8 +177,7 @@ export class SessionTable {
     const again = this.repeat(h);
     if (again !== null) return again;
     // Cheap refusals before the signature check.
-    const prefix = prefixKey(address);
-    if ((this.byPrefix.get(prefix) ?? 0) >= this.quotas.perPrefix) return { kind: 'busy', reason: 'prefix' };
+    if (this.prefixFull(address)) return { kind: 'busy', reason: 'prefix' };
     if (!preverified) {
       const bad = verifyHello(h);
       if (bad !== null) return { kind: 'invalid', reason: bad };

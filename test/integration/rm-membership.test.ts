@@ -188,6 +188,21 @@ describe('membership at the RM', () => {
     expect(h.server.counters()['hello.joined']).toBe(0);
   });
 
+  it('a join from a source prefix whose sessions are at quota is refused busy before the signature check, and its token is not spent', async () => {
+    const h = await harness({ sessions: { perPrefix: 1 } });
+    await h.client(); // 127.0.0.0/24 now holds its one session
+    const token = mintToken(h.rmKey, prefix, Math.floor(Date.now() / 1000) + 600);
+    // Bad signature: had the signature been checked first, this would be dropped as invalid.
+    expect(await helloOnce(h.port, generateKeyPair(), { join: token, badSignature: true })).toMatchObject({ type: 'reject', code: RejectCode.busy });
+    const k = generateKeyPair();
+    expect(await helloOnce(h.port, k, { join: token })).toMatchObject({ type: 'reject', code: RejectCode.busy });
+    const c = h.server.counters();
+    expect(c['hello.invalid']).toBe(0);
+    expect(c['hello.prefixFull']).toBe(2);
+    expect(c['hello.joined']).toBe(0);
+    expect(h.server.member(deriveHostId(prefix, k.publicKey))).toBeUndefined();
+  });
+
   it('serves a certificate with every answer, which the client checks; RENEW gives a fresh one', async () => {
     // The RM's clock starts 40,000 s back, so that moving it to now ages the first certificate.
     let wall = Date.now() - 40_000_000;
