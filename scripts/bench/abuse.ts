@@ -151,7 +151,7 @@ async function churn(lab: AbuseLab, minutes: number, rate: number): Promise<Json
   const t0 = Date.now();
   const samples: { s: number; rss_mib: number; rows: number }[] = [];
   const sampler = setInterval(() => samples.push({ s: (Date.now() - t0) / 1000, rss_mib: lab.rmRssMiB(), rows: lab.storeRows() }), 10_000);
-  const r = await lab.attacker.call({ cmd: 'churn', ...rmArgs(lab), seconds: minutes * 60, rate, register: true }).finally(() => clearInterval(sampler));
+  const r = await lab.attacker.call({ cmd: 'churn', ...rmArgs(lab), seconds: minutes * 60, rate, register: true }, minutes * 60_000 + 120_000).finally(() => clearInterval(sampler));
   await wait(5_000);
   const rss1 = lab.rmRssMiB();
   const rows1 = lab.storeRows();

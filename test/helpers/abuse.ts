@@ -54,13 +54,18 @@ export function abuseProblems(): string[] {
 /** One rmdriver process in a namespace: call() sends a command and resolves with its answer. */
 export class Driver {
   private readonly waiting: ((j: Json) => void)[] = [];
+  /** The tail of the driver's stderr. */
+  err = '';
   private constructor(private readonly child: ChildProcess, readonly ns: string) {}
 
   static async start(ns: string): Promise<Driver> {
     const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', DRIVER], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
     let err = '';
-    child.stderr?.setEncoding('utf8').on('data', (s: string) => (err = (err + s).slice(-8192)));
     const d = new Driver(child, ns);
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      err = (err + s).slice(-8192);
+      d.err = err;
+    });
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
     const ready = new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`rmdriver in ${ns} did not start within 30 s: ${err}`)), 30_000);
@@ -81,11 +86,18 @@ export class Driver {
     return d;
   }
 
-  /** Sends one command; throws if the driver answered with an error. */
-  async call(cmd: Json): Promise<Json> {
+  /**
+   * Sends one command; throws if the driver answered with an error, or did not answer within
+   * timeoutMs (then with the tail of its stderr: a hang must say where, not stall the benchmark).
+   */
+  async call(cmd: Json, timeoutMs = 180_000): Promise<Json> {
     const answer = new Promise<Json>((r) => this.waiting.push(r));
     this.child.stdin?.write(JSON.stringify(cmd) + '\n');
-    const a = await answer;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`rmdriver ${String(cmd.cmd)} in ${this.ns}: no answer within ${timeoutMs / 1000} s; its stderr: ${this.err.slice(-2000)}`)), timeoutMs);
+    });
+    const a = await Promise.race([answer, late]).finally(() => clearTimeout(timer));
     if (a.ok !== true) throw new Error(`rmdriver ${String(cmd.cmd)} in ${this.ns}: ${String(a.error)}`);
     return a;
   }
