@@ -256,8 +256,15 @@ function rawOf(ctx: Ctx, c: Json): RawSession {
 
 async function openSocket(bind: string | undefined, family: 4 | 6): Promise<Socket> {
   const sock = createSocket(family === 6 ? 'udp6' : 'udp4');
+  // A bind that fails (out of ports or descriptors) must fail the command, not leave it waiting.
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind(0, bind, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
   sock.on('error', () => undefined); // ICMP errors reported on a later send: irrelevant to an attacker
-  await new Promise<void>((r) => sock.bind(0, bind, () => r()));
   return sock;
 }
 
@@ -564,14 +571,16 @@ async function churn(ctx: Ctx, c: Json): Promise<Json> {
   const rate = num(c, 'rate');
   const doRegister = c.register !== false;
   const prefix = str(c, 'prefix');
-  const out = { attempts: 0, welcomes: 0, rejects: 0, noAnswer: 0, registered: 0, registerRefused: 0 };
+  const out = { attempts: 0, welcomes: 0, rejects: 0, noAnswer: 0, registered: 0, registerRefused: 0, errors: 0, lastError: '' };
   const t0 = Date.now();
   let inflight = 0;
   const one = async (i: number): Promise<void> => {
     inflight++;
+    let sock: Socket | null = null;
     try {
       const join = ctx.form === 9 && i % 3 === 0 ? 'bogus' : 'none';
       const { s, r } = await newRaw(ctx, { ...c, join, timeoutMs: 2000 }, generateKeyPair());
+      sock = s.sock;
       out.attempts++;
       if (r.welcome) {
         out.welcomes++;
@@ -583,8 +592,12 @@ async function churn(ctx: Ctx, c: Json): Promise<Json> {
         }
       } else if (r.reject !== null) out.rejects++;
       else out.noAnswer++;
-      s.sock.close();
+    } catch (e) {
+      // Counted, not fatal: the churn goes on, and the count says whether the driver kept up.
+      out.errors++;
+      out.lastError = e instanceof Error ? e.message : String(e);
     } finally {
+      sock?.close();
       inflight--;
     }
   };
