@@ -1,3 +1,4 @@
+import { idKey } from '../../shared/ids.ts';
 /**
  * The probe budget of every remote IP address (all its ports together), shared by all peers (docs/security.md
  * decision 4). The backoff in state.ts limits what one path sends to a locator that does not answer;
@@ -52,9 +53,12 @@ export class ProbeBudget {
 
   constructor(private readonly o: ProbeBudgetOptions = DEFAULT_PROBE_BUDGET) {}
 
-  /** One probe to the address (16 bytes, IPv4 mapped) and port at `now`: true if the budget allows it. */
-  take(bytes: Uint8Array, port: number, now: number): boolean {
-    const key = addressKey(bytes, port);
+  /**
+   * One probe to the address (16 bytes, IPv4 mapped) at `now`: true if the budget allows it. The port
+   * is taken and left out of the key on purpose: a binding may list one victim under many ports.
+   */
+  take(bytes: Uint8Array, _port: number, now: number): boolean {
+    const key = idKey(bytes); // bytes, not text: one address has many spellings
     const held = this.buckets.get(key);
     let b: Bucket;
     if (held === undefined) {
@@ -80,12 +84,4 @@ export class ProbeBudget {
     this.buckets.delete(key);
     if (refill(b, now, this.o).tokens < this.o.burst) this.evictedEarly++;
   }
-}
-
-/** The table key: the address bytes (bytes, not text: one address has many spellings). */
-function addressKey(bytes: Uint8Array, _port: number): string {
-  // The port is left out on purpose: a binding may list one victim address under many ports.
-  let s = '';
-  for (let i = 0; i < 16; i++) s += String.fromCharCode(bytes[i]);
-  return s;
 }
