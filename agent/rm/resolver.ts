@@ -196,24 +196,23 @@ export class Resolver {
   // ---- inside the class ----
 
   private isNegative(key: string): boolean {
-    const until = this.negative.get(key);
-    if (until === undefined) return false;
-    if (until > this.deps.clock.now()) {
-      this.counters.negativeHits++;
-      return true;
-    }
-    this.negative.delete(key);
-    return false;
+    if (!this.heldUntil(this.negative, key)) return false;
+    this.counters.negativeHits++;
+    return true;
   }
 
   private isRevoked(key: string): boolean {
-    const until = this.revokedIds.get(key);
+    if (!this.heldUntil(this.revokedIds, key)) return false;
+    this.counters.revokedHits++;
+    return true;
+  }
+
+  /** True while key's deadline in m (clock ms) lies ahead; a passed deadline is forgotten. */
+  private heldUntil(m: Map<string, number>, key: string): boolean {
+    const until = m.get(key);
     if (until === undefined) return false;
-    if (until > this.deps.clock.now()) {
-      this.counters.revokedHits++;
-      return true;
-    }
-    this.revokedIds.delete(key);
+    if (until > this.deps.clock.now()) return true;
+    m.delete(key);
     return false;
   }
 
