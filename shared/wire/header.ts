@@ -34,6 +34,32 @@ const FLAGS_MUST_BE_ZERO = FLAG_L | FLAG_E | FLAG_V | 0x03;
 
 export const MAX_INSTANCE_ID = 0xffffff;
 
+/*
+ * Sealed data (the default, docs/dataplane-crypto.md): the K bits are 01 (RFC 8061's key ID 1: the
+ * payload is encrypted), and 12 bytes follow the LISP header, so the header sealed datagrams carry is
+ *
+ *   [0, 8)    the LISP header above (N, I, K=01, R for offload; nonce = low 24 bits of the counter;
+ *             instance ID; chunk byte in offload mode)
+ *   [8, 12)   the receiver's session index (u32, big-endian), chosen by the receiver
+ *   [12, 20)  the sender's counter for this session (u64, big-endian): the AEAD nonce and the
+ *             replay window's sequence number
+ *   [20, n-16) the frame, encrypted          [n-16, n) the AEAD tag
+ *
+ * The AEAD's associated data is the 20-byte header, so no header bit can be changed either.
+ */
+export const FLAG_K = 0x01;
+export const SEALED_HEADER_LEN = 20;
+export const SEALED_INDEX_OFF = 8;
+export const SEALED_COUNTER_OFF = 12;
+export const TAG_LEN = 16;
+/** What sealing adds to a frame compared with the plain 8-byte header: 12 header bytes and the tag. */
+export const SEALED_EXTRA = SEALED_HEADER_LEN - HEADER_LEN + TAG_LEN;
+/**
+ * First byte of a session handshake message between two agents (agent/sessions/): E, I and K set,
+ * N clear — like peer messages, which RFC 9300 data planes ignore, and distinct from them.
+ */
+export const HANDSHAKE_FLAGS = FLAG_E | FLAG_I | FLAG_K;
+
 /**
  * First byte of a message between two agents (path probes, direct binding updates: agent/peers/):
  * E and I set, N clear. Data always has N set, so one byte tells them apart, and RFC 9300 data
