@@ -416,6 +416,8 @@ export class Handshaker {
     const m = d.msg;
     if (m.receiverIndex !== pending.localIndex) return this.#drop('wrongIndex');
     if (!checkMac1(this.#mac1, buf, off, m.mac1Off)) return this.#drop('badMac1');
+    // We never send cookies to responders, so a response's mac2 is zeros: anything else is altered.
+    if (!isZero(buf, m.mac2Off, MAC_LEN)) return this.#drop('badMac2');
     const erPub = buf.slice(m.ephemeralOff, m.ephemeralOff + 32);
     const erKey = x25519Public(erPub);
     if (erKey === null) return this.#drop('badKey');
