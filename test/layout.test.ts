@@ -89,6 +89,10 @@ describe('layout rules (STYLE.md)', () => {
     expect(broken((e) => under(e.from, 'agent/paths') && under(e.to, 'agent/rm'))).toEqual([]);
   });
 
+  it('agent/sessions (the session handshake, control plane) imports only shared/: no data plane, no other agent concept', () => {
+    expect(broken((e) => under(e.from, 'agent/sessions') && under(e.to, 'agent') && !under(e.to, 'agent/sessions'))).toEqual([]);
+  });
+
   it('agent/uplinks and agent/mapcache depend on no other agent concept (paths, rm, dataplane)', () => {
     expect(
       broken((e) => (under(e.from, 'agent/uplinks') || under(e.from, 'agent/mapcache')) && ['agent/paths', 'agent/rm', 'agent/dataplane'].some((d) => under(e.to, d))),
