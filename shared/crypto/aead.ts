@@ -55,11 +55,12 @@ export const MAX_SEND_LIMIT = Number.MAX_SAFE_INTEGER;
 
 /**
  * Default send limits: packets one key may seal before it must be replaced.
- * AES-256-GCM: 2^24. draft-irtf-cfrg-aead-limits (section 5.1) bounds the confidentiality advantage
- * by (s + q + 1)^2 / 2^129 for s blocks in q messages; keeping it below 2^-57 allows about 2^36
- * blocks, and our largest frame (64 KiB, 2^12 blocks) makes that 2^24 packets: 1 TiB of offload
- * frames, about 15 minutes at 10 Gbit/s. ChaCha20-Poly1305 has no such confidentiality limit, so it
- * runs to the counter's ceiling. The session layer usually rekeys on time long before either.
+ * AES-256-GCM: 2^24. draft-irtf-cfrg-aead-limits (after Iwata, Ohashi and Minematsu, 2012) bounds
+ * its confidentiality advantage by (s + q + 1)^2 / 2^129 for s blocks in q messages; keeping that
+ * below 2^-57 allows about 2^36 blocks, and our largest frame (64 KiB, 2^12 blocks) makes that 2^24
+ * packets: 1 TiB of offload frames, about 15 minutes at 10 Gbit/s. ChaCha20-Poly1305 has no such
+ * confidentiality limit, so it runs to the counter's ceiling. The session layer usually rekeys on
+ * time long before either.
  */
 export const DEFAULT_SEND_LIMIT: Readonly<Record<Cipher, number>> = {
   [Cipher.Aes256Gcm]: 2 ** 24,

@@ -186,11 +186,19 @@ class SessionTable : public Napi::ObjectWrap<SessionTable> {
     if (!slots_) {
       Napi::Error::New(env, "new SessionTable: out of memory").ThrowAsJavaScriptException();
       count_ = 0;
+      return;
     }
+    // A full table is 4.5 MB behind a small JS object: tell V8, so that it collects dropped tables.
+    external_ = int64_t(count_) * int64_t(sizeof(Slot));
+    Napi::MemoryManagement::AdjustExternalMemory(env, external_);
   }
 
   ~SessionTable() override {
     for (uint32_t i = 0; i < count_; i++) Clear(slots_[i]);
+  }
+
+  void Finalize(Napi::Env env) override {
+    if (external_ != 0) Napi::MemoryManagement::AdjustExternalMemory(env, -external_);
   }
 
  private:
@@ -316,15 +324,16 @@ class SessionTable : public Napi::ObjectWrap<SessionTable> {
   // The checks both seal and open make before touching any packet. Returns false with a JS exception.
   bool CheckBatch(Napi::Env env, const char* method, const Napi::Value& bufV, const Napi::Value& offV, const Napi::Value& lenV,
                   const Napi::Value& countV, uint32_t room, uint32_t* count) {
-    std::string m(method);
-    if (!IsTyped(bufV, napi_uint8_array)) return FailType(env, m + ": buf must be a Uint8Array (or Buffer)");
-    if (!IsTyped(offV, napi_uint32_array)) return FailType(env, m + ": offsets must be a Uint32Array");
-    if (!IsTyped(lenV, napi_uint32_array)) return FailType(env, m + ": lengths must be a Uint32Array");
+    // Messages are built only on the error path: a good call allocates nothing.
+    auto m = [method]() { return std::string(method); };
+    if (!IsTyped(bufV, napi_uint8_array)) return FailType(env, m() + ": buf must be a Uint8Array (or Buffer)");
+    if (!IsTyped(offV, napi_uint32_array)) return FailType(env, m() + ": offsets must be a Uint32Array");
+    if (!IsTyped(lenV, napi_uint32_array)) return FailType(env, m() + ": lengths must be a Uint32Array");
     Napi::Uint32Array offsets = offV.As<Napi::Uint32Array>(), lengths = lenV.As<Napi::Uint32Array>();
     double n = 0;
-    if (!ReadInteger(countV, 4294967295.0, &n)) return FailRange(env, m + ": count must be a non-negative integer");
+    if (!ReadInteger(countV, 4294967295.0, &n)) return FailRange(env, m() + ": count must be a non-negative integer");
     if (n > offsets.ElementLength() || n > lengths.ElementLength()) {
-      return FailRange(env, m + ": count " + std::to_string(uint64_t(n)) + " exceeds offsets (" + std::to_string(offsets.ElementLength()) +
+      return FailRange(env, m() + ": count " + std::to_string(uint64_t(n)) + " exceeds offsets (" + std::to_string(offsets.ElementLength()) +
                                 ") or lengths (" + std::to_string(lengths.ElementLength()) + ")");
     }
     *count = uint32_t(n);
@@ -332,7 +341,7 @@ class SessionTable : public Napi::ObjectWrap<SessionTable> {
     for (uint32_t i = 0; i < *count; i++) {
       uint64_t off = offsets[i], len = lengths[i];
       if (len > kMaxFrame || off + len + room > size) {
-        return FailRange(env, m + ": packet " + std::to_string(i) + " (offset " + std::to_string(off) + ", length " + std::to_string(len) +
+        return FailRange(env, m() + ": packet " + std::to_string(i) + " (offset " + std::to_string(off) + ", length " + std::to_string(len) +
                                   (room ? " + 16-byte tag" : "") + ") ends past buf (" + std::to_string(size) + " bytes)");
       }
     }
@@ -461,6 +470,7 @@ class SessionTable : public Napi::ObjectWrap<SessionTable> {
 
   std::unique_ptr<Slot[]> slots_;
   uint32_t count_ = 0;
+  int64_t external_ = 0;
   double totals_[kStatCount] = {};
 };
 
