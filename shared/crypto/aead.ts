@@ -212,6 +212,8 @@ export class SessionTable {
   /** The table's counters since it was made, or with `slot` that slot's since its install(). */
   stats(slot?: number): AeadStats {
     const v = this.statsOut;
+    // -1 asks the addon for the table's totals; a caller's -1 is a wrong slot like any other.
+    if (slot !== undefined && !(slot >= 0)) throw new RangeError(`stats: slot must be an integer from 0 to ${this.slots - 1}`);
     this.table.stats(v, slot ?? -1);
     return { sealed: v[0], sealNoSession: v[1], sealExhausted: v[2], sealFailed: v[3], opened: v[4], noSession: v[5], forged: v[6], replayed: v[7], tooOld: v[8], truncated: v[9] };
   }

@@ -414,6 +414,7 @@ describe('AEAD session table', () => {
     expect(() => t.install(2, idx, Cipher.Aes256Gcm, randomBytes(32), randomBytes(32), { sendLimit: 5, firstSendCounter: 6 })).toThrow(/firstSendCounter/);
     expect(() => t.wipe(-1)).toThrow(RangeError);
     expect(() => t.stats(4)).toThrow(RangeError);
+    expect(() => t.stats(-1)).toThrow(RangeError);
 
     const b = batch([randomBytes(10), randomBytes(10)], idx);
     const before = Buffer.from(b.buf);
