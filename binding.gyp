@@ -1,9 +1,10 @@
 {
   # Built by `npm install` (scripts.install = node-gyp rebuild). Two small addons, one per I/O edge:
-  # inside (TUN) and outside (UDP), and two tiny ones for the operating system: one runs `ip` without
+  # inside (TUN) and outside (UDP), two tiny ones for the operating system: one runs `ip` without
   # forking the agent on its event loop (shared/native/spawn.cc), one reads a unix socket peer's
-  # credentials for the agent's control socket. All use node-addon-api without C++ exceptions: errors
-  # are thrown as JS errors that carry errno, and the TypeScript wrappers turn them into SystemErrors.
+  # credentials for the agent's control socket; and the data plane's AEAD (shared/crypto/native/aead.cc).
+  # All use node-addon-api without C++ exceptions: errors are thrown as JS errors (carrying errno for a
+  # failed system call), and the TypeScript wrappers turn them into typed errors.
   "target_defaults": {
     # "." (the repo root): both addons include shared/native/reader.h, their common reader thread.
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "."],
@@ -29,6 +30,14 @@
     {
       "target_name": "realmnet_peercred",
       "sources": ["shared/native/peercred.cc"]
+    },
+    {
+      # The data plane's AEAD (shared/crypto/aead.ts). OpenSSL is Node's own: its headers come first on
+      # the include path (a system libssl-dev, if any, is never used) and nothing links libcrypto: the
+      # EVP symbols resolve from the node binary when the addon is loaded.
+      "target_name": "realmnet_aead",
+      "sources": ["shared/crypto/native/aead.cc"],
+      "include_dirs": ["<(node_root_dir)/include/node"]
     },
     {
       # Not an addon: a test tool (scripts/tools/native/spoof.c) that sends UDP with forged source
