@@ -1,6 +1,6 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
-import { hostIdBytes, type HostId, type Prefix } from '../shared/ids.ts';
+import { hostIdBytes, idKey, type HostId, type Prefix } from '../shared/ids.ts';
 import { privateSeed, type KeyPair } from '../shared/crypto/ed25519.ts';
 import type { AgentConfig } from './config.ts';
 import { chunksPerFrame, createInside, type InsideStats } from './dataplane/inside.ts';
@@ -25,6 +25,12 @@ import type { UplinkFacts, WatchedUplink } from './uplinks/monitor/types.ts';
 import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './hoststate.ts';
 import { EventLoopLag, type LagStats } from './lag.ts';
 import { statusOf } from './status.ts';
+import { Cipher, SessionTable } from '../shared/crypto/aead.ts';
+import { SEALED_HEADER_LEN, TAG_LEN } from '../shared/wire/header.ts';
+import { admitConfigured, admitMembers } from './sessions/admit.ts';
+import type { RealmTrust } from './rm/trust.ts';
+import { SessionManager, writeRefusal, type SessionStatus } from './sessions/manager.ts';
+import type { PeerIdentity } from './sessions/noise.ts';
 
 /** What the agent needs of the uplink monitor (uplinks/monitor/monitor.ts). */
 export interface MonitorLike {
@@ -79,6 +85,8 @@ export interface AgentDeps {
   readonly makeMonitor?: (uplinks: readonly WatchedUplink[], signals: MonitorSignals) => MonitorLike;
   /** Sequence number and message counter kept across restarts; default: in memory. */
   readonly hostState?: HostStateStore;
+  /** Realm mode: the pinned realm keys and this host's certificate (sessions admit members by them). */
+  readonly trust?: RealmTrust;
 }
 
 export interface AgentStatus {
@@ -97,6 +105,8 @@ export interface AgentStatus {
   readonly paths: readonly PathStatus[];
   /** Path changes, newest last (at most 20). */
   readonly failovers: readonly FailoverRecord[];
+  /** Encryption: the cipher, the sessions with peers and the handshake counters; null when dataplane.encryption is off. */
+  readonly encryption: SessionStatus | null;
   /** Messages between agents (probes, replies, direct updates) and why some were dropped; null without an RM (probing needs the peers' keys). */
   readonly peers: Readonly<Record<PeerCounter, number>> | null;
   /** How late the event loop ran timers (the data path shares it): since start and over the last 10 s. */
@@ -128,9 +138,9 @@ export interface Agent {
 const MAX_DATAGRAM = 65_507;
 const SWEEP_MS = 1000;
 
-/** Offload chunks fit one underlay packet even over IPv6: MTU − 40 (IPv6) − 8 (UDP) − 8 (data header). */
-export function chunkPayload(underlayMtu: number): number {
-  return underlayMtu - 40 - 8 - 8;
+/** Offload chunks fit one underlay packet even over IPv6: MTU − 40 (IPv6) − 8 (UDP) − the data header (and tag). */
+export function chunkPayload(underlayMtu: number, sealed: boolean): number {
+  return underlayMtu - 40 - 8 - (sealed ? SEALED_HEADER_LEN + TAG_LEN : 8);
 }
 
 /** The host ID: from the key (identity) or the config; both given must agree. */
@@ -153,6 +163,8 @@ interface Running {
   readonly table: UplinkTable;
   /** With an RM and a key (realm mode); null with static peers only. */
   readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths } | null;
+  /** Encryption on: the sessions with peers; null when off. */
+  sessions: SessionManager | null;
   readonly timers: NodeJS.Timeout[];
   monitor: MonitorLike | null;
 }
@@ -163,10 +175,10 @@ class RealmnetAgent implements Agent {
   private readonly myId: Uint8Array;
   private readonly drops = new DropCounters();
   private readonly cache: MapCache;
-  private readonly outside: OutsideStats = { packets: 0, bytes: 0, batches: 0, counterRestarts: 0 };
+  private readonly outside: OutsideStats = { packets: 0, bytes: 0, batches: 0, counterRestarts: 0, opened: 0, keepalives: 0 };
   private readonly lag = new EventLoopLag();
   private readonly hostState: HostStateStore;
-  private inside: InsideStats = { packets: 0, bytes: 0, batches: 0, shadowPackets: 0 };
+  private inside: InsideStats = { packets: 0, bytes: 0, batches: 0, shadowPackets: 0, heldForSession: 0, sealedBatches: 0 };
   /** A copy of what was sent recently, re-sent after a failover; null when failover.resend is off. */
   private readonly flight: FlightRecorder | null;
   private running: Running | null = null;
@@ -182,13 +194,15 @@ class RealmnetAgent implements Agent {
     this.hostState = deps.hostState ?? memoryHostState();
     const r = config.failover.resend;
     this.flight = r.enabled
-      ? new FlightRecorder({ totalBytes: r.bufferBytes, perPeerBytes: r.perPeerBytes, maxAgeMs: r.maxAgeMs, maxStaged: config.tun.batchSize * chunksPerFrame(config.tun.offload, chunkPayload(config.underlayMtu)) }, () => deps.clock.now())
+      ? new FlightRecorder({ totalBytes: r.bufferBytes, perPeerBytes: r.perPeerBytes, maxAgeMs: r.maxAgeMs, maxStaged: config.tun.batchSize * chunksPerFrame(config.tun.offload, chunkPayload(config.underlayMtu, config.dataplane.encryption === 'on')) }, () => deps.clock.now())
       : null;
   }
 
   async start(): Promise<void> {
     const config = this.config;
-    const tun = this.deps.openTun({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, batchSize: config.tun.batchSize });
+    const sealed = config.dataplane.encryption === 'on';
+    // Sealed: the tag is written behind each packet in its TUN slot, so slots leave room for it.
+    const tun = this.deps.openTun({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, batchSize: config.tun.batchSize, tailroom: sealed ? TAG_LEN : 0 });
     const sockets = new UplinkSockets(
       config.uplinks,
       { port: config.listenPort, batchSize: config.tun.batchSize, maxDatagram: MAX_DATAGRAM, tableBase: config.routing.tableBase, rulePriority: config.routing.rulePriority },
@@ -200,8 +214,9 @@ class RealmnetAgent implements Agent {
       }
       await sockets.start();
       const table = new UplinkTable(sockets.opened);
-      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), timers: [], monitor: null };
+      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), sessions: null, timers: [], monitor: null };
       this.running = r;
+      r.sessions = this.startSessions(r);
       this.loadStaticBindings(table.current);
       this.wireUplinkEvents(r);
       const inside = this.startDataPlane(r);
@@ -211,8 +226,10 @@ class RealmnetAgent implements Agent {
       r.rm?.paths.start();
       this.startTimers(r);
       this.lag.start();
+      r.sessions?.start();
+      if (!sealed) this.log.warn('dataplane.encryption is off: packets between hosts can be read, changed and forged on the path (for measurement only)');
       this.log.info(
-        { hostId: this.hostId, tun: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, uplinks: table.current.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: config.rm?.servers.map((s) => s.address).join(',') ?? 'none' },
+        { hostId: this.hostId, tun: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, encryption: sealed ? config.dataplane.cipher : 'off', uplinks: table.current.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: config.rm?.servers.map((s) => s.address).join(',') ?? 'none' },
         'agent up',
       );
     } catch (e) {
@@ -235,6 +252,7 @@ class RealmnetAgent implements Agent {
     r.rm?.resolver.stop();
     await r.rm?.link.stop();
     r.tun.close();
+    r.sessions?.stop();
     await r.sockets.stop();
     this.log.info({ drops: this.drops.total(), insidePackets: this.inside.packets, outsidePackets: this.outside.packets }, 'agent stopped');
   }
@@ -259,6 +277,7 @@ class RealmnetAgent implements Agent {
       drops: this.drops,
       eventLoop: this.lag.stats(),
       flight: this.flight,
+      sessions: r?.sessions ?? null,
     });
   }
 
@@ -346,6 +365,73 @@ class RealmnetAgent implements Agent {
   }
 
   private inOnBatch: ((buf: Buffer, lengths: Uint32Array, count: number) => void) | null = null;
+  private inKeepalive: ((id: Uint8Array) => void) | null = null;
+
+  /**
+   * Encryption on: the native session table and the manager of handshakes (agent/sessions/). A peer
+   * is admitted by its static config (hostId and publicKey) or, in a realm, by a membership
+   * certificate from a pinned realm key for its ID and key (docs/dataplane-crypto.md).
+   */
+  private startSessions(r: Running): SessionManager | null {
+    const { config, deps } = this;
+    const id = deps.identity;
+    if (config.dataplane.encryption !== 'on' || id === undefined) return null;
+    const d = config.dataplane;
+    const trust = deps.trust;
+    const configured = admitConfigured(new Map(config.peers.flatMap((p) => (p.publicKey === undefined ? [] : [[idKey(hostIdBytes(p.hostId)), new Uint8Array(Buffer.from(p.publicKey, 'base64'))] as const]))));
+    const member = trust === undefined ? () => false : admitMembers(trust.realmKeys, () => trust.nowS());
+    // A configured static peer is trusted with its configured key; anyone else needs a membership
+    // certificate, and no session for an ID the RM revoked.
+    const admit = (p: PeerIdentity): boolean => configured(p) || (member(p) && r.rm?.resolver.isRevoked(idKey(p.id)) !== true);
+    const sessions = new SessionManager(
+      {
+        instanceId: config.realm.instanceId,
+        cipher: d.cipher === 'aes-256-gcm' ? Cipher.Aes256Gcm : Cipher.ChaCha20Poly1305,
+        rekeyAfterMs: d.rekeyAfterS * 1000,
+        rekeyAfterPackets: d.rekeyAfterPackets,
+        rejectAfterMs: d.rejectAfterS * 1000,
+        maxSessions: d.maxSessions,
+        handshakesPerS: d.handshakesPerS,
+        tunStride: r.tun.stride,
+        tunHeadroom: r.tun.headroom,
+        batchSize: config.tun.batchSize,
+      },
+      {
+        me: { id: this.myId, edSeed: privateSeed(id.key), edPublic: id.key.publicKey, cert: trust?.cert?.bytes ?? null, instanceId: config.realm.instanceId },
+        table: new SessionTable(d.maxSessions),
+        cache: this.cache,
+        uplinks: () => r.table.current,
+        clock: deps.clock,
+        wallClock: Date.now,
+        log: this.log.child({ module: 'sessions' }),
+        admit,
+        reinjectInside: (buf, lengths, count) => this.reinjectInside(buf, lengths, count),
+        keepalive: (peer) => this.inKeepalive?.(peer),
+      },
+    );
+    r.rm?.link.onRevoke((hostId) => sessions.dropPeer(hostId.toBytes()));
+    trust?.onCert((c) => sessions.setCertificate(c.bytes));
+    return sessions;
+  }
+
+  /**
+   * Mixed settings: one end encrypts, the other does not. Both ends say so (at most every 10 s); an
+   * end with encryption off answers an initiation with a refusal, so the other end can name it.
+   */
+  private lastMismatchLog = -Infinity;
+  private readonly refusal = Buffer.alloc(16);
+  private onMismatch(r: Running, sealedHere: boolean, uplink: number, buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number): void {
+    if (!sealedHere) {
+      const n = writeRefusal(this.refusal, buf, off, len, this.config.realm.instanceId);
+      if (n > 0) r.table.current[uplink]?.socket.send(this.refusal, Uint32Array.of(0), Uint32Array.of(n), srcAddrs.subarray(srcOff, srcOff + 16), Uint16Array.of(port), 1);
+    }
+    const now = this.deps.clock.now();
+    if (now - this.lastMismatchLog < 10_000) return;
+    this.lastMismatchLog = now;
+    const from = `${Buffer.from(srcAddrs.subarray(srcOff, srcOff + 16)).toString('hex')} port ${port}`;
+    if (sealedHere) this.log.error({ from, uplink: r.table.current[uplink]?.name }, 'a peer sends unencrypted data but dataplane.encryption is on here: dropped; set dataplane.encryption the same on both hosts');
+    else this.log.error({ from, uplink: r.table.current[uplink]?.name }, 'a peer sends encrypted data or handshakes but dataplane.encryption is off here: dropped; set dataplane.encryption the same on both hosts');
+  }
   private readonly outsideHandlers: UdpBatchHandler[] = [];
 
   private reinjectInside(buf: Buffer, lengths: Uint32Array, count: number): void {
@@ -362,20 +448,23 @@ class RealmnetAgent implements Agent {
     const res = r.rm?.resolver ?? null;
     const paths = r.rm?.paths ?? null;
     const uplinks = r.table.current;
+    const sealing = r.sessions ?? undefined;
     const ins = createInside(
-      { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: r.tun.stride, headroom: r.tun.headroom, chunkPayload: chunkPayload(config.underlayMtu) },
+      { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: r.tun.stride, headroom: r.tun.headroom, chunkPayload: chunkPayload(config.underlayMtu, sealing !== undefined) },
       {
         cache: this.cache,
         sockets: uplinks.map((u) => u.socket),
         drops: this.drops,
         onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff),
         flight: this.flight ?? undefined,
+        sealing,
         // The monitor is made after the data plane: read at the call, not now.
         onSendError: (u, errno) => r.monitor?.sendError?.(uplinks[u].name, errno),
       },
     );
     this.inside = ins.stats;
     this.inOnBatch = ins.onBatch;
+    this.inKeepalive = ins.keepalive;
     const maxInner = config.tun.offload ? MAX_DATAGRAM : config.tun.mtu;
     for (const u of uplinks) {
       const i = u.index;
@@ -387,6 +476,9 @@ class RealmnetAgent implements Agent {
           drops: this.drops,
           onUnknownSource: res === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => res.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
           onPeerMessage: paths === null ? undefined : (buf, off, len, addrs, srcOff, port) => paths.onMessage(i, buf, off, len, addrs, srcOff, port),
+          sealing,
+          onMismatch: (sealedHere, uplink, buf, off, len, addrs, srcOff, port) => this.onMismatch(r, sealedHere, uplink, buf, off, len, addrs, srcOff, port),
+          uplink: i,
         },
         this.outside, // all uplinks count into one outside: several doors, one house
       );
@@ -426,7 +518,7 @@ class RealmnetAgent implements Agent {
         expiresAt: Infinity,
         seq: 0,
         group: [],
-        publicKey: null,
+        publicKey: p.publicKey === undefined ? null : new Uint8Array(Buffer.from(p.publicKey, 'base64')),
         traffic: newTraffic(),
       });
       if (!this.cache.set(entry)) this.log.warn({ hostId: p.hostId }, 'map-cache full: static binding not loaded (raise limits.mapCacheEntries)');

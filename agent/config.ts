@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MSG, isInterfaceName, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
-import { DATA_PORT, MAX_INSTANCE_ID } from '../shared/wire/header.ts';
+import { DATA_PORT, MAX_INSTANCE_ID, SEALED_HEADER_LEN, TAG_LEN } from '../shared/wire/header.ts';
 import { DEFAULT_PATH_TIMING } from './paths/state.ts';
 import { parseToken } from '../shared/membership.ts';
 import { parsePrefix } from '../shared/ids.ts';
@@ -17,6 +17,16 @@ export const DEFAULTS = {
   routing: { tableBase: 4341, rulePriority: 4341 },
   limits: { mapCacheEntries: 65_536 },
   log: { level: 'info', format: 'pretty' },
+  /** Why these numbers: docs/dataplane-crypto.md (WireGuard's timers, shortened where failover needs it). */
+  dataplane: {
+    encryption: 'on',
+    cipher: 'aes-256-gcm',
+    rekeyAfterS: 120,
+    rekeyAfterPackets: 2 ** 23,
+    rejectAfterS: 180,
+    maxSessions: 4096,
+    handshakesPerS: 200,
+  },
   /** Abstract unix socket: private to the network namespace, gone when the agent exits. */
   control: { socket: '@realmnet/agent' },
   rm: { port: 4342, bindingTtlS: 120, pendingPerId: 32, pendingTotal: 1024, negativeTtlMaxS: 5 },
@@ -56,9 +66,17 @@ const uplink = z.strictObject({
   weight: weight.default(1),
 });
 
+const ed25519PublicKey = (what: string) =>
+  z.string().refine((s) => Buffer.from(s, 'base64').length === 32, { message: `is not a base64 Ed25519 public key (32 bytes; ${what})` });
+
 const peer = z.strictObject({
   hostId: z.string().refine(isIpv6Address, { message: MSG.ipv6 }),
   locators: z.array(locator).min(1, 'needs at least one locator'),
+  /**
+   * The peer's public key (base64; `realmnet keygen` prints it): the static peer is then trusted with
+   * this key, as a WireGuard peer list does, and sessions to it are encrypted. Needed with encryption on.
+   */
+  publicKey: ed25519PublicKey('`realmnet keygen` prints it as "publicKey"').optional(),
 });
 
 const rmServer = z.strictObject({
@@ -68,10 +86,7 @@ const rmServer = z.strictObject({
    * The RM's public key (base64 of 32 bytes; `realmnet rm key --config rm.yaml` prints it): pins the
    * RM's identity and the realm's. Required unless rm.join is given or the state file holds it.
    */
-  publicKey: z
-    .string()
-    .refine((s) => Buffer.from(s, 'base64').length === 32, { message: 'is not a base64 Ed25519 public key (32 bytes; copy "publicKey" from the RM key file)' })
-    .optional(),
+  publicKey: ed25519PublicKey('copy "publicKey" from the RM key file').optional(),
 });
 
 export const AgentConfigSchema = z
@@ -159,6 +174,24 @@ export const AgentConfigSchema = z
         group: z.union([z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'is not a group name (e.g. realmnet) or gid'), z.number().int().min(0).max(0xfffffffe)]).optional(),
       })
       .prefault({}),
+    /** Data-plane encryption: sessions between agents (agent/sessions/) and the packets sealed with them. */
+    dataplane: z
+      .strictObject({
+        /** 'off' exists for measurement only: packets are then forgeable and readable on the path. */
+        encryption: z.enum(['on', 'off']).default(DEFAULTS.dataplane.encryption),
+        cipher: z.enum(['aes-256-gcm', 'chacha20-poly1305']).default(DEFAULTS.dataplane.cipher),
+        /** A session is replaced after this long or this many packets sent (a new handshake, no gap). */
+        rekeyAfterS: z.number().int().min(1).max(86_400).default(DEFAULTS.dataplane.rekeyAfterS),
+        /** At most 2^23: AES-GCM's key must stop at 2^24 packets (docs/dataplane-crypto.md), and the rekey needs a margin. */
+        rekeyAfterPackets: z.number().int().min(1000).max(2 ** 23).default(DEFAULTS.dataplane.rekeyAfterPackets),
+        /** Keys older than this are wiped and never used again, whatever happened to their rekey. */
+        rejectAfterS: z.number().int().min(2).max(86_400 * 2).default(DEFAULTS.dataplane.rejectAfterS),
+        /** Sessions held at once (each keeps two keys and a replay window in native memory). */
+        maxSessions: z.number().int().min(16).max(4096).refine((n) => (n & (n - 1)) === 0, { message: 'must be a power of two (e.g. 4096)' }).default(DEFAULTS.dataplane.maxSessions),
+        /** Above this many handshake initiations a second, the agent asks initiators for a cookie first. */
+        handshakesPerS: z.number().int().min(1).max(100_000).default(DEFAULTS.dataplane.handshakesPerS),
+      })
+      .prefault({}),
     /** Path probing (needs identity keys: probes are MACed with a key derived from both hosts' keys). */
     failover: z
       .strictObject({
@@ -195,7 +228,9 @@ export const AgentConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['hostId'], message: 'is missing: set hostId (static bindings only) or identity.key and identity.prefix (the ID is derived from the key)' });
     if (c.rm !== undefined && c.identity === undefined)
       ctx.addIssue({ code: 'custom', path: ['identity'], message: 'is missing: registering with a Realm Manager needs a key (identity.key, made by `realmnet keygen`) and identity.prefix' });
-    if (c.identity !== undefined && c.identity.prefix === undefined && c.rm?.join === undefined)
+    // Static mode (hostId, no RM) may give a key without a prefix: it then only opens sessions with
+    // the static peers, which trust it by their config, as a WireGuard peer list does.
+    if (c.identity !== undefined && c.identity.prefix === undefined && c.rm?.join === undefined && (c.rm !== undefined || c.hostId === undefined))
       ctx.addIssue({ code: 'custom', path: ['identity', 'prefix'], message: 'is missing: give the realm prefix the host ID is derived under (e.g. fd00:1::/64), or a join token in rm.join (it names the prefix)' });
     if (c.identity?.prefix !== undefined && c.rm?.join !== undefined && isIpv6Prefix(c.identity.prefix)) {
       try {
@@ -213,6 +248,20 @@ export const AgentConfigSchema = z
     if (f.downAfterMs < f.suspectAfterMs) ctx.addIssue({ code: 'custom', path: ['failover', 'downAfterMs'], message: `(${f.downAfterMs}) must not be below suspectAfterMs (${f.suspectAfterMs})` });
     if (f.resend.perPeerBytes > f.resend.bufferBytes) ctx.addIssue({ code: 'custom', path: ['failover', 'resend', 'perPeerBytes'], message: `(${f.resend.perPeerBytes}) must not exceed bufferBytes (${f.resend.bufferBytes}): one peer cannot re-send more than the buffer holds` });
     if (f.suspectAfterMs < f.probeIntervalMs) ctx.addIssue({ code: 'custom', path: ['failover', 'suspectAfterMs'], message: `(${f.suspectAfterMs}) must be at least probeIntervalMs (${f.probeIntervalMs}): a path cannot be judged before it was asked` });
+    const d = c.dataplane;
+    if (d.rejectAfterS <= d.rekeyAfterS) ctx.addIssue({ code: 'custom', path: ['dataplane', 'rejectAfterS'], message: `(${d.rejectAfterS}) must be above rekeyAfterS (${d.rekeyAfterS}): a session must outlive the moment it is replaced` });
+    if (d.encryption === 'on') {
+      if (c.identity === undefined)
+        ctx.addIssue({ code: 'custom', path: ['identity'], message: 'is missing: encryption (dataplane.encryption, on by default) needs this host\'s key (identity.key, made by `realmnet keygen`); or set dataplane.encryption: off (measurement only)' });
+      c.peers.forEach((p, i) => {
+        if (p.publicKey === undefined)
+          ctx.addIssue({ code: 'custom', path: ['peers', i, 'publicKey'], message: `is missing: encryption (dataplane.encryption, on by default) needs each static peer's key (\`realmnet keygen\` on ${p.hostId} prints it); or set dataplane.encryption: off (measurement only)` });
+      });
+      // The sealed header and tag must fit where the plain header did (docs/dataplane-crypto.md).
+      const room = c.underlayMtu - 40 - 8 - SEALED_HEADER_LEN - TAG_LEN;
+      if (!c.tun.offload && c.tun.mtu > room)
+        ctx.addIssue({ code: 'custom', path: ['tun', 'mtu'], message: `(${c.tun.mtu}) is too large for underlayMtu ${c.underlayMtu} with encryption: at most ${room} (IPv6 40 + UDP 8 + sealed header ${SEALED_HEADER_LEN} + tag ${TAG_LEN})` });
+    }
     const ids = new Set<string>();
     c.peers.forEach((p, i) => {
       if (ids.has(p.hostId)) ctx.addIssue({ code: 'custom', path: ['peers', i, 'hostId'], message: `"${p.hostId}" is listed twice` });

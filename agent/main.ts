@@ -45,6 +45,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
     clock: systemClock,
     identity,
     hostState,
+    trust,
     makeMonitor: (uplinks, signals) => new UplinkMonitor(uplinks, { log: log.child({ module: 'monitor' }), clock: systemClock, activity: signals.activity }),
     makeRmClient:
       identity === undefined || rm === undefined || trust === undefined
@@ -118,6 +119,11 @@ function loadIdentity(config: AgentConfig): AgentIdentity | undefined {
   if (config.identity === undefined) return undefined;
   const key = loadKeyPair(config.identity.key);
   const join = config.rm?.join;
+  if (config.identity.prefix === undefined && join === undefined && config.hostId !== undefined) {
+    // Static mode: the configured ID is this host's; the key serves the sessions with static peers.
+    const hostId = parseHostId(config.hostId);
+    return { key, prefix: parsePrefix(`${hostId.toString()}/128`), hostId };
+  }
   const prefix = config.identity.prefix !== undefined ? parsePrefix(config.identity.prefix) : parseToken(join ?? '').prefix;
   const hostId = deriveHostId(prefix, key.publicKey);
   if (config.hostId !== undefined && !parseHostId(config.hostId).equals(hostId)) {

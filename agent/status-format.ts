@@ -63,6 +63,17 @@ export function formatStatus(st: AgentStatus): string {
     out.push(`held back: ${pc.probesBudgetSkipped} probes over an address's budget, ${pc.updatesWithheld} direct updates to locators that did not answer lately`);
     out.push('');
   }
+  const enc = st.encryption;
+  if (enc === null) out.push('encryption: OFF (dataplane.encryption: off — packets can be read and forged on the path)');
+  else {
+    const c = enc.counters;
+    out.push(`encryption: on, ${enc.cipher}; ${enc.sessions} sessions; handshakes ${c.handshakesCompleted} completed, ${c.responsesSent} answered, ${c.rekeys} rekeys, ${c.cookiesSent} cookies sent${c.givenUp > 0 ? `, ${c.givenUp} given up` : ''}`);
+    if (enc.peers.length > 0)
+      out.push(table(['session peer', 'age', 'sent', 'role'], enc.peers.map((p) => [p.hostId, p.ageMs === null ? (p.pending ? 'handshaking' : 'none') : `${Math.round(p.ageMs / 1000)} s`, String(p.sent), p.initiator === null ? '-' : p.initiator ? 'initiator' : 'responder'])));
+    const hd = Object.entries(c.dropped).filter(([, n]) => n > 0);
+    if (hd.length > 0) out.push(table(['handshake dropped', 'count'], hd.map(([k, n]) => [k, String(n)])));
+    out.push('');
+  }
   out.push(`inside  (TUN→UDP): ${st.inside.packets} packets, ${st.inside.bytes} bytes${st.inside.shadowPackets > 0 ? `, ${st.inside.shadowPackets} copied to a second path (make-before-break)` : ''}`);
   const r = st.resend;
   out.push(

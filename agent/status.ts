@@ -11,6 +11,7 @@ import type { RmLink } from './rm/link.ts';
 import type { UplinkSnapshot } from './uplinks/table.ts';
 import type { LagStats } from './lag.ts';
 import type { FlightRecorder } from './dataplane/flight.ts';
+import type { SessionManager } from './sessions/manager.ts';
 
 /** What `realmnet status` shows, read from the parts (nothing here changes them). */
 export interface StatusSources {
@@ -28,6 +29,8 @@ export interface StatusSources {
   readonly drops: DropCounters;
   readonly eventLoop: LagStats;
   readonly flight: FlightRecorder | null;
+  /** Encryption on: the session manager; null when off. */
+  readonly sessions: SessionManager | null;
 }
 
 function membershipOf(link: RmLink, resolver: Resolver): MembershipStatus {
@@ -91,5 +94,6 @@ export function statusOf(s: StatusSources): AgentStatus {
     failovers: rm?.paths.failovers() ?? [],
     peers: rm === null ? null : { ...rm.paths.counters },
     eventLoop: s.eventLoop,
+    encryption: s.sessions === null ? null : s.sessions.status(),
   };
 }

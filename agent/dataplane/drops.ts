@@ -21,6 +21,14 @@ export const DROP_NAMES = [
   'outside.tunWriteError', // the kernel refused the write to the TUN
   'outside.reassembly', // an offload frame's chunk missing or out of order, or its context taken by newer frames: the frame is given up; also each later chunk of a frame whose first chunk was dropped
   'outside.duplicate', // a data counter this peer already delivered (a failover re-send or a make-before-break copy)
+  'inside.noSession', // no session with the destination yet and no room to hold the packet while the handshake runs
+  'inside.sealError', // the session's key was gone or used up when the batch was sealed (a rekey came too late)
+  'outside.plaintext', // unencrypted data while encryption is on here (the peer has dataplane.encryption: off)
+  'outside.sealed', // encrypted data while encryption is off here
+  'outside.noSession', // sealed under a session index we do not hold (ours expired or we restarted)
+  'outside.forged', // the AEAD tag did not verify: changed, corrupted or forged on the way
+  'outside.tooOld', // a counter behind the replay window
+  'outside.notFromPeer', // authenticated, but the inner source is not the session's peer
 ] as const;
 
 export type DropName = (typeof DROP_NAMES)[number];
@@ -43,6 +51,14 @@ export const Drop = {
   OutsideTunWriteError: 14,
   OutsideReassembly: 15,
   OutsideDuplicate: 16,
+  InsideNoSession: 17,
+  InsideSealError: 18,
+  OutsidePlaintext: 19,
+  OutsideSealed: 20,
+  OutsideNoSession: 21,
+  OutsideForged: 22,
+  OutsideTooOld: 23,
+  OutsideNotFromPeer: 24,
 } as const;
 
 export class DropCounters {

@@ -1,12 +1,13 @@
 import type { TunBatchHandler } from '../tun/tun.ts';
 import type { UdpBatchSocket } from '../../shared/udp/socket.ts';
 import type { MapCache } from '../mapcache/cache.ts';
-import { HEADER_LEN, MAX_CHUNKS, VNET_HDR_LEN, writeChunk, writeHeader } from '../../shared/wire/header.ts';
+import { CHUNK_LAST, HEADER_LEN, MAX_CHUNKS, SEALED_HEADER_LEN, TAG_LEN, VNET_HDR_LEN, writeChunk, writeHeader, writeSealedHeader } from '../../shared/wire/header.ts';
 import { flowHash, pickByWeight } from './flows.ts';
 import { Drop, type DropCounters } from './drops.ts';
 import type { FlightRecorder } from './flight.ts';
 import type { Path } from '../mapcache/cache.ts';
 import { constants as osConstants } from 'node:os';
+import { DROP, HELD, type Sealing } from './sealing.ts';
 
 /*
  * inside: TUN → UDP, the send path.
@@ -19,14 +20,21 @@ import { constants as osConstants } from 'node:os';
  *    On a miss the control plane may keep a copy while it asks the Realm Manager.
  * 4. Write the data header into the headroom, right in front of the packet (no copy). Its nonce is
  *    the destination's own data counter, so the receiver can drop copies that arrive twice.
+ *    Encryption on (the default): the sealed header instead, with the index of the destination's
+ *    session (a destination without one: the session manager holds the packet and starts a handshake).
  * 5. Queue (offset, length, locator) on that uplink's send batch, and stage it for the flight
  *    recorder. While the entry has a shadow path (make-before-break), queue it there too.
- * 6. After the whole batch, send each uplink's queue with one sendmmsg, then count refusals; the
- *    flight recorder copies the batch (one copy) so a failover can send it again (flight.ts).
+ * 6. Encryption on: seal the whole batch in one native call (each datagram in place, its counter
+ *    taken from its session, the tag behind the frame, which TUN slots leave room for).
+ * 7. After the whole batch, send each uplink's queue with one sendmmsg, then count refusals; the
+ *    flight recorder copies the batch (one copy) so a failover can send it again (flight.ts): sealed
+ *    datagrams are kept and re-sent as sealed, so the receiver's replay window drops the copies.
  *
  * Offload mode differs in steps 4-5: a frame (virtio header + up to 64 KB of TSO super-packet) is
  * cut into chunks of `chunkPayload` bytes, each copied behind its own header into an arena that
  * lives as long as the agent, so that equal-size chunks to one locator leave as one UDP GSO message.
+ * Sealed, every chunk is sealed on its own with its own counter; the chunks of a frame get
+ * consecutive counters (they are sealed in order), which is how the receiver groups them.
  *
  * Everything is allocated once in createInside(); per packet nothing is allocated or logged.
  */
@@ -41,7 +49,7 @@ export interface InsideOptions {
   /** From the TUN device: packet i of a batch is at i*stride + headroom. */
   readonly stride: number;
   readonly headroom: number;
-  /** Offload mode: frame bytes per chunk (the underlay's MTU less IP, UDP and data headers). */
+  /** Offload mode: frame bytes per chunk (the underlay's MTU less IP, UDP and data headers, and the tag). */
   readonly chunkPayload: number;
 }
 
@@ -62,6 +70,8 @@ export interface InsideDeps {
    * uplink and batch: the control plane hears of a dead uplink with the first packet it refused.
    */
   readonly onSendError?: (uplink: number, errno: number) => void;
+  /** Encryption on: the sessions packets are sealed with. Absent: plain headers (encryption off). */
+  readonly sealing?: Sealing;
 }
 
 const { ENETDOWN, ENETUNREACH, EHOSTUNREACH } = osConstants.errno;
@@ -72,6 +82,9 @@ export interface InsideStats {
   batches: number;
   /** Make-before-break: copies sent on a shadow path. */
   shadowPackets: number;
+  /** Encryption on: packets held for a handshake, and batches sealed. */
+  heldForSession: number;
+  sealedBatches: number;
 }
 
 /** One uplink's pending sends for the current batch. */
@@ -94,8 +107,11 @@ export function chunksPerFrame(offload: boolean, chunkPayload: number): number {
   return offload ? Math.ceil((65_535 + VNET_HDR_LEN) / chunkPayload) : 1;
 }
 
-export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: TunBatchHandler; stats: InsideStats } {
-  if (opts.headroom < HEADER_LEN) throw new Error(`TUN headroom ${opts.headroom} < ${HEADER_LEN}`);
+export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: TunBatchHandler; stats: InsideStats; keepalive: (id: Uint8Array) => void } {
+  const sealing = deps.sealing ?? null;
+  const hdrLen = sealing === null ? HEADER_LEN : SEALED_HEADER_LEN;
+  const tagLen = sealing === null ? 0 : TAG_LEN;
+  if (opts.headroom < hdrLen) throw new Error(`TUN headroom ${opts.headroom} < ${hdrLen}`);
   const { cache, sockets, drops } = deps;
   const onMiss = deps.onMiss ?? (() => false);
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
@@ -103,14 +119,59 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
   // Offload: a frame is at most a 64 KB packet plus its virtio header, sent in chunks.
   const maxChunks = chunksPerFrame(opts.offload, opts.chunkPayload);
   if (maxChunks > MAX_CHUNKS) throw new Error(`chunk size ${opts.chunkPayload} too small for 64 KB frames`);
-  const maxFrame = opts.offload ? 65_535 + VNET_HDR_LEN : opts.maxDatagram - HEADER_LEN;
+  const maxFrame = opts.offload ? 65_535 + VNET_HDR_LEN : opts.maxDatagram - hdrLen - tagLen;
   // Twice the batch: a shadow path may share the uplink of the path it doubles.
   const queues = sockets.map(() => new SendQueue(2 * opts.batchSize * maxChunks));
   const flight = deps.flight ?? null;
-  const segment = opts.chunkPayload + HEADER_LEN;
+  const segment = opts.chunkPayload + hdrLen + tagLen;
   const arena = opts.offload ? Buffer.allocUnsafeSlow(opts.batchSize * maxChunks * segment) : Buffer.alloc(0);
   let arenaAt = 0;
-  const stats: InsideStats = { packets: 0, bytes: 0, batches: 0, shadowPackets: 0 };
+  const stats: InsideStats = { packets: 0, bytes: 0, batches: 0, shadowPackets: 0, heldForSession: 0, sealedBatches: 0 };
+  // Step 6's list: where each datagram to seal is, and with which session slot.
+  const maxSeal = opts.batchSize * maxChunks;
+  const sealOffsets = new Uint32Array(maxSeal);
+  const sealLengths = new Uint32Array(maxSeal);
+  const sealSlots = new Uint16Array(maxSeal);
+  let sealCount = 0;
+
+  /** Queues a datagram for sealing: its header is at `at`, its frame `n` bytes behind. */
+  function stageSeal(at: number, n: number, slot: number): void {
+    sealOffsets[sealCount] = at;
+    sealLengths[sealCount] = hdrLen + n;
+    sealSlots[sealCount] = slot;
+    sealCount++;
+  }
+
+  /**
+   * Error path only (a key was wiped or used up between the check and the seal): the datagrams that
+   * were not sealed must never leave — their frames are still plaintext. Their bytes are zeroed (so
+   * neither a send nor the flight recorder can leak them) and they are taken out of the queues.
+   */
+  function unsealable(from: Buffer): void {
+    for (let k = 0; k < sealCount; k++) {
+      if (sealLengths[k] !== 0) continue;
+      const at = sealOffsets[k];
+      from.fill(0, at, at + segmentOf(at));
+      drops.add(Drop.InsideSealError);
+      for (const q of queues) {
+        let w = 0;
+        for (let r = 0; r < q.count; r++) {
+          if (q.offsets[r] === at) continue;
+          q.offsets[w] = q.offsets[r];
+          q.lengths[w] = q.lengths[r];
+          q.addrs.copyWithin(w * 16, r * 16, r * 16 + 16);
+          q.ports[w] = q.ports[r];
+          w++;
+        }
+        q.count = w;
+      }
+    }
+  }
+  /** The bytes a staged datagram at `at` spans (header, frame and tag room), found from its queue entry. */
+  function segmentOf(at: number): number {
+    for (const q of queues) for (let r = 0; r < q.count; r++) if (q.offsets[r] === at) return q.lengths[r];
+    return hdrLen;
+  }
 
   function enqueue(p: Path, at: number, n: number): void {
     const q = queues[p.uplink];
@@ -154,6 +215,16 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
         if (g >= 0) path = group[g];
       }
       const traffic = entry.traffic;
+      let slot = -1;
+      if (sealing !== null) {
+        slot = traffic.txSlot;
+        if (slot < 0) {
+          slot = sealing.sessionFor(traffic, buf, off + ipOff + 24, off, len);
+          if (slot === HELD) stats.heldForSession++;
+          if (slot === DROP) drops.add(Drop.InsideNoSession);
+          if (slot < 0) continue;
+        }
+      }
       traffic.tx++;
       const nonce = (traffic.txCounter = (traffic.txCounter + 1) & 0xffffff);
       const shadow = entry.shadow ?? null;
@@ -162,30 +233,46 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
         // 4'-5'. Chunks behind their own headers in the arena.
         for (let at = 0, index = 0; at < len; at += opts.chunkPayload, index++) {
           const n = Math.min(opts.chunkPayload, len - at);
-          writeHeader(arena, arenaAt, nonce, opts.instanceId, true);
-          writeChunk(arena, arenaAt, index, at + n >= len);
-          buf.copy(arena, arenaAt + HEADER_LEN, off + at, off + at + n);
-          enqueue(path, arenaAt, n + HEADER_LEN);
-          if (doubled) enqueue(shadow, arenaAt, n + HEADER_LEN);
-          flight?.stage(arenaAt, n + HEADER_LEN, path.uplink, traffic, path.locator);
+          if (slot >= 0) {
+            writeSealedHeader(arena, arenaAt, opts.instanceId, true, (index & MAX_CHUNKS) | (at + n >= len ? CHUNK_LAST : 0), traffic.txIndex);
+            stageSeal(arenaAt, n, slot);
+          } else {
+            writeHeader(arena, arenaAt, nonce, opts.instanceId, true);
+            writeChunk(arena, arenaAt, index, at + n >= len);
+          }
+          buf.copy(arena, arenaAt + hdrLen, off + at, off + at + n);
+          const dg = hdrLen + n + tagLen;
+          enqueue(path, arenaAt, dg);
+          if (doubled) enqueue(shadow, arenaAt, dg);
+          flight?.stage(arenaAt, dg, path.uplink, traffic, path.locator);
           arenaAt += segment;
         }
       } else {
         // 4. Header in the headroom.
-        const hdr = off - HEADER_LEN;
-        writeHeader(buf, hdr, nonce, opts.instanceId, false);
+        const hdr = off - hdrLen;
+        if (slot >= 0) {
+          writeSealedHeader(buf, hdr, opts.instanceId, false, 0, traffic.txIndex);
+          stageSeal(hdr, len, slot);
+        } else writeHeader(buf, hdr, nonce, opts.instanceId, false);
         // 5. Queue on the uplink (and its shadow), stage for the recorder.
-        enqueue(path, hdr, len + HEADER_LEN);
-        if (doubled) enqueue(shadow, hdr, len + HEADER_LEN);
-        flight?.stage(hdr, len + HEADER_LEN, path.uplink, traffic, path.locator);
+        const dg = hdrLen + len + tagLen;
+        enqueue(path, hdr, dg);
+        if (doubled) enqueue(shadow, hdr, dg);
+        flight?.stage(hdr, dg, path.uplink, traffic, path.locator);
       }
       if (doubled) stats.shadowPackets++;
       stats.packets++;
       stats.bytes += len;
     }
-    // 6. Flush.
     const from = opts.offload ? arena : buf;
     arenaAt = 0;
+    // 6. Seal.
+    if (sealing !== null && sealCount > 0) {
+      stats.sealedBatches++;
+      if (sealing.table.seal(from, sealOffsets, sealLengths, sealSlots, sealCount) < sealCount) unsealable(from);
+      sealCount = 0;
+    }
+    // 7. Flush.
     for (let u = 0; u < queues.length; u++) {
       const q = queues[u];
       if (q.count === 0) continue;
@@ -200,5 +287,25 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
     }
     flight?.commit(from);
   };
-  return { onBatch, stats };
+
+  // A keepalive: a sealed empty frame to one host on its path, confirming a new session to the
+  // responder when the initiator has nothing to send (control plane, rare: its own small buffers).
+  const ka = Buffer.alloc(SEALED_HEADER_LEN + TAG_LEN);
+  const kaOff = new Uint32Array(1);
+  const kaLen = new Uint32Array(1);
+  const kaSlot = new Uint16Array(1);
+  const kaAddr = new Uint8Array(16);
+  const kaPort = new Uint16Array(1);
+  function keepalive(id: Uint8Array): void {
+    const entry = cache.lookup(id, 0);
+    if (sealing === null || entry === undefined || entry.path === null || entry.traffic.txSlot < 0) return;
+    writeSealedHeader(ka, 0, opts.instanceId, opts.offload, CHUNK_LAST, entry.traffic.txIndex);
+    kaLen[0] = SEALED_HEADER_LEN;
+    kaSlot[0] = entry.traffic.txSlot;
+    if (sealing.table.seal(ka, kaOff, kaLen, kaSlot, 1) < 1) return;
+    kaAddr.set(entry.path.locator.bytes);
+    kaPort[0] = entry.path.locator.port;
+    sockets[entry.path.uplink].send(ka, kaOff, kaLen, kaAddr, kaPort, 1);
+  }
+  return { onBatch, stats, keepalive };
 }

@@ -2,7 +2,9 @@ import type { TunDevice } from '../tun/tun.ts';
 import type { UdpBatchHandler } from '../../shared/udp/socket.ts';
 import type { BoundLocator, MapCache } from '../mapcache/cache.ts';
 import { sameBytes16 } from '../../shared/bytes.ts';
-import { CHUNK_LAST, HEADER_LEN, HeaderCheck, MAX_CHUNKS, PEER_FLAGS, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce } from '../../shared/wire/header.ts';
+import { CHUNK_LAST, HANDSHAKE_FLAGS, HEADER_LEN, HeaderCheck, MAX_CHUNKS, PEER_FLAGS, SEALED_HEADER_LEN, TAG_LEN, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce, headerSealed, sealedCounter } from '../../shared/wire/header.ts';
+import { OpenResult } from '../../shared/crypto/aead.ts';
+import type { MismatchHandler, Sealing } from './sealing.ts';
 import { Drop, type DropCounters } from './drops.ts';
 import { DuplicateCheck } from '../../shared/wire/replay.ts';
 
@@ -20,6 +22,15 @@ import { DuplicateCheck } from '../../shared/wire/replay.ts';
  * 5'. The data counter must be new from this peer (its duplicate filter): the copies a failover
  *    re-sends, or make-before-break sends on a second path, reach the TUN once.
  * 6. Queue the inner packet (header stripped, no copy) and write the whole batch to the TUN.
+ *
+ * Encryption on (the default), steps 4-5' are replaced: every sealed datagram of the batch is first
+ * listed (2), then opened in one native call (3s: the tag verified over header and frame, the frame
+ * decrypted in place, the session's replay window consulted only after that — it is also the
+ * duplicate filter of 5'), then each opened frame must be IPv6, for us, and from the session's own
+ * peer (4s). The source locator no longer matters: the key proves the sender (a host that moved
+ * keeps its session), and no locator is learned from it. Handshake messages go to the session
+ * manager; plaintext data while encryption is on here (or sealed data while off) is dropped and
+ * reported, so both ends of a mixed setting say so.
  *
  * Offload mode: a frame sent in chunks is copied together in order (2') and, checked like any other,
  * written to the TUN as one TSO super-packet. Its first chunk carries the inner header, so it must
@@ -63,6 +74,12 @@ export interface OutsideDeps {
   readonly onUnknownSource?: (buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number, idOff: number) => boolean;
   /** A message between agents (probe, reply, binding update): the control plane checks it. Borrowed. */
   readonly onPeerMessage?: (buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number) => void;
+  /** Encryption on: the sessions datagrams are opened with. Absent: plain data only (encryption off). */
+  readonly sealing?: Sealing;
+  /** Sealed data or a handshake while encryption is off here, or plain data while on. */
+  readonly onMismatch?: MismatchHandler;
+  /** Which uplink this outside serves (for replies to handshakes). */
+  readonly uplink?: number;
 }
 
 export interface OutsideStats {
@@ -71,13 +88,16 @@ export interface OutsideStats {
   batches: number;
   /** A peer's data counter jumped back beyond the duplicate window: it restarted its counter. */
   counterRestarts: number;
+  /** Encryption on: sealed datagrams opened, and empty ones (keepalives confirming a new session). */
+  opened: number;
+  keepalives: number;
 }
 
 /** `stats` may be shared by the outside of every uplink. */
 export function createOutside(
   opts: OutsideOptions,
   deps: OutsideDeps,
-  stats: OutsideStats = { packets: 0, bytes: 0, batches: 0, counterRestarts: 0 },
+  stats: OutsideStats = { packets: 0, bytes: 0, batches: 0, counterRestarts: 0, opened: 0, keepalives: 0 },
 ): { onBatch: UdpBatchHandler; stats: OutsideStats } {
   const { cache, tun, drops } = deps;
   const onUnknownSource = deps.onUnknownSource ?? (() => false);
@@ -92,7 +112,8 @@ export function createOutside(
   const slab = slots > 0 ? Buffer.allocUnsafeSlow(slots * SLOT_BYTES) : Buffer.alloc(0);
   const rSrc = new Uint8Array(slots * 16);
   const rPort = new Uint16Array(slots);
-  const rNonce = new Int32Array(slots);
+  // Plain: the 24-bit frame nonce; sealed: the counter of the frame's first chunk (up to 2^53).
+  const rNonce = new Float64Array(slots);
   /** The chunk index the context expects next; 0: the slot is free. */
   const rNext = new Uint8Array(slots);
   const rLen = new Uint32Array(slots);
@@ -101,6 +122,34 @@ export function createOutside(
   let starts = 0;
   const one = new Uint32Array(1);
   const oneLen = new Uint32Array(1);
+  const sealing = deps.sealing ?? null;
+  const uplink = deps.uplink ?? 0;
+  const onMismatch = deps.onMismatch;
+  // Sealed datagrams of the batch (3s): where they are, and what opening them found.
+  const oOffsets = new Uint32Array(opts.batchSize);
+  const oLengths = new Uint32Array(opts.batchSize);
+  const oResults = new Uint8Array(opts.batchSize);
+  const oSlots = new Uint16Array(opts.batchSize);
+  // Sealed chunks take reassembly contexts keyed by (session slot, first counter): the slot stands
+  // in for the source locator's port, with an all-zero address.
+  const noAddr = new Uint8Array(16);
+
+  /** 4s for an opened frame at b[frame, frame+frameLen) of session `slot`: ADMIT or a drop reason. */
+  function checkSealed(b: Buffer, frame: number, frameLen: number, slot: number, whole: boolean): number {
+    const ip = frame + ipOff;
+    const ipLen = frameLen - ipOff;
+    if (ipLen < 40 || b[ip] >> 4 !== 6) return Drop.OutsideMalformed;
+    if (whole && ((b[ip + 4] << 8) | b[ip + 5]) + 40 !== ipLen) return Drop.OutsideMalformed;
+    if (ipLen > opts.maxInner) return Drop.OutsideOversized;
+    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
+    if (!sameBytes16((sealing as Sealing).slotPeer, slot * 16, b, ip + 8)) return Drop.OutsideNotFromPeer;
+    if (!whole) return ADMIT;
+    const entry = cache.lookup(b, ip + 8);
+    if (entry !== undefined) entry.traffic.rx++;
+    stats.packets++;
+    stats.bytes += ipLen;
+    return ADMIT;
+  }
 
   /**
    * Steps 3-5 for the frame at b[frame, frame+frameLen): returns ADMIT, KEPT (the control plane took
@@ -189,15 +238,102 @@ export function createOutside(
     if (written < n) drops.add(Drop.OutsideTunWriteError, n - written);
   }
 
+  let nOpen = 0;
+
+  /** 3s-6 for the sealed datagrams listed in this batch; returns how many frames it queued (from n). */
+  function openListed(buf: Buffer, n: number): number {
+    const s = sealing as Sealing;
+    s.table.open(buf, oOffsets, oLengths, nOpen, oResults, oSlots);
+    for (let k = 0; k < nOpen; k++) {
+      const res = oResults[k];
+      if (res !== OpenResult.Ok) {
+        drops.add(res === OpenResult.Replayed ? Drop.OutsideDuplicate : res === OpenResult.Forged ? Drop.OutsideForged : res === OpenResult.TooOld ? Drop.OutsideTooOld : res === OpenResult.Truncated ? Drop.OutsideTruncated : Drop.OutsideNoSession);
+        continue;
+      }
+      stats.opened++;
+      const off = oOffsets[k];
+      const slot = oSlots[k];
+      if (s.slotUnconfirmed[slot] !== 0) s.onConfirmed(slot);
+      const frame = off + SEALED_HEADER_LEN;
+      const frameLen = oLengths[k] - SEALED_HEADER_LEN; // open() took the tag off the length
+      if (frameLen === 0) {
+        stats.keepalives++;
+        continue;
+      }
+      const chunk = opts.offload ? chunkByte(buf, off) : CHUNK_LAST;
+      if (chunk !== CHUNK_LAST) {
+        const index = chunk & MAX_CHUNKS;
+        const first = sealedCounter(buf, off) - index;
+        let c: number;
+        if (index === 0) {
+          const p = checkSealed(buf, frame, frameLen, slot, false);
+          if (p !== ADMIT) {
+            drops.add(p);
+            continue;
+          }
+          c = claimContext(noAddr, 0, slot, first);
+        } else {
+          c = findContext(noAddr, 0, slot, first);
+          if (c < 0 || index !== rNext[c]) {
+            drops.add(Drop.OutsideReassembly);
+            if (c >= 0) rNext[c] = 0;
+            continue;
+          }
+        }
+        const at = c * SLOT_BYTES;
+        if (rLen[c] + frameLen > SLOT_BYTES) {
+          drops.add(Drop.OutsideOversized);
+          rNext[c] = 0;
+          continue;
+        }
+        buf.copy(slab, at + rLen[c], frame, frame + frameLen);
+        rLen[c] += frameLen;
+        rNext[c] = index + 1;
+        if ((chunk & CHUNK_LAST) === 0) continue;
+        rNext[c] = 0;
+        const r = checkSealed(slab, at, rLen[c], slot, true);
+        if (r !== ADMIT) {
+          drops.add(r);
+          continue;
+        }
+        flush(buf, n);
+        n = 0;
+        one[0] = at;
+        oneLen[0] = rLen[c];
+        if (tun.write(slab, one, oneLen, 1) < 1) drops.add(Drop.OutsideTunWriteError);
+        continue;
+      }
+      const r = checkSealed(buf, frame, frameLen, slot, true);
+      if (r !== ADMIT) {
+        drops.add(r);
+        continue;
+      }
+      offsets[n] = frame;
+      lens[n] = frameLen;
+      n++;
+    }
+    nOpen = 0;
+    return n;
+  }
+
   const onBatch: UdpBatchHandler = (buf, lengths, srcAddrs, srcPorts, count) => {
     stats.batches++;
     let n = 0;
+    nOpen = 0;
     for (let i = 0; i < count; i++) {
       const off = i * opts.stride;
       const len = lengths[i];
       // 1'. Agent-to-agent messages (rare) leave the data path here.
       if (len > 0 && buf[off] === PEER_FLAGS && onPeerMessage !== undefined) {
         onPeerMessage(buf, off, len, srcAddrs, i * 16, srcPorts[i]);
+        continue;
+      }
+      if (len > 0 && buf[off] === HANDSHAKE_FLAGS) {
+        if (sealing !== null) sealing.onHandshake(uplink, buf, off, len, srcAddrs, i * 16, srcPorts[i]);
+        else {
+          drops.add(Drop.OutsideSealed);
+          onMismatch?.(false, uplink, buf, off, len, srcAddrs, i * 16, srcPorts[i]);
+        }
         continue;
       }
       // 2. Header.
@@ -208,6 +344,18 @@ export function createOutside(
       }
       if (headerHasVnet(buf, off) !== opts.offload) {
         drops.add(Drop.OutsideOffloadMismatch);
+        continue;
+      }
+      if (headerSealed(buf, off) !== (sealing !== null)) {
+        drops.add(sealing !== null ? Drop.OutsidePlaintext : Drop.OutsideSealed);
+        onMismatch?.(sealing !== null, uplink, buf, off, len, srcAddrs, i * 16, srcPorts[i]);
+        continue;
+      }
+      if (sealing !== null) {
+        // 2s. Listed for one native open of the whole batch.
+        oOffsets[nOpen] = off;
+        oLengths[nOpen] = len;
+        nOpen++;
         continue;
       }
       const frame = off + HEADER_LEN;
@@ -272,6 +420,7 @@ export function createOutside(
       lens[n] = frameLen;
       n++;
     }
+    if (nOpen > 0) n = openListed(buf, n);
     flush(buf, n);
   };
   return { onBatch, stats };

@@ -65,11 +65,18 @@ export interface Traffic {
   readonly rxFilter: DuplicateFilter;
   /** Bytes of packets to this host held for re-sending (dataplane/flight.ts keeps it). */
   heldBytes: number;
+  /**
+   * Encryption on: the native session slot packets to this host are sealed with, and the index the
+   * host chose for that session (written into each header); -1 while there is none. Set by the
+   * session manager (agent/sessions/), read by the data plane per packet.
+   */
+  txSlot: number;
+  txIndex: number;
 }
 
 /** Counters for a host new to the map-cache (a new entry for a known ID keeps its old ones). */
 export function newTraffic(): Traffic {
-  return { tx: 0, rx: 0, txCounter: Math.floor(Math.random() * DATA_COUNTER_MOD), rxFilter: new DuplicateFilter(), heldBytes: 0 };
+  return { tx: 0, rx: 0, txCounter: Math.floor(Math.random() * DATA_COUNTER_MOD), rxFilter: new DuplicateFilter(), heldBytes: 0, txSlot: -1, txIndex: 0 };
 }
 
 /** A member of an entry's flow group: its share of the flows and a stable key for the flow hash. */

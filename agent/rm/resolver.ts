@@ -201,7 +201,8 @@ export class Resolver {
     return true;
   }
 
-  private isRevoked(key: string): boolean {
+  /** Whether the RM revoked this ID (idKey) and the revocation still holds. */
+  isRevoked(key: string): boolean {
     if (!this.heldUntil(this.revokedIds, key)) return false;
     this.counters.revokedHits++;
     return true;

@@ -247,7 +247,7 @@ export class Handshaker {
   readonly #instanceId: number;
   readonly #xPrivate: KeyObject;
   readonly #mac1: MacKey;
-  readonly #identity: Uint8Array;
+  #identity: Uint8Array;
   readonly #ck0: Uint8Array;
   readonly #h0: Uint8Array;
   /** h after mixing in our own static key: every initiation to us starts here. */
@@ -295,6 +295,15 @@ export class Handshaker {
     this.#ck0 = Uint8Array.from(PROTOCOL_NAME);
     this.#h0 = hash2(PROTOCOL_NAME, prologue);
     this.#hResponder = hash2(this.#h0, pub);
+    this.#me = { id: Uint8Array.from(me.id), edPublic: Uint8Array.from(me.edPublic) };
+  }
+
+  readonly #me: { readonly id: Uint8Array; readonly edPublic: Uint8Array };
+
+  /** A renewed membership certificate: initiations from now on carry it. */
+  setCertificate(cert: Uint8Array | null): void {
+    if (cert !== null && cert.length !== CERT_LEN) throw keyError(`a membership certificate is ${CERT_LEN} bytes, got ${cert.length}`);
+    this.#identity = encodeIdentity(this.#me.id, this.#me.edPublic, cert);
   }
 
   /**

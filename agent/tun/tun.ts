@@ -28,6 +28,8 @@ export interface TunOptions {
   slots?: number;
   /** Free bytes before each read packet for an encapsulation header, default 32 (>= 32, multiple of 8). */
   headroom?: number;
+  /** Free bytes after the largest packet, for a trailer written in place (an AEAD tag), default 0. */
+  tailroom?: number;
 }
 
 /** Called on the JS thread. borrowed: buf is refilled after the handler returns; copy what you keep.
@@ -95,7 +97,9 @@ export function tunLayout(opts: TunOptions): TunLayout {
   checkInt('tun.slots', slots, 1, 64);
   // A read buffer smaller than the largest packet truncates silently, so size it from the MTU.
   const space = opts.offload ? MAX_PACKET + VNET_HDR_SIZE : opts.mtu;
-  const stride = Math.ceil((headroom + space) / 8) * 8;
+  const tailroom = opts.tailroom ?? 0;
+  checkInt('tun.tailroom', tailroom, 0, 4096);
+  const stride = Math.ceil((headroom + space + tailroom) / 8) * 8;
   return { headroom, space, stride, batchSize, slots };
 }
 

@@ -35,6 +35,10 @@ export interface AgentConfigOptions {
    * hosts' keys, so it only does anything in realm mode (writeRealmConfigs).
    */
   failover?: Partial<FailoverSettings>;
+  /** dataplane.encryption (default on, as the agent's). Static configs get keys for it (writeAgentConfigs). */
+  encryption?: 'on' | 'off';
+  /** More of the agents' `dataplane` section (e.g. rekeyAfterS for the rekey tests). */
+  dataplane?: Record<string, unknown>;
 }
 
 /** The agent's `failover` section (agent/config.ts validates it). */
@@ -88,9 +92,11 @@ export interface AgentConfigFile {
   tun: { name: string; mtu: number; offload: boolean };
   listenPort: number;
   uplinks: UplinkConfig[];
-  peers: { hostId: string; locators: LocatorConfig[] }[];
+  peers: { hostId: string; locators: LocatorConfig[]; publicKey?: string }[];
   log: { level: string; format: 'json' | 'pretty' };
   failover?: Partial<FailoverSettings>;
+  dataplane: Record<string, unknown>;
+  identity?: { key: string; prefix?: string };
 }
 
 export function agentConfigs(opts: AgentConfigOptions = {}): { mh: AgentConfigFile; ch: AgentConfigFile } {
@@ -103,6 +109,7 @@ export function agentConfigs(opts: AgentConfigOptions = {}): { mh: AgentConfigFi
     listenPort: port,
     log: { level: opts.logLevel ?? 'info', format: opts.logFormat ?? 'json' },
     ...(opts.failover === undefined ? {} : { failover: { ...opts.failover } }),
+    dataplane: { encryption: opts.encryption ?? 'on', ...opts.dataplane },
   };
   // Priorities follow the topology's order: mh's uplink a is the primary (its main-table default),
   // then b, then c; ch's first link (eth0, its main-table default) before its second (eth1). Each
@@ -135,10 +142,22 @@ export function agentConfigs(opts: AgentConfigOptions = {}): { mh: AgentConfigFi
   return { mh, ch };
 }
 
-/** Writes `mh.yaml` and `ch.yaml` into `dir` (created if needed) and returns their paths. */
+/**
+ * Writes `mh.yaml` and `ch.yaml` into `dir` (created if needed) and returns their paths. With
+ * encryption on (the default) each host also gets a key file there, and each static peer entry the
+ * other's public key (a static peer is trusted with its configured key, as in a WireGuard peer list).
+ */
 export async function writeAgentConfigs(dir: string, opts: AgentConfigOptions = {}): Promise<{ mh: string; ch: string }> {
   await mkdir(dir, { recursive: true });
   const { mh, ch } = agentConfigs(opts);
+  if ((opts.encryption ?? 'on') === 'on') {
+    const keys = { mh: generateKeyPair(), ch: generateKeyPair() };
+    for (const [n, k] of Object.entries(keys)) saveKeyPair(join(dir, `${n}.key`), k, { overwrite: true });
+    mh.identity = { key: join(dir, 'mh.key') };
+    ch.identity = { key: join(dir, 'ch.key') };
+    mh.peers[0].publicKey = Buffer.from(keys.ch.publicKey).toString('base64');
+    ch.peers[0].publicKey = Buffer.from(keys.mh.publicKey).toString('base64');
+  }
   const paths = { mh: join(dir, 'mh.yaml'), ch: join(dir, 'ch.yaml') };
   await writeFile(paths.mh, stringify(mh));
   await writeFile(paths.ch, stringify(ch));

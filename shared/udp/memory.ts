@@ -51,6 +51,14 @@ const MAX_PAYLOAD = { 4: 65507, 6: 65527 } as const; // 65535 minus the IPv4/IPv
 const WILDCARD = { 4: '0.0.0.0', 6: '::' } as const;
 const FIRST_EPHEMERAL = 49152;
 
+export interface TappedDatagram {
+  readonly data: Buffer;
+  readonly from: string;
+  readonly fromPort: number;
+  readonly to: string;
+  readonly toPort: number;
+}
+
 interface Queued {
   data: Buffer;
   src: Uint8Array;
@@ -106,10 +114,18 @@ export class MemoryNet {
     return { ...this.counts };
   }
 
+  private readonly taps: ((d: TappedDatagram) => void)[] = [];
+
+  /** An on-path observer: sees a copy of every datagram sent (tests capture traffic with it). */
+  tap(cb: (d: TappedDatagram) => void): void {
+    this.taps.push(cb);
+  }
+
   /** @internal one datagram from `from`, already checked for size and bounds. */
   route(from: MemoryUdpSocket, data: Buffer, dst: Uint8Array, dstOffset: number, dstPort: number): void {
     const family = from.family;
     const dstAddress = bytesToAddress(family, dst, dstOffset);
+    for (const t of this.taps) t({ data: Buffer.from(data), from: from.localAddress, fromPort: from.localPort, to: dstAddress, toPort: dstPort });
     if (this.blackholes.has(dstAddress) || this.blackholes.has(from.localAddress)) {
       this.counts.blackholed++;
       return;

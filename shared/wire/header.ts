@@ -30,7 +30,7 @@ export const FLAG_E = 0x20;
 export const FLAG_V = 0x10;
 export const FLAG_I = 0x08;
 export const FLAG_VNET = 0x04;
-const FLAGS_MUST_BE_ZERO = FLAG_L | FLAG_E | FLAG_V | 0x03;
+const FLAGS_MUST_BE_ZERO = FLAG_L | FLAG_E | FLAG_V | 0x02;
 
 export const MAX_INSTANCE_ID = 0xffffff;
 
@@ -59,6 +59,34 @@ export const SEALED_EXTRA = SEALED_HEADER_LEN - HEADER_LEN + TAG_LEN;
  * N clear — like peer messages, which RFC 9300 data planes ignore, and distinct from them.
  */
 export const HANDSHAKE_FLAGS = FLAG_E | FLAG_I | FLAG_K;
+
+/**
+ * Writes a sealed header's first 12 bytes at `off` (the counter, and the nonce bytes that mirror it,
+ * are written when the batch is sealed). Allocation-free; the caller guarantees 20 bytes of room.
+ */
+export function writeSealedHeader(buf: Uint8Array, off: number, instanceId: number, vnet: boolean, chunk: number, index: number): void {
+  buf[off] = FLAG_N | FLAG_I | FLAG_K | (vnet ? FLAG_VNET : 0);
+  buf[off + 4] = (instanceId >>> 16) & 0xff;
+  buf[off + 5] = (instanceId >>> 8) & 0xff;
+  buf[off + 6] = instanceId & 0xff;
+  buf[off + 7] = chunk;
+  buf[off + 8] = index >>> 24;
+  buf[off + 9] = (index >>> 16) & 0xff;
+  buf[off + 10] = (index >>> 8) & 0xff;
+  buf[off + 11] = index & 0xff;
+}
+
+/** A sealed datagram's counter (u64 big-endian at 12); exact below 2^53, which rekeying keeps it under. */
+export function sealedCounter(buf: Uint8Array, off: number): number {
+  const hi = ((buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15]) >>> 0;
+  const lo = ((buf[off + 16] << 24) | (buf[off + 17] << 16) | (buf[off + 18] << 8) | buf[off + 19]) >>> 0;
+  return hi * 0x1_0000_0000 + lo;
+}
+
+/** The header's K bits say the datagram is sealed. */
+export function headerSealed(buf: Uint8Array, off: number): boolean {
+  return (buf[off] & 0x03) === FLAG_K;
+}
 
 /**
  * First byte of a message between two agents (path probes, direct binding updates: agent/peers/):

@@ -8,6 +8,7 @@ import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
 import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { RealmTrust } from '../../agent/rm/trust.ts';
+import { TAG_LEN } from '../../shared/wire/header.ts';
 import type { JoinToken } from '../../shared/membership.ts';
 
 /**
@@ -50,7 +51,8 @@ export function fakeAgent(net: MemoryNet, rm: FakeAgentRm, realmPrefix: string, 
   const key = generateKeyPair();
   const prefix = parsePrefix(realmPrefix);
   const hostId = deriveHostId(prefix, key.publicKey);
-  const tun = new MemoryTun({ name: 'rn0' });
+  // Room for the AEAD tag behind each packet, as the agent asks of a real device (encryption is on).
+  const tun = new MemoryTun({ name: 'rn0', tailroom: TAG_LEN });
   const monitor = o.monitor;
   const config = parseAgentConfig({
     identity: { key: 'unused-in-test.key', prefix: realmPrefix },
@@ -67,6 +69,7 @@ export function fakeAgent(net: MemoryNet, rm: FakeAgentRm, realmPrefix: string, 
     log: silentLogger,
     clock: systemClock,
     identity: { key, prefix, hostId },
+    trust,
     // One realm trust for the clients of all uplinks, as agent/main.ts wires it.
     makeRmClient: () => createRmClient({ rm: [{ address: '127.0.0.1', port: rm.port, publicKey: rm.publicKey }], key, prefix, trust, retransmit: { initialMs: 50, maxMs: 400, attempts: 5 } }),
     makeMonitor: monitor === undefined ? undefined : () => monitor,

@@ -48,16 +48,21 @@ describe('agent with a Realm Manager', () => {
     mh.tun.inject(first);
     await until(() => ch.tun.written.length === 1);
     expect(Buffer.compare(ch.tun.written[0], first)).toBe(0);
-    // ch did not know mh either: the datagram waited for ch's lookup of mh, then was checked.
+    // ch did not know mh: mh's handshake proved its key and its membership (the certificate it
+    // carries), so its sealed packet was delivered without a lookup; one session, mh the initiator.
     const st = ch.agent.status();
-    expect(st.rm?.resolver.queued).toBe(1);
-    expect(st.mapCache.map((e) => e.hostId)).toContain(mh.id);
-    expect(st.mapCache.find((e) => e.hostId === mh.id)?.locators).toEqual(['192.0.2.1:4341 p1', '192.0.2.65:4341 p2']);
+    expect(st.encryption?.sessions).toBe(1);
+    expect(st.encryption?.peers).toEqual([expect.objectContaining({ hostId: mh.id, initiator: false })]);
+    expect(st.rm?.resolver.queued).toBe(0);
 
+    // The reply needs mh's locators: ch looks mh up (the packet waits), then sends on the session.
     const reply = ipv6Packet(ch.id, mh.id, 64);
     ch.tun.inject(reply);
     await until(() => mh.tun.written.length === 1);
     expect(Buffer.compare(mh.tun.written[0], reply)).toBe(0);
+    expect(ch.agent.status().rm?.resolver.queued).toBe(1);
+    expect(ch.agent.status().mapCache.find((e) => e.hostId === mh.id)?.locators).toEqual(['192.0.2.1:4341 p1', '192.0.2.65:4341 p2']);
+    expect(ch.agent.status().encryption?.counters.handshakesCompleted).toBe(0);
     expect(mh.agent.status().drops['inside.noBinding']).toBe(0);
     // Both are members, with a certificate from the realm key they pinned.
     const m = mh.agent.status().rm?.membership;

@@ -31,6 +31,8 @@ async function pair(opts: { offload?: boolean } = {}) {
     hostId: MH,
     realm: { prefixes: ['fd00::/8'], instanceId: 7 },
     tun: { offload: opts.offload ?? false },
+    // The plain data plane (measurement only): the sealed one has its own suite (sealed.test.ts).
+    dataplane: { encryption: 'off' },
     uplinks: [
       { name: 'ispa', interface: 'eth-a', locator: '192.0.2.1', gateway: '192.0.2.2', priority: 1 },
       { name: 'ispb', interface: 'eth-b', locator: '192.0.2.65', gateway: '192.0.2.66', priority: 2 },
@@ -41,6 +43,8 @@ async function pair(opts: { offload?: boolean } = {}) {
     hostId: CH,
     realm: { prefixes: ['fd00::/8'], instanceId: 7 },
     tun: { offload: opts.offload ?? false },
+    // The plain data plane (measurement only): the sealed one has its own suite (sealed.test.ts).
+    dataplane: { encryption: 'off' },
     uplinks: [{ name: 'core', locator: '203.0.113.2' }],
     peers: [{ hostId: MH, locators: [{ address: '192.0.2.1', priority: 1 }, { address: '192.0.2.65', priority: 2 }] }],
   });

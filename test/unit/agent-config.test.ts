@@ -4,11 +4,13 @@ import { parseConfigText } from '../../shared/config.ts';
 import { AgentConfigSchema } from '../../agent/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
 
+const PEER_KEY = Buffer.alloc(32, 7).toString('base64');
 const good = {
   hostId: 'fd00:1::a',
+  identity: { key: '/etc/realmnet/host.key' },
   realm: { prefixes: ['fd00::/8'] },
   uplinks: [{ name: 'ispa', interface: 'eth-a', locator: '192.0.2.1', gateway: '192.0.2.2' }],
-  peers: [{ hostId: 'fd00:1::c', locators: [{ address: '203.0.113.2' }] }],
+  peers: [{ hostId: 'fd00:1::c', publicKey: PEER_KEY, locators: [{ address: '203.0.113.2' }] }],
 };
 
 function errorOf(raw: unknown): string {
@@ -69,5 +71,19 @@ describe('agent config: combinations', () => {
     const msg = errorOf({ ...good, identity: { key: 'k', prefix: 'fd00:1::/32' }, rm: { servers: [{ address: '203.0.113.66' }], pendingPerId: 100 }, tun: { batchSize: 64 } });
     expect(msg).toContain('rm.pendingPerId');
     expect(msg).toContain('tun.batchSize');
+  });
+  it('dataplane: encryption is on by default and needs this host\'s key and each static peer\'s, else one line each names the key and the fix', () => {
+    expect(parseAgentConfig(good).dataplane).toEqual({ encryption: 'on', cipher: 'aes-256-gcm', rekeyAfterS: 120, rekeyAfterPackets: 2 ** 23, rejectAfterS: 180, maxSessions: 4096, handshakesPerS: 200 });
+    const { identity: _k, ...noKey } = good;
+    const noPeerKey = { ...good, peers: [{ hostId: 'fd00:1::c', locators: [{ address: '203.0.113.2' }] }] };
+    expect(errorOf(noKey)).toMatch(/^config error: identity: is missing: encryption .* or set dataplane.encryption: off/);
+    expect(errorOf(noPeerKey)).toMatch(/^config error: peers\[0\]\.publicKey: is missing: .*fd00:1::c/);
+    // Off (measurement only): neither key is needed.
+    expect(parseAgentConfig({ ...noKey, peers: noPeerKey.peers, dataplane: { encryption: 'off' } }).dataplane.encryption).toBe('off');
+    expect(errorOf({ ...good, tun: { mtu: 1420 } })).toBe('config error: tun.mtu: (1420) is too large for underlayMtu 1500 with encryption: at most 1416 (IPv6 40 + UDP 8 + sealed header 20 + tag 16)');
+    expect(errorOf({ ...good, dataplane: { maxSessions: 1000 } })).toBe('config error: dataplane.maxSessions: 1000 must be a power of two (e.g. 4096)');
+    expect(errorOf({ ...good, dataplane: { rekeyAfterS: 60, rejectAfterS: 60 } })).toMatch(/dataplane.rejectAfterS: \(60\) must be above rekeyAfterS \(60\)/);
+    expect(errorOf({ ...good, dataplane: { cipher: 'rot13' } })).toMatch(/^config error: dataplane.cipher:/);
+    expect(errorOf({ ...good, peers: [{ ...good.peers[0], publicKey: 'short' }] })).toBe('config error: peers[0].publicKey: "short" is not a base64 Ed25519 public key (32 bytes; `realmnet keygen` prints it as "publicKey")');
   });
 });

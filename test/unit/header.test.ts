@@ -25,10 +25,13 @@ describe('data header (LISP, RFC 9300 5.1)', () => {
     writeHeader(b, 0, 1, 7, false);
     expect(checkHeader(b, 0, 7, 7)).toBe(HeaderCheck.Truncated);
     expect(checkHeader(b, 0, 8, 8)).toBe(HeaderCheck.WrongInstance);
-    for (const bad of [0x00 /* no I */, FLAG_I | 0x40 /* L */, FLAG_I | 0x20 /* E */, FLAG_I | 0x10 /* V */, FLAG_I | 0x01 /* K */]) {
+    for (const bad of [0x00 /* no I */, FLAG_I | 0x40 /* L */, FLAG_I | 0x20 /* E */, FLAG_I | 0x10 /* V */, FLAG_I | 0x02 /* K=10 */, FLAG_I | 0x03 /* K=11 */]) {
       b[0] = bad;
       expect(checkHeader(b, 0, 8, 7)).toBe(HeaderCheck.BadFlags);
     }
+    // K=01: sealed (docs/dataplane-crypto.md); the receive path tells sealed from plain.
+    b[0] = FLAG_I | 0x01;
+    expect(checkHeader(b, 0, 8, 7)).toBe(HeaderCheck.Ok);
   });
 
   it('keeps the nonce to 24 bits', () => {
