@@ -4,12 +4,16 @@
  * Prints one JSON line: the number sent per expected drop reason.
  *
  *   node --import tsx test/helpers/flood.ts --to 192.0.2.1 --port 4341 --from 203.0.113.2 \
- *        --instance 1 --src-id fd00:1::c --dst-id fd00:1::a
+ *        --instance 1 --src-id fd00:1::c --dst-id fd00:1::a [--sealed]
+ *
+ * --sealed: the agent encrypts (the default), so the classes are those a sealed receive path tells
+ * apart: plaintext data, sealed data under session indices nobody holds, sealed data too short to
+ * hold a tag, and handshake-shaped garbage.
  */
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { hostIdBytes } from '../../shared/ids.ts';
-import { HEADER_LEN, writeHeader, FLAG_N, FLAG_I } from '../../shared/wire/header.ts';
+import { HEADER_LEN, writeHeader, writeSealedHeader, FLAG_N, FLAG_I, HANDSHAKE_FLAGS, SEALED_HEADER_LEN, TAG_LEN } from '../../shared/wire/header.ts';
 
 function arg(n: string): string {
   const i = process.argv.indexOf(`--${n}`);
@@ -42,7 +46,16 @@ function frame(innerPkt: Buffer, instance = iid, vnet = false): Buffer {
   return d;
 }
 
-const classes: Record<string, Buffer[]> = {
+const sealedMode = process.argv.includes('--sealed');
+
+/** A sealed-looking datagram: a real header, then random bytes where ciphertext and tag would be. */
+function sealed(index: number, bodyLen: number, instance = iid): Buffer {
+  const d = randomBytes(SEALED_HEADER_LEN + bodyLen);
+  writeSealedHeader(d, 0, instance, false, 0, index);
+  return d;
+}
+
+const plainClasses: Record<string, Buffer[]> = {
   'outside.truncated': Array.from({ length: 500 }, (_, i) => randomBytes(i % 8)),
   'outside.badHeader': Array.from({ length: 500 }, () => {
     const d = frame(inner(srcId, 20));
@@ -63,6 +76,28 @@ const classes: Record<string, Buffer[]> = {
   // Valid framing, inner packet far over the TUN MTU.
   'outside.oversized': Array.from({ length: 30 }, () => frame(inner(srcId, 60_000))),
 };
+
+const sealedClasses: Record<string, Buffer[]> = {
+  'outside.truncated': Array.from({ length: 500 }, (_, i) => (i % 2 === 0 ? randomBytes(i % 8) : sealed(1 + i, i % TAG_LEN))),
+  'outside.badHeader': plainClasses['outside.badHeader'],
+  'outside.wrongInstance': Array.from({ length: 500 }, (_, i) => (i % 2 === 0 ? frame(inner(srcId, 20), (iid + 1) & 0xffffff) : sealed(1 + i, 100, (iid + 1) & 0xffffff))),
+  'outside.offloadMismatch': plainClasses['outside.offloadMismatch'],
+  // Well-formed plain data from the peer's own locator: refused, encryption is on.
+  'outside.plaintext': Array.from({ length: 500 }, () => frame(inner(srcId, 20))),
+  // Session indices with slot 0 (never handed out), so none can match a live session by chance.
+  'outside.noSession': Array.from({ length: 500 }, (_, i) => sealed(((i + 1) * 4096) >>> 0, 20 + (i % 1300))),
+  // Handshake-shaped garbage of initiation length: refused at mac1, counted by the session manager.
+  handshake: Array.from({ length: 500 }, (_, i) => {
+    const d = randomBytes(170);
+    d[0] = HANDSHAKE_FLAGS;
+    d[1] = 1;
+    d.writeUIntBE(iid, 4, 3);
+    d[2] = d[3] = d[7] = 0;
+    void i;
+    return d;
+  }),
+};
+const classes = sealedMode ? sealedClasses : plainClasses;
 // Pure noise too; it lands in several counters, so it is reported apart.
 const noise = Array.from({ length: 2000 }, () => {
   const d = randomBytes(1 + Math.floor(Math.random() * 1400));
