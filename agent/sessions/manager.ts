@@ -67,7 +67,10 @@ const TICK_MS = 50;
 const FIRST_RETRY_MS = 250;
 const MAX_RETRY_MS = 2_000;
 const GIVE_UP_MS = 10_000;
-/** A responder that never initiated rekeys this much later than the initiator, so both rarely race. */
+/**
+ * A responder rekeys this much later than the initiator, so both rarely race: 10 s, or a third of the
+ * time between rekey and reject when that is shorter (the rekey must still come before the keys die).
+ */
 const RESPONDER_REKEY_LAG_MS = 10_000;
 const HELD_PER_PEER = 32;
 /** Sending with nothing received for this long starts a new handshake (WireGuard waits 15 s). */
@@ -169,6 +172,7 @@ export class SessionManager implements Sealing {
   private readonly handshaker: Handshaker;
   private readonly out = Buffer.alloc(2048);
   private readonly one = { off: new Uint32Array(1), len: new Uint32Array(1), addr: new Uint8Array(16), port: new Uint16Array(1) };
+  private readonly responderLagMs: number;
   private windowStart = 0;
   private windowCount = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -178,6 +182,7 @@ export class SessionManager implements Sealing {
     private readonly deps: SessionDeps,
   ) {
     this.table = deps.table;
+    this.responderLagMs = Math.min(RESPONDER_REKEY_LAG_MS, (opts.rejectAfterMs - opts.rekeyAfterMs) / 3);
     this.slotPeer = new Uint8Array(opts.maxSessions * 16);
     this.slotUnconfirmed = new Uint8Array(opts.maxSessions);
     this.owners = new Array<Keypair | PeerState | null>(opts.maxSessions).fill(null);
@@ -388,7 +393,7 @@ export class SessionManager implements Sealing {
       if (cur === null || p.pending !== null || !active) continue;
       const age = now - cur.createdAt;
       const silent = now - p.silentSince >= SILENT_REHANDSHAKE_MS && age >= SILENT_REHANDSHAKE_MS;
-      const due = silent || age >= this.opts.rekeyAfterMs + (cur.initiator ? 0 : RESPONDER_REKEY_LAG_MS) || this.table.sendCounter(cur.slot) >= this.opts.rekeyAfterPackets;
+      const due = silent || age >= this.opts.rekeyAfterMs + (cur.initiator ? 0 : this.responderLagMs) || this.table.sendCounter(cur.slot) >= this.opts.rekeyAfterPackets;
       if (due) {
         p.silentSince = Infinity;
         this.counters.rekeys++;

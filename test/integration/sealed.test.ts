@@ -201,4 +201,75 @@ describe('sealed data plane', () => {
     expect(mh.tun.written).toHaveLength(0);
     expect(mh.agent.status().drops['outside.plaintext']).toBe(1);
   });
+  it('rekeys under traffic without losing a packet, and a packet of a wiped session is refused', async () => {
+    const { net, clock, mh, ch, seen, toCh } = await pair({ dataplane: { rekeyAfterS: 1, rejectAfterS: 2 } });
+    const tick = () => new Promise((r) => setTimeout(r, 120)); // the managers' timers run every 50 ms
+    let sent = 0;
+    const burst = async () => {
+      for (let i = 0; i < 10; i++) mh.tun.inject(ipv6Packet(MH, CH, 64 + (sent++ % 500)));
+      ch.tun.inject(ipv6Packet(CH, MH, 64));
+      await net.idle();
+    };
+    await burst();
+    const firstSession = seen.filter((d) => isData(d) && d.to === '203.0.113.2')[0].data;
+    // 5 s of traffic in 250 ms steps: sessions live 1 s, die at 2 s.
+    for (let step = 0; step < 20; step++) {
+      clock.advance(250);
+      await burst(); // traffic since the last tick: the session is active, worth a rekey
+      await tick();
+    }
+    expect(ch.tun.written).toHaveLength(sent);
+    const [a, b] = [mh.agent.status().encryption, ch.agent.status().encryption];
+    expect((a?.counters.rekeys ?? 0) + (b?.counters.rekeys ?? 0)).toBeGreaterThanOrEqual(3);
+    expect(a?.counters.keysWiped).toBeGreaterThanOrEqual(2);
+    expect(a?.counters.givenUp).toBe(0);
+    expect(Object.entries(ch.agent.status().drops).filter(([, n]) => n > 0)).toEqual([]);
+    // The first session's keys are gone on both sides: its packets no longer open.
+    toCh(firstSession);
+    await net.idle();
+    expect(ch.tun.written).toHaveLength(sent);
+    expect(ch.agent.status().drops['outside.noSession']).toBe(1);
+  });
+
+  it('expires an idle session after rejectAfterS (keys wiped), and the next packet starts a new one', async () => {
+    const { net, clock, mh, ch } = await pair({ dataplane: { rekeyAfterS: 1, rejectAfterS: 2 } });
+    mh.tun.inject(ipv6Packet(MH, CH, 10));
+    await net.idle();
+    expect(mh.agent.status().encryption?.sessions).toBe(1);
+    clock.advance(2_100);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(mh.agent.status().encryption?.sessions).toBe(0);
+    expect(ch.agent.status().encryption?.sessions).toBe(0);
+    mh.tun.inject(ipv6Packet(MH, CH, 11));
+    await net.idle();
+    expect(ch.tun.written).toHaveLength(2);
+    expect(mh.agent.status().encryption?.counters.handshakesCompleted).toBe(2);
+  });
+
+  it('a peer that lost its session (restarted) is caught up by a new handshake within seconds', async () => {
+    const { net, clock, mh, ch } = await pair();
+    mh.tun.inject(ipv6Packet(MH, CH, 10));
+    ch.tun.inject(ipv6Packet(CH, MH, 10));
+    await net.idle();
+    expect(mh.tun.written).toHaveLength(1);
+    // ch forgets everything (as a restarted agent would): mh's packets under the old session fail.
+    await ch.agent.stop();
+    await ch.agent.start();
+    mh.tun.inject(ipv6Packet(MH, CH, 12));
+    await net.idle();
+    // (ch's device is new: the restarted agent opened its own.)
+    expect(ch.tun.written.length).toBe(0);
+    expect(ch.agent.status().drops['outside.noSession']).toBe(1);
+    // mh keeps sending and hears nothing: after 3 s of that it starts a new handshake.
+    for (let t = 0; t < 8; t++) {
+      clock.advance(500);
+      mh.tun.inject(ipv6Packet(MH, CH, 13));
+      await net.idle();
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    mh.tun.inject(ipv6Packet(MH, CH, 14));
+    await net.idle();
+    expect(ch.tun.written.at(-1)?.length).toBe(54);
+    expect(mh.agent.status().encryption?.counters.handshakesCompleted).toBe(2);
+  });
 });
