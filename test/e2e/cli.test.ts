@@ -4,6 +4,8 @@ import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
+import { saveKeyPair } from '../../shared/keyfile.ts';
 import { requireRoot, uniquePrefix, execIn, spawnIn, type NsProcess } from '../helpers/netns.ts';
 import { REPO } from '../helpers/agents.ts';
 import { readableCopy, type ReadableCopy } from '../helpers/readable-copy.ts';
@@ -33,6 +35,8 @@ async function config(name: string, patch: Record<string, unknown> = {}): Promis
     file,
     stringify({
       hostId: 'fd00:1::a',
+      // Encryption is on by default: the host's key (static mode: no prefix, the hostId is the host's).
+      identity: { key: join(dir, 'host.key') },
       realm: { prefixes: ['fd00::/8'] },
       tun: { name: 'rncli0' },
       uplinks: [{ name: 'a', locator: '192.0.2.1' }],
@@ -47,6 +51,7 @@ beforeAll(async () => {
   requireRoot(['ip', 'runuser']);
   dir = await mkdtemp(join(tmpdir(), 'realmnet-cli-'));
   await chmod(dir, 0o755);
+  saveKeyPair(join(dir, 'host.key'), generateKeyPair());
   await new Promise<void>((resolve, reject) =>
     execFile('ip', ['netns', 'add', NS], (e) => (e ? reject(e) : resolve())),
   );
