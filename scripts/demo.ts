@@ -180,6 +180,11 @@ mh: ${V4.mh.ispa} (ispa, priority 1) and ${V4.mh.ispb} (ispb, priority 2); ch: $
 
     say(`ping from mh to ch's host ID (${HOST_IDS.ch})`);
     show((await tb.exec('mh', 'ping', ['-6', '-n', '-c3', '-i0.3', HOST_IDS.ch])).stdout);
+    show(`The first packet started a session: a Noise IK handshake between the two agents (their keys
+plus fresh ephemeral ones, so a stolen host key decrypts nothing recorded), in which each proved
+its membership of the realm with its certificate. Every packet since is sealed (AES-256-GCM, a
+64-bit counter, a replay window): on the wire, tshark sees the LISP header and opaque bytes.`);
+
     say(`ping from ch back to mh's host ID (${HOST_IDS.mh})`);
     show((await tb.exec('ch', 'ping', ['-6', '-n', '-c3', '-i0.3', HOST_IDS.mh])).stdout);
 
@@ -195,7 +200,7 @@ mh: ${V4.mh.ispa} (ispa, priority 1) and ${V4.mh.ispb} (ispb, priority 2); ch: $
 
     await failoverDemo(tb, HOST_IDS);
 
-    say("What mh's agent knows: `realmnet status` (ch's binding came from the RM, signed by ch)");
+    say("What mh's agent knows: `realmnet status` (ch's binding came from the RM, signed by ch; the encryption line shows the session with ch)");
     show((await tb.exec('mh', process.execPath, [CLI, 'status'], { cwd: REPO })).stdout);
 
     say('Stopping the agents and the RM: the TUN devices, routes and policy rules go away');
