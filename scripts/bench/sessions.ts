@@ -110,11 +110,12 @@ process.on('SIGTERM', () => { process.stdout.write(JSON.stringify({ received: se
 const SENDER = `
 const dgram = require('node:dgram');
 const [to, seconds] = [process.argv[1], Number(process.argv[2])];
-const s = dgram.createSocket('udp6'); const buf = Buffer.alloc(200);
+const s = dgram.createSocket('udp6');
 let k = 0; const t0 = performance.now(); const total = Math.round(seconds * 2000);
 function step() {
   const due = Math.min(total, Math.floor((performance.now() - t0) * 2));
-  while (k < due) { buf.writeUInt32BE(k++, 0); s.send(buf, 9000, to); }
+  // A buffer per datagram: send() reads it later, so reusing one would send later numbers twice.
+  while (k < due) { const buf = Buffer.alloc(200); buf.writeUInt32BE(k++, 0); s.send(buf, 9000, to); }
   if (k < total) setTimeout(step, 1); else setTimeout(() => { process.stdout.write(JSON.stringify({ sent: k }) + '\\n'); process.exit(0); }, 200);
 }
 step();
