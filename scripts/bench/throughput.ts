@@ -494,9 +494,10 @@ function report(o: Options, rows: RowResult[]): void {
   console.log(
     [
       '',
-      'CPU is that of the overlay\'s own process on each end (realmnet agent, nebula, wireguard-go; all threads), mh sends and ch',
-      'receives, during the 1-stream runs. CPU% is 100 = one core. cores/(Gbit/s) is CPU-seconds per second per Gbit/s of goodput',
-      '(median of the runs\' own ratios): lower is cheaper. Underlay "—": ' + UNDERLAY_CPU_NOTE + '.',
+      'CPU: the overlay\'s own process on each end (realmnet agent, nebula, wireguard-go; all threads) during the 1-stream runs;',
+      'mh sends, ch receives. CPU% is 100 = one core. cores/(Gbit/s) is CPU-seconds per second per Gbit/s of goodput (median of',
+      'the runs\' own ratios): lower is cheaper. Underlay "—": it has no process of its own; its cost is the kernel\'s (TCP,',
+      'forwarding and softirq work in several namespaces), which /proc/PID/stat does not attribute to either end.',
       ...(o.agentEncryption ? [] : ['realmnet encrypted rows not run: this agent has no dataplane.encryption (its data plane is unencrypted).']),
     ].join('\n'),
   );
