@@ -15,6 +15,9 @@ cd "$(dirname "$0")/.."
 #   iperf3         throughput and failover benchmarks
 #   iputils-ping   reachability checks (testbed, readiness of overlays)
 #   nebula         the reference overlay in the throughput benchmark (includes nebula-cert)
+#   wireguard-go   userspace WireGuard, the other throughput reference (kernel WireGuard is not
+#                  available on these machines; wireguard-go makes its own TUN via /dev/net/tun)
+#   wireguard-tools  `wg` (genkey, pubkey, set) to configure wireguard-go
 #   tshark         decoding captured overlay traffic (LISP-compatible data header)
 #   mptcpd         the MPTCP reference in failover comparisons (path manager)
 #   mptcpize       runs the failover bench's tools over MPTCP (mptcpd only recommends it, and we
@@ -22,7 +25,7 @@ cd "$(dirname "$0")/.."
 #   procps         sysctl inside namespaces
 #   g++ make python3  node-gyp builds the native TUN addon from source at npm install
 #   fonts-dejavu-core text in the PNG figures (eval:routing, failover plots) rendered by resvg
-PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula tshark mptcpd mptcpize procps g++ make python3 fonts-dejavu-core)
+PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula wireguard-go wireguard-tools tshark mptcpd mptcpize procps g++ make python3 fonts-dejavu-core)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

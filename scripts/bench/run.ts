@@ -2,13 +2,14 @@
  * npm run bench -- NAME [options]
  *
  * Runs the exported `run(argv)` of scripts/bench/NAME.ts. A benchmark is any file here that exports
- * `run`; the others (iperf, cpu, table, nebula) are helpers. An unknown NAME prints one line with
- * the available ones and exits 2; so does a bad option (a UsageProblem thrown by the bench).
+ * `run`; the others (iperf, cpu, table, nebula, wireguard) are helpers. An unknown NAME prints one line with
+ * the available ones and exits 2; so does a bad option (a UsageProblem thrown by the bench). A
+ * BenchStopped (no honest figures possible, e.g. a reference's tool is missing) prints one line and exits 1.
  */
 import { readdir } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { join } from 'node:path';
-import { UsageProblem } from './table.ts';
+import { BenchStopped, UsageProblem } from './table.ts';
 
 export type BenchRun = (argv: string[]) => Promise<number | void>;
 
@@ -42,6 +43,10 @@ async function main(argv: string[]): Promise<number> {
     const code = await run(rest);
     return typeof code === 'number' ? code : 0;
   } catch (e) {
+    if (e instanceof BenchStopped) {
+      console.error(`bench ${name}: ${e.message}`);
+      return 1;
+    }
     if (!(e instanceof UsageProblem)) throw e;
     console.error(`bench ${name}: ${e.message}`);
     return 2;

@@ -55,3 +55,9 @@ export function median(xs: readonly number[]): number | null {
 
 /** A bad benchmark flag: run() prints its message as one line and exits 2. */
 export class UsageProblem extends Error {}
+
+/**
+ * The bench cannot give honest figures (a reference's tool is missing or it does not come up):
+ * run() prints its message as one line and exits 1, after the bench has removed what it built.
+ */
+export class BenchStopped extends Error {}
