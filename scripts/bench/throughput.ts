@@ -6,8 +6,8 @@
  *   underlay                    the plain underlay (mh eth-a → ch), the ceiling
  *   realmnet_mtu                realmnet, per-packet TUN I/O (tun.offload: false), unencrypted
  *   realmnet_offload            realmnet with TSO super-packets (tun.offload: true), unencrypted
- *   realmnet_encrypted          realmnet per-packet, dataplane.encryption: on     } only with an agent
- *   realmnet_encrypted_offload  realmnet with TSO super-packets, encryption on    } that has the key
+ *   realmnet_encrypted          realmnet per-packet, dataplane.encryption: on (the default)
+ *   realmnet_encrypted_offload  realmnet with TSO super-packets, encryption on
  *   nebula                      Nebula 1.6 (AES-256-GCM), tun.mtu matched to realmnet's unless --nebula-mtu
  *   wireguard_go                wireguard-go (ChaCha20-Poly1305), MTU matched unless --wireguard-mtu
  * with the CPU use of each overlay process on both ends, as a percentage and as cores per Gbit/s.
@@ -17,25 +17,15 @@
  * the whole bench with one line (a reference is never reported as a figure it did not earn). A
  * realmnet row whose agent does not come up within 10 s is reported as "not available: <reason>"
  * (null in the JSON) and the other rows still run.
- *
- * Encrypted rows: they need the agent's `dataplane.encryption` key (agent/config.ts). The bench asks
- * the agent's own schema (parseAgentConfig) whether it knows the key: if it does, the encrypted rows
- * run by default and the unencrypted rows say `encryption: off`; if not, the agent's data plane is
- * unencrypted anyway, the encrypted rows are skipped, and `--encrypted` (which demands them) fails.
  */
 import { constants } from 'node:fs';
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
 import { z } from 'zod';
-import { parseAgentConfig } from '../../agent/config.ts';
-import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
-import { ConfigError } from '../../shared/errors.ts';
-import { saveKeyPair } from '../../shared/keyfile.ts';
-import { agentConfigs, HOST_IDS } from '../testbed/configs.ts';
+import { HOST_IDS, writeAgentConfigs } from '../testbed/configs.ts';
 import { execHost, up, type NsProcess, type Testbed, type TESTBED } from '../testbed/topology.ts';
 import { sampleCpu } from './cpu.ts';
 import { runIperf, type IperfResult } from './iperf.ts';
@@ -123,8 +113,6 @@ interface Options {
   ipv6: boolean;
   nebulaMtu: number;
   wireguardMtu: number;
-  /** Whether this agent's config has dataplane.encryption (asked of its schema, not assumed). */
-  agentEncryption: boolean;
 }
 
 /** A running path to measure: where the iperf3 server listens on ch, and which processes carry it. */
@@ -171,17 +159,6 @@ interface RowResult {
  * Whether the agent's config schema knows `dataplane.encryption` (the encrypted data plane). Asked
  * of agent/config.ts itself, so the bench follows the agent it is run with.
  */
-export function agentHasEncryption(): boolean {
-  const probe = { ...agentConfigs().mh, dataplane: { encryption: 'off' } };
-  try {
-    parseAgentConfig(probe);
-    return true;
-  } catch (e) {
-    if (e instanceof ConfigError && e.message.includes('dataplane')) return false;
-    throw e;
-  }
-}
-
 function parseOptions(argv: string[]): Options {
   let v;
   try {
@@ -207,10 +184,9 @@ function parseOptions(argv: string[]): Options {
     if (!Number.isInteger(n) || n < min || n > max) throw new UsageProblem(`--${name} ${s}: expected an integer from ${min} to ${max}`);
     return n;
   };
-  const agentEncryption = agentHasEncryption();
   const only: RowName[] = [];
   if (v.only === undefined) {
-    for (const r of ROWS) if (agentEncryption || !ENCRYPTED_ROWS.includes(r)) only.push(r);
+    for (const r of ROWS) only.push(r);
   } else {
     for (const w of v.only.split(',').map((s) => s.trim()).filter((s) => s.length > 0)) {
       const r = ALIASES[w];
@@ -218,11 +194,6 @@ function parseOptions(argv: string[]): Options {
       if (!only.includes(r)) only.push(r);
     }
   }
-  const wantsEncrypted = v.encrypted || only.some((r) => ENCRYPTED_ROWS.includes(r));
-  if (wantsEncrypted && !agentEncryption)
-    throw new UsageProblem(
-      `${v.encrypted ? '--encrypted' : `--only ${only.filter((r) => ENCRYPTED_ROWS.includes(r)).join(',')}`}: this agent's config has no dataplane.encryption (agent/config.ts rejects the key), so it has no encrypted data plane to measure`,
-    );
   if (v.encrypted) for (const r of ENCRYPTED_ROWS) if (!only.includes(r)) only.push(r);
   return {
     runs: int(v.runs, 'runs', 1, 20),
@@ -231,7 +202,6 @@ function parseOptions(argv: string[]): Options {
     ipv6: v.ipv6,
     nebulaMtu: int(v['nebula-mtu'], 'nebula-mtu', 576, 9000),
     wireguardMtu: int(v['wireguard-mtu'], 'wireguard-mtu', 1280, 9000),
-    agentEncryption,
   };
 }
 
@@ -272,42 +242,12 @@ function whyExited(s: string): string {
 }
 
 /**
- * The agent configs of one realmnet row: `mh.yaml` and `ch.yaml` in `dir`, from the testbed's
- * static configs (scripts/testbed/configs.ts) plus the row's mode. This is the one place a mode
- * becomes config.
- *
- * With an agent that knows `dataplane.encryption` (o.agentEncryption), every row names it: `off`
- * for the unencrypted rows (the agent's default is on), and for `on` each host gets a key file
- * (identity.key) and its static peer entry the other's public key (peers[].publicKey), which is
- * how two agents without a Realm Manager trust each other. Without the key, the agent's data plane
- * is unencrypted and the config is today's.
- *
- * TODO(integrator): once scripts/testbed/configs.ts's writeAgentConfigs takes `encryption` and
- * writes the keys itself (main ea722a8), this body can become
- *   writeAgentConfigs(dir, { ...common, encryption: mode.encryption })
- * Until then it must not call writeAgentConfigs: after that change, a call without `encryption`
- * would silently turn the "unencrypted" rows' encryption on.
+ * The agent configs of one realmnet row (`mh.yaml` and `ch.yaml` in `dir`): the testbed's static
+ * configs with the row's mode. Encryption is named in every row (`off` for the unencrypted ones: the
+ * agent's default is on); with `on`, each host gets a key and its peer entry the other's public key.
  */
 async function writeRealmnetConfigs(dir: string, o: Options, mode: RealmnetMode): Promise<{ mh: string; ch: string }> {
-  const base = agentConfigs({ offload: mode.offload, mtu: REALMNET_MTU, ipv6Underlay: o.ipv6, instanceId: 1, logLevel: 'warn', logFormat: 'json' });
-  if (!o.agentEncryption && mode.encryption === 'on') throw new Error('this agent has no dataplane.encryption (agent/config.ts): nothing encrypted to measure');
-  const files = { mh: join(dir, 'mh.yaml'), ch: join(dir, 'ch.yaml') };
-  const keys = mode.encryption === 'on' ? { mh: generateKeyPair(), ch: generateKeyPair() } : null;
-  for (const [n, other] of [
-    ['mh', 'ch'],
-    ['ch', 'mh'],
-  ] as const) {
-    let cfg: Record<string, unknown> = { ...base[n] };
-    if (o.agentEncryption) cfg = { ...cfg, dataplane: { ...(base[n] as { dataplane?: object }).dataplane, encryption: mode.encryption } };
-    if (keys !== null) {
-      const keyFile = join(dir, `${n}.key`);
-      saveKeyPair(keyFile, keys[n], { overwrite: true });
-      const publicKey = Buffer.from(keys[other].publicKey).toString('base64');
-      cfg = { ...cfg, identity: { key: keyFile }, peers: base[n].peers.map((p) => ({ ...p, publicKey })) };
-    }
-    await writeFile(files[n], stringify(cfg));
-  }
-  return files;
+  return writeAgentConfigs(dir, { offload: mode.offload, mtu: REALMNET_MTU, ipv6Underlay: o.ipv6, instanceId: 1, logLevel: 'warn', logFormat: 'json', encryption: mode.encryption });
 }
 
 /** Starts the realmnet agent on mh and ch; throws with a one-line reason when it is not up in 10 s. */
@@ -498,7 +438,6 @@ function report(o: Options, rows: RowResult[]): void {
       'mh sends, ch receives. CPU% is 100 = one core. cores/(Gbit/s) is CPU-seconds per second per Gbit/s of goodput (median of',
       'the runs\' own ratios): lower is cheaper. Underlay "—": it has no process of its own; its cost is the kernel\'s (TCP,',
       'forwarding and softirq work in several namespaces), which /proc/PID/stat does not attribute to either end.',
-      ...(o.agentEncryption ? [] : ['realmnet encrypted rows not run: this agent has no dataplane.encryption (its data plane is unencrypted).']),
     ].join('\n'),
   );
 }
@@ -554,9 +493,7 @@ function toJson(o: Options, rows: RowResult[], load: { start: number; end: numbe
       wireguard_version: wireguardVersion,
       wireguard_cipher: 'ChaCha20-Poly1305 (the protocol has no other)',
       realmnet_mtu: REALMNET_MTU,
-      realmnet_encryption_key: o.agentEncryption
-        ? 'dataplane.encryption: off in the realmnet_mtu/offload rows, on in the encrypted rows'
-        : 'not in this agent\'s config (its data plane is unencrypted); encrypted rows not run',
+      realmnet_encryption: 'dataplane.encryption: off in the realmnet_mtu/offload rows, on (aes-256-gcm, the default) in the encrypted rows',
       cpu_per_gbps_unit:
         'cores per Gbit/s: CPU-seconds (user + system, all threads, from /proc/PID/stat) of the overlay process on one end per second of the iperf3 run, divided by the run\'s goodput in Gbit/s; sender = mh, receiver = ch, total = both; median of the runs\' own ratios',
       cpu_per_gbps_underlay: UNDERLAY_CPU_NOTE,
