@@ -91,7 +91,7 @@ export interface AgentDeps {
 
 export interface AgentStatus {
   readonly hostId: string;
-  readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean; readonly callbackErrors: number };
+  readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean; readonly coalesce: boolean; readonly callbackErrors: number; readonly superPackets: number; readonly coalesced: number };
   readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number; readonly callbackErrors: number }[];
   readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number; readonly membership: MembershipStatus }) | null;
   readonly mapCacheStats: { readonly size: number; readonly capacity: number; readonly evicted: number };
@@ -202,7 +202,7 @@ class RealmnetAgent implements Agent {
     const config = this.config;
     const sealed = config.dataplane.encryption === 'on';
     // Sealed: the tag is written behind each packet in its TUN slot, so slots leave room for it.
-    const tun = this.deps.openTun({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, batchSize: config.tun.batchSize, tailroom: sealed ? TAG_LEN : 0 });
+    const tun = this.deps.openTun({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, coalesce: config.tun.coalesce, batchSize: config.tun.batchSize, tailroom: sealed ? TAG_LEN : 0 });
     const sockets = new UplinkSockets(
       config.uplinks,
       { port: config.listenPort, batchSize: config.tun.batchSize, maxDatagram: MAX_DATAGRAM, tableBase: config.routing.tableBase, rulePriority: config.routing.rulePriority },
@@ -269,6 +269,8 @@ class RealmnetAgent implements Agent {
       now: this.deps.clock.now(),
       tunName: r?.tun.name ?? this.config.tun.name,
       tunCallbackErrors: r?.tun.stats.callbackErrors ?? 0,
+      tunSuperPackets: r?.tun.stats.superPackets ?? 0,
+      tunCoalesced: r?.tun.stats.coalesced ?? 0,
       uplinks: r?.table.current ?? [],
       rm: r?.rm ?? null,
       cache: this.cache,

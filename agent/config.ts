@@ -10,7 +10,7 @@ import { parsePrefix } from '../shared/ids.ts';
  * Every default lives in DEFAULTS; examples/agent.yaml documents each key.
  */
 export const DEFAULTS = {
-  tun: { name: 'rn0', mtu: 1400, offload: false, batchSize: 64 },
+  tun: { name: 'rn0', mtu: 1400, offload: false, coalesce: true, batchSize: 64 },
   listenPort: DATA_PORT,
   underlayMtu: 1500,
   realm: { instanceId: 0 },
@@ -146,6 +146,8 @@ export const AgentConfigSchema = z
         name: z.string().refine(isInterfaceName, { message: MSG.ifname }).default(DEFAULTS.tun.name),
         mtu: z.number().int().min(1280, 'must be at least 1280 (the IPv6 minimum)').max(65000).default(DEFAULTS.tun.mtu),
         offload: z.boolean().default(DEFAULTS.tun.offload),
+        /** MTU mode: merge received TCP segments into super-packets for the kernel (docs/dataplane-coalescing.md). */
+        coalesce: z.boolean().default(DEFAULTS.tun.coalesce),
         batchSize: z.number().int().min(1).max(256).default(DEFAULTS.tun.batchSize),
       })
       .prefault({}),

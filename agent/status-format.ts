@@ -81,7 +81,7 @@ export function formatStatus(st: AgentStatus): string {
       ? 'resend after failover: off'
       : `resend after failover: ${mib(r.bufferBytes)} buffer (reaches back ${r.reachMs} ms now), at most ${mib(r.perPeerBytes)} per peer; ${r.replays} failovers re-sent ${r.replayedPackets} packets (${r.replayedBytes} bytes)${r.replaysCapped > 0 ? `, ${r.replaysCapped} cut at the per-peer bound` : ''}`,
   );
-  out.push(`outside (UDP→TUN): ${st.outside.packets} packets, ${st.outside.bytes} bytes`);
+  out.push(`outside (UDP→TUN): ${st.outside.packets} packets, ${st.outside.bytes} bytes${st.tun.coalesce ? `; ${st.tun.coalesced} of them merged into ${st.tun.superPackets} TCP super-packets for the kernel (coalescing)` : ''}`);
   const drops = Object.entries(st.drops).filter(([, n]) => n > 0);
   out.push(drops.length === 0 ? 'drops: none' : table(['drop reason', 'count'], drops.map(([k, n]) => [k, String(n)])));
   const peerDrops = Object.entries(st.peers ?? {}).filter(([k, n]) => n > 0 && k.startsWith('peer'));

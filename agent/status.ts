@@ -21,6 +21,9 @@ export interface StatusSources {
   readonly tunName: string;
   /** TUN batches whose handler threw (caught, counted; a bug if ever non-zero). */
   readonly tunCallbackErrors: number;
+  /** Coalescing: super-packets written to the TUN, and the packets merged into them. */
+  readonly tunSuperPackets: number;
+  readonly tunCoalesced: number;
   readonly uplinks: UplinkSnapshot;
   readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths } | null;
   readonly cache: MapCache;
@@ -49,7 +52,7 @@ export function statusOf(s: StatusSources): AgentStatus {
   const { config, rm, cache, now } = s;
   return {
     hostId: s.hostId,
-    tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload, callbackErrors: s.tunCallbackErrors },
+    tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload, coalesce: !config.tun.offload && config.tun.coalesce, callbackErrors: s.tunCallbackErrors, superPackets: s.tunSuperPackets, coalesced: s.tunCoalesced },
     uplinks: s.uplinks.map((u) => ({
       name: u.name,
       interface: u.interface ?? null,

@@ -19,6 +19,8 @@ const EINVAL = 22;
 export class MemoryTun implements TunDevice {
   readonly name: string;
   readonly offload: boolean;
+  /** Accepted and reported; the fake writes packets as they come (coalescing is the kernel device's). */
+  readonly coalesce: boolean;
   readonly headroom: number;
   readonly stride: number;
   readonly layout: TunLayout;
@@ -38,6 +40,7 @@ export class MemoryTun implements TunDevice {
     this.layout = tunLayout(full);
     this.name = full.name;
     this.offload = full.offload;
+    this.coalesce = !full.offload && full.coalesce === true;
     this.headroom = this.layout.headroom;
     this.stride = this.layout.stride;
     this.slot = Buffer.alloc(this.layout.batchSize * this.stride);
@@ -138,7 +141,7 @@ export class MemoryTun implements TunDevice {
   }
 
   get stats(): TunStats {
-    return { ...this.counts, readErrors: 0, lastReadErrno: 0 };
+    return { ...this.counts, readErrors: 0, lastReadErrno: 0, superPackets: 0, coalesced: 0 };
   }
 
   close(): void {

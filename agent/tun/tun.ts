@@ -22,6 +22,12 @@ export interface TunOptions {
   /** IFF_VNET_HDR + TUNSETOFFLOAD(TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): every packet read or written
    *  starts with the 10-byte struct virtio_net_hdr, and reads take up to 65535+10 bytes. */
   offload: boolean;
+  /**
+   * MTU mode only: merge consecutive TCP segments of one flow into one GSO super-packet when writing
+   * (receive-side coalescing, as Linux GRO), so the kernel takes one packet instead of tens. Reads
+   * and the packets handed to write() stay plain. Default false here; the agent turns it on.
+   */
+  coalesce?: boolean;
   /** Packets per batch, default 64. */
   batchSize?: number;
   /** Batch buffers in flight between the reader thread and JS, default 4. */
@@ -48,12 +54,17 @@ export interface TunStats {
   readonly lastWriteErrno: number;
   /** Batches whose handler threw: the exception was swallowed and the next batch delivered as usual. */
   readonly callbackErrors: number;
+  /** Coalescing: super-packets written, and the packets merged into them. */
+  readonly superPackets: number;
+  readonly coalesced: number;
 }
 
 export interface TunDevice {
   /** The name the kernel actually gave. */
   readonly name: string;
   readonly offload: boolean;
+  /** Writes merge TCP segments into super-packets (TunOptions.coalesce). */
+  readonly coalesce: boolean;
   /** >= 32, multiple of 8. */
   readonly headroom: number;
   readonly stride: number;
@@ -149,17 +160,17 @@ export function openTun(opts: TunOptions): TunDevice {
   const handle = new (binding().Tun)();
   let name: string;
   try {
-    name = handle.open(opts.name, opts.offload);
+    name = handle.open(opts.name, opts.offload, !opts.offload && opts.coalesce === true);
   } catch (e) {
     if (!isNativeErrnoError(e)) throw e;
     throw tunError(e.errno, e.syscall, opts.name, existsSync(`/sys/class/net/${opts.name}`));
   }
-  return new NativeTunDevice(handle, name, opts.offload, layout);
+  return new NativeTunDevice(handle, name, opts.offload, !opts.offload && opts.coalesce === true, layout);
 }
 
 /** The addon's surface (native/tun.cc). */
 interface NativeTun {
-  open(name: string, offload: boolean): string;
+  open(name: string, offload: boolean, coalesce: boolean): string;
   start(bufs: Buffer[], lens: Uint32Array[], stride: number, headroom: number, space: number, onBatch: (slot: number, count: number) => void): void;
   write(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   stats(out: Float64Array): void;
@@ -167,10 +178,22 @@ interface NativeTun {
 }
 interface TunBinding {
   Tun: new () => NativeTun;
+  coalesceForTest(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): [number, number, Buffer | null][];
 }
 
 function binding(): TunBinding {
   return loadNative('realmnet_tun') as TunBinding;
+}
+
+/**
+ * What a coalescing write would emit for these packets, without a device (native/coalesce.h): per
+ * run, its first packet, the packet after its last, and the super-packet (virtio header + packet)
+ * when the run merged more than one. For tests.
+ */
+export function coalesceForTest(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): { first: number; end: number; packet: Buffer | null }[] {
+  return binding()
+    .coalesceForTest(buf, offsets, lengths, count)
+    .map(([first, end, packet]) => ({ first, end, packet }));
 }
 
 class NativeTunDevice implements TunDevice {
@@ -178,7 +201,7 @@ class NativeTunDevice implements TunDevice {
   readonly stride: number;
   private readonly slotBufs: Buffer[] = [];
   private readonly slotLens: Uint32Array[] = [];
-  private readonly counters = new Float64Array(7);
+  private readonly counters = new Float64Array(9);
   private handler: TunBatchHandler | null = null;
   private closed = false;
   private callbackErrors = 0;
@@ -187,6 +210,7 @@ class NativeTunDevice implements TunDevice {
     private readonly handle: NativeTun,
     readonly name: string,
     readonly offload: boolean,
+    readonly coalesce: boolean,
     private readonly layout: TunLayout,
   ) {
     this.headroom = layout.headroom;
@@ -226,7 +250,7 @@ class NativeTunDevice implements TunDevice {
   get stats(): TunStats {
     const c = this.counters;
     this.handle.stats(c);
-    return { readPackets: c[0], readBatches: c[1], writePackets: c[2], writeErrors: c[3], readErrors: c[4], lastReadErrno: c[5], lastWriteErrno: c[6], callbackErrors: this.callbackErrors };
+    return { readPackets: c[0], readBatches: c[1], writePackets: c[2], writeErrors: c[3], readErrors: c[4], lastReadErrno: c[5], lastWriteErrno: c[6], callbackErrors: this.callbackErrors, superPackets: c[7], coalesced: c[8] };
   }
 
   close(): void {

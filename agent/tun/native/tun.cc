@@ -11,16 +11,22 @@
 // 4. JS thread: the TSFN callback calls onBatch(slot, count), then gives the slot back (reader.h).
 // 5. write(buf, offsets, lengths, count): one write() per packet on the JS thread (TUN has no batch
 //    write); a refused packet is skipped and counted, EAGAIN ends the batch.
+//    Coalescing mode (MTU mode with open(..., coalesce)): the device has IFF_VNET_HDR but no offload
+//    features, so reads stay plain packets (the reader drops the 10-byte header in front of each),
+//    while writes merge runs of consecutive TCP/IPv6 segments of one flow into one GSO super-packet
+//    (coalesce.h), as Linux GRO would: the kernel then takes one packet instead of tens.
 // 6. close(): wake the reader, join it, release the TSFN (so the loop may exit), close the fd: the
 //    kernel removes the device.
 #include <napi.h>
 
 #include "shared/native/reader.h"
+#include "agent/tun/native/coalesce.h"
 
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,16 +60,17 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
 
   Napi::Value Open(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsString() || !info[1].IsBoolean()) return ThrowType(env, "open(name, offload)");
+    if (!info[0].IsString() || !info[1].IsBoolean()) return ThrowType(env, "open(name, offload, coalesce)");
     if (!Openable()) return ThrowType(env, "already opened");
     std::string name = info[0].As<Napi::String>().Utf8Value();
     bool offload = info[1].As<Napi::Boolean>().Value();
+    bool coalesce = !offload && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
 
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return ThrowErrno(env, errno, "open /dev/net/tun");
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (offload ? IFF_VNET_HDR : 0);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (offload || coalesce ? IFF_VNET_HDR : 0);
     strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
       int err = errno;
@@ -81,6 +88,18 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
         close(fd);
         return ThrowErrno(env, err, step);
       }
+    }
+    if (coalesce) {
+      // The header only: without TUNSETOFFLOAD the kernel hands us whole, checksummed packets, and it
+      // takes the GSO super-packets we write whatever the device's features.
+      int hdr = kVnetHdrSize;
+      if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+        int err = errno;
+        close(fd);
+        return ThrowErrno(env, err, "TUNSETVNETHDRSZ");
+      }
+      coalesce_ = true;
+      scratch_.resize(kVnetHdrSize + realmnet::kMaxSuper);
     }
     if (!OpenWake()) {
       int err = errno;
@@ -104,7 +123,7 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
     headroom_ = info[3].As<Napi::Number>().Uint32Value();
     space_ = info[4].As<Napi::Number>().Uint32Value();
     slots_ = bufs.Length();
-    if (slots_ == 0 || lens.Length() != slots_ || headroom_ + space_ > stride_) {
+    if (slots_ == 0 || lens.Length() != slots_ || headroom_ + space_ > stride_ || (coalesce_ && headroom_ < kVnetHdrSize)) {
       return ThrowType(env, "bad slot layout");
     }
     for (uint32_t i = 0; i < slots_; i++) {
@@ -145,6 +164,7 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
     }
     const uint8_t* data = buf.Data();
     size_t size = buf.ByteLength();
+    if (coalesce_) return Napi::Number::New(env, WriteCoalesced(data, size, offsets.Data(), lengths.Data(), count));
     uint32_t written = 0;
     for (uint32_t i = 0; i < count; i++) {
       size_t off = offsets[i], len = lengths[i];
@@ -169,12 +189,62 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
     return Napi::Number::New(env, written);
   }
 
+  // One datagram out through writev: the virtio header, then the packet where it lies. True if the
+  // kernel took it; EAGAIN sets *full (the batch ends there).
+  bool Emit(const uint8_t* hdr, const uint8_t* pkt, size_t len, bool* full) {
+    struct iovec iov[2] = {{const_cast<uint8_t*>(hdr), size_t(kVnetHdrSize)}, {const_cast<uint8_t*>(pkt), len}};
+    ssize_t r;
+    do r = writev(fd_, iov, 2);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0) return true;
+    if (errno == EAGAIN) *full = true;
+    else {
+      writeErrors_++;
+      lastWriteErrno_ = errno;
+    }
+    return false;
+  }
+
+  // Coalescing mode's write: runs of packets that coalesce.h says may merge become one GSO
+  // super-packet (built in scratch_), the others go out alone behind a zero virtio header. Returns
+  // the number of the caller's packets the kernel took (a merged run counts all of its packets).
+  uint32_t WriteCoalesced(const uint8_t* data, size_t size, const uint32_t* offsets, const uint32_t* lengths, uint32_t count) {
+    static const uint8_t kPlain[kVnetHdrSize] = {0};
+    uint32_t written = 0;
+    bool full = false;
+    for (uint32_t i = 0; i < count && !full;) {
+      size_t off = offsets[i], len = lengths[i];
+      if (off > size || len > size - off) {
+        writeErrors_++;
+        lastWriteErrno_ = EINVAL;
+        i++;
+        continue;
+      }
+      uint32_t end = realmnet::RunEnd(data, size, offsets, lengths, i, count);
+      if (end == i + 1) {
+        if (Emit(kPlain, data + off, len, &full)) written++;
+        i++;
+        continue;
+      }
+      size_t n = realmnet::BuildSuper(data, offsets, lengths, i, end, scratch_.data());
+      if (Emit(scratch_.data(), scratch_.data() + kVnetHdrSize, n, &full)) {
+        written += end - i;
+        superPackets_++;
+        coalesced_ += end - i;
+      }
+      i = end;
+    }
+    writePackets_ += written;
+    return written;
+  }
+
   // Fills a Float64Array: readPackets, readBatches, writePackets, writeErrors, readErrors,
-  // lastReadErrno, lastWriteErrno. One call per stats read, not per packet.
+  // lastReadErrno, lastWriteErrno, superPackets (coalescing: written), coalesced (packets merged
+  // into them). One call per stats read, not per packet.
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     if (!info[0].IsTypedArray()) return ThrowType(info.Env(), "stats(Float64Array)");
     Napi::Float64Array out = info[0].As<Napi::Float64Array>();
-    if (out.ElementLength() < 7) return ThrowType(info.Env(), "stats array too short");
+    if (out.ElementLength() < 9) return ThrowType(info.Env(), "stats array too short");
     out[0] = double(readPackets_.load(std::memory_order_relaxed));
     out[1] = double(readBatches_.load(std::memory_order_relaxed));
     out[2] = double(writePackets_);
@@ -182,6 +252,8 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
     out[4] = double(readErrors_.load(std::memory_order_relaxed));
     out[5] = double(lastReadErrno_.load(std::memory_order_relaxed));
     out[6] = double(lastWriteErrno_);
+    out[7] = double(superPackets_);
+    out[8] = double(coalesced_);
     return info.Env().Undefined();
   }
 
@@ -193,15 +265,18 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
   // The reader's Fill (reader.h): reads packets into `slot` until EAGAIN or the batch is full. Returns
   // how many.
   uint32_t Fill(uint32_t slot, int* err) {
-    uint8_t* base = slotData_[slot] + headroom_;
+    // Coalescing mode: the virtio header lands in the headroom, right in front of the packet.
+    const uint32_t pre = coalesce_ ? kVnetHdrSize : 0;
+    uint8_t* base = slotData_[slot] + headroom_ - pre;
     uint32_t* lens = slotLens_[slot];
     uint32_t n = 0;
     while (n < batch_) {
-      ssize_t r = read(fd_, base + size_t(n) * stride_, space_);
-      if (r >= 0) {
-        lens[n++] = uint32_t(r);
+      ssize_t r = read(fd_, base + size_t(n) * stride_, space_ + pre);
+      if (r >= ssize_t(pre)) {
+        lens[n++] = uint32_t(r) - pre;
         continue;
       }
+      if (r >= 0) continue;  // shorter than its own header: nothing to hand over
       if (errno == EINTR) continue;
       if (errno != EAGAIN) {
         *err = errno;
@@ -219,12 +294,16 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
   std::atomic<uint64_t> readErrors_{0};
   std::atomic<int> lastReadErrno_{0};
   uint64_t writePackets_ = 0, writeErrors_ = 0;  // JS thread only
+  uint64_t superPackets_ = 0, coalesced_ = 0;     // JS thread only
+  bool coalesce_ = false;
+  std::vector<uint8_t> scratch_;                  // one super-packet with its virtio header
   int lastWriteErrno_ = 0;
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tun", Tun::Define(env));
   exports.Set("VNET_HDR_SIZE", Napi::Number::New(env, kVnetHdrSize));
+  exports.Set("coalesceForTest", Napi::Function::New(env, realmnet::CoalesceForTest));
   return exports;
 }
 

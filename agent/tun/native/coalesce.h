@@ -1,0 +1,180 @@
+// Receive-side coalescing for the TUN device (docs/dataplane-coalescing.md): which consecutive
+// packets of a write batch merge into one TCP/IPv6 GSO super-packet, and building it. Pure
+// functions over the caller's bytes, no state: tun.cc writes what they decide; coalesceForTest
+// exposes them to the unit tests without a device.
+//
+// The rules are Linux GRO's for TCP (tcp_gro_receive): the same flow (addresses, ports), the same
+// IPv6 first word (traffic class, flow label) and hop limit, no extension headers, the same TCP
+// header length and identical option bytes (so equal timestamps), the same ACK number and window,
+// each segment starting where the previous one ended, flags exactly ACK on all but the last (which
+// may add PSH), all segments of the first one's payload size but the last (which may be smaller and
+// then ends the run), at most 65535 bytes of IPv6 payload. Anything else (SYN, FIN, RST, URG, ECE,
+// CWR, a pure ACK, a non-TCP packet) is written alone, in its place: order within every flow holds
+// because only neighbours merge.
+//
+// Checksums: the merged packet carries NEEDS_CSUM with the pseudo-header sum in the TCP checksum
+// field, as the kernel expects of CHECKSUM_PARTIAL; the segments' own checksums are not verified.
+// Sealed traffic was authenticated by the AEAD before it got here (what the peer's kernel sent is
+// what we merge); unsealed traffic (measurement only) relies on the UDP checksum of the underlay,
+// as wireguard-go's GRO does.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace realmnet {
+
+constexpr size_t kMaxSuper = 65535 + 40;  // an IPv6 header and the largest payload its length field allows
+constexpr uint32_t kMaxRun = 64;          // segments per super-packet (a 64-packet batch at most anyway)
+constexpr uint8_t kTcpAck = 0x10, kTcpPsh = 0x08;
+
+inline uint16_t Be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+inline uint32_t Be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+
+// The TCP header length of a packet that may take part in a run (whole TCP/IPv6, no extension
+// header, lengths consistent, a payload, no flag but ACK and PSH), else 0.
+inline uint32_t MergeableTcp(const uint8_t* p, size_t len) {
+  if (len < 60 || (p[0] >> 4) != 6 || p[6] != 6) return 0;
+  if (size_t(Be16(p + 4)) + 40 != len) return 0;
+  uint32_t th = uint32_t(p[40 + 12] >> 4) * 4;
+  if (th < 20 || 40 + th >= len) return 0;  // no payload: a pure ACK is never merged
+  uint8_t flags = p[40 + 13];
+  if ((flags & ~uint8_t(kTcpAck | kTcpPsh)) != 0 || (flags & kTcpAck) == 0) return 0;
+  return th;
+}
+
+// Where the run that starts at packet `first` ends (exclusive): first + 1 when it merges with
+// nothing. Packets out of the buffer's bounds end a run (the writer counts them).
+inline uint32_t RunEnd(const uint8_t* data, size_t size, const uint32_t* offsets, const uint32_t* lengths, uint32_t first, uint32_t count) {
+  const uint8_t* a = data + offsets[first];
+  size_t alen = lengths[first];
+  uint32_t th = MergeableTcp(a, alen);
+  if (th == 0 || (a[40 + 13] & kTcpPsh) != 0) return first + 1;
+  const size_t gso = alen - 40 - th;
+  size_t total = alen - 40;  // IPv6 payload of the super-packet so far
+  const uint8_t* prev = a;
+  size_t prevPayload = gso;
+  uint32_t i = first + 1;
+  for (; i < count && i - first < kMaxRun; i++) {
+    size_t off = offsets[i], len = lengths[i];
+    if (off > size || len > size - off) break;
+    const uint8_t* q = data + off;
+    if (MergeableTcp(q, len) != th) break;
+    size_t payload = len - 40 - th;
+    if (payload > gso || total + payload > 65535) break;
+    if (memcmp(a, q, 4) != 0 || a[7] != q[7] || memcmp(a + 8, q + 8, 32) != 0) break;  // tc/flow, hop limit, addresses
+    const uint8_t* ta = a + 40;
+    const uint8_t* tq = q + 40;
+    if (memcmp(ta, tq, 4) != 0) break;                                    // ports
+    if (Be32(tq + 4) != uint32_t(Be32(prev + 40 + 4) + prevPayload)) break;  // in sequence
+    if (memcmp(ta + 8, tq + 8, 4) != 0 || memcmp(ta + 14, tq + 14, 2) != 0) break;  // ACK number, window
+    if (th > 20 && memcmp(ta + 20, tq + 20, th - 20) != 0) break;           // options, timestamps
+    total += payload;
+    prev = q;
+    prevPayload = payload;
+    if (payload < gso || (tq[13] & kTcpPsh) != 0) {
+      i++;
+      break;  // a short or pushed segment is the last of its run
+    }
+  }
+  return i;
+}
+
+// One's-complement sum of 16-bit words, not folded.
+inline uint64_t Sum16(const uint8_t* p, size_t n, uint64_t acc) {
+  for (size_t k = 0; k + 1 < n; k += 2) acc += Be16(p + k);
+  if ((n & 1) != 0) acc += uint32_t(p[n - 1]) << 8;
+  return acc;
+}
+
+inline uint16_t Fold(uint64_t s) {
+  while ((s >> 16) != 0) s = (s & 0xffff) + (s >> 16);
+  return uint16_t(s);
+}
+
+// Builds the super-packet of packets [first, end) at out: a virtio_net_hdr (NEEDS_CSUM, GSO_TCPV6,
+// little-endian fields as the TUN device uses on this architecture), the first packet's IPv6 and
+// TCP headers with the total length and the last segment's flags, then every payload in order.
+// Returns the packet's length (without the virtio header). out holds 10 + kMaxSuper bytes.
+inline size_t BuildSuper(const uint8_t* data, const uint32_t* offsets, const uint32_t* lengths, uint32_t first, uint32_t end, uint8_t* out) {
+  const uint8_t* a = data + offsets[first];
+  const uint32_t th = uint32_t(a[40 + 12] >> 4) * 4;
+  const size_t hdr = 40 + th;
+  uint8_t* pkt = out + 10;
+  memcpy(pkt, a, hdr);
+  size_t at = hdr;
+  for (uint32_t i = first; i < end; i++) {
+    const uint8_t* q = data + offsets[i];
+    size_t payload = lengths[i] - hdr;
+    memcpy(pkt + at, q + hdr, payload);
+    at += payload;
+  }
+  const uint16_t plen = uint16_t(at - 40);
+  pkt[4] = uint8_t(plen >> 8);
+  pkt[5] = uint8_t(plen);
+  pkt[40 + 13] = (data + offsets[end - 1])[40 + 13];  // PSH, if any, is the last segment's
+  // The pseudo-header sum (addresses, upper-layer length, next header), folded, not complemented.
+  uint64_t s = Sum16(pkt + 8, 32, 0) + plen + 6;
+  uint16_t ps = Fold(s);
+  pkt[40 + 16] = uint8_t(ps >> 8);
+  pkt[40 + 17] = uint8_t(ps);
+  const uint16_t gso = uint16_t(lengths[first] - hdr);
+  // struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+  out[0] = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+  out[1] = 4;  // VIRTIO_NET_HDR_GSO_TCPV6
+  out[2] = uint8_t(hdr);
+  out[3] = uint8_t(hdr >> 8);
+  out[4] = uint8_t(gso);
+  out[5] = uint8_t(gso >> 8);
+  out[6] = 40;
+  out[7] = 0;
+  out[8] = 16;
+  out[9] = 0;
+  return at;
+}
+
+// coalesceForTest(buf, offsets, lengths, count) → [[first, end, Buffer(vnet header + packet) | null], ...]:
+// what a write of these packets would emit, without a device.
+inline Napi::Value CoalesceForTest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsNumber()) {
+    Napi::TypeError::New(env, "coalesceForTest(buf, offsets, lengths, count)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
+  Napi::Uint32Array offsets = info[1].As<Napi::Uint32Array>();
+  Napi::Uint32Array lengths = info[2].As<Napi::Uint32Array>();
+  uint32_t count = info[3].As<Napi::Number>().Uint32Value();
+  if (count > offsets.ElementLength() || count > lengths.ElementLength()) {
+    Napi::RangeError::New(env, "count is past the arrays").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array out = Napi::Array::New(env);
+  std::vector<uint8_t> scratch(10 + kMaxSuper);
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < count;) {
+    size_t off = offsets[i], len = lengths[i];
+    if (off > buf.ByteLength() || len > buf.ByteLength() - off) {
+      i++;
+      continue;
+    }
+    uint32_t end = RunEnd(buf.Data(), buf.ByteLength(), offsets.Data(), lengths.Data(), i, count);
+    Napi::Array item = Napi::Array::New(env, 3);
+    item.Set(uint32_t(0), Napi::Number::New(env, i));
+    item.Set(uint32_t(1), Napi::Number::New(env, end));
+    if (end > i + 1) {
+      size_t pl = BuildSuper(buf.Data(), offsets.Data(), lengths.Data(), i, end, scratch.data());
+      item.Set(uint32_t(2), Napi::Buffer<uint8_t>::Copy(env, scratch.data(), 10 + pl));
+    } else {
+      item.Set(uint32_t(2), env.Null());
+    }
+    out.Set(n++, item);
+    i = end;
+  }
+  return out;
+}
+
+}  // namespace realmnet
