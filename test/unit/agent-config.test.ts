@@ -26,7 +26,7 @@ function errorOf(raw: unknown): string {
 describe('agent config', () => {
   it('fills defaults and freezes', () => {
     const c = parseAgentConfig(good);
-    expect(c.tun).toEqual({ name: 'rn0', mtu: 1400, offload: false, batchSize: 64 });
+    expect(c.tun).toEqual({ name: 'rn0', mtu: 1400, offload: false, coalesce: true, batchSize: 64 });
     expect(c.listenPort).toBe(4341);
     expect(c.peers[0].locators[0]).toEqual({ address: '203.0.113.2', port: 4341, priority: 1, weight: 1 });
     expect(Object.isFrozen(c.uplinks[0])).toBe(true);
