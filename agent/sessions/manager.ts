@@ -380,6 +380,12 @@ export class SessionManager implements Sealing {
       for (const kp of [p.previous, p.next, p.current]) {
         if (kp !== null && now - kp.createdAt >= this.opts.rejectAfterMs) this.expire(p, kp);
       }
+      // A peer with nothing left (its keys expired, no handshake, nothing held) is forgotten: the
+      // map holds only peers with sessions, so it is bounded like the slots are.
+      if (p.current === null && p.previous === null && p.next === null && p.pending === null && p.heldCount === 0) {
+        this.peers.delete(p.key);
+        continue;
+      }
       const cur = p.current;
       const tx = p.traffic?.tx ?? 0;
       const rx = p.traffic?.rx ?? 0;
