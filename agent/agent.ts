@@ -91,7 +91,7 @@ export interface AgentDeps {
 
 export interface AgentStatus {
   readonly hostId: string;
-  readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean; readonly coalesce: boolean; readonly callbackErrors: number; readonly superPackets: number; readonly coalesced: number };
+  readonly tun: { readonly name: string; readonly mtu: number; readonly offload: boolean; readonly coalesce: boolean; readonly callbackErrors: number; readonly superPackets: number; readonly coalesced: number; readonly splitSupers: number; readonly splitSegments: number };
   readonly uplinks: readonly { readonly name: string; readonly interface: string | null; readonly locator: string; readonly up: boolean; readonly priority: number; readonly txPackets: number; readonly rxPackets: number; readonly sendErrors: number; readonly callbackErrors: number }[];
   readonly rm: (RmLinkStatus & { readonly servers: readonly string[]; readonly resolver: Readonly<Record<ResolverCounter, number>>; readonly pendingIds: number; readonly membership: MembershipStatus }) | null;
   readonly mapCacheStats: { readonly size: number; readonly capacity: number; readonly evicted: number };
@@ -271,6 +271,8 @@ class RealmnetAgent implements Agent {
       tunCallbackErrors: r?.tun.stats.callbackErrors ?? 0,
       tunSuperPackets: r?.tun.stats.superPackets ?? 0,
       tunCoalesced: r?.tun.stats.coalesced ?? 0,
+      tunSplitSupers: r?.tun.stats.splitSupers ?? 0,
+      tunSplitSegments: r?.tun.stats.splitSegments ?? 0,
       uplinks: r?.table.current ?? [],
       rm: r?.rm ?? null,
       cache: this.cache,

@@ -74,7 +74,7 @@ export function formatStatus(st: AgentStatus): string {
     if (hd.length > 0) out.push(table(['handshake dropped', 'count'], hd.map(([k, n]) => [k, String(n)])));
     out.push('');
   }
-  out.push(`inside  (TUN→UDP): ${st.inside.packets} packets, ${st.inside.bytes} bytes${st.inside.shadowPackets > 0 ? `, ${st.inside.shadowPackets} copied to a second path (make-before-break)` : ''}`);
+  out.push(`inside  (TUN→UDP): ${st.tun.coalesce ? `${st.tun.splitSegments} of them cut from ${st.tun.splitSupers} TSO super-packets; ` : ''}${st.inside.packets} packets, ${st.inside.bytes} bytes${st.inside.shadowPackets > 0 ? `, ${st.inside.shadowPackets} copied to a second path (make-before-break)` : ''}`);
   const r = st.resend;
   out.push(
     r === null

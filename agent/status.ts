@@ -24,6 +24,9 @@ export interface StatusSources {
   /** Coalescing: super-packets written to the TUN, and the packets merged into them. */
   readonly tunSuperPackets: number;
   readonly tunCoalesced: number;
+  /** Coalescing: TSO super-packets read from the TUN, and the segments cut from them. */
+  readonly tunSplitSupers: number;
+  readonly tunSplitSegments: number;
   readonly uplinks: UplinkSnapshot;
   readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths } | null;
   readonly cache: MapCache;
@@ -52,7 +55,7 @@ export function statusOf(s: StatusSources): AgentStatus {
   const { config, rm, cache, now } = s;
   return {
     hostId: s.hostId,
-    tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload, coalesce: !config.tun.offload && config.tun.coalesce, callbackErrors: s.tunCallbackErrors, superPackets: s.tunSuperPackets, coalesced: s.tunCoalesced },
+    tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload, coalesce: !config.tun.offload && config.tun.coalesce, callbackErrors: s.tunCallbackErrors, superPackets: s.tunSuperPackets, coalesced: s.tunCoalesced, splitSupers: s.tunSplitSupers, splitSegments: s.tunSplitSegments },
     uplinks: s.uplinks.map((u) => ({
       name: u.name,
       interface: u.interface ?? null,

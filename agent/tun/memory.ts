@@ -141,7 +141,7 @@ export class MemoryTun implements TunDevice {
   }
 
   get stats(): TunStats {
-    return { ...this.counts, readErrors: 0, lastReadErrno: 0, superPackets: 0, coalesced: 0 };
+    return { ...this.counts, readErrors: 0, lastReadErrno: 0, superPackets: 0, coalesced: 0, splitSupers: 0, splitSegments: 0, splitDropped: 0 };
   }
 
   close(): void {

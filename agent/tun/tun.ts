@@ -57,6 +57,10 @@ export interface TunStats {
   /** Coalescing: super-packets written, and the packets merged into them. */
   readonly superPackets: number;
   readonly coalesced: number;
+  /** Coalescing: TSO super-packets the kernel handed over, the segments cut from them, reads dropped (not TCP/IPv6). */
+  readonly splitSupers: number;
+  readonly splitSegments: number;
+  readonly splitDropped: number;
 }
 
 export interface TunDevice {
@@ -179,6 +183,7 @@ interface NativeTun {
 interface TunBinding {
   Tun: new () => NativeTun;
   coalesceForTest(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): [number, number, Buffer | null][];
+  splitForTest(frame: Uint8Array): Buffer[] | null;
 }
 
 function binding(): TunBinding {
@@ -196,12 +201,17 @@ export function coalesceForTest(buf: Uint8Array, offsets: Uint32Array, lengths: 
     .map(([first, end, packet]) => ({ first, end, packet }));
 }
 
+/** What the coalescing reader hands over for one read (virtio header + packet): its segments, or null (dropped). For tests. */
+export function splitForTest(frame: Uint8Array): Buffer[] | null {
+  return binding().splitForTest(frame);
+}
+
 class NativeTunDevice implements TunDevice {
   readonly headroom: number;
   readonly stride: number;
   private readonly slotBufs: Buffer[] = [];
   private readonly slotLens: Uint32Array[] = [];
-  private readonly counters = new Float64Array(9);
+  private readonly counters = new Float64Array(12);
   private handler: TunBatchHandler | null = null;
   private closed = false;
   private callbackErrors = 0;
@@ -250,7 +260,7 @@ class NativeTunDevice implements TunDevice {
   get stats(): TunStats {
     const c = this.counters;
     this.handle.stats(c);
-    return { readPackets: c[0], readBatches: c[1], writePackets: c[2], writeErrors: c[3], readErrors: c[4], lastReadErrno: c[5], lastWriteErrno: c[6], callbackErrors: this.callbackErrors, superPackets: c[7], coalesced: c[8] };
+    return { readPackets: c[0], readBatches: c[1], writePackets: c[2], writeErrors: c[3], readErrors: c[4], lastReadErrno: c[5], lastWriteErrno: c[6], callbackErrors: this.callbackErrors, superPackets: c[7], coalesced: c[8], splitSupers: c[9], splitSegments: c[10], splitDropped: c[11] };
   }
 
   close(): void {

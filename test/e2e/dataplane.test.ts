@@ -55,6 +55,7 @@ describe('IPv4 underlay, MTU mode', () => {
 
   it('moves 200 MB over TCP with equal sha256 on both ends, the receiver merging segments into super-packets', async () => {
     const before = (await agentStatus(tb, 'ch')).tun;
+    const mhBefore = (await agentStatus(tb, 'mh')).tun;
     const { sent, received } = await bulkTransfer(tb, 200_000_000);
     expect(sent.bytes).toBe(200_000_000);
     expect(received.bytes).toBe(200_000_000);
@@ -67,6 +68,12 @@ describe('IPv4 underlay, MTU mode', () => {
     const merged = after.coalesced - before.coalesced;
     console.log(`coalescing at ch: ${merged} packets merged into ${after.superPackets - before.superPackets} super-packets (${(merged / (after.superPackets - before.superPackets)).toFixed(1)} per super-packet)`);
     expect(merged).toBeGreaterThan(2 * (after.superPackets - before.superPackets));
+    // And the sender's kernel handed its TCP over in TSO super-packets, which mh's reader cut.
+    const mhAfter = (await agentStatus(tb, 'mh')).tun;
+    const cut = mhAfter.splitSegments - mhBefore.splitSegments;
+    console.log(`splitting at mh: ${cut} segments cut from ${mhAfter.splitSupers - mhBefore.splitSupers} TSO super-packets`);
+    expect(mhAfter.splitSupers - mhBefore.splitSupers).toBeGreaterThan(100);
+    expect(cut).toBeGreaterThan(2 * (mhAfter.splitSupers - mhBefore.splitSupers));
   }, 120_000);
 
   it('is decoded by tshark as LISP data whose payload is opaque: no inner packet, no host ID on the wire', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { coalesceForTest } from '../../agent/tun/tun.ts';
+import { coalesceForTest, splitForTest } from '../../agent/tun/tun.ts';
 import { hostIdBytes } from '../../shared/ids.ts';
 
 /**
@@ -144,5 +144,75 @@ describe('receive-side coalescing', () => {
     v4[0] = 0x45;
     const out = run([good[0], lying, short, badHdrLen, v4, Buffer.alloc(0)]);
     expect(out.map((o) => [o.first, o.end])).toEqual([0, 1, 2, 3, 4, 5].map((i) => [i, i + 1]));
+  });
+});
+
+/** The full TCP checksum of a TCP/IPv6 packet, computed here independently (RFC 1071 over pseudo-header and segment). */
+function tcpChecksumOk(p: Buffer): boolean {
+  const tcpLen = p.length - 40;
+  let sum = 6 + tcpLen;
+  for (let i = 8; i < 40; i += 2) sum += p.readUInt16BE(i);
+  for (let i = 40; i + 1 < p.length; i += 2) sum += p.readUInt16BE(i);
+  if (tcpLen % 2 === 1) sum += p[p.length - 1] << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum === 0xffff;
+}
+
+/** A TSO super-packet as the kernel hands it over: virtio header (GSO_TCPV6, NEEDS_CSUM) + one big segment. */
+function superFrame(payload: number, gso: number, flags = 0x18): Buffer {
+  const big = seg({ seq: 7000, payload, flags });
+  const vnet = Buffer.alloc(10);
+  vnet[0] = 1;
+  vnet[1] = 4;
+  vnet.writeUInt16LE(72, 2);
+  vnet.writeUInt16LE(gso, 4);
+  vnet.writeUInt16LE(40, 6);
+  vnet.writeUInt16LE(16, 8);
+  return Buffer.concat([vnet, big]);
+}
+
+describe('send-side splitting (userspace GSO)', () => {
+  it('cuts a TSO super-packet into MSS-sized segments with correct lengths, sequence numbers, flags and checksums', () => {
+    const frame = superFrame(10 * MSS + 100, MSS, 0x18 | 0x80); // PSH and CWR on the super-packet
+    const segs = splitForTest(frame) as Buffer[];
+    expect(segs).toHaveLength(11);
+    const payload = frame.subarray(10 + 72);
+    segs.forEach((s, k) => {
+      const n = k < 10 ? MSS : 100;
+      expect(s.length).toBe(72 + n);
+      expect(s.readUInt16BE(4)).toBe(32 + n);
+      expect(s.readUInt32BE(44)).toBe(7000 + k * MSS);
+      expect(s[53]).toBe(0x10 | (k === 10 ? 0x08 : 0) | (k === 0 ? 0x80 : 0)); // PSH last, CWR first
+      expect(tcpChecksumOk(s)).toBe(true);
+      expect(Buffer.compare(s.subarray(72), payload.subarray(k * MSS, k * MSS + n))).toBe(0);
+    });
+  });
+
+  it('finishes a plain packet\'s partial checksum, and drops what it cannot cut (UDP GSO, no TCP, bad offsets)', () => {
+    const p = seg({ seq: 1, payload: 500 });
+    // Partial checksum as the kernel leaves it: the folded pseudo-header sum in the field.
+    let ps = 6 + (p.length - 40);
+    for (let i = 8; i < 40; i += 2) ps += p.readUInt16BE(i);
+    while (ps > 0xffff) ps = (ps & 0xffff) + (ps >>> 16);
+    p.writeUInt16BE(ps, 56);
+    const vnet = Buffer.from([1, 0, 0, 0, 0, 0, 40, 0, 16, 0]);
+    const out = splitForTest(Buffer.concat([vnet, p])) as Buffer[];
+    expect(out).toHaveLength(1);
+    expect(tcpChecksumOk(out[0])).toBe(true);
+    const udpGso = superFrame(4000, 1000);
+    udpGso[1] = 5; // VIRTIO_NET_HDR_GSO_UDP_L4
+    expect(splitForTest(udpGso)).toBeNull();
+    const badOffsets = Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0xff, 0xff, 16, 0]), p]);
+    expect(splitForTest(badOffsets)).toBeNull();
+    expect(splitForTest(Buffer.alloc(5))).toBeNull();
+  });
+
+  it('split then coalesce gives back one super-packet with the same payload', () => {
+    const frame = superFrame(20 * MSS, MSS, 0x10);
+    const segs = splitForTest(frame) as Buffer[];
+    const out = run(segs);
+    expect(out).toHaveLength(1);
+    const back = (out[0].packet as Buffer).subarray(10);
+    expect(Buffer.compare(back.subarray(72), frame.subarray(10 + 72))).toBe(0);
   });
 });

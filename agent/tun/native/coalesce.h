@@ -21,6 +21,7 @@
 
 #include <napi.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -136,6 +137,90 @@ inline size_t BuildSuper(const uint8_t* data, const uint32_t* offsets, const uin
   return at;
 }
 
+// ---- the send side: cutting the kernel's TSO super-packets into segments (GSO in userspace) ----
+
+struct VnetHdr {
+  uint8_t flags, gsoType;
+  uint16_t hdrLen, gsoSize, csumStart, csumOffset;
+};
+
+inline VnetHdr ReadVnetHdr(const uint8_t* p) {
+  auto le = [p](int i) { return uint16_t(p[i] | p[i + 1] << 8); };
+  return VnetHdr{p[0], p[1], le(2), le(4), le(6), le(8)};
+}
+
+// One's-complement sum of p[0, n) as big-endian 16-bit words, folded to 16 bits. Sums native
+// 32-bit words (the sum is byte-order independent up to a final swap, RFC 1071 2(B)).
+inline uint16_t CsumBE(const uint8_t* p, size_t n) {
+  uint64_t acc = 0;
+  size_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    uint32_t w;
+    memcpy(&w, p + k, 4);
+    acc += w;
+  }
+  uint8_t tail[4] = {0, 0, 0, 0};
+  memcpy(tail, p + k, n - k);
+  uint32_t w;
+  memcpy(&w, tail, 4);
+  acc += w;
+  uint16_t x = Fold(acc);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  x = uint16_t(x >> 8 | x << 8);
+#endif
+  return x;
+}
+
+// A packet the kernel left with a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field at
+// start+off holds the pseudo-header sum; the checksum over [start, len) goes there. False if the
+// offsets lie outside the packet.
+inline bool FinishChecksum(uint8_t* pkt, size_t len, size_t start, size_t off) {
+  if (start >= len || start + off + 2 > len) return false;
+  uint16_t c = uint16_t(~CsumBE(pkt + start, len - start));
+  pkt[start + off] = uint8_t(c >> 8);
+  pkt[start + off + 1] = uint8_t(c);
+  return true;
+}
+
+// The header length (IPv6 + TCP) of a TCP/IPv6 TSO super-packet we can cut, else 0: gso type TCPV6
+// (the ECN bit allowed), no extension header, the checksum at the TCP header, the lengths inside.
+inline uint32_t SplitPlan(const uint8_t* pkt, size_t len, const VnetHdr& h) {
+  if ((h.gsoType & 0x7f) != 4 || len < 60 || (pkt[0] >> 4) != 6 || pkt[6] != 6 || h.csumStart != 40) return 0;
+  uint32_t th = uint32_t(pkt[52] >> 4) * 4;
+  if (th < 20 || 40 + th >= len || len > kMaxSuper) return 0;
+  return 40 + th;
+}
+
+// Segment k of `segs` of the super-packet pkt[0, len) with headers of `hdr` bytes and `gso` bytes
+// of payload each (the last may be shorter), written whole at out: headers copied, the IPv6 length,
+// the sequence number and the flags set as the kernel's tcp_gso_segment does (FIN and PSH only on
+// the last, CWR only on the first), the TCP checksum computed in full. Returns its length.
+inline size_t SplitSegment(const uint8_t* pkt, size_t len, uint32_t hdr, uint32_t gso, uint32_t k, uint32_t segs, uint8_t* out) {
+  const size_t at = hdr + size_t(k) * gso;
+  const size_t n = std::min<size_t>(gso, len - at);
+  memcpy(out, pkt, hdr);
+  memcpy(out + hdr, pkt + at, n);
+  const uint16_t tcpLen = uint16_t(hdr - 40 + n);
+  out[4] = uint8_t(tcpLen >> 8);
+  out[5] = uint8_t(tcpLen);
+  uint32_t seq = Be32(pkt + 44) + uint32_t(k) * gso;
+  out[44] = uint8_t(seq >> 24);
+  out[45] = uint8_t(seq >> 16);
+  out[46] = uint8_t(seq >> 8);
+  out[47] = uint8_t(seq);
+  uint8_t flags = pkt[53];
+  if (k + 1 != segs) flags &= uint8_t(~(0x01 | kTcpPsh));
+  if (k != 0) flags &= uint8_t(~0x80);
+  out[53] = flags;
+  out[56] = 0;
+  out[57] = 0;
+  uint64_t sum = uint64_t(CsumBE(out + 8, 32)) + tcpLen + 6 + CsumBE(out + 40, tcpLen);
+  uint16_t c = uint16_t(~Fold(sum));
+  out[56] = uint8_t(c >> 8);
+  out[57] = uint8_t(c);
+  return hdr + n;
+}
+
 // coalesceForTest(buf, offsets, lengths, count) → [[first, end, Buffer(vnet header + packet) | null], ...]:
 // what a write of these packets would emit, without a device.
 inline Napi::Value CoalesceForTest(const Napi::CallbackInfo& info) {
@@ -173,6 +258,35 @@ inline Napi::Value CoalesceForTest(const Napi::CallbackInfo& info) {
     }
     out.Set(n++, item);
     i = end;
+  }
+  return out;
+}
+
+// splitForTest(frame: virtio header + packet) → the packets the reader would hand over (segments of
+// a super-packet, or the packet with its checksum finished), or null if it would drop it.
+inline Napi::Value SplitForTest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) {
+    Napi::TypeError::New(env, "splitForTest(frame)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array in = info[0].As<Napi::Uint8Array>();
+  if (in.ByteLength() < 10 || in.ByteLength() > 10 + kMaxSuper) return env.Null();
+  std::vector<uint8_t> pkt(in.Data() + 10, in.Data() + in.ByteLength());
+  VnetHdr h = ReadVnetHdr(in.Data());
+  Napi::Array out = Napi::Array::New(env);
+  if (h.gsoType == 0) {
+    if ((h.flags & 1) != 0 && !FinishChecksum(pkt.data(), pkt.size(), h.csumStart, h.csumOffset)) return env.Null();
+    out.Set(uint32_t(0), Napi::Buffer<uint8_t>::Copy(env, pkt.data(), pkt.size()));
+    return out;
+  }
+  uint32_t hdr = SplitPlan(pkt.data(), pkt.size(), h);
+  if (hdr == 0 || h.gsoSize == 0) return env.Null();
+  uint32_t segs = uint32_t((pkt.size() - hdr + h.gsoSize - 1) / h.gsoSize);
+  std::vector<uint8_t> seg(hdr + h.gsoSize);
+  for (uint32_t k = 0; k < segs; k++) {
+    size_t n = SplitSegment(pkt.data(), pkt.size(), hdr, h.gsoSize, k, segs, seg.data());
+    out.Set(k, Napi::Buffer<uint8_t>::Copy(env, seg.data(), n));
   }
   return out;
 }

@@ -11,10 +11,13 @@
 // 4. JS thread: the TSFN callback calls onBatch(slot, count), then gives the slot back (reader.h).
 // 5. write(buf, offsets, lengths, count): one write() per packet on the JS thread (TUN has no batch
 //    write); a refused packet is skipped and counted, EAGAIN ends the batch.
-//    Coalescing mode (MTU mode with open(..., coalesce)): the device has IFF_VNET_HDR but no offload
-//    features, so reads stay plain packets (the reader drops the 10-byte header in front of each),
-//    while writes merge runs of consecutive TCP/IPv6 segments of one flow into one GSO super-packet
-//    (coalesce.h), as Linux GRO would: the kernel then takes one packet instead of tens.
+//    Coalescing mode (MTU mode with open(..., coalesce)): the device has IFF_VNET_HDR and offers the
+//    kernel checksum offload and TSO for IPv6, so the kernel hands over TCP super-packets of up to
+//    64 KB; the reader cuts them into MTU-sized segments with complete checksums (GSO in userspace,
+//    coalesce.h SplitSegment) and finishes the checksum of any packet that still needs it, so JS
+//    sees ordinary packets. Writes merge runs of consecutive TCP/IPv6 segments of one flow into one
+//    GSO super-packet (coalesce.h), as Linux GRO would: the kernel then takes one packet instead of
+//    tens. Both sides keep MTU-mode semantics on the wire.
 // 6. close(): wake the reader, join it, release the TSFN (so the loop may exit), close the fd: the
 //    kernel removes the device.
 #include <napi.h>
@@ -90,16 +93,20 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
       }
     }
     if (coalesce) {
-      // The header only: without TUNSETOFFLOAD the kernel hands us whole, checksummed packets, and it
-      // takes the GSO super-packets we write whatever the device's features.
+      // Checksum offload and TSO6: the kernel's TCP sends 64 KB super-packets into the device, the
+      // reader splits them. (It takes the super-packets we write whatever the features.)
       int hdr = kVnetHdrSize;
-      if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+      const char* step = nullptr;
+      if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) step = "TUNSETVNETHDRSZ";
+      else if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO6) < 0) step = "TUNSETOFFLOAD";
+      if (step != nullptr) {
         int err = errno;
         close(fd);
-        return ThrowErrno(env, err, "TUNSETVNETHDRSZ");
+        return ThrowErrno(env, err, step);
       }
       coalesce_ = true;
       scratch_.resize(kVnetHdrSize + realmnet::kMaxSuper);
+      rbuf_.resize(kVnetHdrSize + realmnet::kMaxSuper);
     }
     if (!OpenWake()) {
       int err = errno;
@@ -254,6 +261,11 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
     out[6] = double(lastWriteErrno_);
     out[7] = double(superPackets_);
     out[8] = double(coalesced_);
+    if (out.ElementLength() >= 12) {
+      out[9] = double(splitSupers_.load(std::memory_order_relaxed));
+      out[10] = double(splitSegments_.load(std::memory_order_relaxed));
+      out[11] = double(splitDropped_.load(std::memory_order_relaxed));
+    }
     return info.Env().Undefined();
   }
 
@@ -265,18 +277,16 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
   // The reader's Fill (reader.h): reads packets into `slot` until EAGAIN or the batch is full. Returns
   // how many.
   uint32_t Fill(uint32_t slot, int* err) {
-    // Coalescing mode: the virtio header lands in the headroom, right in front of the packet.
-    const uint32_t pre = coalesce_ ? kVnetHdrSize : 0;
-    uint8_t* base = slotData_[slot] + headroom_ - pre;
+    if (coalesce_) return FillSplit(slot, err);
+    uint8_t* base = slotData_[slot] + headroom_;
     uint32_t* lens = slotLens_[slot];
     uint32_t n = 0;
     while (n < batch_) {
-      ssize_t r = read(fd_, base + size_t(n) * stride_, space_ + pre);
-      if (r >= ssize_t(pre)) {
-        lens[n++] = uint32_t(r) - pre;
+      ssize_t r = read(fd_, base + size_t(n) * stride_, space_);
+      if (r >= 0) {
+        lens[n++] = uint32_t(r);
         continue;
       }
-      if (r >= 0) continue;  // shorter than its own header: nothing to hand over
       if (errno == EINTR) continue;
       if (errno != EAGAIN) {
         *err = errno;
@@ -287,6 +297,68 @@ class Tun : public Napi::ObjectWrap<Tun>, public realmnet::BatchReader<Tun> {
     }
     return n;
   }
+
+  // Coalescing mode's reader: every read goes to rbuf_ (a super-packet does not fit a slot); a plain
+  // packet is copied into the slot (its checksum finished if the kernel left it partial), a TCP
+  // super-packet is cut into segments there. A super-packet that does not fit the rest of the batch
+  // is carried over to the next Fill (the reader calls it again at once for a full batch).
+  uint32_t FillSplit(uint32_t slot, int* err) {
+    uint8_t* base = slotData_[slot] + headroom_;
+    uint32_t* lens = slotLens_[slot];
+    uint32_t n = 0;
+    while (n < batch_) {
+      if (carryNext_ < carrySegs_) {
+        const uint8_t* pkt = rbuf_.data() + kVnetHdrSize;
+        while (n < batch_ && carryNext_ < carrySegs_) {
+          size_t len = realmnet::SplitSegment(pkt, carryLen_, carryHdr_, carryGso_, carryNext_, carrySegs_, base + size_t(n) * stride_);
+          lens[n++] = uint32_t(len);
+          carryNext_++;
+        }
+        continue;
+      }
+      ssize_t r = read(fd_, rbuf_.data(), rbuf_.size());
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) {
+          *err = errno;
+          readErrors_.fetch_add(1, std::memory_order_relaxed);
+          lastReadErrno_.store(errno, std::memory_order_relaxed);
+        }
+        break;
+      }
+      if (r < kVnetHdrSize) continue;
+      uint8_t* pkt = rbuf_.data() + kVnetHdrSize;
+      size_t len = size_t(r) - kVnetHdrSize;
+      realmnet::VnetHdr h = realmnet::ReadVnetHdr(rbuf_.data());
+      if (h.gsoType == 0) {
+        if (len > space_ || ((h.flags & 1) != 0 && !realmnet::FinishChecksum(pkt, len, h.csumStart, h.csumOffset))) {
+          splitDropped_.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        memcpy(base + size_t(n) * stride_, pkt, len);
+        lens[n++] = uint32_t(len);
+        continue;
+      }
+      uint32_t hdr = realmnet::SplitPlan(pkt, len, h);
+      if (hdr == 0 || h.gsoSize == 0 || hdr + h.gsoSize > space_) {
+        splitDropped_.fetch_add(1, std::memory_order_relaxed);  // UDP GSO, IPv4, extension headers: not ours
+        continue;
+      }
+      carryLen_ = len;
+      carryHdr_ = hdr;
+      carryGso_ = h.gsoSize;
+      carryNext_ = 0;
+      carrySegs_ = uint32_t((len - hdr + h.gsoSize - 1) / h.gsoSize);
+      splitSupers_.fetch_add(1, std::memory_order_relaxed);
+      splitSegments_.fetch_add(carrySegs_, std::memory_order_relaxed);
+    }
+    return n;
+  }
+
+  std::vector<uint8_t> rbuf_;  // reader thread only
+  size_t carryLen_ = 0;
+  uint32_t carryHdr_ = 0, carryGso_ = 0, carryNext_ = 0, carrySegs_ = 0;
+  std::atomic<uint64_t> splitSupers_{0}, splitSegments_{0}, splitDropped_{0};
 
   uint32_t stride_ = 0, headroom_ = 0, space_ = 0;
   std::vector<uint8_t*> slotData_;
@@ -304,6 +376,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tun", Tun::Define(env));
   exports.Set("VNET_HDR_SIZE", Napi::Number::New(env, kVnetHdrSize));
   exports.Set("coalesceForTest", Napi::Function::New(env, realmnet::CoalesceForTest));
+  exports.Set("splitForTest", Napi::Function::New(env, realmnet::SplitForTest));
   return exports;
 }
 
