@@ -232,6 +232,39 @@ export function createOutside(
     return k;
   }
 
+  /** The context a later chunk continues (it must be the one its frame expects next), or -1: given up, counted. */
+  function nextContext(srcAddrs: Uint8Array, srcOff: number, port: number, nonce: number, index: number): number {
+    const k = findContext(srcAddrs, srcOff, port, nonce);
+    if (k >= 0 && index === rNext[k]) return k;
+    drops.add(Drop.OutsideReassembly);
+    if (k >= 0) rNext[k] = 0;
+    return -1;
+  }
+
+  /** Appends a chunk to context k; true when it was the last (the frame is whole in the slab), false while chunks are missing or when the frame was given up (counted). */
+  function appendChunk(k: number, index: number, chunk: number, b: Buffer, frame: number, frameLen: number): boolean {
+    const at = k * SLOT_BYTES;
+    if (rLen[k] + frameLen > SLOT_BYTES) {
+      drops.add(Drop.OutsideOversized);
+      rNext[k] = 0;
+      return false;
+    }
+    b.copy(slab, at + rLen[k], frame, frame + frameLen);
+    rLen[k] += frameLen;
+    rNext[k] = index + 1;
+    if ((chunk & CHUNK_LAST) === 0) return false;
+    rNext[k] = 0;
+    return true;
+  }
+
+  /** Writes context k's whole frame, after the n frames queued before it (the flow's order holds). */
+  function writeWhole(b: Buffer, n: number, k: number): void {
+    flush(b, n);
+    one[0] = k * SLOT_BYTES;
+    oneLen[0] = rLen[k];
+    if (tun.write(slab, one, oneLen, 1) < 1) drops.add(Drop.OutsideTunWriteError);
+  }
+
   function flush(b: Buffer, n: number): void {
     if (n === 0) return;
     const written = tun.write(b, offsets, lens, n);
@@ -273,34 +306,17 @@ export function createOutside(
           }
           c = claimContext(noAddr, 0, slot, first);
         } else {
-          c = findContext(noAddr, 0, slot, first);
-          if (c < 0 || index !== rNext[c]) {
-            drops.add(Drop.OutsideReassembly);
-            if (c >= 0) rNext[c] = 0;
-            continue;
-          }
+          c = nextContext(noAddr, 0, slot, first, index);
+          if (c < 0) continue;
         }
-        const at = c * SLOT_BYTES;
-        if (rLen[c] + frameLen > SLOT_BYTES) {
-          drops.add(Drop.OutsideOversized);
-          rNext[c] = 0;
-          continue;
-        }
-        buf.copy(slab, at + rLen[c], frame, frame + frameLen);
-        rLen[c] += frameLen;
-        rNext[c] = index + 1;
-        if ((chunk & CHUNK_LAST) === 0) continue;
-        rNext[c] = 0;
-        const r = checkSealed(slab, at, rLen[c], slot, true);
+        if (!appendChunk(c, index, chunk, buf, frame, frameLen)) continue;
+        const r = checkSealed(slab, c * SLOT_BYTES, rLen[c], slot, true);
         if (r !== ADMIT) {
           drops.add(r);
           continue;
         }
-        flush(buf, n);
+        writeWhole(buf, n, c);
         n = 0;
-        one[0] = at;
-        oneLen[0] = rLen[c];
-        if (tun.write(slab, one, oneLen, 1) < 1) drops.add(Drop.OutsideTunWriteError);
         continue;
       }
       const r = checkSealed(buf, frame, frameLen, slot, true);
@@ -376,36 +392,18 @@ export function createOutside(
           }
           k = claimContext(srcAddrs, i * 16, port, nonce);
         } else {
-          k = findContext(srcAddrs, i * 16, port, nonce);
-          if (k < 0 || index !== rNext[k]) {
-            drops.add(Drop.OutsideReassembly);
-            if (k >= 0) rNext[k] = 0;
-            continue;
-          }
+          k = nextContext(srcAddrs, i * 16, port, nonce, index);
+          if (k < 0) continue;
         }
-        const at = k * SLOT_BYTES;
-        if (rLen[k] + frameLen > SLOT_BYTES) {
-          drops.add(Drop.OutsideOversized);
-          rNext[k] = 0;
-          continue;
-        }
-        buf.copy(slab, at + rLen[k], frame, frame + frameLen);
-        rLen[k] += frameLen;
-        rNext[k] = index + 1;
-        if ((chunk & CHUNK_LAST) === 0) continue;
-        rNext[k] = 0;
+        if (!appendChunk(k, index, chunk, buf, frame, frameLen)) continue;
         // The whole frame is checked again: its length, and the binding may have changed meanwhile.
-        const r = check(slab, at, rLen[k], rSrc, k * 16, rPort[k], -1, 0, rNonce[k]);
+        const r = check(slab, k * SLOT_BYTES, rLen[k], rSrc, k * 16, rPort[k], -1, 0, rNonce[k]);
         if (r !== ADMIT) {
           drops.add(r);
           continue;
         }
-        // Keep the flow's order: what is queued goes first, then the reassembled frame.
-        flush(buf, n);
+        writeWhole(buf, n, k);
         n = 0;
-        one[0] = at;
-        oneLen[0] = rLen[k];
-        if (tun.write(slab, one, oneLen, 1) < 1) drops.add(Drop.OutsideTunWriteError);
         continue;
       }
       // 3-5. A whole frame in one datagram.
