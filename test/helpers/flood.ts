@@ -48,6 +48,16 @@ function frame(innerPkt: Buffer, instance = iid, vnet = false): Buffer {
 
 const sealedMode = process.argv.includes('--sealed');
 
+/**
+ * Shorter than any header: `n` random bytes, the I bit cleared, so the first byte is never that of
+ * a peer message (0x28) or a handshake (0x29), which leave the data path before the length check.
+ */
+function shortJunk(n: number): Buffer {
+  const d = randomBytes(n);
+  if (n > 0) d[0] &= ~FLAG_I;
+  return d;
+}
+
 /** A sealed-looking datagram: a real header, then random bytes where ciphertext and tag would be. */
 function sealed(index: number, bodyLen: number, instance = iid): Buffer {
   const d = randomBytes(SEALED_HEADER_LEN + bodyLen);
@@ -56,7 +66,7 @@ function sealed(index: number, bodyLen: number, instance = iid): Buffer {
 }
 
 const plainClasses: Record<string, Buffer[]> = {
-  'outside.truncated': Array.from({ length: 500 }, (_, i) => randomBytes(i % 8)),
+  'outside.truncated': Array.from({ length: 500 }, (_, i) => shortJunk(i % 8)),
   'outside.badHeader': Array.from({ length: 500 }, () => {
     const d = frame(inner(srcId, 20));
     d[0] = FLAG_N; // no I bit
@@ -78,7 +88,7 @@ const plainClasses: Record<string, Buffer[]> = {
 };
 
 const sealedClasses: Record<string, Buffer[]> = {
-  'outside.truncated': Array.from({ length: 500 }, (_, i) => (i % 2 === 0 ? randomBytes(i % 8) : sealed(1 + i, i % TAG_LEN))),
+  'outside.truncated': Array.from({ length: 500 }, (_, i) => (i % 2 === 0 ? shortJunk(i % 8) : sealed(1 + i, i % TAG_LEN))),
   'outside.badHeader': plainClasses['outside.badHeader'],
   'outside.wrongInstance': Array.from({ length: 500 }, (_, i) => (i % 2 === 0 ? frame(inner(srcId, 20), (iid + 1) & 0xffffff) : sealed(1 + i, 100, (iid + 1) & 0xffffff))),
   'outside.offloadMismatch': plainClasses['outside.offloadMismatch'],
