@@ -232,29 +232,41 @@ export function createOutside(
     return k;
   }
 
-  /** The context a later chunk continues (it must be the one its frame expects next), or -1: given up, counted. */
-  function nextContext(srcAddrs: Uint8Array, srcOff: number, port: number, nonce: number, index: number): number {
-    const k = findContext(srcAddrs, srcOff, port, nonce);
-    if (k >= 0 && index === rNext[k]) return k;
-    drops.add(Drop.OutsideReassembly);
-    if (k >= 0) rNext[k] = 0;
-    return -1;
-  }
-
-  /** Appends a chunk to context k; true when it was the last (the frame is whole in the slab), false while chunks are missing or when the frame was given up (counted). */
-  function appendChunk(k: number, index: number, chunk: number, b: Buffer, frame: number, frameLen: number): boolean {
+  /**
+   * 2'. One chunk, b[frame, frame+frameLen), of the frame keyed by (addrs[addrOff], port, frameId):
+   * the first takes a context if `start` (its checks, ADMIT or a drop reason) admits it; the others
+   * append, in order, to theirs. Returns the context once its frame is whole in the slab, else -1:
+   * chunks still missing, or the frame given up (counted).
+   */
+  function takeChunk(b: Buffer, frame: number, frameLen: number, chunk: number, addrs: Uint8Array, addrOff: number, port: number, frameId: number, start: number): number {
+    const index = chunk & MAX_CHUNKS;
+    let k: number;
+    if (index === 0) {
+      if (start !== ADMIT) {
+        drops.add(start);
+        return -1;
+      }
+      k = claimContext(addrs, addrOff, port, frameId);
+    } else {
+      k = findContext(addrs, addrOff, port, frameId);
+      if (k < 0 || index !== rNext[k]) {
+        drops.add(Drop.OutsideReassembly);
+        if (k >= 0) rNext[k] = 0;
+        return -1;
+      }
+    }
     const at = k * SLOT_BYTES;
     if (rLen[k] + frameLen > SLOT_BYTES) {
       drops.add(Drop.OutsideOversized);
       rNext[k] = 0;
-      return false;
+      return -1;
     }
     b.copy(slab, at + rLen[k], frame, frame + frameLen);
     rLen[k] += frameLen;
     rNext[k] = index + 1;
-    if ((chunk & CHUNK_LAST) === 0) return false;
+    if ((chunk & CHUNK_LAST) === 0) return -1;
     rNext[k] = 0;
-    return true;
+    return k;
   }
 
   /** Writes context k's whole frame, after the n frames queued before it (the flow's order holds). */
@@ -295,21 +307,11 @@ export function createOutside(
       }
       const chunk = opts.offload ? chunkByte(buf, off) : CHUNK_LAST;
       if (chunk !== CHUNK_LAST) {
+        // A frame's chunks carry consecutive counters: the first one's names the frame.
         const index = chunk & MAX_CHUNKS;
-        const first = sealedCounter(buf, off) - index;
-        let c: number;
-        if (index === 0) {
-          const p = checkSealed(buf, frame, frameLen, slot, false);
-          if (p !== ADMIT) {
-            drops.add(p);
-            continue;
-          }
-          c = claimContext(noAddr, 0, slot, first);
-        } else {
-          c = nextContext(noAddr, 0, slot, first, index);
-          if (c < 0) continue;
-        }
-        if (!appendChunk(c, index, chunk, buf, frame, frameLen)) continue;
+        const start = index === 0 ? checkSealed(buf, frame, frameLen, slot, false) : ADMIT;
+        const c = takeChunk(buf, frame, frameLen, chunk, noAddr, 0, slot, sealedCounter(buf, off) - index, start);
+        if (c < 0) continue;
         const r = checkSealed(slab, c * SLOT_BYTES, rLen[c], slot, true);
         if (r !== ADMIT) {
           drops.add(r);
@@ -381,21 +383,9 @@ export function createOutside(
       if (chunk !== CHUNK_LAST) {
         // 2'. A chunk of a larger offload frame: the first one, if plausible, takes a context; the
         // others append in order to their source's frame with their nonce, or the frame is given up.
-        const index = chunk & MAX_CHUNKS;
-        const nonce = headerNonce(buf, off);
-        let k: number;
-        if (index === 0) {
-          const p = plausibleStart(buf, frame, frameLen, srcAddrs, i * 16, port);
-          if (p !== ADMIT) {
-            drops.add(p);
-            continue;
-          }
-          k = claimContext(srcAddrs, i * 16, port, nonce);
-        } else {
-          k = nextContext(srcAddrs, i * 16, port, nonce, index);
-          if (k < 0) continue;
-        }
-        if (!appendChunk(k, index, chunk, buf, frame, frameLen)) continue;
+        const start = (chunk & MAX_CHUNKS) === 0 ? plausibleStart(buf, frame, frameLen, srcAddrs, i * 16, port) : ADMIT;
+        const k = takeChunk(buf, frame, frameLen, chunk, srcAddrs, i * 16, port, headerNonce(buf, off), start);
+        if (k < 0) continue;
         // The whole frame is checked again: its length, and the binding may have changed meanwhile.
         const r = check(slab, k * SLOT_BYTES, rLen[k], rSrc, k * 16, rPort[k], -1, 0, rNonce[k]);
         if (r !== ADMIT) {
