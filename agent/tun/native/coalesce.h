@@ -84,16 +84,31 @@ inline uint32_t RunEnd(const uint8_t* data, size_t size, const uint32_t* offsets
   return i;
 }
 
-// One's-complement sum of 16-bit words, not folded.
-inline uint64_t Sum16(const uint8_t* p, size_t n, uint64_t acc) {
-  for (size_t k = 0; k + 1 < n; k += 2) acc += Be16(p + k);
-  if ((n & 1) != 0) acc += uint32_t(p[n - 1]) << 8;
-  return acc;
-}
-
 inline uint16_t Fold(uint64_t s) {
   while ((s >> 16) != 0) s = (s & 0xffff) + (s >> 16);
   return uint16_t(s);
+}
+
+// One's-complement sum of p[0, n) as big-endian 16-bit words, folded to 16 bits. Sums native
+// 32-bit words (the sum is byte-order independent up to a final swap, RFC 1071 2(B)).
+inline uint16_t CsumBE(const uint8_t* p, size_t n) {
+  uint64_t acc = 0;
+  size_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    uint32_t w;
+    memcpy(&w, p + k, 4);
+    acc += w;
+  }
+  uint8_t tail[4] = {0, 0, 0, 0};
+  memcpy(tail, p + k, n - k);
+  uint32_t w;
+  memcpy(&w, tail, 4);
+  acc += w;
+  uint16_t x = Fold(acc);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  x = uint16_t(x >> 8 | x << 8);
+#endif
+  return x;
 }
 
 // Builds the super-packet of packets [first, end) at out: a virtio_net_hdr (NEEDS_CSUM, GSO_TCPV6,
@@ -118,8 +133,7 @@ inline size_t BuildSuper(const uint8_t* data, const uint32_t* offsets, const uin
   pkt[5] = uint8_t(plen);
   pkt[40 + 13] = (data + offsets[end - 1])[40 + 13];  // PSH, if any, is the last segment's
   // The pseudo-header sum (addresses, upper-layer length, next header), folded, not complemented.
-  uint64_t s = Sum16(pkt + 8, 32, 0) + plen + 6;
-  uint16_t ps = Fold(s);
+  uint16_t ps = Fold(uint64_t(CsumBE(pkt + 8, 32)) + plen + 6);
   pkt[40 + 16] = uint8_t(ps >> 8);
   pkt[40 + 17] = uint8_t(ps);
   const uint16_t gso = uint16_t(lengths[first] - hdr);
@@ -147,28 +161,6 @@ struct VnetHdr {
 inline VnetHdr ReadVnetHdr(const uint8_t* p) {
   auto le = [p](int i) { return uint16_t(p[i] | p[i + 1] << 8); };
   return VnetHdr{p[0], p[1], le(2), le(4), le(6), le(8)};
-}
-
-// One's-complement sum of p[0, n) as big-endian 16-bit words, folded to 16 bits. Sums native
-// 32-bit words (the sum is byte-order independent up to a final swap, RFC 1071 2(B)).
-inline uint16_t CsumBE(const uint8_t* p, size_t n) {
-  uint64_t acc = 0;
-  size_t k = 0;
-  for (; k + 4 <= n; k += 4) {
-    uint32_t w;
-    memcpy(&w, p + k, 4);
-    acc += w;
-  }
-  uint8_t tail[4] = {0, 0, 0, 0};
-  memcpy(tail, p + k, n - k);
-  uint32_t w;
-  memcpy(&w, tail, 4);
-  acc += w;
-  uint16_t x = Fold(acc);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  x = uint16_t(x >> 8 | x << 8);
-#endif
-  return x;
 }
 
 // A packet the kernel left with a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field at
