@@ -29,7 +29,8 @@ import { Cipher, SessionTable } from '../shared/crypto/aead.ts';
 import { SEALED_HEADER_LEN, TAG_LEN } from '../shared/wire/header.ts';
 import { admitConfigured, admitMembers } from './sessions/admit.ts';
 import type { RealmTrust } from './rm/trust.ts';
-import { SessionManager, writeRefusal, type SessionStatus } from './sessions/manager.ts';
+import { SessionManager, type SessionStatus } from './sessions/manager.ts';
+import { writeRefusal } from './sessions/handshake-wire.ts';
 import type { PeerIdentity } from './sessions/noise.ts';
 
 /** What the agent needs of the uplink monitor (uplinks/monitor/monitor.ts). */

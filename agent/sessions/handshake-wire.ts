@@ -24,6 +24,10 @@ export const HS_HEADER_LEN = 8;
 export const MSG_INITIATION = 1;
 export const MSG_RESPONSE = 2;
 export const MSG_COOKIE_REPLY = 3;
+/** An agent with encryption off answers an initiation with this: the header and the initiator's index. */
+export const MSG_REFUSED = 4;
+export const REFUSED_INDEX_OFF = 8;
+export const REFUSED_LEN = 12;
 
 export const MAC_LEN = 16;
 export const AEAD_TAG_LEN = 16;
@@ -140,6 +144,18 @@ export function writeHandshakeHeader(out: Uint8Array, off: number, type: number,
   out[off + 5] = (instanceId >>> 8) & 0xff;
   out[off + 6] = instanceId & 0xff;
   out[off + 7] = 0;
+}
+
+/**
+ * The refusal an agent with encryption off answers the initiation at init[off, off+len) with (12
+ * bytes, smaller than what drew it): the initiator's index, so the initiator can say which peer
+ * refuses. Returns its length, 0 if `init` is not an initiation.
+ */
+export function writeRefusal(out: Uint8Array, init: Uint8Array, off: number, len: number, instanceId: number): number {
+  if (len < INIT_SENDER_OFF + 4 || init[off] !== HANDSHAKE_FLAGS || init[off + 1] !== MSG_INITIATION) return 0;
+  writeHandshakeHeader(out, 0, MSG_REFUSED, instanceId);
+  out.set(init.subarray(off + INIT_SENDER_OFF, off + INIT_SENDER_OFF + 4), REFUSED_INDEX_OFF);
+  return REFUSED_LEN;
 }
 
 /**

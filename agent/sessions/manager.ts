@@ -1,13 +1,12 @@
-import type { Logger } from 'pino';
+import type { Logger } from '../../shared/log.ts';
 import type { Clock } from '../../shared/clock.ts';
 import { HostId, idKey } from '../../shared/ids.ts';
-import { HANDSHAKE_FLAGS } from '../../shared/wire/header.ts';
 import { newIndex, type Cipher, type SessionTable } from '../../shared/crypto/aead.ts';
 import type { MapCache, Traffic } from '../mapcache/cache.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
 import { DROP, HELD, type Sealing } from '../dataplane/sealing.ts';
 import { Handshaker, type LocalIdentity, type PeerIdentity, type PendingInitiation } from './noise.ts';
-import { MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, receiverIndexOf } from './handshake-wire.ts';
+import { MSG_COOKIE_REPLY, MSG_INITIATION, MSG_REFUSED, MSG_RESPONSE, REFUSED_INDEX_OFF, receiverIndexOf } from './handshake-wire.ts';
 
 /*
  * The session manager: one encrypted session (at a time) per peer, negotiated with the Noise IK
@@ -79,9 +78,6 @@ const SILENT_REHANDSHAKE_MS = 3_000;
 const UNCONFIRMED_WAIT_MS = 1_000;
 /** A mixed-settings or give-up message per peer at most this often. */
 const LOG_EVERY_MS = 60_000;
-export const HANDSHAKE_REFUSED = 4;
-/** The refusal an agent with encryption off answers an initiation with: header + the initiator's index. */
-export const REFUSAL_LEN = 12;
 
 interface Keypair {
   readonly slot: number;
@@ -244,7 +240,7 @@ export class SessionManager implements Sealing {
     const type = buf[off + 1];
     const now = this.deps.clock.now();
     if (type === MSG_INITIATION) return this.onInitiation(uplink, buf, off, len, srcAddrs, srcOff, port, now);
-    const index = type === HANDSHAKE_REFUSED ? buf.readUInt32BE(off + 8) : receiverIndexOf(buf, off, len);
+    const index = type === MSG_REFUSED ? buf.readUInt32BE(off + REFUSED_INDEX_OFF) : receiverIndexOf(buf, off, len);
     if (index < 0) return this.drop('badType');
     const slot = index & (this.opts.maxSessions - 1);
     const owner = this.owners[slot];
@@ -258,7 +254,7 @@ export class SessionManager implements Sealing {
       } else this.drop('badCookie');
       return;
     }
-    if (type === HANDSHAKE_REFUSED) {
+    if (type === MSG_REFUSED) {
       this.counters.refusalsReceived++;
       if (now - p.lastLogAt >= LOG_EVERY_MS) {
         p.lastLogAt = now;
@@ -310,7 +306,7 @@ export class SessionManager implements Sealing {
     this.install(kp, r.keys.send, r.keys.recv);
     this.counters.handshakesCompleted++;
     this.promote(p, kp);
-    if (p.heldCount === 0) this.keepalive(p);
+    if (p.heldCount === 0) this.deps.keepalive(p.id); // nothing to send: an empty packet confirms the keys
   }
 
   /** kp becomes the session p sends on; the one it replaces stays for receiving. */
@@ -507,26 +503,17 @@ export class SessionManager implements Sealing {
     this.deps.reinjectInside(held, lengths, count);
   }
 
-  /** An empty sealed packet: confirms the new keys to the responder when there is nothing to send. */
-  private keepalive(p: PeerState): void {
-    this.deps.keepalive(p.id);
-  }
-
+  /** Sends this.out[0, len) to the peer on its current path. */
   private sendToPeer(p: PeerState, len: number): void {
     const e = this.deps.cache.lookup(p.id, 0);
-    if (e === undefined || e.path === null) return;
-    const u = this.deps.uplinks()[e.path.uplink];
-    this.one.addr.set(e.path.locator.bytes);
-    this.one.port[0] = e.path.locator.port;
-    this.one.off[0] = 0;
-    this.one.len[0] = len;
-    u.socket.send(this.out, this.one.off, this.one.len, this.one.addr, this.one.port, 1);
+    if (e !== undefined && e.path !== null) this.sendTo(e.path.uplink, e.path.locator.bytes, 0, e.path.locator.port, len);
   }
 
-  private sendTo(uplink: number, srcAddrs: Uint8Array, srcOff: number, port: number, len: number): void {
+  /** Sends this.out[0, len) on an uplink to the locator at addrs[addrOff, +16), port. */
+  private sendTo(uplink: number, addrs: Uint8Array, addrOff: number, port: number, len: number): void {
     const u = this.deps.uplinks()[uplink];
     if (u === undefined) return;
-    for (let b = 0; b < 16; b++) this.one.addr[b] = srcAddrs[srcOff + b];
+    for (let b = 0; b < 16; b++) this.one.addr[b] = addrs[addrOff + b];
     this.one.port[0] = port;
     this.one.off[0] = 0;
     this.one.len[0] = len;
@@ -540,23 +527,4 @@ export class SessionManager implements Sealing {
 
 function isKeypair(o: Keypair | PeerState): o is Keypair {
   return 'slot' in o && 'peer' in o;
-}
-
-/**
- * What an agent with encryption off answers an initiation with (12 bytes, smaller than what drew it):
- * the initiator's index, so the initiator can say which peer refuses. Returns its length, 0 if `init`
- * is not an initiation.
- */
-export function writeRefusal(out: Buffer, init: Uint8Array, off: number, len: number, instanceId: number): number {
-  if (len < 12 || init[off] !== HANDSHAKE_FLAGS || init[off + 1] !== 1) return 0;
-  out[0] = HANDSHAKE_FLAGS;
-  out[1] = HANDSHAKE_REFUSED;
-  out[2] = 0;
-  out[3] = 0;
-  out[4] = (instanceId >>> 16) & 0xff;
-  out[5] = (instanceId >>> 8) & 0xff;
-  out[6] = instanceId & 0xff;
-  out[7] = 0;
-  for (let b = 0; b < 4; b++) out[8 + b] = init[off + 8 + b];
-  return REFUSAL_LEN;
 }
