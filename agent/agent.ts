@@ -1,6 +1,7 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
 import { hostIdBytes, idKey, type HostId, type Prefix } from '../shared/ids.ts';
+import { decodeGroup } from '../shared/group.ts';
 import { privateSeed, type KeyPair } from '../shared/crypto/ed25519.ts';
 import type { AgentConfig } from './config.ts';
 import { chunksPerFrame, createInside, type InsideStats } from './dataplane/inside.ts';
@@ -26,11 +27,13 @@ import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } fro
 import { EventLoopLag, type LagStats } from './lag.ts';
 import { statusOf } from './status.ts';
 import { Cipher, SessionTable } from '../shared/crypto/aead.ts';
-import { SEALED_HEADER_LEN, TAG_LEN } from '../shared/wire/header.ts';
+import { SEALED_HEADER_LEN, TAG_LEN, VNET_HDR_LEN } from '../shared/wire/header.ts';
 import { admitConfigured, admitMembers } from './sessions/admit.ts';
 import type { RealmTrust } from './rm/trust.ts';
 import { SessionManager, type SessionStatus } from './sessions/manager.ts';
 import { writeRefusal } from './sessions/handshake-wire.ts';
+import { DEFAULT_GROUP_ROUTER, GroupRouter, type GroupRouterStatus } from './groups/router.ts';
+import { startServing, type ServedStatus } from './groups/serving.ts';
 import type { PeerIdentity } from './sessions/noise.ts';
 
 /** What the agent needs of the uplink monitor (uplinks/monitor/monitor.ts). */
@@ -108,6 +111,8 @@ export interface AgentStatus {
   readonly failovers: readonly FailoverRecord[];
   /** Encryption: the cipher, the sessions with peers and the handshake counters; null when dataplane.encryption is off. */
   readonly encryption: SessionStatus | null;
+  /** Slice 2: user/data IDs this host serves and those it resolved, with the host each flow is pinned to and why; null without an RM. */
+  readonly slice2: (GroupRouterStatus & { readonly serving: readonly ServedStatus[] }) | null;
   /** Messages between agents (probes, replies, direct updates) and why some were dropped; null without an RM (probing needs the peers' keys). */
   readonly peers: Readonly<Record<PeerCounter, number>> | null;
   /** How late the event loop ran timers (the data path shares it): since start and over the last 10 s. */
@@ -133,6 +138,8 @@ export interface Agent {
   status(): AgentStatus;
   /** Signs a new binding from the uplinks' current state and registers it (no-op without an RM). */
   reregister(): Promise<void>;
+  /** Slice 2: hands an owner-signed user/data binding to the RM (`realmnet user|data ...` through the control socket). */
+  publish(binding: Uint8Array): Promise<{ ok: boolean; id?: string; seq?: number; error?: string }>;
 }
 
 /** UDP payload limits: IPv4 65535 − 20 − 8; we size for the smaller so any uplink can carry any frame. */
@@ -163,7 +170,9 @@ interface Running {
   readonly sockets: UplinkSockets;
   readonly table: UplinkTable;
   /** With an RM and a key (realm mode); null with static peers only. */
-  readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths } | null;
+  readonly rm: { readonly link: RmLink; readonly resolver: Resolver; readonly paths: PeerPaths; readonly groups: GroupRouter } | null;
+  /** Slice 2: the user/data IDs this host serves (config `serve`). */
+  served: ServedStatus[];
   /** Encryption on: the sessions with peers; null when off. */
   sessions: SessionManager | null;
   readonly timers: NodeJS.Timeout[];
@@ -215,13 +224,15 @@ class RealmnetAgent implements Agent {
       }
       await sockets.start();
       const table = new UplinkTable(sockets.opened);
-      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), sessions: null, timers: [], monitor: null };
+      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), sessions: null, timers: [], monitor: null, served: [] };
       this.running = r;
       r.sessions = this.startSessions(r);
       this.loadStaticBindings(table.current);
       this.wireUplinkEvents(r);
       const inside = this.startDataPlane(r);
       r.rm?.link.start();
+      r.rm?.groups.start(config.tun.offload, VNET_HDR_LEN);
+      if (r.rm !== null) r.served = await startServing(config.serve, { net: this.deps.net, tunName: tun.name, router: r.rm.groups, link: r.rm.link, hostId: this.hostId, log: this.log.child({ module: 'slice2' }) });
       await this.startMonitor(r);
       tun.start(inside);
       r.rm?.paths.start();
@@ -250,6 +261,7 @@ class RealmnetAgent implements Agent {
     await r.monitor?.stop();
     for (const t of r.timers) clearInterval(t);
     r.rm?.paths.stop();
+    r.rm?.groups.stop();
     r.rm?.resolver.stop();
     await r.rm?.link.stop();
     r.tun.close();
@@ -260,6 +272,16 @@ class RealmnetAgent implements Agent {
 
   async reregister(): Promise<void> {
     await this.running?.rm?.link.register();
+  }
+
+  async publish(binding: Uint8Array): Promise<{ ok: boolean; id?: string; seq?: number; error?: string }> {
+    const link = this.running?.rm?.link;
+    if (link === undefined) return { ok: false, error: 'this agent has no Realm Manager (rm in its config): it cannot publish' };
+    const d = decodeGroup(binding);
+    if (!d.ok) return { ok: false, error: `not a user/data binding (${d.reason})` };
+    const r = await link.publish(binding);
+    if (r.status === 'ok') return { ok: true, id: d.group.id.toString(), seq: r.seq };
+    return { ok: false, id: d.group.id.toString(), seq: r.seq, error: `the Realm Manager refused it: ${r.status}${r.status === 'notInRealm' ? " (is the realm's slice2.userPrefix / dataPrefix set, and the binding made under it?)" : ''}` };
   }
 
   status(): AgentStatus {
@@ -283,6 +305,8 @@ class RealmnetAgent implements Agent {
       eventLoop: this.lag.stats(),
       flight: this.flight,
       sessions: r?.sessions ?? null,
+      groups: r?.rm?.groups ?? null,
+      served: r?.served ?? [],
     });
   }
 
@@ -329,6 +353,18 @@ class RealmnetAgent implements Agent {
         log: this.log.child({ module: 'mapcache' }),
         reinjectInside: (buf, lengths, count) => this.reinjectInside(buf, lengths, count),
         reinjectOutside: (u, buf, lengths, addrs, ports, count) => this.reinjectOutside(u, buf, lengths, addrs, ports, count),
+        onGroup: (a) => groups.install(a, deps.clock.now()),
+      },
+    );
+    const groups: GroupRouter = new GroupRouter(
+      { ...DEFAULT_GROUP_ROUTER, maxFlows: config.slice2.maxFlows, flowIdleMs: config.slice2.flowIdleS * 1000 },
+      {
+        cache: this.cache,
+        tun: () => this.running?.tun ?? null,
+        clock: deps.clock,
+        log: this.log.child({ module: 'slice2' }),
+        health: (k) => paths.health(k),
+        fetchHost: (hostId) => resolver.fetch(hostId),
       },
     );
     const paths = new PeerPaths(
@@ -343,6 +379,7 @@ class RealmnetAgent implements Agent {
         wallClock: Date.now,
         log: this.log.child({ module: 'paths' }),
         applyBinding: (b) => resolver.applyDirect(b),
+        keepActive: (k) => groups.keepActive(k),
         onPathFailed: (traffic, from, to, since) => {
           const f = this.flight;
           if (f === null) return 0;
@@ -352,9 +389,10 @@ class RealmnetAgent implements Agent {
     );
     link.onPush((a) => resolver.applyPush(a));
     link.onRevoke((hostId, untilS) => resolver.revoke(hostId, untilS));
+    link.onGroupPush((a) => groups.install(a, deps.clock.now()));
     link.onSigned((b) => paths.sendUpdate(b));
     link.onRegistered(() => void this.applyOwnPolicy(link, table));
-    return { link, resolver, paths };
+    return { link, resolver, paths, groups };
   }
 
   /** The uplink table's listeners: path choice first (traffic moves at once), then registration. */
@@ -463,6 +501,7 @@ class RealmnetAgent implements Agent {
         onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff),
         flight: this.flight ?? undefined,
         sealing,
+        grouping: r.rm?.groups,
         // The monitor is made after the data plane: read at the call, not now.
         onSendError: (u, errno) => r.monitor?.sendError?.(uplinks[u].name, errno),
       },
@@ -482,6 +521,7 @@ class RealmnetAgent implements Agent {
           onUnknownSource: res === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => res.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
           onPeerMessage: paths === null ? undefined : (buf, off, len, addrs, srcOff, port) => paths.onMessage(i, buf, off, len, addrs, srcOff, port),
           sealing,
+          grouping: r.rm?.groups,
           onMismatch: (sealedHere, uplink, buf, off, len, addrs, srcOff, port) => this.onMismatch(r, sealedHere, uplink, buf, off, len, addrs, srcOff, port),
           uplink: i,
         },

@@ -29,6 +29,11 @@ export const DEFAULTS = {
   },
   /** Abstract unix socket: private to the network namespace, gone when the agent exits. */
   control: { socket: '@realmnet/agent' },
+  /**
+   * Slice 2 (docs/slice2.md): flows to user/data IDs pinned at once (each a few dozen bytes in typed
+   * arrays; beyond, the least recently used of a bucket is evicted), forgotten after flowIdleS.
+   */
+  slice2: { maxFlows: 65_536, flowIdleS: 120 },
   rm: { port: 4342, bindingTtlS: 120, pendingPerId: 32, pendingTotal: 1024, negativeTtlMaxS: 5 },
   /** Path probing and failover; why these numbers: agent/paths/state.ts, DEFAULT_PATH_TIMING. */
   failover: {
@@ -156,6 +161,18 @@ export const AgentConfigSchema = z
     underlayMtu: z.number().int().min(1280, 'must be at least 1280').max(9000).default(DEFAULTS.underlayMtu),
     uplinks: z.array(uplink).min(1, 'needs at least one uplink, e.g. [{ name: ispa, locator: 192.0.2.1 }]'),
     peers: z.array(peer).default([]),
+    /**
+     * Slice 2: the user and data IDs this host serves, each a binding file written by
+     * `realmnet user|data ...` (the owner's signed list of hosts). Listing a file here is this host's
+     * consent: the agent puts the ID on its TUN device and tells the RM it serves it.
+     */
+    serve: z.array(z.strictObject({ binding: z.string().min(1, 'is empty: the path of a binding file from `realmnet user create` or `realmnet data publish`') })).default([]),
+    slice2: z
+      .strictObject({
+        maxFlows: z.number().int().min(8).max(1 << 22).refine((n) => (n & (n - 1)) === 0, { message: 'must be a power of two (e.g. 65536)' }).default(DEFAULTS.slice2.maxFlows),
+        flowIdleS: z.number().int().min(1).max(86_400).default(DEFAULTS.slice2.flowIdleS),
+      })
+      .prefault({}),
     routing: z
       .strictObject({
         tableBase: z.number().int().min(1).max(0x7fffffff).default(DEFAULTS.routing.tableBase),
@@ -219,6 +236,7 @@ export const AgentConfigSchema = z
       .prefault({}),
   })
   .superRefine((c, ctx) => {
+    if (c.serve.length > 0 && c.rm === undefined) ctx.addIssue({ code: 'custom', path: ['serve'], message: 'needs a Realm Manager (rm): the RM offers this host for the user/data IDs it serves' });
     const names = new Set<string>();
     c.uplinks.forEach((u, i) => {
       if (names.has(u.name)) ctx.addIssue({ code: 'custom', path: ['uplinks', i, 'name'], message: `"${u.name}" is used by two uplinks (names must be unique)` });

@@ -18,8 +18,13 @@ import { checkPeercred, groupId, peerCredentials, type PeerCredentials } from '.
  *    squatted by another user before the agent started is refused, not believed.
  * 4. If the name is taken when the agent starts, it says by whom, in one line.
  */
-export type ControlRequest = 'status';
-const MAX_REQUEST = 256;
+/**
+ * `status`, or `publish <base64>`: an owner-signed user/data binding (slice 2) that the agent hands
+ * to its Realm Manager (`realmnet user|data ...` send it). A group binding is at most ~470 bytes of
+ * base64, so a line of 1 KiB bounds the request.
+ */
+export type ControlRequest = 'status' | `publish ${string}`;
+const MAX_REQUEST = 1024;
 
 /**
  * Why these numbers: `realmnet status` opens one connection and is answered in milliseconds (the
@@ -34,6 +39,8 @@ export interface ControlOptions {
   readonly group?: string | number;
   readonly maxConnections?: number;
   readonly timeoutMs?: number;
+  /** Slice 2: `publish <base64>` (answered when the RM answers, within the connection's deadline). */
+  readonly publish?: (binding: Uint8Array) => Promise<unknown>;
 }
 
 /**
@@ -98,6 +105,7 @@ export async function startControlServer(
   const gid = resolveGroup(opts.group);
   const maxConnections = opts.maxConnections ?? CONTROL_LIMITS.maxConnections;
   const timeoutMs = opts.timeoutMs ?? CONTROL_LIMITS.timeoutMs;
+  const publish = opts.publish;
   const ownUid = process.geteuid?.() ?? 0;
   const allowed = (c: PeerCredentials): boolean => c.uid === 0 || c.uid === ownUid || (gid !== null && (c.gid === gid || c.groups.includes(gid)));
   const who = gid === null ? 'root' : `root and members of group ${String(opts.group)}`;
@@ -150,6 +158,26 @@ export async function startControlServer(
         return;
       }
       const line = req.slice(0, nl).trim();
+      if (line.startsWith('publish ') && publish !== undefined) {
+        const b64 = line.slice(8).trim();
+        if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) {
+          end('unknown');
+          refuse(conn, { error: 'publish: the binding is not base64' });
+          return;
+        }
+        ended = true;
+        publish(new Uint8Array(Buffer.from(b64, 'base64'))).then(
+          (doc) => {
+            counters.ok++;
+            conn.end(JSON.stringify(doc) + '\n');
+          },
+          (e: unknown) => {
+            counters.failed++;
+            conn.end(JSON.stringify({ ok: false, error: e instanceof Error ? e.message : String(e) }) + '\n');
+          },
+        );
+        return;
+      }
       if (line !== 'status') {
         end('unknown');
         refuse(conn, { error: `unknown request "${line.slice(0, 32)}"` });

@@ -71,7 +71,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   try {
     // The control socket's own counters travel with the status: it is untrusted local input too.
     const counters = newControlCounters();
-    control = await startControlServer(config.control.socket, () => ({ ...agent.status(), control: { ...counters } }), counters, { group: config.control.group });
+    control = await startControlServer(config.control.socket, () => ({ ...agent.status(), control: { ...counters } }), counters, { group: config.control.group, publish: (b) => agent.publish(b) });
   } catch (e) {
     await agent.stop();
     throw e;

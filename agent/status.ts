@@ -12,6 +12,9 @@ import type { UplinkSnapshot } from './uplinks/table.ts';
 import type { LagStats } from './lag.ts';
 import type { FlightRecorder } from './dataplane/flight.ts';
 import type { SessionManager } from './sessions/manager.ts';
+import type { GroupRouter, GroupRouterStatus } from './groups/router.ts';
+import type { ServedStatus } from './groups/serving.ts';
+export type { GroupRouterStatus };
 
 /** What `realmnet status` shows, read from the parts (nothing here changes them). */
 export interface StatusSources {
@@ -37,6 +40,9 @@ export interface StatusSources {
   readonly flight: FlightRecorder | null;
   /** Encryption on: the session manager; null when off. */
   readonly sessions: SessionManager | null;
+  /** Slice 2: the user/data IDs resolved and the pinned flows; null without an RM. */
+  readonly groups: GroupRouter | null;
+  readonly served: readonly ServedStatus[];
 }
 
 function membershipOf(link: RmLink, resolver: Resolver): MembershipStatus {
@@ -101,5 +107,6 @@ export function statusOf(s: StatusSources): AgentStatus {
     peers: rm === null ? null : { ...rm.paths.counters },
     eventLoop: s.eventLoop,
     encryption: s.sessions === null ? null : s.sessions.status(),
+    slice2: s.groups === null ? null : { ...s.groups.status(), serving: s.served.map((x) => ({ ...x })) },
   };
 }

@@ -60,6 +60,11 @@ export const DEFAULTS = {
   /** Membership (docs/security.md): certificates live a day; nobody is admitted without the operator. */
   admission: { certTtlS: 86_400, open: false },
   log: { level: 'info', format: 'pretty' },
+  /**
+   * Slice 2 (docs/slice2.md): no user or data prefix, no user or data IDs. maxGroups bounds the user
+   * and data bindings held (each up to ~350 bytes, plus up to 8 consents).
+   */
+  slice2: { maxGroups: 100_000 },
 } as const;
 
 const prefix = z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix });
@@ -174,6 +179,15 @@ export const RmConfigSchema = z
         uplinks: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,32}$/, 'is not an uplink name'), uplinkPref).default({}),
       })
       .prefault({}),
+    slice2: z
+      .strictObject({
+        /** User IDs are derived under this prefix (e.g. fd00:1:f001::/48); it must not overlap the host prefixes. */
+        userPrefix: prefix.optional(),
+        /** Data IDs are derived under this prefix. */
+        dataPrefix: prefix.optional(),
+        maxGroups: positive(DEFAULTS.slice2.maxGroups),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(DEFAULTS.log.level),
@@ -194,6 +208,22 @@ export const RmConfigSchema = z
     }
     if (!isIpv6Prefix(c.prefix)) return;
     const realm = safePrefix(c.prefix);
+    const hostPrefixes = [realm, ...c.subRealms.map((s) => safePrefix(s.prefix))].filter((p): p is Prefix => p !== null);
+    const tiers: [string, string | undefined][] = [['userPrefix', c.slice2.userPrefix], ['dataPrefix', c.slice2.dataPrefix]];
+    for (const [key, text] of tiers) {
+      if (text === undefined) continue;
+      const p = safePrefix(text);
+      if (p === null) {
+        ctx.addIssue({ code: 'custom', path: ['slice2', key], input: text, message: 'has bits set after the prefix length' });
+        continue;
+      }
+      if (p.length > MAX_ID_PREFIX_LEN) ctx.addIssue({ code: 'custom', path: ['slice2', key], input: text, message: `is longer than /${MAX_ID_PREFIX_LEN} (IDs need at least 64 hash bits)` });
+      // Host IDs and user/data IDs must never be confused: an ID's prefix tells which tier it is.
+      if (hostPrefixes.some((h) => h.covers(p) || p.covers(h))) ctx.addIssue({ code: 'custom', path: ['slice2', key], input: text, message: 'overlaps the host prefix (or a sub-realm): give users and data prefixes of their own' });
+    }
+    const u = c.slice2.userPrefix === undefined ? null : safePrefix(c.slice2.userPrefix);
+    const d = c.slice2.dataPrefix === undefined ? null : safePrefix(c.slice2.dataPrefix);
+    if (u !== null && d !== null && (u.covers(d) || d.covers(u))) ctx.addIssue({ code: 'custom', path: ['slice2', 'dataPrefix'], message: 'overlaps slice2.userPrefix: users and data need separate prefixes' });
     c.subRealms.forEach((s, i) => {
       const sub = safePrefix(s.prefix);
       if (realm === null || sub === null) return;

@@ -12,7 +12,7 @@ import type { StoreCounters } from './store/bindings.ts';
  * so rx.datagrams = Σ rx.drop.* + Σ rx.handled.* holds by construction (the fuzz test checks it).
  * What a handled message leads to is counted on top, per group (hello.*, lookup.*, register.*, …).
  */
-export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck', 'challengeReply', 'renew'] as const;
+export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck', 'challengeReply', 'renew', 'publish', 'serve'] as const;
 export type HandledType = (typeof HANDLED)[number];
 
 /**
@@ -116,6 +116,8 @@ export interface CounterSources {
   readonly membersActive: number;
   /** Absent before start() when the store is opened from the config. */
   readonly store: { readonly size: number; readonly counters: StoreCounters } | undefined;
+  /** Slice 2 (groups.ts): counters, and how many user/data IDs are held. */
+  readonly groups?: { readonly size: number; readonly counters: Readonly<Record<string, number>> };
 }
 
 /** A flat snapshot: `rx.drop.badMac`, `lookup.positive`, `store.commits`, … */
@@ -138,5 +140,7 @@ export function flattenCounters(c: RmCounters, src: CounterSources): Record<stri
   out['ratelimit.prefixes'] = src.limiter.size;
   out['ratelimit.overflow'] = src.limiter.overflowHits;
   if (src.store) for (const [k, v] of Object.entries(src.store.counters)) out[`store.${k}`] = v;
+  out['groups.live'] = src.groups?.size ?? 0;
+  for (const [k, v] of Object.entries(src.groups?.counters ?? {})) out[`groups.${k}`] = v;
   return out;
 }

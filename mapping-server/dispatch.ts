@@ -214,7 +214,7 @@ export class Dispatch {
       }
     }
     // Each "newer" REGISTER may cost an Ed25519 verify: a session gets a few per second.
-    if (h.type === MsgType.register && !takeToken(s.regBucket, now, this.regPerS, this.regBurst)) {
+    if ((h.type === MsgType.register || h.type === MsgType.publish || h.type === MsgType.serve) && !takeToken(s.regBucket, now, this.regPerS, this.regBurst)) {
       c.ratelimit.register++;
       return 'rateLimited';
     }
@@ -244,6 +244,12 @@ export class Dispatch {
       case 'renew':
         handlers.renew(s, m);
         return 'renew';
+      case 'publish':
+        handlers.publish(s, m);
+        return 'publish';
+      case 'serve':
+        handlers.serve(s, m, now);
+        return 'serve';
       default:
         return 'unexpected';
     }

@@ -9,6 +9,8 @@ import {
   type LocatorPref,
   type Lookup,
   type LookupReply,
+  type Publish,
+  type Serve,
   type Register,
   type RegisterReply,
   type Renew,
@@ -28,6 +30,8 @@ import type { Outbox } from './tx.ts';
 import type { Admission } from './admission.ts';
 import type { Member } from './store/members.ts';
 import { verifyHello } from './sessions.ts';
+import { GroupTier } from './groups.ts';
+import type { HostAnswer } from '../shared/wire/messages.ts';
 
 /**
  * What the Realm Manager does with each message that passed dispatch (authenticated, decoded):
@@ -72,9 +76,12 @@ export class Handlers {
   private readonly negativeTtlS: number;
   private readonly idScratch = new Uint8Array(16);
   private readonly admission: Admission;
+  /** Slice 2: user and data IDs, and the RCA that keeps their hosts' presence current (groups.ts). */
+  readonly groups: GroupTier;
 
   constructor(private readonly p: HandlerParts) {
     this.admission = p.admission;
+    this.groups = new GroupTier({ ...p, hostAnswer: (k) => this.hostAnswer(k) });
     this.c = p.counters;
     this.store = p.store;
     this.tx = p.tx;
@@ -176,6 +183,7 @@ export class Handlers {
       p.pushes.dropSession(s);
     });
     if (this.store.get(k) !== undefined) this.store.expire(k);
+    this.groups.hostChanged(k);
     const idBytes = m.id.toBytes();
     const now = p.clock.now();
     for (const f of p.subs.followers(k) ?? []) {
@@ -205,6 +213,8 @@ export class Handlers {
     const k = buf.toString('latin1', idOff, idOff + 16); // idKey(buf, idOff), without a Buffer view per lookup
     const rec = this.store.get(k);
     for (let i = 0; i < 16; i++) idScratch[i] = buf[idOff + i];
+    // A user or data ID (slice 2): the general encoder, off the host-lookup fast path.
+    if (rec === undefined && this.groups.has(k)) return this.groups.lookup(s, reqId, Uint8Array.from(idScratch), k);
     s.txSeq++;
     let n: number;
     // A binding goes out only with its host's certificate (a revoked host's binding is expired anyway).
@@ -225,6 +235,7 @@ export class Handlers {
     const c = this.c;
     const k = idKey(m.hostId);
     const rec = this.store.get(k);
+    if (rec === undefined && this.groups.has(k)) return this.groups.lookup(s, m.reqId, m.hostId, k);
     let ans: LookupReply;
     const cert = rec !== undefined && s.view.mayLearn(m.hostId, k) ? this.certOf(rec, k) : null;
     if (rec !== undefined && cert !== null) {
@@ -310,8 +321,18 @@ export class Handlers {
     store.put(k, new StoredBinding(b.bytes, b.seq, expiresAt, b.ttl, p.policy.prefsFor(b.locators), member), done(false));
   }
 
+  /** A host's binding, prefs and certificate as served inline with a user/data answer; null when none. */
+  hostAnswer(k: string): HostAnswer | null {
+    const rec = this.store.get(k);
+    const cert = rec === undefined ? null : this.certOf(rec, k);
+    if (rec === undefined || cert === null) return null;
+    return { binding: rec.bytes, prefs: rec.prefs, cert, ttl: Math.min(rec.ttl, this.maxTtlS) };
+  }
+
   /** After a commit: pushes the binding now held for k to each follower the policy lets see it. */
   notifyFollowers(k: string, idBytes: Uint8Array): void {
+    // The RCA first: a host's new locators may make it present or absent for the user/data IDs listing it.
+    this.groups.hostChanged(k);
     const followers = this.p.subs.followers(k);
     const rec = this.store.get(k);
     if (followers === undefined || rec === undefined) return;
@@ -340,6 +361,14 @@ export class Handlers {
   unsubscribe(s: Session, m: Unsubscribe): void {
     for (const id of m.hostIds) this.p.subs.remove(s, idKey(id));
     this.tx.reply(s, { type: 'unsubscribeReply', reqId: m.reqId });
+  }
+
+  publish(s: Session, m: Publish): void {
+    this.groups.publish(s, m);
+  }
+
+  serve(s: Session, m: Serve, now: number): void {
+    this.groups.serve(s, m, now);
   }
 
   pushAck(s: Session, pushId: number): void {

@@ -163,6 +163,7 @@ class RealmManager implements MappingServer {
     }
     if (config.admission.open) log.warn('admission.open: every host whose HELLO verifies is admitted; this realm has no boundary (benchmarks only)');
     const handlers = new Handlers({ ...shared, store, admission, wallClock });
+    handlers.groups.load();
     const dispatch = new Dispatch({ ...shared, handlers });
     let sockets: ControlSocket[];
     try {
@@ -173,7 +174,7 @@ class RealmManager implements MappingServer {
       throw e;
     }
     const sweep = new Sweep(
-      { ...shared, store, members: opened.members, onMembers: (ch) => this.applyMemberChanges(ch), tombstoneAgeMs: (86_400 + config.registration.expiryS) * 1000, wallClock },
+      { ...shared, store, members: opened.members, onMembers: (ch) => this.applyMemberChanges(ch), groups: handlers.groups, tombstoneAgeMs: (86_400 + config.registration.expiryS) * 1000, wallClock },
       config.sweep.batch,
       config.sweep.intervalMs,
     );
@@ -202,7 +203,7 @@ class RealmManager implements MappingServer {
     let oversize = 0;
     for (const s of this.running?.sockets ?? []) oversize += s.oversize?.() ?? 0;
     const store = this.running?.store ?? this.deps.store;
-    return flattenCounters(counters, { oversize, pushes, limiter, sessionsLive: sessions.size, subscriptionsLive: subs.total, store, membersActive: this.running?.admission.members.activeCount() ?? 0 });
+    return flattenCounters(counters, { oversize, pushes, limiter, sessionsLive: sessions.size, subscriptionsLive: subs.total, store, membersActive: this.running?.admission.members.activeCount() ?? 0, groups: this.running?.handlers.groups });
   }
 
   admit(publicKey: Uint8Array, prefix: Prefix = this.realm.prefix): Promise<HostId> {

@@ -39,6 +39,8 @@ export interface PendingPush {
   readonly cert: Uint8Array;
   /** A REVOKE of the ID (binding empty) rather than a PUSH. */
   readonly revoke: boolean;
+  /** A GROUP-PUSH (slice 2): binding is the user/data binding, this its hosts' presence flags; null for host pushes. */
+  readonly present: Uint8Array | null;
   attempts: number;
   nextAt: number;
 }

@@ -36,6 +36,8 @@ export interface SweepParts {
   readonly counters: RmCounters;
   readonly members: MemberTable;
   readonly onMembers: (changes: MemberChanges) => void;
+  /** Slice 2 (groups.ts): told of each expired registration (the RCA), and ticked for lapsed consents. */
+  readonly groups?: { hostChanged(hostKey: string): void; tick(now: number): void };
   /** A tombstone is deleted this long after its registration expired (docs/security.md: a day + expiryS). */
   readonly tombstoneAgeMs: number;
   readonly wallClock: () => number;
@@ -75,6 +77,7 @@ export class Sweep {
       if (isExpired(rec, now)) {
         store.expire(k);
         counters.bindingsExpired++;
+        this.p.groups?.hostChanged(k);
       }
     }
     counters.sessions.expired += sessions.sweep(now, (s) => {
@@ -82,6 +85,7 @@ export class Sweep {
       pushes.dropSession(s);
     });
     limiter.prune(now);
+    this.p.groups?.tick(now);
     const changes = this.p.members.poll();
     if (changes !== null) this.p.onMembers(changes);
     store.gc(now - this.p.tombstoneAgeMs, Math.floor(this.p.wallClock() / 1000), this.batch);

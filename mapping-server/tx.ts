@@ -47,6 +47,8 @@ export class Outbox {
   push(s: Session, p: PendingPush): void {
     // REVOKE is rare (an operator's act): the general encoder is fine for it.
     if (p.revoke) return this.reply(s, { type: 'revoke', pushId: p.pushId, hostId: p.binding });
+    // GROUP-PUSH (slice 2) is rare too: a presence change of a user's or a data ID's host.
+    if (p.present !== null) return this.reply(s, { type: 'groupPush', pushId: p.pushId, binding: p.binding, present: p.present, ttl: p.ttl });
     s.txSeq++;
     this.sendWritten(s, writePush(this.out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.binding, p.ttl, p.prefs, p.cert));
   }

@@ -10,6 +10,7 @@ import { up, TESTBED, type NsProcess, type Testbed } from './testbed/topology.ts
 import { REALM, addJoinToken, writeRealmConfigs } from './testbed/configs.ts';
 import { plotFailover } from './bench/plot.ts';
 import { RESULTS_DIR } from './bench/table.ts';
+import { slice2Demo } from './demo-slice2.ts';
 import { failoversSince, failoverView, pathsVia, runFlow, waitFor, type FailoverRecord, type FailoverView } from '../test/helpers/failover.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -210,8 +211,10 @@ its membership of the realm with its certificate. Every packet since is sealed (
   } finally {
     await tb.down();
     await rm(dir, { recursive: true, force: true });
-    say('Testbed removed. Done.');
+    say('Testbed removed.');
   }
+  await slice2Demo(REPO, CLI, say, show);
+  say('Fig. 3 scene removed. Done.');
 }
 
 main().catch((e: unknown) => {

@@ -23,9 +23,11 @@ cd "$(dirname "$0")/.."
 #   mptcpize       runs the failover bench's tools over MPTCP (mptcpd only recommends it, and we
 #                  install without recommends: without it every MPTCP run fails)
 #   procps         sysctl inside namespaces
+#   curl           the slice-2 demo, test and benchmark download a file by data ID (--retry -C -)
+#   coreutils      sha256sum (always there on Debian; named so a minimal image says what it lacks)
 #   g++ make python3  node-gyp builds the native TUN addon from source at npm install
 #   fonts-dejavu-core text in the PNG figures (eval:routing, failover plots) rendered by resvg
-PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula wireguard-go wireguard-tools tshark mptcpd mptcpize procps g++ make python3 fonts-dejavu-core)
+PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula wireguard-go wireguard-tools tshark mptcpd mptcpize procps curl coreutils g++ make python3 fonts-dejavu-core)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -181,14 +181,25 @@ export function parsePrefix(text: string): Prefix {
 
 /** The ID of the holder of publicKey (32 raw Ed25519 bytes) in the realm with this prefix. */
 export function deriveHostId(prefix: Prefix, publicKey: Uint8Array): HostId {
+  return deriveTaggedId(HOST_ID_TAG, prefix, publicKey, EMPTY);
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The derivation behind every self-certifying ID (host, user, data: shared/group.ts): the prefix,
+ * then the first (128 - prefixLen) bits of SHA-256(tag || prefixLen || prefix || key || extra).
+ * A distinct tag per kind keeps a user ID from ever being a valid host ID of the same key.
+ */
+export function deriveTaggedId(tag: Uint8Array, prefix: Prefix, publicKey: Uint8Array, extra: Uint8Array): HostId {
   if (prefix.length > MAX_ID_PREFIX_LEN) {
     throw prefixError(
       `prefix ${prefix.toString()} is longer than /${MAX_ID_PREFIX_LEN}`,
-      `host IDs need at least ${128 - MAX_ID_PREFIX_LEN} hash bits to be self-certifying; use a shorter realm prefix`,
+      `IDs need at least ${128 - MAX_ID_PREFIX_LEN} hash bits to be self-certifying; use a shorter prefix`,
     );
   }
   if (publicKey.length !== 32) throw new RealmnetError('KEY_INVALID', `an Ed25519 public key is 32 bytes, got ${publicKey.length}`);
-  const digest = hashFor(prefix.length, prefix.toBytes(), publicKey);
+  const digest = createHash('sha256').update(tag).update(Uint8Array.of(prefix.length)).update(prefix.toBytes()).update(publicKey).update(extra).digest();
   const out = prefix.toBytes();
   // Copy the hash into the host bits, starting at bit prefix.length.
   for (let bit = prefix.length; bit < 128; bit++) {
@@ -207,10 +218,6 @@ export function verifyHostId(id: HostId, prefixLen: number, publicKey: Uint8Arra
   if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > MAX_ID_PREFIX_LEN || publicKey.length !== 32) return false;
   const expect = deriveHostId(Prefix.of(id.toBytes(), prefixLen), publicKey);
   return expect.key === id.key;
-}
-
-function hashFor(prefixLen: number, prefixBytes: Uint8Array, publicKey: Uint8Array): Buffer {
-  return createHash('sha256').update(HOST_ID_TAG).update(Uint8Array.of(prefixLen)).update(prefixBytes).update(publicKey).digest();
 }
 
 function maskBytes(bytes: Uint8Array, length: number): Uint8Array {

@@ -8,6 +8,7 @@ import type { FlightRecorder } from './flight.ts';
 import type { Path } from '../mapcache/cache.ts';
 import { constants as osConstants } from 'node:os';
 import { DROP, HELD, type Sealing } from './sealing.ts';
+import type { Grouping } from './grouping.ts';
 
 /*
  * inside: TUN → UDP, the send path.
@@ -17,6 +18,8 @@ import { DROP, HELD, type Sealing } from './sealing.ts';
  * 2. For each packet, check it is IPv6 and read its destination host ID in place.
  * 3. Look the ID up in the map-cache; the entry's path names the uplink and the remote locator
  *    (or its flow group does: 3').
+ *    Not a host there: a user or data ID takes the entry of the host its flow is pinned to (slice 2,
+ *    grouping.ts); the inner packet keeps its destination.
  *    On a miss the control plane may keep a copy while it asks the Realm Manager.
  * 4. Write the data header into the headroom, right in front of the packet (no copy). Its nonce is
  *    the destination's own data counter, so the receiver can drop copies that arrive twice.
@@ -72,6 +75,8 @@ export interface InsideDeps {
   readonly onSendError?: (uplink: number, errno: number) => void;
   /** Encryption on: the sessions packets are sealed with. Absent: plain headers (encryption off). */
   readonly sealing?: Sealing;
+  /** Slice 2: user and data IDs (flows pinned to one of their hosts). Absent: host IDs only. */
+  readonly grouping?: Grouping;
 }
 
 const { ENETDOWN, ENETUNREACH, EHOSTUNREACH } = osConstants.errno;
@@ -114,6 +119,7 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
   if (opts.headroom < hdrLen) throw new Error(`TUN headroom ${opts.headroom} < ${hdrLen}`);
   const { cache, sockets, drops } = deps;
   const onMiss = deps.onMiss ?? (() => false);
+  const grouping = deps.grouping ?? null;
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
   const minLen = ipOff + 40;
   // Offload: a frame is at most a 64 KB packet plus its virtio header, sent in chunks.
@@ -197,7 +203,13 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
         continue;
       }
       // 3. The destination ID is bytes 24..40 of the IPv6 header.
-      const entry = cache.lookup(buf, off + ipOff + 24);
+      let entry = cache.lookup(buf, off + ipOff + 24);
+      if (entry === undefined && grouping !== null) {
+        // 3. A user or data ID: the host its flow is pinned to.
+        const host = grouping.outbound(buf, off + ipOff, len - ipOff);
+        if (host === null) continue;
+        entry = host;
+      }
       if (entry === undefined) {
         if (!onMiss(buf, off, len, off + ipOff + 24)) drops.add(Drop.InsideNoBinding);
         continue;
@@ -219,7 +231,7 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
       if (sealing !== null) {
         slot = traffic.txSlot;
         if (slot < 0) {
-          slot = sealing.sessionFor(traffic, buf, off + ipOff + 24, off, len);
+          slot = sealing.sessionFor(traffic, entry.id, 0, buf, off, len);
           if (slot === HELD) stats.heldForSession++;
           if (slot === DROP) drops.add(Drop.InsideNoSession);
           if (slot < 0) continue;

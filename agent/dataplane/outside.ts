@@ -5,6 +5,7 @@ import { sameBytes16 } from '../../shared/bytes.ts';
 import { CHUNK_LAST, HANDSHAKE_FLAGS, HEADER_LEN, HeaderCheck, MAX_CHUNKS, PEER_FLAGS, SEALED_HEADER_LEN, TAG_LEN, VNET_HDR_LEN, checkHeader, chunkByte, headerHasVnet, headerNonce, headerSealed, sealedCounter } from '../../shared/wire/header.ts';
 import { OpenResult } from '../../shared/crypto/aead.ts';
 import type { MismatchHandler, Sealing } from './sealing.ts';
+import type { Grouping } from './grouping.ts';
 import { Drop, type DropCounters } from './drops.ts';
 import { DuplicateCheck } from '../../shared/wire/replay.ts';
 
@@ -18,7 +19,9 @@ import { DuplicateCheck } from '../../shared/wire/replay.ts';
  * 3. Check the inner packet: IPv6, and its payload length agrees with the datagram.
  * 4. The inner source host ID must have a binding, and the datagram must come from one of that
  *    binding's locators: a locator is only ever learned from a binding, never from a packet.
- * 5. The inner destination must be this host's ID.
+ * 5. The inner destination must be this host's ID (or a user/data ID it serves: slice 2).
+ * 4'. Slice 2: an inner source that is a user or data ID is accepted only from a host bound to it
+ *    now (grouping.ts: from one of that host's locators, or sealed, from its session).
  * 5'. The data counter must be new from this peer (its duplicate filter): the copies a failover
  *    re-sends, or make-before-break sends on a second path, reach the TUN once.
  * 6. Queue the inner packet (header stripped, no copy) and write the whole batch to the TUN.
@@ -76,6 +79,8 @@ export interface OutsideDeps {
   readonly onPeerMessage?: (buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number) => void;
   /** Encryption on: the sessions datagrams are opened with. Absent: plain data only (encryption off). */
   readonly sealing?: Sealing;
+  /** Slice 2: packets to the user/data IDs this host serves, and from those its correspondents use. */
+  readonly grouping?: Grouping;
   /** Sealed data or a handshake while encryption is off here, or plain data while on. */
   readonly onMismatch?: MismatchHandler;
   /** Which uplink this outside serves (for replies to handshakes). */
@@ -102,6 +107,9 @@ export function createOutside(
   const { cache, tun, drops } = deps;
   const onUnknownSource = deps.onUnknownSource ?? (() => false);
   const onPeerMessage = deps.onPeerMessage;
+  const grouping = deps.grouping ?? null;
+  /** For us: our host ID, or a user/data ID this host serves (slice 2). */
+  const forUs = (b: Buffer, at: number): boolean => sameBytes16(me, 0, b, at) || (grouping !== null && grouping.serves(b, at));
   const offsets = new Uint32Array(opts.batchSize);
   const lens = new Uint32Array(opts.batchSize);
   const ipOff = opts.offload ? VNET_HDR_LEN : 0;
@@ -141,8 +149,10 @@ export function createOutside(
     if (ipLen < 40 || b[ip] >> 4 !== 6) return Drop.OutsideMalformed;
     if (whole && ((b[ip + 4] << 8) | b[ip + 5]) + 40 !== ipLen) return Drop.OutsideMalformed;
     if (ipLen > opts.maxInner) return Drop.OutsideOversized;
-    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
-    if (!sameBytes16((sealing as Sealing).slotPeer, slot * 16, b, ip + 8)) return Drop.OutsideNotFromPeer;
+    if (!forUs(b, ip + 24)) return Drop.OutsideNotForUs;
+    const slotPeer = (sealing as Sealing).slotPeer;
+    // From a user/data ID (slice 2): only if it is bound to the session's peer right now.
+    if (!sameBytes16(slotPeer, slot * 16, b, ip + 8) && (grouping === null || grouping.inbound(b, ip, ipLen, slotPeer, slot * 16, noAddr, 0, 0) === undefined)) return Drop.OutsideNotFromPeer;
     if (!whole) return ADMIT;
     const entry = cache.lookup(b, ip + 8);
     if (entry !== undefined) entry.traffic.rx++;
@@ -161,8 +171,10 @@ export function createOutside(
     if (ipLen < 40 || b[ip] >> 4 !== 6 || ((b[ip + 4] << 8) | b[ip + 5]) + 40 !== ipLen) return Drop.OutsideMalformed;
     if (ipLen > opts.maxInner) return Drop.OutsideOversized;
     // The destination first: a packet for someone else must never cost a lookup of its source.
-    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
-    const entry = cache.lookup(b, ip + 8);
+    if (!forUs(b, ip + 24)) return Drop.OutsideNotForUs;
+    let entry = cache.lookup(b, ip + 8);
+    // From a user/data ID (slice 2): the host it is bound to whose locator sent it.
+    if (entry === undefined && grouping !== null) entry = grouping.inbound(b, ip, ipLen, null, 0, srcAddrs, srcOff, port);
     if (entry === undefined) return dgOff >= 0 && onUnknownSource(b, dgOff, dgLen, srcAddrs, srcOff, port, ip + 8) ? KEPT : Drop.OutsideUnknownPeer;
     if (!boundTo(entry.locators, srcAddrs, srcOff, port)) return Drop.OutsideSourceNotBound;
     // 5'. Only now: a datagram from an unbound source must not move the peer's window.
@@ -183,8 +195,9 @@ export function createOutside(
   function plausibleStart(b: Buffer, frame: number, frameLen: number, srcAddrs: Uint8Array, srcOff: number, port: number): number {
     const ip = frame + ipOff;
     if (frameLen - ipOff < 40 || b[ip] >> 4 !== 6) return Drop.OutsideMalformed;
-    if (!sameBytes16(me, 0, b, ip + 24)) return Drop.OutsideNotForUs;
-    const entry = cache.lookup(b, ip + 8);
+    if (!forUs(b, ip + 24)) return Drop.OutsideNotForUs;
+    let entry = cache.lookup(b, ip + 8);
+    if (entry === undefined && grouping !== null) entry = grouping.inbound(b, ip, frameLen - ipOff, null, 0, srcAddrs, srcOff, port);
     if (entry === undefined) return Drop.OutsideUnknownPeer;
     return boundTo(entry.locators, srcAddrs, srcOff, port) ? ADMIT : Drop.OutsideSourceNotBound;
   }

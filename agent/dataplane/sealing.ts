@@ -17,11 +17,12 @@ export interface Sealing {
    */
   readonly slotUnconfirmed: Uint8Array;
   /**
-   * The destination (ID at buf[idOff]) has no session in `traffic.txSlot`: returns the slot to use
-   * (the manager had one and set traffic.txSlot/txIndex), HELD (it kept a copy of the packet at
-   * buf[off, off+len) and a handshake is under way) or DROP. Borrowed buffer.
+   * The destination host (ID at id[idOff]: the packet's destination, or for a user/data ID the host
+   * chosen for its flow) has no session in `traffic.txSlot`: returns the slot to use (the manager
+   * had one and set traffic.txSlot/txIndex), HELD (it kept a copy of the packet at buf[off, off+len)
+   * and a handshake is under way) or DROP. Borrowed buffers.
    */
-  sessionFor(traffic: Traffic, buf: Buffer, idOff: number, off: number, len: number): number;
+  sessionFor(traffic: Traffic, id: Uint8Array, idOff: number, buf: Buffer, off: number, len: number): number;
   onConfirmed(slot: number): void;
   /** A handshake message (first byte HANDSHAKE_FLAGS) from the network. Borrowed. */
   onHandshake(uplink: number, buf: Buffer, off: number, len: number, srcAddrs: Uint8Array, srcOff: number, port: number): void;

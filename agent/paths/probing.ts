@@ -100,6 +100,19 @@ export interface PeerPathsDeps {
    * `since` (clock ms); returns how many datagrams. None: nothing is re-sent.
    */
   readonly onPathFailed?: (traffic: Traffic, from: Path, to: Path, since: number) => number;
+  /**
+   * Slice 2: hosts of a user or data ID in use are probed as if they had traffic (mapKey: idKey of
+   * the host ID), so a replica's RTT is known and a dead host is seen before a new flow picks it.
+   */
+  readonly keepActive?: (mapKey: string) => boolean;
+}
+
+/** What probing knows of one host (PeerPaths.health). */
+export interface HostHealth {
+  /** False when every path to it is down (or none is left); true while one may still work. */
+  readonly alive: boolean;
+  /** The smoothed RTT of its best live path; null before a reply. */
+  readonly rttMs: number | null;
 }
 
 export const PEER_COUNTERS = [
@@ -327,6 +340,21 @@ export class PeerPaths {
     return out;
   }
 
+  /** What probing knows of a host (mapKey: idKey of its ID); undefined when it is not tracked. */
+  health(mapKey: string): HostHealth | undefined {
+    const p = this.peers.get(mapKey);
+    if (p === undefined) return undefined;
+    let alive = false;
+    let rtt: number | null = null;
+    for (const path of p.paths) {
+      const st = path.state;
+      if (st.state === 'down' || !st.localUp) continue;
+      alive = true;
+      if (st.rttMs !== null && (rtt === null || st.rttMs < rtt)) rtt = st.rttMs;
+    }
+    return { alive, rttMs: rtt };
+  }
+
   failovers(): readonly FailoverRecord[] {
     return this.log.list();
   }
@@ -339,7 +367,7 @@ export class PeerPaths {
       if (e.publicKey === null) continue;
       const mapKey = idKey(e.id);
       if (this.peers.has(mapKey)) continue;
-      if (e.traffic.tx === 0 && e.traffic.rx === 0) continue;
+      if (e.traffic.tx === 0 && e.traffic.rx === 0 && this.deps.keepActive?.(mapKey) !== true) continue;
       const p: Peer = { mapKey, hostId: e.hostId, id: e.id, entry: e, paths: [], current: null, txSeen: e.traffic.tx, rxSeen: e.traffic.rx, lastActiveAt: now, nextKey: 0, withdrawn: [], active: true, left: null, lost: null };
       this.rebuildPaths(p, now);
       this.peers.set(mapKey, p);
@@ -363,6 +391,7 @@ export class PeerPaths {
       p.rxSeen = t.rx;
       p.lastActiveAt = now;
     }
+    if (this.deps.keepActive?.(p.mapKey) === true) p.lastActiveAt = now;
     if (now - p.lastActiveAt > this.opts.forgetAfterMs) {
       this.forget(p.mapKey);
       return;

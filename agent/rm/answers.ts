@@ -2,6 +2,7 @@ import { applyPrefs, decodeBinding, verifyBinding, type Binding, type Locator } 
 import type { HostId } from '../../shared/ids.ts';
 import { certMatches, verifyCertificate } from '../../shared/membership.ts';
 import type { LocatorPref } from '../../shared/wire/messages.ts';
+import { decodeGroup, verifyGroup, type GroupBinding } from '../../shared/group.ts';
 
 /**
  * What the RM serves, checked before anyone uses it: every binding in a LOOKUP-REPLY or PUSH is
@@ -44,7 +45,25 @@ export interface NegativeAnswer {
   readonly ttl: number;
 }
 
-export type LookupResult = BindingAnswer | NegativeAnswer;
+/**
+ * Slice 2: the answer for a user or data ID (docs/slice2.md). The owner's binding is verified here
+ * (self-certifying ID, signature, sequence); which hosts are present is the RM's word (it saw their
+ * consent and registration); the inline host bindings are verified like any other, and only those
+ * the owner lists are kept.
+ */
+export interface GroupAnswer {
+  readonly kind: 'group';
+  /** The user or data ID. */
+  readonly hostId: HostId;
+  readonly group: GroupBinding;
+  /** One flag per group.hosts entry. */
+  readonly present: readonly boolean[];
+  /** Verified bindings of present hosts, as many as the RM could fit (more are looked up one by one). */
+  readonly hosts: readonly BindingAnswer[];
+  readonly ttl: number;
+}
+
+export type LookupResult = BindingAnswer | NegativeAnswer | GroupAnswer;
 
 export type AnswerRefusal = 'forged' | 'mismatch' | 'stale' | 'noCert' | 'badCert' | 'keyChanged' | 'prefixLen' | 'revoked';
 
@@ -72,6 +91,8 @@ export class AnswerVerifier {
   private readonly pinned = new Map<string, Uint8Array>();
   /** Revoked IDs → Unix seconds until which they are refused. */
   private readonly revoked = new Map<string, number>();
+  /** Slice 2: the newest user/data binding seen per ID (verified). */
+  private readonly groupSeen = new Map<string, { seq: number; bytes: Uint8Array }>();
 
   /** maxTracked: IDs whose last sequence number and key are remembered (the oldest is forgotten first). */
   constructor(
@@ -109,6 +130,30 @@ export class AnswerVerifier {
       this.remember(k, { seq: b.seq, bytes: b.bytes, cert: Uint8Array.from(cert), certNotAfter }, b.publicKey);
     }
     return Object.freeze({ kind: 'binding', hostId: b.hostId, binding: b, locators: applyPrefs(b.locators, prefs), ttl, certNotAfter });
+  }
+
+  /**
+   * A user or data binding as served (GROUP-REPLY or GROUP-PUSH), without its inline hosts: decoded,
+   * the ID asked for (expect), derived from the key that signed it, not older than one seen before.
+   */
+  checkGroup(bytes: Uint8Array, expect: HostId | null, present: Uint8Array, ttl: number): Omit<GroupAnswer, 'hosts'> | 'forged' | 'mismatch' | 'stale' {
+    const d = decodeGroup(bytes);
+    if (!d.ok) return 'forged';
+    const g = d.group;
+    if ((expect !== null && !g.id.equals(expect)) || present.length !== g.hosts.length) return 'mismatch';
+    const k = g.id.key;
+    const prev = this.groupSeen.get(k);
+    if (prev !== undefined && g.seq < prev.seq) return 'stale';
+    if (prev === undefined || !sameBytes(prev.bytes, g.bytes)) {
+      if (prev !== undefined && prev.seq === g.seq) return 'stale';
+      if (!verifyGroup(g).ok) return 'forged';
+      if (this.groupSeen.size >= this.maxTracked && !this.groupSeen.has(k)) {
+        const oldest = this.groupSeen.keys().next();
+        if (!oldest.done) this.groupSeen.delete(oldest.value);
+      }
+      this.groupSeen.set(k, { seq: g.seq, bytes: g.bytes });
+    }
+    return Object.freeze({ kind: 'group', hostId: g.id, group: g, present: Array.from(present, (f) => f === 1), ttl });
   }
 
   /**

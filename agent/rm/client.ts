@@ -6,10 +6,10 @@ import { deriveHostId, type HostId, type Prefix } from '../../shared/ids.ts';
 import type { KeyPair } from '../../shared/crypto/ed25519.ts';
 import type { Binding } from '../../shared/binding.ts';
 import { decodeBody, decodeHeader } from '../../shared/wire/codec.ts';
-import { MAX_IDS_PER_MESSAGE, RegisterStatus, RejectCode, type ControlMessage, type LookupReply, type Push, type RegisterReply, type Revoke, type Welcome } from '../../shared/wire/messages.ts';
+import { GroupStatus, MAX_IDS_PER_MESSAGE, RegisterStatus, RejectCode, type ControlMessage, type GroupPush, type GroupReply, type LookupReply, type Push, type RegisterReply, type Revoke, type Welcome } from '../../shared/wire/messages.ts';
 import { HostId as HostIdClass } from '../../shared/ids.ts';
 import type { JoinToken } from '../../shared/membership.ts';
-import type { AnswerRefusal, AnswerVerifier, BindingAnswer, LookupResult } from './answers.ts';
+import type { AnswerRefusal, AnswerVerifier, BindingAnswer, GroupAnswer, LookupResult } from './answers.ts';
 import { DEFAULT_RETRANSMIT, RequestTable, type RetransmitPolicy } from './requests.ts';
 import { RmSession } from './session.ts';
 import { RealmTrust } from './trust.ts';
@@ -84,6 +84,17 @@ export interface RmClientOptions {
 
 export type RegisterStatusName = keyof typeof RegisterStatus;
 
+export type GroupStatusName = keyof typeof GroupStatus | 'unknownStatus';
+export interface GroupResult {
+  readonly status: GroupStatusName;
+  readonly seq: number;
+  readonly expiresIn?: number;
+}
+
+function groupStatusName(n: number): GroupStatusName {
+  return (Object.keys(GroupStatus) as (keyof typeof GroupStatus)[]).find((k) => GroupStatus[k] === n) ?? 'unknownStatus';
+}
+
 export type RegisterResult =
   | { readonly ok: true; readonly seq: number; readonly expiresIn: number; readonly refresh: number }
   | { readonly ok: false; readonly status: Exclude<RegisterStatusName, 'ok'> | 'unknown'; readonly seq: number };
@@ -109,6 +120,13 @@ export interface RmClient {
   onRevoke(cb: (hostId: HostId, untilS: number) => void): () => void;
   /** Asks the RM for a fresh membership certificate now; resolves with whether one came. */
   renew(): Promise<boolean>;
+  /** Slice 2: hands an owner-signed user/data binding to the RM. */
+  publish(binding: Uint8Array): Promise<GroupResult>;
+  /** Slice 2: this host consents to serve id (kept and refreshed unless keep is false). */
+  serve(id: HostId, binding: Uint8Array | null, opts?: { keep?: boolean }): Promise<GroupResult>;
+  unserve(id: HostId): void;
+  /** Adds a listener for pushed user/data bindings and presence (the RCA); returns its remover. */
+  onGroupPush(cb: (answer: GroupAnswer) => void): () => void;
   readonly trust: RealmTrust;
   /** Whether a request now would be kept (not refused as busy): check before starting one. */
   hasRoom(): boolean;
@@ -160,6 +178,8 @@ const COUNTER_NAMES = [
   'binding.prefixLen',
   'binding.keyChanged',
   'binding.revoked',
+  /** Slice 2: verified GROUP-REPLYs (user/data IDs). */
+  'group.answers',
   'revoke.delivered',
   'hello.notMember',
   'hello.badToken',
@@ -194,6 +214,9 @@ class Client implements RmClient {
   readonly trust: RealmTrust;
   private readonly pushListeners = new Set<(a: BindingAnswer) => void>();
   private readonly revokeListeners = new Set<(id: HostId, untilS: number) => void>();
+  private readonly groupPushListeners = new Set<(a: GroupAnswer) => void>();
+  /** Slice 2: the user/data IDs this host consents to serve (refreshed with its registration). */
+  private readonly served = new Map<string, { id: HostId; binding: Uint8Array | null }>();
   private renewTimer: NodeJS.Timeout | null = null;
   private renewing = false;
   /** REJECTs of our HELLO seen (the first, and every 20th, is logged). */
@@ -293,7 +316,8 @@ class Client implements RmClient {
 
   async lookup(id: HostId): Promise<LookupResult> {
     await this.ready();
-    const r: LookupReply = await this.request((reqId) => ({ type: 'lookup', reqId, hostId: id.toBytes() }), 'lookupReply');
+    const r = await this.request((reqId) => ({ type: 'lookup', reqId, hostId: id.toBytes() }), ['lookupReply', 'groupReply'] as const);
+    if (r.type === 'groupReply') return this.groupAnswer(id, r);
     if (!Buffer.from(r.hostId).equals(Buffer.from(id.toBytes()))) {
       this.c['binding.mismatch']++;
       throw new RealmnetError('BINDING_INVALID', `the RM answered a lookup of ${id.toString()} for another ID`);
@@ -302,6 +326,31 @@ class Client implements RmClient {
     const a = this.verified(this.answers.check(r.binding, id, r.ttl, r.prefs, r.cert));
     if (a === null) throw new RealmnetError('BINDING_INVALID', `the RM served an invalid binding for ${id.toString()} (forged, mismatched, stale, revoked or without a valid certificate)`);
     return a;
+  }
+
+  async publish(binding: Uint8Array): Promise<GroupResult> {
+    await this.ready();
+    const r = await this.request((reqId) => ({ type: 'publish', reqId, binding }), 'publishReply');
+    return { status: groupStatusName(r.status), seq: r.seq };
+  }
+
+  async serve(id: HostId, binding: Uint8Array | null, o: { keep?: boolean } = {}): Promise<GroupResult> {
+    if (o.keep !== false) {
+      this.served.set(id.key, { id, binding });
+      this.scheduleRefresh();
+    }
+    await this.ready();
+    const r = await this.request((reqId) => ({ type: 'serve', reqId, id: id.toBytes(), binding }), 'serveReply');
+    return { status: groupStatusName(r.status), seq: 0, expiresIn: r.expiresIn };
+  }
+
+  unserve(id: HostId): void {
+    this.served.delete(id.key);
+  }
+
+  onGroupPush(cb: (answer: GroupAnswer) => void): () => void {
+    this.groupPushListeners.add(cb);
+    return () => this.groupPushListeners.delete(cb);
   }
 
   async subscribe(ids: readonly HostId[]): Promise<number> {
@@ -422,6 +471,8 @@ class Client implements RmClient {
   private resync(): void {
     if (this.followed.size > 0) void this.subscribeIds([...this.followed.values()]).catch(() => {});
     for (const b of this.kept.values()) void this.sendRegister(b).catch(() => {});
+    // Consents lapse like registrations: refreshed with them.
+    for (const v of this.served.values()) void this.serve(v.id, v.binding, { keep: false }).catch(() => {});
   }
 
   private ready(): Promise<void> {
@@ -432,7 +483,7 @@ class Client implements RmClient {
 
   // ---- requests ----
 
-  private request<T extends ControlMessage['type']>(make: (reqId: number) => ControlMessage, answerType: T): Promise<Extract<ControlMessage, { type: T }>> {
+  private request<T extends ControlMessage['type']>(make: (reqId: number) => ControlMessage, answerType: T | readonly T[]): Promise<Extract<ControlMessage, { type: T }>> {
     if (this.stopped) return Promise.reject(stoppedError());
     if (!this.requests.hasRoom()) this.c['requests.refusedBusy']++;
     const p = this.requests.start(make, answerType);
@@ -480,6 +531,7 @@ class Client implements RmClient {
     if (!b.ok) return void this.c['rx.drop.malformed']++;
     const m = b.msg;
     if (m.type === 'push') return this.onPushMsg(m);
+    if (m.type === 'groupPush') return this.onGroupPushMsg(m);
     if (m.type === 'challenge') {
       // Return routability: the echo leaves from this socket, i.e. from the address the RM saw; the
       // RM then moves the session here, and the next retransmission of what is in flight is answered.
@@ -608,6 +660,48 @@ class Client implements RmClient {
         l(a);
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'push listener threw');
+      }
+    }
+  }
+
+  /** GROUP-REPLY: the owner's binding checked, then each inline host binding like a lookup answer. */
+  private groupAnswer(id: HostId, r: GroupReply): LookupResult {
+    if (!Buffer.from(r.id).equals(Buffer.from(id.toBytes()))) {
+      this.c['binding.mismatch']++;
+      throw new RealmnetError('BINDING_INVALID', `the RM answered a lookup of ${id.toString()} for another ID`);
+    }
+    if (r.binding === null) return Object.freeze({ kind: 'negative', hostId: id, ttl: r.ttl });
+    const g = this.answers.checkGroup(r.binding, id, r.present, r.ttl);
+    if (typeof g === 'string') {
+      this.c[`binding.${g}`]++;
+      throw new RealmnetError('BINDING_INVALID', `the RM served an invalid user/data binding for ${id.toString()} (${g})`);
+    }
+    const hosts: BindingAnswer[] = [];
+    for (const h of r.hosts) {
+      const a = this.verified(this.answers.check(h.binding, null, h.ttl, h.prefs, h.cert));
+      // Only hosts the owner lists: the RM cannot slip another host in.
+      if (a !== null && g.group.hosts.some((x) => x.hostId.equals(a.hostId))) hosts.push(a);
+    }
+    this.c['group.answers']++;
+    return Object.freeze({ ...g, hosts: Object.freeze(hosts) });
+  }
+
+  private onGroupPushMsg(m: GroupPush): void {
+    this.c['rx.handled.push']++;
+    this.c['push.received']++;
+    const ack = this.session.seal({ type: 'pushAck', pushId: m.pushId });
+    if (ack === null) return;
+    this.send(ack);
+    const g = this.answers.checkGroup(m.binding, null, m.present, m.ttl);
+    if (typeof g === 'string') return void this.c[`binding.${g}`]++;
+    if (!this.followed.has(g.hostId.key)) return void this.c['push.notFollowed']++;
+    this.c['push.delivered']++;
+    const a: GroupAnswer = Object.freeze({ ...g, hosts: [] });
+    for (const l of this.groupPushListeners) {
+      try {
+        l(a);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'group push listener threw');
       }
     }
   }

@@ -3,8 +3,8 @@ import type { Logger } from '../../shared/log.ts';
 import { nextSeq, signBinding, type Binding, type Locator } from '../../shared/binding.ts';
 import type { HostId, Prefix } from '../../shared/ids.ts';
 import type { KeyPair } from '../../shared/crypto/ed25519.ts';
-import type { BindingAnswer, LookupResult } from './answers.ts';
-import type { RegisterResult, RmClient } from './client.ts';
+import type { BindingAnswer, GroupAnswer, LookupResult } from './answers.ts';
+import type { GroupResult, RegisterResult, RmClient } from './client.ts';
 import type { RealmTrust } from './trust.ts';
 import type { ResolverLookup } from './resolver.ts';
 import type { UplinkSnapshot } from '../uplinks/table.ts';
@@ -63,6 +63,7 @@ export class RmLink implements ResolverLookup {
   private readonly revokeListeners = new Set<(id: HostId, untilS: number) => void>();
   private readonly signedListeners = new Set<(b: Binding) => void>();
   private readonly registeredListeners = new Set<(b: Binding) => void>();
+  private readonly groupPushListeners = new Set<(a: GroupAnswer) => void>();
   private stopped = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryMs = 1000;
@@ -85,6 +86,9 @@ export class RmLink implements ResolverLookup {
       c.onRevoke((id, until) => {
         for (const l of this.revokeListeners) l(id, until);
       });
+      c.onGroupPush((a) => {
+        for (const l of this.groupPushListeners) l(a);
+      });
       this.clients.push(c);
       c.start().catch((e: unknown) => this.noteError(e));
     });
@@ -104,6 +108,26 @@ export class RmLink implements ResolverLookup {
   /** Every peer the RM revoked (each uplink's client may report it: listeners must be idempotent). */
   onRevoke(cb: (id: HostId, untilS: number) => void): void {
     this.revokeListeners.add(cb);
+  }
+
+  /** Slice 2: pushed user/data bindings and presence (the RCA), from any uplink's client. */
+  onGroupPush(cb: (a: GroupAnswer) => void): void {
+    this.groupPushListeners.add(cb);
+  }
+
+  /** Slice 2: an owner-signed user/data binding to the RM (through the first working uplink). */
+  publish(binding: Uint8Array): Promise<GroupResult> {
+    const c = this.primary();
+    return c === undefined ? Promise.reject(new Error('RM link not started')) : c.publish(binding);
+  }
+
+  /**
+   * Slice 2: this host consents to serve id, through every uplink's client (each keeps refreshing it
+   * with its registration, so the consent holds while any uplink works). Resolves with the first answer.
+   */
+  serve(id: HostId, binding: Uint8Array | null): Promise<GroupResult> {
+    if (this.clients.length === 0) return Promise.reject(new Error('RM link not started'));
+    return Promise.any(this.clients.map((c) => c.serve(id, binding)));
   }
 
   /** This host's realm trust (shared by the clients): its certificate, realm keys, revoked peers. */

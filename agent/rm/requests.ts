@@ -84,7 +84,8 @@ export class RequestTable {
   }
 
   /** Keeps a request and transmits it if a session exists; resolves with the answer of type `answerType`. */
-  start<T extends ControlMessage['type']>(make: (reqId: number) => ControlMessage, answerType: T): Promise<Extract<ControlMessage, { type: T }>> {
+  start<T extends ControlMessage['type']>(make: (reqId: number) => ControlMessage, answerType: T | readonly T[]): Promise<Extract<ControlMessage, { type: T }>> {
+    const types: readonly string[] = typeof answerType === 'string' ? [answerType] : answerType;
     if (!this.hasRoom()) return Promise.reject(busyError(this.max));
     return new Promise((resolve, reject) => {
       const reqId = this.takeId();
@@ -97,7 +98,7 @@ export class RequestTable {
         settle: (m) => {
           this.pending.delete(reqId);
           if (m instanceof Error) reject(m);
-          else if (m.type !== answerType) reject(new RealmnetError('INTERNAL', `expected ${answerType}, got ${m.type}`));
+          else if (!types.includes(m.type)) reject(new RealmnetError('INTERNAL', `expected ${types.join(' or ')}, got ${m.type}`));
           else resolve(m as Extract<ControlMessage, { type: T }>);
         },
       };

@@ -5,7 +5,7 @@ import type { Locator } from '../../shared/binding.ts';
 import type { Binding } from '../../shared/binding.ts';
 import { choosePath, type UplinkView } from '../paths/rank.ts';
 import { boundLocator, newTraffic, type GroupPath, type MapCache, type MapEntry, type BoundLocator, type Path } from '../mapcache/cache.ts';
-import type { BindingAnswer, LookupResult } from './answers.ts';
+import type { BindingAnswer, GroupAnswer, LookupResult } from './answers.ts';
 
 /**
  * The control-plane half of the map-cache: it fills the cache from the Realm Manager.
@@ -66,6 +66,8 @@ export interface ResolverDeps {
   readonly reinjectOutside: (uplink: number, buf: Buffer, lengths: Uint32Array, srcAddrs: Uint8Array, srcPorts: Uint16Array, count: number) => void;
   /** Wall-clock ms (certificates end at a wall-clock time); default Date.now. */
   readonly wallClock?: () => number;
+  /** Slice 2: a verified user/data answer (its inline host bindings are already in the map-cache). */
+  readonly onGroup?: (answer: GroupAnswer) => void;
 }
 
 interface Waiting {
@@ -73,7 +75,7 @@ interface Waiting {
   readonly outside: { uplink: number; data: Buffer; src: Uint8Array; port: number }[];
 }
 
-export const RESOLVER_COUNTERS = ['lookups', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'directApplied', 'expired', 'refreshed', 'negativeHits', 'backoffHits', 'busy', 'droppedAfterFailure', 'revoked', 'revokedHits', 'directKeyChanged', 'certExpired'] as const;
+export const RESOLVER_COUNTERS = ['lookups', 'groups', 'fetches', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'directApplied', 'expired', 'refreshed', 'negativeHits', 'backoffHits', 'busy', 'droppedAfterFailure', 'revoked', 'revokedHits', 'directKeyChanged', 'certExpired'] as const;
 export type ResolverCounter = (typeof RESOLVER_COUNTERS)[number];
 
 export class Resolver {
@@ -153,6 +155,22 @@ export class Resolver {
 
   revokedCount(): number {
     return this.revokedIds.size;
+  }
+
+  /**
+   * Slice 2: look id up without a packet waiting (a present host of a user/data ID not in the
+   * map-cache, a user/data ID about to expire, or a source ID a session's peer used). At most one
+   * lookup per ID in flight; negative and backed-off IDs are skipped.
+   */
+  fetch(id: HostId): void {
+    const key = id.key;
+    if (this.stopped || this.waiting.has(key) || this.refreshing.has(key) || this.isNegative(key) || this.inBackoff(key) || this.isRevoked(key)) return;
+    if (!this.deps.rm.hasRoom()) {
+      this.counters.busy++;
+      return;
+    }
+    this.counters.fetches++;
+    this.lookup(id, true);
   }
 
   /** A pushed (verified) binding: replace the entry at once. */
@@ -275,10 +293,23 @@ export class Resolver {
             this.dropWaiting(id.key);
             return;
           }
-          if (answer.kind === 'binding') {
+          if (answer.kind === 'group') {
+            // A user or data ID: its hosts' bindings go into the map-cache, the rest to the router.
+            this.counters.groups++;
+            const fresh: HostId[] = [];
+            for (const h of answer.hosts) {
+              if (this.isRevoked(h.hostId.key)) continue;
+              if (this.deps.cache.lookup(h.hostId.toBytes(), 0) === undefined) fresh.push(h.hostId);
+              this.install(h);
+            }
+            this.deps.onGroup?.(answer);
+            fresh.unshift(id);
+            if (fresh.length > 0) this.deps.rm.subscribe(fresh).catch((e: unknown) => this.deps.log.warn({ id: id.toString(), err: String(e) }, 'subscribe failed'));
+          } else if (answer.kind === 'binding') {
             this.counters.positive++;
             if (refresh) this.counters.refreshed++;
-            const first = !refresh && this.deps.cache.lookup(id.toBytes(), 0) === undefined;
+            // Not cached yet (a miss, or a fetch): follow it from now on.
+            const first = this.deps.cache.lookup(id.toBytes(), 0) === undefined;
             this.install(answer);
             if (first) this.deps.rm.subscribe([id]).catch((e: unknown) => this.deps.log.warn({ hostId: id.toString(), err: String(e) }, 'subscribe failed'));
           } else {

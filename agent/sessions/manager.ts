@@ -203,8 +203,8 @@ export class SessionManager implements Sealing {
 
   // ---- the data plane's calls (Sealing) ----
 
-  sessionFor(traffic: Traffic, buf: Buffer, idOff: number, off: number, len: number): number {
-    const p = this.peerFor(buf, idOff);
+  sessionFor(traffic: Traffic, id: Uint8Array, idOff: number, buf: Buffer, off: number, len: number): number {
+    const p = this.peerFor(id, idOff);
     if (p === null) return DROP;
     p.traffic = traffic;
     if (p.current !== null) {
@@ -463,7 +463,7 @@ export class SessionManager implements Sealing {
     }
   }
 
-  private peerFor(buf: Buffer, idOff: number): PeerState | null {
+  private peerFor(buf: Uint8Array, idOff: number): PeerState | null {
     const key = idKey(buf, idOff);
     const known = this.peers.get(key);
     if (known !== undefined) return known;

@@ -10,13 +10,15 @@ import { RealmnetError } from '../../shared/errors.ts';
  *   bindings(id, seq, bytes, expires_at, live)      the journal of registrations (live = 0: tombstone)
  *   members(id, public_key, prefix_len, admitted_at, revoked_at, previous_key, via)
  *   invites_used(invite_id, expires_at)             join tokens already spent (kept until they expire)
+ *   groups(id, seq, bytes)                          user and data bindings (slice 2), the newest of each
+ *   serves(group_id, host_id, expires_at)           hosts' consent to serve a user or data ID
  *
  * WAL lets the CLI write while the RM reads; busy_timeout makes either side wait for the other's
  * short transaction instead of failing with SQLITE_BUSY. Schema version 2 added the members and
  * invites tables (version 1 files are upgraded in place; they had no members, so every host of an
- * upgraded realm must be admitted).
+ * upgraded realm must be admitted); version 3 the groups and serves tables (slice 2; added in place).
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 /** How long a writer waits for the other process's transaction, ms. */
 const BUSY_TIMEOUT_MS = 5_000;
 
@@ -28,7 +30,7 @@ export function openStoreDatabase(path: string, synchronous: 'full' | 'normal'):
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     const version = db.pragma('user_version', { simple: true });
-    if (version !== 0 && version !== 1 && version !== SCHEMA_VERSION) {
+    if (version !== 0 && version !== 1 && version !== 2 && version !== SCHEMA_VERSION) {
       throw new Error(`store schema version ${String(version)} is not ${SCHEMA_VERSION} (written by another realmnet version)`);
     }
     db.transaction(() => {
@@ -55,6 +57,17 @@ export function openStoreDatabase(path: string, synchronous: 'full' | 'normal'):
         expires_at INTEGER NOT NULL
       ) WITHOUT ROWID`);
       db.exec('CREATE INDEX IF NOT EXISTS invites_used_expiry ON invites_used (expires_at)');
+      db.exec(`CREATE TABLE IF NOT EXISTS groups (
+        id BLOB PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        bytes BLOB NOT NULL
+      ) WITHOUT ROWID`);
+      db.exec(`CREATE TABLE IF NOT EXISTS serves (
+        group_id BLOB NOT NULL,
+        host_id BLOB NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (group_id, host_id)
+      ) WITHOUT ROWID`);
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
     return db;

@@ -11,9 +11,11 @@ import {
   type Decoded,
   type Header,
   type JoinProof,
+  type HostAnswer,
   type LocatorPref,
   type MsgTypeName,
 } from './messages.ts';
+import { MAX_GROUP_HOSTS, MAX_GROUP_LEN } from '../group.ts';
 import { MAX_BINDING_LEN, MAX_LOCATORS } from '../binding.ts';
 import { CERT_LEN } from '../membership.ts';
 
@@ -126,6 +128,7 @@ export function requestIdOf(m: ControlMessage): number {
     case 'push':
     case 'pushAck':
     case 'revoke':
+    case 'groupPush':
       return m.pushId;
     case 'challenge':
     case 'challengeReply':
@@ -175,6 +178,18 @@ function bodyOf(m: ControlMessage): unknown[] {
     case 'challenge':
     case 'challengeReply':
       return [m.token];
+    case 'publish':
+      return [m.reqId, m.binding];
+    case 'publishReply':
+      return [m.reqId, m.id, m.status, m.seq];
+    case 'serve':
+      return [m.reqId, m.id, m.binding];
+    case 'serveReply':
+      return [m.reqId, m.id, m.status, m.expiresIn];
+    case 'groupReply':
+      return [m.reqId, m.id, m.ttl, m.binding, m.present, m.hosts.map((h) => [h.binding, prefsOut(h.prefs), h.cert, h.ttl])];
+    case 'groupPush':
+      return [m.pushId, m.binding, m.present, m.ttl];
   }
 }
 
@@ -258,7 +273,41 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
     case 'challengeReply':
       if (a.length !== 1 || !bin(a[0], CHALLENGE_LEN)) return null;
       return { type, token: a[0] };
+    case 'publish':
+      if (a.length !== 2 || !u32(a[0]) || !binMax(a[1], MAX_GROUP_LEN)) return null;
+      return { type, reqId: a[0], binding: a[1] };
+    case 'publishReply':
+      if (a.length !== 4 || !u32(a[0]) || !bin(a[1], 16) || !u8(a[2]) || !safeUint(a[3])) return null;
+      return { type, reqId: a[0], id: a[1], status: a[2], seq: a[3] };
+    case 'serve':
+      if (a.length !== 3 || !u32(a[0]) || !bin(a[1], 16) || !(a[2] === null || binMax(a[2], MAX_GROUP_LEN))) return null;
+      return { type, reqId: a[0], id: a[1], binding: a[2] };
+    case 'serveReply':
+      if (a.length !== 4 || !u32(a[0]) || !bin(a[1], 16) || !u8(a[2]) || !u32(a[3])) return null;
+      return { type, reqId: a[0], id: a[1], status: a[2], expiresIn: a[3] };
+    case 'groupReply': {
+      if (a.length !== 6 || !u32(a[0]) || !bin(a[1], 16) || !u32(a[2]) || !(a[3] === null || binMax(a[3], MAX_GROUP_LEN)) || !flags(a[4])) return null;
+      if (!Array.isArray(a[5]) || a[5].length > MAX_GROUP_HOSTS || (a[3] === null && (a[4].length > 0 || a[5].length > 0))) return null;
+      const hosts: HostAnswer[] = [];
+      for (const h of a[5] as unknown[]) {
+        if (!Array.isArray(h) || h.length !== 4 || !binMax(h[0], MAX_BINDING_LEN) || !bin(h[2], CERT_LEN) || !u32(h[3])) return null;
+        const prefs = prefsIn(h[1]);
+        if (prefs === null) return null;
+        hosts.push({ binding: h[0], prefs, cert: h[2], ttl: h[3] });
+      }
+      return { type, reqId: a[0], id: a[1], ttl: a[2], binding: a[3], present: a[4], hosts };
+    }
+    case 'groupPush':
+      if (a.length !== 4 || !u32(a[0]) || !binMax(a[1], MAX_GROUP_LEN) || !flags(a[2]) || !u32(a[3])) return null;
+      return { type, pushId: a[0], binding: a[1], present: a[2], ttl: a[3] };
   }
+}
+
+/** One 0/1 byte per host of a group binding. */
+function flags(x: unknown): x is Uint8Array {
+  if (!(x instanceof Uint8Array) || x.length > MAX_GROUP_HOSTS) return false;
+  for (const b of x) if (b > 1) return false;
+  return true;
 }
 
 function prefsIn(x: unknown): LocatorPref[] | null {

@@ -39,6 +39,12 @@ export const MsgType = {
   renewReply: 31,
   challenge: 32,
   challengeReply: 33,
+  publish: 40,
+  publishReply: 41,
+  serve: 42,
+  serveReply: 43,
+  groupReply: 44,
+  groupPush: 45,
 } as const;
 export type MsgTypeName = keyof typeof MsgType;
 
@@ -276,7 +282,105 @@ export interface ChallengeReply {
   readonly token: Uint8Array;
 }
 
+/**
+ * Slice 2 (docs/slice2.md). Client → RM: a user or data binding signed by its owner (shared/group.ts).
+ * Any member may carry it (the owner's CLI hands it to its local agent): the owner's signature is
+ * what makes it valid, not who sends it.
+ */
+export interface Publish {
+  readonly type: 'publish';
+  readonly reqId: number;
+  readonly binding: Uint8Array;
+}
+
+export const GroupStatus = {
+  /** Stored durably (or the same binding again). */
+  ok: 0,
+  /** Older than (or conflicting with) the stored binding. */
+  stale: 1,
+  /** Bad signature, or the ID is not derived from the key (and name). */
+  forged: 2,
+  /** The ID is not under this realm's user or data prefix. */
+  notInRealm: 3,
+  /** SERVE: the owner's binding does not list the sender's host. */
+  notListed: 4,
+  malformed: 5,
+  /** The store failed or is full. */
+  unavailable: 6,
+  /** SERVE without a binding, for an ID the RM has none for. */
+  unknown: 7,
+} as const;
+
+export interface PublishReply {
+  readonly type: 'publishReply';
+  readonly reqId: number;
+  readonly id: Uint8Array;
+  readonly status: number;
+  /** The sequence number now stored for id (0 if none). */
+  readonly seq: number;
+}
+
+/**
+ * Client → RM: the session's host consents to serve the user or data ID `id` (it will accept
+ * traffic for it). binding: the owner's binding listing the host, if the host has it (stored when
+ * newer); null to consent under the binding the RM holds. Refreshed like a registration.
+ */
+export interface Serve {
+  readonly type: 'serve';
+  readonly reqId: number;
+  readonly id: Uint8Array;
+  readonly binding: Uint8Array | null;
+}
+
+export interface ServeReply {
+  readonly type: 'serveReply';
+  readonly reqId: number;
+  readonly id: Uint8Array;
+  readonly status: number;
+  /** Seconds until the consent lapses unless refreshed. */
+  readonly expiresIn: number;
+}
+
+/** A host's binding served inline with a group answer (as in LOOKUP-REPLY). */
+export interface HostAnswer {
+  readonly binding: Uint8Array;
+  readonly prefs: readonly LocatorPref[];
+  readonly cert: Uint8Array;
+  readonly ttl: number;
+}
+
+/**
+ * The answer to a LOOKUP of a user or data ID: the owner's binding, which of its hosts are present
+ * (one flag per listed host, in its order: consented, registered and with a locator up), and the
+ * host bindings of as many present hosts as fit, best first, so the first packet costs one round
+ * trip. binding null: unknown or not allowed (the same negative answer as for a host ID).
+ */
+export interface GroupReply {
+  readonly type: 'groupReply';
+  readonly reqId: number;
+  readonly id: Uint8Array;
+  readonly ttl: number;
+  readonly binding: Uint8Array | null;
+  readonly present: Uint8Array;
+  readonly hosts: readonly HostAnswer[];
+}
+
+/** RM → follower of a user or data ID: its binding or its hosts' presence changed (the RCA). Acked with PUSH-ACK. */
+export interface GroupPush {
+  readonly type: 'groupPush';
+  readonly pushId: number;
+  readonly binding: Uint8Array;
+  readonly present: Uint8Array;
+  readonly ttl: number;
+}
+
 export type ControlMessage =
+  | Publish
+  | PublishReply
+  | Serve
+  | ServeReply
+  | GroupReply
+  | GroupPush
   | Hello
   | Welcome
   | Reject

@@ -86,6 +86,7 @@ export function fakeAgent(net: MemoryNet, rm: FakeAgentRm, realmPrefix: string, 
           stop: () => inner.stop(),
           status: () => inner.status(),
           reregister: () => inner.reregister(),
+          publish: (b) => inner.publish(b),
         };
   return { agent, tun, id: hostId.toString(), key };
 }
