@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { agentCommand, statusCommand } from '../agent/main.ts';
 import { rmCommand } from '../mapping-server/main.ts';
 import { keygenCommand } from './keygen.ts';
+import { dataCommand, userCommand } from './group.ts';
 import { isRealmnetError } from '../shared/errors.ts';
 
 /**
@@ -30,6 +31,8 @@ Config reference:  examples/agent.yaml      Errors and fixes:  docs/errors.md`,
   program.addCommand(statusCommand());
   program.addCommand(rmCommand());
   program.addCommand(keygenCommand());
+  program.addCommand(userCommand());
+  program.addCommand(dataCommand());
   program.exitOverride();
   return program;
 }

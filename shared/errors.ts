@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'TIMEOUT'
   | 'RM_CLIENT_BUSY'
   | 'RM_CLIENT_STOPPED'
+  | 'PUBLISH_FAILED'
   | 'INTERNAL';
 
 export class RealmnetError extends Error {
