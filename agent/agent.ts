@@ -1,6 +1,6 @@
 import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
-import { hostIdBytes, idKey, type HostId, type Prefix } from '../shared/ids.ts';
+import { HostId, hostIdBytes, idKey, type Prefix } from '../shared/ids.ts';
 import { decodeGroup } from '../shared/group.ts';
 import { privateSeed, type KeyPair } from '../shared/crypto/ed25519.ts';
 import type { AgentConfig } from './config.ts';
@@ -145,6 +145,8 @@ export interface Agent {
 /** UDP payload limits: IPv4 65535 − 20 − 8; we size for the smaller so any uplink can carry any frame. */
 const MAX_DATAGRAM = 65_507;
 const SWEEP_MS = 1000;
+/** Lookups a second started by peer messages (probes) from hosts not in the map-cache. */
+const UNKNOWN_PEER_FETCHES_PER_S = 20;
 
 /** Offload chunks fit one underlay packet even over IPv6: MTU − 40 (IPv6) − 8 (UDP) − the data header (and tag). */
 export function chunkPayload(underlayMtu: number, sealed: boolean): number {
@@ -192,6 +194,8 @@ class RealmnetAgent implements Agent {
   /** A copy of what was sent recently, re-sent after a failover; null when failover.resend is off. */
   private readonly flight: FlightRecorder | null;
   private running: Running | null = null;
+  private unknownPeerWindow = -Infinity;
+  private unknownPeerFetches = 0;
 
   constructor(
     private readonly config: AgentConfig,
@@ -380,6 +384,16 @@ class RealmnetAgent implements Agent {
         log: this.log.child({ module: 'paths' }),
         applyBinding: (b) => resolver.applyDirect(b),
         keepActive: (k) => groups.keepActive(k),
+        // Unauthenticated until the binding is known: at most UNKNOWN_PEER_FETCHES_PER_S lookups a
+        // second, so a spray of made-up sender IDs costs the RM little.
+        onUnknownPeer: (buf, off) => {
+          const now = deps.clock.now();
+          if (now - this.unknownPeerWindow >= 1000) {
+            this.unknownPeerWindow = now;
+            this.unknownPeerFetches = 0;
+          }
+          if (++this.unknownPeerFetches <= UNKNOWN_PEER_FETCHES_PER_S) resolver.fetch(HostId.fromBytes(buf, off));
+        },
         onPathFailed: (traffic, from, to, since) => {
           const f = this.flight;
           if (f === null) return 0;

@@ -114,7 +114,7 @@ export class GroupTier {
     for (const r of db.prepare<{ group_id: Buffer; host_id: Buffer; expires_at: number }>('SELECT group_id, host_id, expires_at FROM serves').iterate()) {
       const g = this.groups.get(r.group_id.toString('latin1'));
       const hostKey = r.host_id.toString('latin1');
-      if (g === undefined || r.expires_at <= now || !g.binding.hosts.some((h) => h.hostId.key === hostKey)) continue;
+      if (g === undefined || r.expires_at <= now) continue;
       g.consents.set(hostKey, r.expires_at);
     }
     for (const k of this.groups.keys()) this.recompute(k, false);
@@ -292,15 +292,8 @@ export class GroupTier {
         }
         c.published++;
         this.p.log.info({ id: g.id.toString(), kind: g.kind, seq: g.seq, hosts: g.hosts.length }, 'user/data binding stored');
-        // Consents of hosts the owner no longer lists are void.
-        const rec = this.groups.get(key);
-        if (rec !== undefined) {
-          for (const hostKey of rec.consents.keys()) {
-            if (g.hosts.some((h) => h.hostId.key === hostKey)) continue;
-            rec.consents.delete(hostKey);
-            this.p.store.journal(() => this.stUnconsent.run(Buffer.from(key, 'latin1'), Buffer.from(hostKey, 'latin1')), () => undefined);
-          }
-        }
+        // A host the owner no longer lists is no longer offered (recompute); its consent stays until it
+        // lapses, so listing it again brings it back at once if it still serves the ID.
         this.recompute(key, true, true);
         done(GroupStatus.ok);
       },

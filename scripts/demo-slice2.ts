@@ -41,7 +41,7 @@ each host consents by listing the binding under \`serve:\` in its agent config.`
     await writeFile(file, randomBytes(16 * 1024 * 1024));
     for (const n of ['r1', 'r2'] as const) {
       procs.push(tb.spawn(n, process.execPath, ['--import', 'tsx', FILESERVE, '--listen', files.dataId, '--port', String(HTTP_PORT), '--dir', work], { cwd: repo }));
-      await tb.rateLimit('core', `to-${n}`, 40);
+      await tb.rateLimit(n, 'eth0', 40);
     }
     await sleep(1500);
 

@@ -105,6 +105,8 @@ export interface PeerPathsDeps {
    * the host ID), so a replica's RTT is known and a dead host is seen before a new flow picks it.
    */
   readonly keepActive?: (mapKey: string) => boolean;
+  /** A peer message from a host ID (at buf[off]) the map-cache does not hold: look it up (no packet waits). */
+  readonly onUnknownPeer?: (buf: Uint8Array, off: number) => void;
 }
 
 /** What probing knows of one host (PeerPaths.health). */
@@ -287,7 +289,13 @@ export class PeerPaths {
     if (typeof env === 'string') return void this.counters[env]++;
     if (!sameBytes16(this.deps.myId, 0, buf, env.toOff)) return void this.counters.peerNotForUs++;
     const entry = this.deps.cache.lookup(buf, env.fromOff);
-    if (entry === undefined) return void this.counters.peerUnknown++;
+    if (entry === undefined) {
+      this.counters.peerUnknown++;
+      // A host that probes us before it sent any traffic (slice 2: a correspondent probing the hosts
+      // of a user or data ID): learn its binding from the RM, so its next probes are answered.
+      this.deps.onUnknownPeer?.(buf, env.fromOff);
+      return;
+    }
     const key = this.channel.keyFor(entry);
     if (key === null) return void this.counters.peerNoKey++;
     if (!verifyPeer(key, buf, off, len)) return void this.counters.peerBadMac++;

@@ -106,7 +106,7 @@ export async function run(argv: string[]): Promise<number> {
     const startFileServer = (n: 'r1' | 'r2') => procs.push(tb.spawn(n, process.execPath, ['--import', 'tsx', FILESERVE, '--listen', files.dataId, '--port', String(HTTP_PORT), '--dir', work], { cwd: REPO }));
     startFileServer('r1');
     startFileServer('r2');
-    for (const n of ['r1', 'r2'] as const) await tb.rateLimit('core', `to-${n}`, 40);
+    for (const n of ['r1', 'r2'] as const) await tb.rateLimit(n, 'eth0', 40);
     await sleep(1500);
     await untilName(tb, files.dataId, HTTP_PORT, () => true, Date.now(), 20_000);
     await untilName(tb, files.userId, PORT, (n) => n === 'lap', Date.now(), 20_000);
