@@ -2,7 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { agentCommand, statusCommand } from '../agent/main.ts';
 import { rmCommand } from '../mapping-server/main.ts';
 import { keygenCommand } from './keygen.ts';
-import { dataCommand, userCommand } from './group.ts';
+import { dataCommand, userCommand } from './user-data.ts';
 import { isRealmnetError } from '../shared/errors.ts';
 
 /**
