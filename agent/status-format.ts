@@ -63,6 +63,32 @@ export function formatStatus(st: AgentStatus): string {
     out.push(`held back: ${pc.probesBudgetSkipped} probes over an address's budget, ${pc.updatesWithheld} direct updates to locators that did not answer lately`);
     out.push('');
   }
+  const s2 = st.slice2;
+  if (s2 !== null && (s2.serving.length > 0 || s2.ids.length > 0)) {
+    for (const x of s2.serving) out.push(`serving ${x.kind} ID ${x.id}${x.name === '' ? '' : ` (${x.name})`}: RM says ${x.rm}  [${x.file}]`);
+    for (const g of s2.ids) {
+      out.push(`${g.kind} ID ${g.id}${g.name === '' ? '' : ` (${g.name})`}, binding seq ${g.seq}:`);
+      out.push(
+        table(
+          ['  host', 'priority', 'weight', 'RM', 'probes', 'rtt'],
+          g.hosts.map((h) => [`  ${h.hostId}`, String(h.priority), String(h.weight), h.present ? 'present' : 'absent', h.alive ? 'alive' : 'DEAD', h.rttMs === null ? '-' : `${h.rttMs} ms`]),
+        ),
+      );
+    }
+    const live = s2.flows.slice(0, 20);
+    if (live.length > 0) {
+      out.push(
+        table(
+          ['pinned flow', 'to', 'host', 'why', 'state', 'idle'],
+          live.map((f) => [`${f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : `proto ${f.proto}`} :${f.localPort} → :${f.remotePort}`, f.remote, f.hostId ?? '?', f.why ?? '-', f.state, `${Math.round(f.idleMs / 1000)} s`]),
+        ),
+      );
+      if (s2.flows.length > live.length) out.push(`… and ${s2.flows.length - live.length} more pinned flows (realmnet status --json lists them all)`);
+    }
+    const c = s2.counters;
+    out.push(`slice 2: ${s2.pins.flows ?? 0} flows pinned (${s2.pins.evictedActive ?? 0} evicted while active), ${c.newFlows} new flows, ${c.resets} TCP resets for hosts that died (${c.exactResets} exact re-sends), ${c.noHost} packets with no host to take them`);
+    out.push('');
+  }
   const enc = st.encryption;
   if (enc === null) out.push('encryption: OFF (dataplane.encryption: off — packets can be read and forged on the path)');
   else {

@@ -43,6 +43,9 @@ export interface GroupRouterOptions {
   readonly maxGroups: number;
 }
 
+/** Lookups a second started by sealed packets from unknown source IDs (inbound()). */
+const LEARN_PER_S = 20;
+
 export const DEFAULT_GROUP_ROUTER: GroupRouterOptions = Object.freeze({ maxFlows: 65_536, flowIdleMs: 120_000, activeMs: 30_000, tickMs: 50, maxGroups: 4_096 });
 
 export interface GroupRouterDeps {
@@ -178,7 +181,13 @@ export class GroupRouter implements Grouping {
 
   inbound(buf: Buffer, ip: number, len: number, peer: Uint8Array | null, peerOff: number, srcAddrs: Uint8Array, srcOff: number, port: number): MapEntry | undefined {
     const g = this.find(buf, ip + 8);
-    if (g === undefined) return undefined;
+    if (g === undefined) {
+      // Sealed, from an authenticated peer, with a source ID we do not know: perhaps a user ID its
+      // host connects from (alice's laptop calling us as alice). Look it up (a few a second at most);
+      // this packet is dropped, the sender's retransmission finds the ID resolved.
+      if (peer !== null) this.learn(buf, ip + 8);
+      return undefined;
+    }
     let host: HostRef | undefined;
     let entry: MapEntry | undefined;
     for (let i = 0; i < g.hosts.length; i++) {
@@ -334,6 +343,18 @@ export class GroupRouter implements Grouping {
     if (b === undefined) return undefined;
     for (let i = 0; i < b.length; i++) if (sameBytes16(b[i].id, 0, buf, off)) return b[i];
     return undefined;
+  }
+
+  private learnWindow = -Infinity;
+  private learnCount = 0;
+
+  private learn(buf: Uint8Array, off: number): void {
+    if (this.now - this.learnWindow >= 1000) {
+      this.learnWindow = this.now;
+      this.learnCount = 0;
+    }
+    if (++this.learnCount > LEARN_PER_S) return;
+    this.deps.fetchHost(HostId.fromBytes(buf, off));
   }
 
   private handle(id: HostId): number {

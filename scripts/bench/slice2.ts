@@ -5,17 +5,20 @@
  * laptop (two links) and phone, two replicas of a data ID, an RM. Each measure is taken N times
  * (default 5) in one run:
  *   replica_failover_ms    the replica new flows go to (r1: weight 200 against r2's 1) is silently
- *                          blackholed at the router (nftables drop, no link event); the correspondent
- *                          keeps opening connections to the data ID (each given up after 1 s): the
- *                          time from the blackhole to the first connection that succeeds.
- *   user_handover_ms       alice's laptop goes offline (both its links down); the time until a new
- *                          connection to her user ID is answered by the phone.
+ *                          blackholed at the router (nftables drop, no link event); one client process
+ *                          keeps opening connections to the data ID back to back (each given up after
+ *                          1 s): the time from the blackhole to the first new connection that succeeds.
+ *   user_handover_ms       alice's laptop goes offline (both its links down); the same client loop:
+ *                          the time until a new connection to her user ID is answered by the phone.
  *   pinned_flow_reset_ms   a connection to alice's user ID, open on the laptop, idle: the time from the
  *                          laptop going offline to the application's ECONNRESET (the agent's RST).
- *   first_packet_ms        the correspondent's agent restarted (empty map-cache, no sessions), then
- *                          one ping to the data ID: its round trip includes the lookup (one RM round
- *                          trip, the replicas' host bindings inline), the handshake with the replica
- *                          and the echo. Compared with the RM's RTT measured by ping in the same run.
+ *                          (user_handover_ms counts from when both links are down, this one from just
+ *                          before: it includes the ~10-20 ms the two `ip link` commands take.)
+ *   first_packet_ms        one UDP datagram to a data ID the correspondent never used (served by the
+ *                          same replicas: a warm agent, sessions with the replicas already up),
+ *                          stamped with the sender's clock; the replica's receiver (same host clock)
+ *                          reports how long it took: the lookup (one RM round trip, the replicas' host
+ *                          bindings inline) and delivery. Compared with the RM's RTT (ping, same run).
  *   curl_resume_intact     curl --retry --retry-all-errors -C - of a 12 MB file by data ID, the serving
  *                          replica's agent killed mid-download: true when the sha256 matches.
  * Prints a table and writes bench-results/slice2.json with replica_failover_ms_median,
@@ -37,7 +40,41 @@ const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(REPO, 'bin/realmnet.js');
 const WHOAMI = join(REPO, 'scripts/tools/whoami.ts');
 const FILESERVE = join(REPO, 'scripts/tools/fileserve.ts');
+const LOOP = join(REPO, 'scripts/tools/connectloop.ts');
 const PORT = 7000;
+
+/** On a replica: one datagram on the data ID, and how long it took from its sender's clock (the same host's clock). */
+const SINK = `
+const d = require('node:dgram').createSocket('udp6');
+d.on('message', (m) => { process.stdout.write(String(performance.timeOrigin + performance.now() - Number(m.toString())) + '\\n'); });
+d.bind(9999, process.argv[1]);
+`;
+/**
+ * On the correspondent: one datagram to the data ID, stamped with the wall clock at sending. A first
+ * send from a fresh process costs ~3-20 ms of its own (lazy bind, first call), so a warm-up datagram
+ * goes to the namespace's own loopback discard port first (it never leaves the namespace).
+ */
+const SEND = `
+const d = require('node:dgram').createSocket('udp6');
+d.send('warm-up', 9, '::1', () => setTimeout(() => d.send(String(performance.timeOrigin + performance.now()), 9999, process.argv[1], () => d.close()), 100));
+`;
+
+async function waitReady(p: NsProcess): Promise<void> {
+  for (let k = 0; k < 200 && !p.stderrTail().includes('ready'); k++) await sleep(50);
+  if (!p.stderrTail().includes('ready')) throw new Error(`the connection loop never connected: ${p.stderrTail()}`);
+}
+
+/** The loop's measure (ms from the mark to the first good connection), or NaN after 20 s. */
+async function loopResult(p: NsProcess): Promise<number> {
+  await Promise.race([p.exited, sleep(20_000)]);
+  await p.stop();
+  const line = p.stdoutTail().trim().split('\n')[0] ?? '';
+  try {
+    return (JSON.parse(line) as { ms: number }).ms;
+  } catch {
+    return NaN;
+  }
+}
 type Tb = Testbed<typeof SLICE2>;
 
 function options(argv: string[]): { reps: number } {
@@ -95,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
   const procs: NsProcess[] = [];
   let scene: Slice2Scene | null = null;
   try {
-    const files = await writeSlice2({ logLevel: 'warn', dataWeights: [200, 1] });
+    const files = await writeSlice2({ logLevel: 'warn', dataWeights: [200, 1], extraDataIds: reps });
     scene = await startSlice2(tb, files, CLI, REPO);
     const s = scene;
     for (const [n, id] of [['lap', files.userId], ['pho', files.userId]] as const) {
@@ -123,13 +160,16 @@ export async function run(argv: string[]): Promise<number> {
     const rmRtt = median(rmRtts) ?? NaN;
 
     for (let i = 0; i < reps; i++) {
-      // Replica failover: warm (new flows go to r1), then r1 silently blackholed.
-      for (let k = 0; k < 5; k++) await ask(tb, files.dataId, HTTP_PORT, 1000);
+      // Replica failover: a client opening connections back to back (most go to r1), then r1
+      // silently blackholed at the router.
+      const loop = tb.spawn('cor', process.execPath, ['--import', 'tsx', LOOP, '--connect', files.dataId, '--port', String(HTTP_PORT)], { cwd: REPO });
+      await waitReady(loop);
       await sleep(500);
-      const t0 = Date.now();
+      // The mark goes after the fault is in place: only connections begun after it count.
       await tb.blackhole('core', { dst: SLICE2.v4.r1.core });
       await tb.blackhole('core', { src: SLICE2.v4.r1.core });
-      replica.push(await untilName(tb, files.dataId, HTTP_PORT, () => true, t0, 20_000));
+      loop.child.kill('SIGUSR1');
+      replica.push(await loopResult(loop));
       await tb.clearBlackhole('core');
       // r1 back up and chosen again before the next repetition (its paths' hold-down).
       await sleep(4000);
@@ -137,12 +177,13 @@ export async function run(argv: string[]): Promise<number> {
       // Pinned flow reset and user handover, in one outage of the laptop.
       await untilName(tb, files.userId, PORT, (n) => n === 'lap', Date.now(), 20_000);
       const held = tb.spawn('cor', process.execPath, ['--import', 'tsx', WHOAMI, 'ask', '--connect', files.userId, '--port', String(PORT), '--hold', '--timeout-ms', '5000'], { cwd: REPO });
+      const next = tb.spawn('cor', process.execPath, ['--import', 'tsx', LOOP, '--connect', files.userId, '--port', String(PORT), '--want', 'pho'], { cwd: REPO });
       for (let k = 0; k < 100 && !held.stdoutTail().includes('"name"'); k++) await sleep(50);
-      await sleep(300);
-      const t1 = Date.now();
+      await sleep(500);
       held.child.kill('SIGUSR1');
       await laptop(tb, false);
-      handover.push(await untilName(tb, files.userId, PORT, (n) => n === 'pho', t1, 20_000));
+      next.child.kill('SIGUSR1');
+      handover.push(await loopResult(next));
       await Promise.race([held.exited, sleep(5000)]);
       const lines = held.stdoutTail().trim().split('\n');
       const end = JSON.parse(lines[lines.length - 1] ?? '{}') as { ended?: string; afterMs?: number };
@@ -150,12 +191,17 @@ export async function run(argv: string[]): Promise<number> {
       reset.push(end.ended === 'reset' && end.afterMs !== undefined ? end.afterMs : NaN);
       await laptop(tb, true);
 
-      // First packet to an unresolved ID: the correspondent's agent restarted, then one ping.
-      await s.restartAgent('cor');
-      await waitRegistered(s, 'cor');
-      const ping = await tb.exec('cor', 'ping', ['-6', '-n', '-c', '1', '-W', '3', files.dataId], { allowFail: true });
-      const m = /time=([\d.]+) ms/.exec(ping.stdout);
-      first.push(m === null ? NaN : Number(m[1]));
+      // First packet to an unresolved ID: a data ID this correspondent never used (on the same
+      // replicas, so the agent and its sessions are warm: the lookup is what is measured).
+      const fresh = files.extraDataIds[i];
+      const sinks = (['r1', 'r2'] as const).map((n) => tb.spawn(n, process.execPath, ['-e', SINK, fresh], { cwd: REPO }));
+      // Let the receivers' start-up finish: the measure is of the agents, not of a busy machine.
+      await sleep(2000);
+      await tb.exec('cor', process.execPath, ['-e', SEND, fresh], { allowFail: true });
+      await sleep(1500);
+      const got = sinks.map((k) => Number(k.stdoutTail().trim().split('\n')[0])).filter((x) => Number.isFinite(x) && x > 0);
+      for (const k of sinks) await k.stop();
+      first.push(got.length === 0 ? NaN : Math.min(...got));
       await untilName(tb, files.userId, PORT, (n) => n === 'lap', Date.now(), 30_000);
 
       // curl by data ID, the serving replica's agent killed mid-download.
@@ -229,7 +275,15 @@ async function curlRun(tb: Tb, s: Slice2Scene, dataId: string, work: string, sha
     if (killed !== null) {
       await s.restartAgent(killed);
       await waitRegistered(s, killed);
-      await sleep(3000);
+      // The restarted replica has no session with the correspondent, whose old one goes silent: it
+      // starts a new handshake after 3 s of silence (docs/dataplane-crypto.md). Let that happen now,
+      // so the next repetition does not measure it.
+      const deadline = Date.now() + 15_000;
+      while (Date.now() < deadline) {
+        const r = await tb.exec('cor', 'ping', ['-6', '-n', '-c', '1', '-W', '1', s.files.ids[killed]], { allowFail: true });
+        if (r.code === 0) break;
+      }
+      await sleep(2500);
     }
     await rm(out, { force: true });
   }

@@ -94,6 +94,8 @@ export interface Slice2Files {
   /** bob: phone (never consented) p1, laptop p2. */
   readonly bobId: string;
   readonly dataId: string;
+  /** opts.extraDataIds more data IDs on r1 and r2. */
+  readonly extraDataIds: readonly string[];
   /** Binding files and the owners' keys (the CLI edits them: realmnet user|data ...). */
   readonly userBinding: string;
   readonly userKey: string;
@@ -107,6 +109,8 @@ export interface Slice2Options {
   readonly logLevel?: string;
   /** Hosts that serve nothing (their consent withheld), e.g. to test that they are never chosen. */
   readonly noConsent?: readonly Slice2Host[];
+  /** More data IDs (names probe-0, probe-1, …), each served by r1 and r2: never-resolved IDs for first-packet measures. */
+  readonly extraDataIds?: number;
   /** Replica weights in the data binding (default 1 and 1): the bench makes r1 the one new flows pick. */
   readonly dataWeights?: readonly [number, number];
   /** More agent config per host (e.g. { cor: { slice2: { maxFlows: 64 } } }). */
@@ -166,6 +170,25 @@ export async function writeSlice2(opts: Slice2Options = {}): Promise<Slice2Files
   writeGroupFile(dataBinding, data);
   const bobBinding = join(dir, 'bob.user');
   writeGroupFile(bobBinding, bob);
+  const extra: string[] = [];
+  const extraIds: string[] = [];
+  for (let i = 0; i < (opts.extraDataIds ?? 0); i++) {
+    const g = signGroup(keys.publisher, {
+      kind: 'data',
+      prefix: parsePrefix(SLICE2_REALM.dataPrefix),
+      name: `probe-${i}`,
+      hosts: [
+        { hostId: ids.r1, priority: 1, weight: 1 },
+        { hostId: ids.r2, priority: 1, weight: 1 },
+      ],
+      seq,
+      ttl: 300,
+    });
+    const f = join(dir, `probe-${i}.data`);
+    writeGroupFile(f, g);
+    extra.push(f);
+    extraIds.push(g.id.toString());
+  }
   const rmAddress = SLICE2.v4.rm.core;
   const rmConfig = {
     realm: SLICE2_REALM.name,
@@ -180,7 +203,7 @@ export async function writeSlice2(opts: Slice2Options = {}): Promise<Slice2Files
   };
   const rmFile = join(dir, 'rm.yaml');
   await writeFile(rmFile, stringify(rmConfig));
-  const serves: Record<Slice2Host, string[]> = { cor: [], lap: [userBinding, bobBinding], pho: [userBinding], r1: [dataBinding], r2: [dataBinding] };
+  const serves: Record<Slice2Host, string[]> = { cor: [], lap: [userBinding, bobBinding], pho: [userBinding], r1: [dataBinding, ...extra], r2: [dataBinding, ...extra] };
   const agents = {} as Record<Slice2Host, string>;
   for (const n of SLICE2_HOSTS) {
     const links = n === 'lap' ? (['core', 'core2'] as const) : (['core'] as const);
@@ -214,6 +237,7 @@ export async function writeSlice2(opts: Slice2Options = {}): Promise<Slice2Files
     ids: Object.fromEntries(SLICE2_HOSTS.map((n) => [n, ids[n].toString()])) as Record<Slice2Host, string>,
     userId: user.id.toString(),
     bobId: bob.id.toString(),
+    extraDataIds: extraIds,
     dataId: data.id.toString(),
     userBinding,
     userKey: join(dir, 'alice.key'),
