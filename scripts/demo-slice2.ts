@@ -89,10 +89,14 @@ sha256 downloaded: ${got}   ${got === want ? '(equal)' : '(DIFFERENT)'}`);
       if (answer.includes('alice-phone') || Date.now() - t1 > 20_000) break;
     }
     show(`${answer}
-a new connection reached the phone ${Date.now() - t1} ms after the laptop dropped off: cor's agent probes the hosts
+a new connection reached the phone ${Date.now() - t1} ms after the laptop dropped off (this narration starts a
+process per try; \`npm run bench -- slice2\` measures ~0.3 s): cor's agent probes the hosts
 of the user IDs it uses, saw every path to the laptop die, and chose the next host by priority.`);
     say("What cor's agent knows: `realmnet status` (the user and data IDs, each host's presence, every pinned flow and why)");
-    show((await tb.exec('cor', process.execPath, [cli, 'status', '--socket', '@realmnet/cor'], { cwd: repo })).stdout.split('\n').filter((l) => /slice|user|data|flow|→|present|pinned|serv/i.test(l)).join('\n'));
+    const lines = (await tb.exec('cor', process.execPath, [cli, 'status', '--socket', '@realmnet/cor'], { cwd: repo })).stdout.split('\n');
+    const from = lines.findIndex((l) => /^(serving|user ID|data ID)/.test(l));
+    const to = lines.findIndex((l) => l.startsWith('slice 2:'));
+    show(from < 0 || to < 0 ? lines.join('\n') : lines.slice(from, to + 1).join('\n'));
   } finally {
     for (const p of procs) await p.stop();
     await scene?.stop();
