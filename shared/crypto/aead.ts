@@ -132,7 +132,10 @@ export function newIndex(slot: number, slots: number, previous?: number): number
   for (;;) {
     randomFillSync(random);
     const index = ((random[0] & ~(slots - 1)) | slot) >>> 0;
-    if (index !== previous) return index;
+    // The index is the first byte behind the LISP header on the wire: a capture tool (tshark's LISP
+    // dissector) reads a 4 or 6 there as an IP version and shows bogus inner packets. Never start with one.
+    const version = index >>> 28;
+    if (index !== previous && version !== 4 && version !== 6) return index;
   }
 }
 

@@ -450,3 +450,16 @@ describe('AEAD session table', () => {
     expect(t.open(b.buf, b.offsets, b.lengths, 0, res, out)).toBe(0);
   });
 });
+
+describe('session indexes', () => {
+  it('name their slot, differ from the previous one, and never start with an IP version nibble (4 or 6)', () => {
+    for (let i = 0; i < 5000; i++) {
+      const slot = i % 64;
+      const prev = i;
+      const x = newIndex(slot, 64, prev);
+      expect(x & 63).toBe(slot);
+      expect(x).not.toBe(prev);
+      expect([4, 6]).not.toContain(x >>> 28);
+    }
+  });
+});
