@@ -100,7 +100,7 @@ describe('user and data IDs at the Realm Manager', () => {
     expect(a.group.seq).toBe(10);
   });
 
-  it('pushes presence changes to followers (the RCA): consent, a host whose locators all go down, removal by the owner', async () => {
+  it('pushes presence changes to followers (the RCA): consent, a host whose locators all go down, a revoked host, removal by the owner', async () => {
     const h = await harness();
     const [lap, pho, cor] = [await host(h), await host(h), await host(h)];
     const alice = generateKeyPair();
@@ -117,7 +117,11 @@ describe('user and data IDs at the Realm Manager', () => {
     const down = LOCATORS.map((l) => ({ ...l, state: 'down' as const }));
     expect((await lap.client.register(bindingFor(lap.key, Date.now() + 1000, { locators: down }))).ok).toBe(true);
     await until(() => pushes.at(-1)?.present[0] === false, 3000, 'a push with the laptop absent');
-    // The owner removes the phone: a newer binding, pushed; the phone's consent is void.
+    // The operator revokes the phone from the realm: absent at once, pushed.
+    expect(pushes.at(-1)?.present[1]).toBe(true);
+    expect(await h.server.revoke(pho.id)).toBe(true);
+    await until(() => pushes.at(-1)?.present[1] === false, 3000, 'a push with the revoked phone absent');
+    // The owner removes the phone: a newer binding, pushed.
     const g2 = userBinding(alice, [{ hostId: lap.id, priority: 1, weight: 1 }], 2);
     expect((await cor.client.publish(g2.bytes)).status).toBe('ok');
     await until(() => pushes.at(-1)?.group.seq === 2, 3000, 'the owner’s new binding pushed');
