@@ -50,13 +50,16 @@ d.on('message', (m) => { process.stdout.write(String(performance.timeOrigin + pe
 d.bind(9999, process.argv[1]);
 `;
 /**
- * On the correspondent: one datagram to the data ID, stamped with the wall clock at sending. A first
- * send from a fresh process costs ~3-20 ms of its own (lazy bind, first call), so a warm-up datagram
- * goes to the namespace's own loopback discard port first (it never leaves the namespace).
+ * On the correspondent: one datagram to the data ID, stamped with the wall clock at sending, when
+ * told (SIGUSR1). The process is started well before and warmed up (a first datagram to the
+ * namespace's own loopback discard port): a fresh process's first send, and its start-up and exit
+ * competing for the CPU, would be measured too (~4-20 ms on this box).
  */
 const SEND = `
 const d = require('node:dgram').createSocket('udp6');
-d.send('warm-up', 9, '::1', () => setTimeout(() => d.send(String(performance.timeOrigin + performance.now()), 9999, process.argv[1], () => d.close()), 100));
+d.send('warm-up', 9, '::1', () => process.stdout.write('ready\\n'));
+process.on('SIGUSR1', () => d.send(String(performance.timeOrigin + performance.now()), 9999, process.argv[1], () => setTimeout(() => process.exit(0), 200)));
+setTimeout(() => process.exit(1), 30000);
 `;
 
 async function waitReady(p: NsProcess): Promise<void> {
@@ -195,10 +198,13 @@ export async function run(argv: string[]): Promise<number> {
       // replicas, so the agent and its sessions are warm: the lookup is what is measured).
       const fresh = files.extraDataIds[i];
       const sinks = (['r1', 'r2'] as const).map((n) => tb.spawn(n, process.execPath, ['-e', SINK, fresh], { cwd: REPO }));
-      // Let the receivers' start-up finish: the measure is of the agents, not of a busy machine.
+      const sender = tb.spawn('cor', process.execPath, ['-e', SEND, fresh], { cwd: REPO });
+      // Let the receivers' and the sender's start-up finish: the measure is of the agents.
       await sleep(2000);
-      await tb.exec('cor', process.execPath, ['-e', SEND, fresh], { allowFail: true });
-      await sleep(1500);
+      sender.child.kill('SIGUSR1');
+      await Promise.race([sender.exited, sleep(3000)]);
+      await sender.stop();
+      await sleep(500);
       const got = sinks.map((k) => Number(k.stdoutTail().trim().split('\n')[0])).filter((x) => Number.isFinite(x) && x > 0);
       for (const k of sinks) await k.stop();
       first.push(got.length === 0 ? NaN : Math.min(...got));
