@@ -43,6 +43,10 @@ export interface GroupRouterOptions {
   readonly maxGroups: number;
 }
 
+/** A user/data ID in use is looked up again this long before its answer expires. */
+const REFRESH_BEFORE_MS = 10_000;
+/** …and again this often while no answer came (the RM unreachable). */
+const REFRESH_RETRY_MS = 3_000;
 /** Lookups a second started by sealed packets from unknown source IDs (inbound()). */
 const LEARN_PER_S = 20;
 
@@ -78,6 +82,8 @@ interface GroupState {
   hosts: HostRef[];
   expiresAt: number;
   lastUsedAt: number;
+  /** When a lookup to renew the answer was last started (clock ms). */
+  refreshedAt: number;
   readonly choices: HostChoice[];
 }
 
@@ -248,7 +254,7 @@ export class GroupRouter implements Grouping {
     if (g !== undefined && g.binding.seq > a.group.seq) return;
     if (g === undefined) {
       if (this.byKey.size >= this.opts.maxGroups) this.evictOldest();
-      g = { id: a.hostId.toBytes(), key, binding: a.group, hosts: [], expiresAt: 0, lastUsedAt: now, choices: [] };
+      g = { id: a.hostId.toBytes(), key, binding: a.group, hosts: [], expiresAt: 0, lastUsedAt: now, refreshedAt: -Infinity, choices: [] };
       this.byKey.set(key, g);
       const h = hashAt(g.id, 0);
       const b = this.buckets.get(h);
@@ -299,6 +305,11 @@ export class GroupRouter implements Grouping {
         continue;
       }
       const inUse = now - g.lastUsedAt <= this.opts.activeMs;
+      // In use and about to expire: ask again (pushes keep it current meanwhile; this renews the TTL).
+      if (inUse && g.expiresAt - now < REFRESH_BEFORE_MS && now - g.refreshedAt >= REFRESH_RETRY_MS) {
+        g.refreshedAt = now;
+        this.deps.fetchHost(HostId.fromBytes(g.id));
+      }
       for (const h of g.hosts) {
         if (inUse && h.present) this.active.add(h.key);
         if (h.flows === 0) continue;
