@@ -33,8 +33,18 @@ Config reference:  examples/agent.yaml      Errors and fixes:  docs/errors.md`,
   program.addCommand(keygenCommand());
   program.addCommand(userCommand());
   program.addCommand(dataCommand());
-  program.exitOverride();
+  throwInsteadOfExit(program);
   return program;
+}
+
+/**
+ * exitOverride is not inherited by commands added with addCommand: without this, a usage mistake in
+ * a subcommand (`realmnet user create` without --prefix) would make commander call process.exit(1)
+ * itself instead of reaching main's one-line handler and exit code 2.
+ */
+function throwInsteadOfExit(cmd: Command): void {
+  cmd.exitOverride();
+  for (const sub of cmd.commands) throwInsteadOfExit(sub);
 }
 
 export async function main(argv: string[]): Promise<number> {
