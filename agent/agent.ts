@@ -386,14 +386,7 @@ class RealmnetAgent implements Agent {
         keepActive: (k) => groups.keepActive(k),
         // Unauthenticated until the binding is known: at most UNKNOWN_PEER_FETCHES_PER_S lookups a
         // second, so a spray of made-up sender IDs costs the RM little.
-        onUnknownPeer: (buf, off) => {
-          const now = deps.clock.now();
-          if (now - this.unknownPeerWindow >= 1000) {
-            this.unknownPeerWindow = now;
-            this.unknownPeerFetches = 0;
-          }
-          if (++this.unknownPeerFetches <= UNKNOWN_PEER_FETCHES_PER_S) resolver.fetch(HostId.fromBytes(buf, off));
-        },
+        onUnknownPeer: (buf, off) => this.fetchUnknown(resolver, buf, off),
         onPathFailed: (traffic, from, to, since) => {
           const f = this.flight;
           if (f === null) return 0;
@@ -429,6 +422,20 @@ class RealmnetAgent implements Agent {
    * is admitted by its static config (hostId and publicKey) or, in a realm, by a membership
    * certificate from a pinned realm key for its ID and key (docs/dataplane-crypto.md).
    */
+  /**
+   * A lookup for an ID this host cannot place yet (an unknown sender, a peer of another realm):
+   * unauthenticated, so at most UNKNOWN_PEER_FETCHES_PER_S a second, and a spray of made-up IDs
+   * costs the RM little.
+   */
+  private fetchUnknown(resolver: Resolver, buf: Uint8Array, off: number): void {
+    const now = this.deps.clock.now();
+    if (now - this.unknownPeerWindow >= 1000) {
+      this.unknownPeerWindow = now;
+      this.unknownPeerFetches = 0;
+    }
+    if (++this.unknownPeerFetches <= UNKNOWN_PEER_FETCHES_PER_S) resolver.fetch(HostId.fromBytes(buf, off));
+  }
+
   private startSessions(r: Running): SessionManager | null {
     const { config, deps } = this;
     const id = deps.identity;
@@ -436,10 +443,18 @@ class RealmnetAgent implements Agent {
     const d = config.dataplane;
     const trust = deps.trust;
     const configured = admitConfigured(new Map(config.peers.flatMap((p) => (p.publicKey === undefined ? [] : [[idKey(hostIdBytes(p.hostId)), new Uint8Array(Buffer.from(p.publicKey, 'base64'))] as const]))));
-    const member = trust === undefined ? () => false : admitMembers(trust.realmKeys, () => trust.nowS());
+    const member = trust === undefined ? () => false : admitMembers((pid) => trust.keysFor(pid), () => trust.nowS());
     // A configured static peer is trusted with its configured key; anyone else needs a membership
     // certificate, and no session for an ID the RM revoked.
-    const admit = (p: PeerIdentity): boolean => configured(p) || (member(p) && r.rm?.resolver.isRevoked(idKey(p.id)) !== true);
+    const admit = (p: PeerIdentity): boolean => {
+      if (configured(p)) return true;
+      if (member(p)) return r.rm?.resolver.isRevoked(idKey(p.id)) !== true;
+      // Perhaps a host of another realm whose key this host has not been endorsed yet
+      // (docs/hierarchy.md): the RM's answer for it carries the endorsement, and the initiator's
+      // retry (250 ms on) is admitted then.
+      if (p.cert !== null && r.rm !== null) this.fetchUnknown(r.rm.resolver, p.id, 0);
+      return false;
+    };
     const sessions = new SessionManager(
       {
         instanceId: config.realm.instanceId,

@@ -65,6 +65,32 @@ export const DEFAULTS = {
    * and data bindings held (each up to ~350 bytes, plus up to 8 consents).
    */
   slice2: { maxGroups: 100_000 },
+  /**
+   * The realm hierarchy (docs/hierarchy.md). Referrals live an hour (LISP-DDT's default is a day;
+   * an hour bounds how long a moved child RM is missed). A query to another RM is retried twice,
+   * 300 ms apart (a cross-realm first lookup is 3 RTTs: a lost datagram must not cost seconds), and a
+   * failed resolution is remembered 10 s so that a dead RM is not asked for every packet.
+   */
+  hierarchy: {
+    referralTtlS: 3_600,
+    delegationLifeS: 86_400,
+    queryTimeoutMs: 300,
+    queryAttempts: 3,
+    negativeTtlS: 10,
+    cacheMax: 100_000,
+    learnClasses: true,
+    defaultClass: 'nomadic',
+    /**
+     * Customer classes (DESIGN.md section 5): static hosts are cached for an hour and never pushed,
+     * nomadic hosts (renumbered daily) are pulled with a 5-minute TTL, mobile and multihomed hosts
+     * that fail over are pushed to every RM that follows them and cached for a minute in between.
+     */
+    classes: {
+      static: { ttlS: 3_600, push: false },
+      nomadic: { ttlS: 300, push: false },
+      mobile: { ttlS: 60, push: true },
+    },
+  },
 } as const;
 
 const prefix = z.string().refine(isIpv6Prefix, { message: MSG.ipv6Prefix });
@@ -80,6 +106,23 @@ const uplinkPref = z.strictObject({
   use: z.enum(['normal', 'backup', 'never']).default('normal'),
   priority: z.number().int().min(0).max(255).optional(),
   weight: z.number().int().min(0).max(255).optional(),
+});
+
+const rmAddress = z.union([
+  z.string().refine(isIpAddress, { message: MSG.ip }).transform((address) => ({ address, port: CONTROL_PORT })),
+  z.strictObject({ address: z.string().refine(isIpAddress, { message: MSG.ip }), port: z.number().int().min(1).max(65535, MSG.port).default(CONTROL_PORT) }),
+]);
+const rmKey = z.string().min(1, 'is empty: the RM public key in base64, or the path of its key file');
+const classParams = (d: { ttlS: number; push: boolean }) =>
+  z.strictObject({ ttlS: z.number().int().min(1).max(86_400, 'must be at most a day').default(d.ttlS), push: z.boolean().default(d.push) }).prefault({});
+const className = z.enum(['static', 'nomadic', 'mobile']);
+const delegationItem = z.strictObject({
+  /** The child realm's prefix: inside this RM's own prefix, longer than it. */
+  prefix,
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'is not a realm name').optional(),
+  /** Where the child RM answers (1 to 4 addresses). */
+  rms: z.array(rmAddress).min(1, 'needs at least one RM address').max(4, 'at most 4 RM addresses'),
+  publicKey: rmKey,
 });
 
 const lookupRule = z.strictObject({
@@ -172,11 +215,42 @@ export const RmConfigSchema = z
           .strictObject({
             /** Hosts inside this realm (and its sub-realms) may look up every host of the realm. */
             sameRealm: z.enum(['allow', 'deny']).default('allow'),
+            /**
+             * Hosts of other realms (through the hierarchy): denied unless a rule's askers name their
+             * realm's prefix, or this says allow. A foreign realm asks as a whole (its RM resolves for
+             * all its hosts), so rules match other realms by prefix, never by single host.
+             */
+            otherRealms: z.enum(['allow', 'deny']).default('deny'),
             rules: z.array(lookupRule).default([]),
           })
           .prefault({}),
         /** Preferences on the realm's hosts' uplinks, by uplink name, applied to every binding served. */
         uplinks: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,32}$/, 'is not an uplink name'), uplinkPref).default({}),
+        /** Customer classes set by the operator, per host ID or prefix (first match wins); others are learned. */
+        classes: z.array(z.strictObject({ targets: z.array(idOrPrefix).min(1, 'needs at least one host ID or prefix'), class: className })).default([]),
+      })
+      .prefault({}),
+    hierarchy: z
+      .strictObject({
+        /** The top RM (absent on the top RM itself): where resolution of other realms' IDs starts. */
+        root: z.strictObject({ rms: z.array(rmAddress).min(1, 'needs at least one RM address').max(4, 'at most 4 RM addresses'), publicKey: rmKey }).optional(),
+        /** Child realms whose prefixes this RM delegates. */
+        delegations: z.array(delegationItem).default([]),
+        referralTtlS: z.number().int().min(1).max(86_400).default(DEFAULTS.hierarchy.referralTtlS),
+        delegationLifeS: z.number().int().min(60).max(30 * 86_400).default(DEFAULTS.hierarchy.delegationLifeS),
+        queryTimeoutMs: z.number().int().min(10).max(10_000).default(DEFAULTS.hierarchy.queryTimeoutMs),
+        queryAttempts: z.number().int().min(1).max(10).default(DEFAULTS.hierarchy.queryAttempts),
+        negativeTtlS: z.number().int().min(1).max(3_600).default(DEFAULTS.hierarchy.negativeTtlS),
+        cacheMax: positive(DEFAULTS.hierarchy.cacheMax),
+        learnClasses: z.boolean().default(DEFAULTS.hierarchy.learnClasses),
+        defaultClass: className.default(DEFAULTS.hierarchy.defaultClass),
+        classes: z
+          .strictObject({
+            static: classParams(DEFAULTS.hierarchy.classes.static),
+            nomadic: classParams(DEFAULTS.hierarchy.classes.nomadic),
+            mobile: classParams(DEFAULTS.hierarchy.classes.mobile),
+          })
+          .prefault({}),
       })
       .prefault({}),
     slice2: z
@@ -224,6 +298,18 @@ export const RmConfigSchema = z
     const u = c.slice2.userPrefix === undefined ? null : safePrefix(c.slice2.userPrefix);
     const d = c.slice2.dataPrefix === undefined ? null : safePrefix(c.slice2.dataPrefix);
     if (u !== null && d !== null && (u.covers(d) || d.covers(u))) ctx.addIssue({ code: 'custom', path: ['slice2', 'dataPrefix'], message: 'overlaps slice2.userPrefix: users and data need separate prefixes' });
+    c.hierarchy.delegations.forEach((d, i) => {
+      const sub = safePrefix(d.prefix);
+      if (realm === null || sub === null) return;
+      if (!realm.covers(sub) || sub.length <= realm.length || sub.length > MAX_ID_PREFIX_LEN) {
+        ctx.addIssue({ code: 'custom', path: ['hierarchy', 'delegations', i, 'prefix'], input: d.prefix, message: `is not strictly inside the realm prefix ${realm.toString()} (with a length of at most /${MAX_ID_PREFIX_LEN})` });
+      }
+      c.hierarchy.delegations.forEach((o, j) => {
+        const other = safePrefix(o.prefix);
+        if (j > i && other !== null && (other.covers(sub) || sub.covers(other))) ctx.addIssue({ code: 'custom', path: ['hierarchy', 'delegations', j, 'prefix'], input: o.prefix, message: `overlaps delegation ${d.prefix}: give each child realm its own prefix` });
+      });
+      if (hostPrefixes.slice(1).some((h) => h.covers(sub) || sub.covers(h))) ctx.addIssue({ code: 'custom', path: ['hierarchy', 'delegations', i, 'prefix'], input: d.prefix, message: 'overlaps a sub-realm this RM serves itself: a prefix is either served here or delegated' });
+    });
     c.subRealms.forEach((s, i) => {
       const sub = safePrefix(s.prefix);
       if (realm === null || sub === null) return;

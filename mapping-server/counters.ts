@@ -12,7 +12,7 @@ import type { StoreCounters } from './store/bindings.ts';
  * so rx.datagrams = Σ rx.drop.* + Σ rx.handled.* holds by construction (the fuzz test checks it).
  * What a handled message leads to is counted on top, per group (hello.*, lookup.*, register.*, …).
  */
-export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck', 'challengeReply', 'renew', 'publish', 'serve'] as const;
+export const HANDLED = ['hello', 'lookup', 'register', 'subscribe', 'unsubscribe', 'pushAck', 'challengeReply', 'renew', 'publish', 'serve', 'rmQuery', 'rmAnswer', 'rmPush', 'rmPushAck'] as const;
 export type HandledType = (typeof HANDLED)[number];
 
 /**
@@ -118,6 +118,8 @@ export interface CounterSources {
   readonly store: { readonly size: number; readonly counters: StoreCounters } | undefined;
   /** Slice 2 (groups.ts): counters, and how many user/data IDs are held. */
   readonly groups?: { readonly size: number; readonly counters: Readonly<Record<string, number>> };
+  /** The realm hierarchy (hierarchy/federation.ts), already named hierarchy.*; absent when not configured. */
+  readonly hierarchy?: Readonly<Record<string, number>>;
 }
 
 /** A flat snapshot: `rx.drop.badMac`, `lookup.positive`, `store.commits`, … */
@@ -142,5 +144,6 @@ export function flattenCounters(c: RmCounters, src: CounterSources): Record<stri
   if (src.store) for (const [k, v] of Object.entries(src.store.counters)) out[`store.${k}`] = v;
   out['groups.live'] = src.groups?.size ?? 0;
   for (const [k, v] of Object.entries(src.groups?.counters ?? {})) out[`groups.${k}`] = v;
+  Object.assign(out, src.hierarchy ?? {});
   return out;
 }

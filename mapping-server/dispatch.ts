@@ -3,7 +3,8 @@ import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
 import { macKey } from '../shared/crypto/blake2s.ts';
 import { CHALLENGE_LEN, checkMac, decodeBody, decodeHeader, encode } from '../shared/wire/codec.ts';
-import { MsgType, RejectCode, type Header } from '../shared/wire/messages.ts';
+import { MsgType, RM_TO_RM_TYPES, RejectCode, type ControlMessage, type Header } from '../shared/wire/messages.ts';
+import { RM_QUERY_MIN } from '../shared/wire/codec.ts';
 import type { RmConfig } from './config.ts';
 import { CookieJar } from './cookies.ts';
 import type { Outcome, RmCounters } from './counters.ts';
@@ -56,6 +57,8 @@ export interface DispatchParts {
   readonly sessions: SessionTable;
   readonly handlers: Handlers;
   readonly tx: Outbox;
+  /** The realm hierarchy's RM ↔ RM messages; null when this RM is in no hierarchy. */
+  readonly hierarchy: { onMessage(m: ControlMessage, socket: ControlSocket, address: string, port: number): void } | null;
 }
 
 /** Bytes of a CHALLENGE datagram: messages shorter than this from a new address draw none. */
@@ -143,9 +146,10 @@ export class Dispatch {
     return this.inSession(h.msg, buf, address, port, socket, now);
   }
 
-  // Step 2: a HELLO or nothing.
+  // Step 2: a HELLO, another RM's message, or nothing.
   private sessionless(h: Header, buf: Buffer, address: string, port: number, socket: ControlSocket, now: number): Outcome {
     const c = this.c;
+    if (RM_TO_RM_TYPES.has(h.type)) return this.fromRm(h, buf, address, port, socket, now);
     if (h.type !== MsgType.hello) return 'unexpected';
     if (!this.p.limiter.allow(address, now)) {
       c.ratelimit.prefix++;
@@ -169,6 +173,27 @@ export class Dispatch {
     }
     this.p.handlers.hello(m, socket, address, port, now);
     return 'hello';
+  }
+
+  /**
+   * Another RM (the hierarchy, docs/hierarchy.md): charged to its source prefix like a HELLO. A query
+   * shorter than RM_QUERY_MIN is dropped unread (every answer is smaller than a padded query, so
+   * a spoofed one cannot amplify); signatures are the federation's to check.
+   */
+  private fromRm(h: Header, buf: Buffer, address: string, port: number, socket: ControlSocket, now: number): Outcome {
+    const fed = this.p.hierarchy;
+    if (fed === null) return 'unexpected';
+    if (h.type === MsgType.rmQuery && buf.length < RM_QUERY_MIN) return 'tooShort';
+    if (!this.p.limiter.allow(address, now)) {
+      this.c.ratelimit.prefix++;
+      return 'rateLimited';
+    }
+    const b = decodeBody(h, Buffer.from(buf));
+    if (!b.ok) return b.reason;
+    const m = b.msg;
+    if (m.type !== 'rmQuery' && m.type !== 'rmAnswer' && m.type !== 'rmPush' && m.type !== 'rmPushAck') return 'unexpected';
+    fed.onMessage(m, socket, address, port);
+    return m.type;
   }
 
   /** Takes a token of the global budget for answers to unvalidated addresses (COOKIE, REJECT). */

@@ -59,6 +59,13 @@ export interface HandlerParts {
   readonly wallClock: () => number;
 }
 
+/** The realm hierarchy as the handlers see it (hierarchy/federation.ts); null when not configured. */
+export interface HierarchyHook {
+  resolves(id: Uint8Array): boolean;
+  lookup(s: Session, reqId: number, id: Uint8Array): void;
+  changed(k: string, idBytes: Uint8Array): void;
+}
+
 const NO_PREFS: readonly never[] = Object.freeze([]);
 
 /** A stored binding's ttl and the realm policy's prefs for its locators; null when the realm refuses it. */
@@ -78,6 +85,8 @@ export class Handlers {
   private readonly admission: Admission;
   /** Slice 2: user and data IDs, and the RCA that keeps their hosts' presence current (groups.ts). */
   readonly groups: GroupTier;
+  /** Set by the server once the hierarchy is built (it needs the sockets). */
+  hierarchy: HierarchyHook | null = null;
 
   constructor(private readonly p: HandlerParts) {
     this.admission = p.admission;
@@ -194,7 +203,7 @@ export class Handlers {
   }
 
   /** The member record behind a stored binding, and the certificate to serve with it now (null: none). */
-  private certOf(rec: StoredBinding, k: string): Uint8Array | null {
+  certOf(rec: StoredBinding, k: string): Uint8Array | null {
     let m = rec.member ?? this.admission.members.get(k);
     if (m === undefined && this.admission.open) {
       const d = decodeBinding(rec.bytes);
@@ -215,6 +224,8 @@ export class Handlers {
     for (let i = 0; i < 16; i++) idScratch[i] = buf[idOff + i];
     // A user or data ID (slice 2): the general encoder, off the host-lookup fast path.
     if (rec === undefined && this.groups.has(k)) return this.groups.lookup(s, reqId, Uint8Array.from(idScratch), k);
+    // Another realm's host (or one under a delegated prefix): through the hierarchy's shared cache.
+    if (rec === undefined && this.hierarchy?.resolves(idScratch) === true) return this.hierarchy.lookup(s, reqId, idScratch);
     s.txSeq++;
     let n: number;
     // A binding goes out only with its host's certificate (a revoked host's binding is expired anyway).
@@ -236,6 +247,7 @@ export class Handlers {
     const k = idKey(m.hostId);
     const rec = this.store.get(k);
     if (rec === undefined && this.groups.has(k)) return this.groups.lookup(s, m.reqId, m.hostId, k);
+    if (rec === undefined && this.hierarchy?.resolves(m.hostId) === true) return this.hierarchy.lookup(s, m.reqId, m.hostId);
     let ans: LookupReply;
     const cert = rec !== undefined && s.view.mayLearn(m.hostId, k) ? this.certOf(rec, k) : null;
     if (rec !== undefined && cert !== null) {
@@ -333,6 +345,7 @@ export class Handlers {
   notifyFollowers(k: string, idBytes: Uint8Array): void {
     // The RCA first: a host's new locators may make it present or absent for the user/data IDs listing it.
     this.groups.hostChanged(k);
+    this.hierarchy?.changed(k, idBytes);
     const followers = this.p.subs.followers(k);
     const rec = this.store.get(k);
     if (followers === undefined || rec === undefined) return;

@@ -38,6 +38,12 @@ class IdSet {
     return false;
   }
 
+  /** True when a prefix of the set covers the whole of p (a foreign realm is matched as a whole). */
+  coversPrefix(p: Prefix): boolean {
+    for (const q of this.prefixes) if (q.covers(p)) return true;
+    return false;
+  }
+
   hasBytes(raw: Uint8Array, key: string): boolean {
     if (this.ids.has(key)) return true;
     for (const p of this.prefixes) if (p.contains(raw)) return true;
@@ -54,8 +60,17 @@ export interface AskerView {
 const ALL: AskerView = Object.freeze({ mayLearn: () => true });
 const NONE: AskerView = Object.freeze({ mayLearn: () => false });
 
+export type ClassName = 'static' | 'nomadic' | 'mobile';
+
 export interface Policy {
   viewFor(asker: HostId): AskerView;
+  /**
+   * What another realm (the hierarchy: its RM asks for all its hosts) may see: everything when
+   * policy.lookup.otherRealms is allow, else the targets of the rules whose askers cover its prefix.
+   */
+  viewForRealm(askerRealm: Prefix): AskerView;
+  /** The customer class the operator set for a host (policy.classes, first match), or null: learn it. */
+  classFor(raw: Uint8Array, key: string): ClassName | null;
   /** The adjustments for a binding's locators (empty when the policy says nothing about them). */
   prefsFor(locators: readonly Locator[]): readonly LocatorPref[];
 }
@@ -67,19 +82,33 @@ export function createPolicy(c: RmConfig['policy'], realm: Realm): Policy {
   const rules = c.lookup.rules.map((r) => ({ askers: new IdSet(r.askers), targets: new IdSet(r.targets) }));
   const sameRealm = c.lookup.sameRealm === 'allow';
   const uplinks = new Map(Object.entries(c.uplinks));
+  const otherRealms = c.lookup.otherRealms === 'allow';
+  const classes = c.classes.map((r) => ({ targets: new IdSet(r.targets), cls: r.class }));
+  const viewOf = (targets: readonly IdSet[]): AskerView =>
+    targets.length === 0
+      ? NONE
+      : Object.freeze({
+          mayLearn(raw: Uint8Array, k: string): boolean {
+            for (const t of targets) if (t.hasBytes(raw, k)) return true;
+            return false;
+          },
+        });
 
   return {
     viewFor(asker: HostId): AskerView {
       if (sameRealm && realm.contains(asker)) return ALL;
       const key = asker.key;
-      const targets = rules.filter((r) => r.askers.has(asker, key)).map((r) => r.targets);
-      if (targets.length === 0) return NONE;
-      return Object.freeze({
-        mayLearn(raw: Uint8Array, k: string): boolean {
-          for (const t of targets) if (t.hasBytes(raw, k)) return true;
-          return false;
-        },
-      });
+      return viewOf(rules.filter((r) => r.askers.has(asker, key)).map((r) => r.targets));
+    },
+
+    viewForRealm(askerRealm: Prefix): AskerView {
+      if (otherRealms) return ALL;
+      return viewOf(rules.filter((r) => r.askers.coversPrefix(askerRealm)).map((r) => r.targets));
+    },
+
+    classFor(raw: Uint8Array, key: string): ClassName | null {
+      for (const r of classes) if (r.targets.hasBytes(raw, key)) return r.cls;
+      return null;
     },
 
     prefsFor(locators: readonly Locator[]): readonly LocatorPref[] {

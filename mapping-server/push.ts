@@ -116,13 +116,13 @@ export class PushQueue {
   }
 
   /** Queues and sends at once. False when the queue is full (counted). cert: the host's certificate. */
-  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number, cert: Uint8Array): boolean {
-    return this.enqueue(s, key, { binding, ttl, prefs, cert, revoke: false, present: null }, now);
+  push(s: Session, key: string, binding: Uint8Array, ttl: number, prefs: readonly LocatorPref[], now: number, cert: Uint8Array, endorsement: Uint8Array | null = null): boolean {
+    return this.enqueue(s, key, { binding, ttl, prefs, cert, revoke: false, present: null, endorsement }, now);
   }
 
   /** A GROUP-PUSH (slice 2: the RCA): a user/data binding and its hosts' presence, to a follower of its ID. */
   pushGroup(s: Session, key: string, binding: Uint8Array, present: Uint8Array, ttl: number, now: number): boolean {
-    return this.enqueue(s, key, { binding, ttl, prefs: [], cert: NO_CERT, revoke: false, present }, now);
+    return this.enqueue(s, key, { binding, ttl, prefs: [], cert: NO_CERT, revoke: false, present, endorsement: null }, now);
   }
 
   /**
@@ -130,7 +130,7 @@ export class PushQueue {
    * retransmission, and it replaces a binding push for that ID still pending.
    */
   revoke(s: Session, key: string, hostId: Uint8Array, now: number): boolean {
-    return this.enqueue(s, key, { binding: hostId, ttl: 0, prefs: [], cert: NO_CERT, revoke: true, present: null }, now);
+    return this.enqueue(s, key, { binding: hostId, ttl: 0, prefs: [], cert: NO_CERT, revoke: true, present: null, endorsement: null }, now);
   }
 
   /**
@@ -139,7 +139,7 @@ export class PushQueue {
    * push is re-inserted): the newest binding matters most to a follower, and a session that does
    * not acknowledge can only crowd out itself.
    */
-  private enqueue(s: Session, key: string, what: Pick<PendingPush, 'binding' | 'ttl' | 'prefs' | 'cert' | 'revoke' | 'present'>, now: number): boolean {
+  private enqueue(s: Session, key: string, what: Pick<PendingPush, 'binding' | 'ttl' | 'prefs' | 'cert' | 'revoke' | 'present' | 'endorsement'>, now: number): boolean {
     const old = s.pushByKey.get(key);
     if (old !== undefined) {
       s.pushes.delete(old);

@@ -16,6 +16,7 @@ import { Admission, publicKeyFromConfig } from './admission.ts';
 import { MemberTable, type Member, type MemberChanges } from './store/members.ts';
 import { HostId, Prefix } from '../shared/ids.ts';
 import { Outbox } from './tx.ts';
+import { Federation } from './hierarchy/federation.ts';
 import { openUdpSocket, type OnDatagram, type OnFault, type OpenSocket } from './udp.ts';
 
 /**
@@ -94,6 +95,7 @@ interface Running {
   readonly sweep: Sweep;
   /** Emptied by stop(). */
   readonly sockets: ControlSocket[];
+  readonly federation: Federation | null;
 }
 
 class RealmManager implements MappingServer {
@@ -164,7 +166,18 @@ class RealmManager implements MappingServer {
     if (config.admission.open) log.warn('admission.open: every host whose HELLO verifies is admitted; this realm has no boundary (benchmarks only)');
     const handlers = new Handlers({ ...shared, store, admission, wallClock });
     handlers.groups.load();
-    const dispatch = new Dispatch({ ...shared, handlers });
+    const openSockets: ControlSocket[] = [];
+    let federation: Federation | null = null;
+    try {
+      federation = Federation.configured(config)
+        ? new Federation({ ...shared, key: this.deps.key, store, wallClock, sockets: () => openSockets, certOf: (rec, k) => handlers.certOf(rec, k) })
+        : null;
+    } catch (e) {
+      if (store !== this.deps.store) store.close();
+      throw e;
+    }
+    handlers.hierarchy = federation;
+    const dispatch = new Dispatch({ ...shared, handlers, hierarchy: federation });
     let sockets: ControlSocket[];
     try {
       sockets = await this.listen(dispatch.onDatagram, dispatch.onSocketFault);
@@ -178,9 +191,11 @@ class RealmManager implements MappingServer {
       config.sweep.batch,
       config.sweep.intervalMs,
     );
-    this.running = { store, admission, handlers, sweep, sockets };
+    openSockets.push(...sockets);
+    this.running = { store, admission, handlers, sweep, sockets, federation };
     this.pushTicker.start();
     sweep.start();
+    federation?.start();
     const listen = sockets.map((s) => `${s.local.address}:${s.local.port}`);
     log.info({ realm: realm.name, prefix: realm.prefix.toString(), listen, members: opened.members.activeCount() }, 'Realm Manager started');
   }
@@ -189,6 +204,7 @@ class RealmManager implements MappingServer {
     this.pushTicker.stop();
     const r = this.running;
     if (r !== null) {
+      r.federation?.stop();
       r.sweep.stop();
       for (const s of r.sockets.splice(0)) await s.close();
     }
@@ -203,7 +219,7 @@ class RealmManager implements MappingServer {
     let oversize = 0;
     for (const s of this.running?.sockets ?? []) oversize += s.oversize?.() ?? 0;
     const store = this.running?.store ?? this.deps.store;
-    return flattenCounters(counters, { oversize, pushes, limiter, sessionsLive: sessions.size, subscriptionsLive: subs.total, store, membersActive: this.running?.admission.members.activeCount() ?? 0, groups: this.running?.handlers.groups });
+    return flattenCounters(counters, { oversize, pushes, limiter, sessionsLive: sessions.size, subscriptionsLive: subs.total, store, membersActive: this.running?.admission.members.activeCount() ?? 0, groups: this.running?.handlers.groups, hierarchy: this.running?.federation?.counters() });
   }
 
   admit(publicKey: Uint8Array, prefix: Prefix = this.realm.prefix): Promise<HostId> {

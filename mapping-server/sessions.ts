@@ -41,6 +41,8 @@ export interface PendingPush {
   readonly revoke: boolean;
   /** A GROUP-PUSH (slice 2): binding is the user/data binding, this its hosts' presence flags; null for host pushes. */
   readonly present: Uint8Array | null;
+  /** A host of another realm (docs/hierarchy.md): this RM's endorsement of its realm key, sent along. */
+  readonly endorsement: Uint8Array | null;
   attempts: number;
   nextAt: number;
 }

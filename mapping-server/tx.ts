@@ -49,6 +49,8 @@ export class Outbox {
     if (p.revoke) return this.reply(s, { type: 'revoke', pushId: p.pushId, hostId: p.binding });
     // GROUP-PUSH (slice 2) is rare too: a presence change of a user's or a data ID's host.
     if (p.present !== null) return this.reply(s, { type: 'groupPush', pushId: p.pushId, binding: p.binding, present: p.present, ttl: p.ttl });
+    // Another realm's host (docs/hierarchy.md): the endorsement rides along, through the general encoder.
+    if (p.endorsement !== null) return this.reply(s, { type: 'push', pushId: p.pushId, binding: p.binding, ttl: p.ttl, prefs: p.prefs, cert: p.cert, endorsement: p.endorsement });
     s.txSeq++;
     this.sendWritten(s, writePush(this.out, s.sid, s.txSeq, s.keys.s2c, p.pushId, p.binding, p.ttl, p.prefs, p.cert));
   }

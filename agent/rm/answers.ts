@@ -78,8 +78,11 @@ interface Seen {
 }
 
 export interface AnswerTrust {
-  /** The realm keys this host pinned (the RMs' keys): certificates from others are refused. */
-  readonly realmKeys: () => readonly Uint8Array[];
+  /**
+   * The realm keys whose certificates are accepted for an ID: the ones this host pinned (its RMs'
+   * keys), and another realm's key for that realm's prefix once this host's RM endorsed it.
+   */
+  readonly keysFor: (id: HostId) => readonly Uint8Array[];
   /** Wall-clock ms, for the certificates' validity. */
   readonly wallClock: () => number;
 }
@@ -120,7 +123,7 @@ export class AnswerVerifier {
       certNotAfter = prev.certNotAfter;
     } else {
       if (prev !== undefined && prev.seq === b.seq && !sameBytes(prev.bytes, b.bytes)) return 'stale';
-      const v = verifyCertificate(cert, this.trust.realmKeys(), nowS);
+      const v = verifyCertificate(cert, this.trust.keysFor(b.hostId), nowS);
       if (!v.ok || !certMatches(v.cert, b.hostId, b.publicKey)) return 'badCert';
       if (v.cert.prefixLen !== b.prefixLen) return 'prefixLen';
       const pin = this.pinned.get(k);

@@ -180,6 +180,9 @@ const COUNTER_NAMES = [
   'binding.revoked',
   /** Slice 2: verified GROUP-REPLYs (user/data IDs). */
   'group.answers',
+  /** Another realm's key endorsed by our RM with a foreign binding (docs/hierarchy.md); refused: not signed by a pinned key, or expired. */
+  'endorse.accepted',
+  'endorse.refused',
   'revoke.delivered',
   'hello.notMember',
   'hello.badToken',
@@ -323,6 +326,7 @@ class Client implements RmClient {
       throw new RealmnetError('BINDING_INVALID', `the RM answered a lookup of ${id.toString()} for another ID`);
     }
     if (r.binding === null) return Object.freeze({ kind: 'negative', hostId: id, ttl: r.ttl });
+    if (r.endorsement) this.endorse(r.endorsement);
     const a = this.verified(this.answers.check(r.binding, id, r.ttl, r.prefs, r.cert));
     if (a === null) throw new RealmnetError('BINDING_INVALID', `the RM served an invalid binding for ${id.toString()} (forged, mismatched, stale, revoked or without a valid certificate)`);
     return a;
@@ -644,6 +648,11 @@ class Client implements RmClient {
     this.renewTimer.unref();
   }
 
+  /** Another realm's key for its prefix, as our RM vouches for it (checked against the pinned realm keys). */
+  private endorse(bytes: Uint8Array): void {
+    this.c[this.trust.endorse(bytes) === null ? 'endorse.accepted' : 'endorse.refused']++;
+  }
+
   private onPushMsg(m: Push): void {
     this.c['rx.handled.push']++;
     this.c['push.received']++;
@@ -651,6 +660,7 @@ class Client implements RmClient {
     const ack = this.session.seal({ type: 'pushAck', pushId: m.pushId });
     if (ack === null) return;
     this.send(ack);
+    if (m.endorsement) this.endorse(m.endorsement);
     const a = this.verified(this.answers.check(m.binding, null, m.ttl, m.prefs, m.cert));
     if (a === null) return;
     if (!this.followed.has(a.hostId.key)) return void this.c['push.notFollowed']++;

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { HostId } from '../../shared/ids.ts';
+import type { HostId, Prefix } from '../../shared/ids.ts';
+import { verifyDelegation, type DelegationRefusal } from '../../shared/delegation.ts';
 import { certMatches, verifyCertificate, type Certificate, type CertRefusal, type JoinToken } from '../../shared/membership.ts';
 import { AnswerVerifier } from './answers.ts';
 
@@ -26,6 +27,9 @@ export interface RealmTrustOptions {
   readonly maxTrackedIds?: number;
 }
 
+/** Other realms' keys held at most (an agent talks to hosts of a few realms, not thousands). */
+const MAX_FOREIGN = 1024;
+
 export class RealmTrust {
   readonly realmKeys: readonly Uint8Array[];
   readonly join: JoinToken | null;
@@ -34,6 +38,11 @@ export class RealmTrust {
   private current: Certificate | null = null;
   private since: number | null;
   private readonly listeners = new Set<(c: Certificate) => void>();
+  /**
+   * Other realms' keys, each for its prefix only, as this host's own RM endorsed them (a delegation
+   * signed by a pinned realm key, docs/hierarchy.md): key hex + prefix → the endorsement. Bounded.
+   */
+  private readonly foreign = new Map<string, { prefix: Prefix; key: Uint8Array; notAfter: number }>();
 
   constructor(o: RealmTrustOptions) {
     const keys: Uint8Array[] = [];
@@ -46,7 +55,7 @@ export class RealmTrust {
     this.join = o.join ?? null;
     this.wallClock = o.wallClock ?? Date.now;
     this.since = o.memberSince ?? null;
-    this.answers = new AnswerVerifier(o.maxTrackedIds ?? 65_536, { realmKeys: () => this.realmKeys, wallClock: this.wallClock });
+    this.answers = new AnswerVerifier(o.maxTrackedIds ?? 65_536, { keysFor: (id) => this.keysFor(id), wallClock: this.wallClock });
     if (o.cert) {
       const v = verifyCertificate(o.cert, this.realmKeys, this.nowS());
       if (v.ok) this.current = v.cert;
@@ -98,6 +107,56 @@ export class RealmTrust {
     const c = this.current;
     if (c === null) return null;
     return (c.notBefore + ((c.notAfter - c.notBefore) * 2) / 3) * 1000;
+  }
+
+  /**
+   * An endorsement that came with a binding of another realm's host: kept when a pinned realm key
+   * signed it and it is valid now. Returns why it was refused, null when kept.
+   */
+  endorse(bytes: Uint8Array): DelegationRefusal | null {
+    const nowS = this.nowS();
+    let last: DelegationRefusal = 'delegationIssuer';
+    for (const k of this.realmKeys) {
+      const v = verifyDelegation(bytes, k, nowS);
+      if (!v.ok) {
+        if (v.reason !== 'delegationIssuer') last = v.reason;
+        continue;
+      }
+      const d = v.delegation;
+      const id = `${Buffer.from(d.subjectKey).toString('hex')} ${d.prefix.toString()}`;
+      if (!this.foreign.has(id) && this.foreign.size >= MAX_FOREIGN) this.pruneForeign(nowS);
+      if (!this.foreign.has(id) && this.foreign.size >= MAX_FOREIGN) {
+        const oldest = this.foreign.keys().next();
+        if (!oldest.done) this.foreign.delete(oldest.value);
+      }
+      const held = this.foreign.get(id);
+      if (held === undefined || held.notAfter < d.notAfter) this.foreign.set(id, { prefix: d.prefix, key: Uint8Array.from(d.subjectKey), notAfter: d.notAfter });
+      return null;
+    }
+    return last;
+  }
+
+  /**
+   * The realm keys whose certificates are accepted for id: the pinned ones, and each endorsed key of
+   * another realm whose prefix holds id (a foreign key never vouches outside its own prefix).
+   */
+  keysFor(id: HostId | Uint8Array): readonly Uint8Array[] {
+    if (this.foreign.size === 0) return this.realmKeys;
+    const nowS = this.nowS();
+    const out = this.realmKeys.slice();
+    for (const f of this.foreign.values()) if (nowS < f.notAfter && f.prefix.contains(id)) out.push(f.key);
+    return out;
+  }
+
+  /** Other realms' keys held now (for status). */
+  foreignRealms(): { prefix: string; key: string; notAfter: number }[] {
+    const nowS = this.nowS();
+    this.pruneForeign(nowS);
+    return [...this.foreign.values()].map((f) => ({ prefix: f.prefix.toString(), key: createHash('sha256').update(f.key).digest('hex').slice(0, 16), notAfter: f.notAfter }));
+  }
+
+  private pruneForeign(nowS: number): void {
+    for (const [k, f] of this.foreign) if (f.notAfter <= nowS) this.foreign.delete(k);
   }
 
   /** Short, for status: the first 8 bytes of SHA-256 of each realm key, hex. */

@@ -9,14 +9,15 @@ import type { PeerIdentity } from './noise.ts';
  */
 
 /**
- * A realm member: a certificate from one of the pinned realm keys, valid at nowS() (Unix seconds),
+ * A realm member: a certificate from one of the pinned realm keys (or, for another realm's host, that
+ * realm's key as this host's RM endorsed it for the ID's prefix), valid at nowS() (Unix seconds),
  * naming exactly this ID and key (docs/security.md decision 2). Costs one Ed25519 verification
  * (~50 µs), which is why it runs last, after the handshake authenticated.
  */
-export function admitMembers(realmKeys: readonly Uint8Array[], nowS: () => number): (p: PeerIdentity) => boolean {
+export function admitMembers(keysFor: (id: Uint8Array) => readonly Uint8Array[], nowS: () => number): (p: PeerIdentity) => boolean {
   return (p) => {
     if (p.cert === null) return false;
-    const v = verifyCertificate(p.cert, realmKeys, nowS());
+    const v = verifyCertificate(p.cert, keysFor(p.id), nowS());
     return v.ok && certMatches(v.cert, HostId.fromBytes(p.id), p.edPublic);
   };
 }

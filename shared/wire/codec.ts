@@ -14,10 +14,30 @@ import {
   type HostAnswer,
   type LocatorPref,
   type MsgTypeName,
+  type RmAnswer,
+  type RmPush,
+  type RmQuery,
 } from './messages.ts';
+import { DELEGATION_LEN, MAX_CHAIN } from '../delegation.ts';
 import { MAX_GROUP_HOSTS, MAX_GROUP_LEN } from '../group.ts';
 import { MAX_BINDING_LEN, MAX_LOCATORS } from '../binding.ts';
 import { CERT_LEN } from '../membership.ts';
+
+/** Every RM-QUERY datagram is at least this long (padded): answers are never larger (docs/hierarchy.md). */
+export const RM_QUERY_MIN = 1200;
+
+/** The signed part of an RM-QUERY (what signature covers), as the asking RM builds it. */
+export function rmQuerySigned(f: Pick<RmQuery, 'reqId' | 'id' | 'time' | 'follow' | 'chain'>): Uint8Array {
+  return packr.pack([f.reqId, f.id, f.time, f.follow ? 1 : 0, f.chain]);
+}
+
+export function rmAnswerSigned(f: Omit<RmAnswer, 'type' | 'signed' | 'signature'>): Uint8Array {
+  return packr.pack([f.reqId, f.id, f.kind, f.ttl, f.cls, f.followed ? 1 : 0, f.referral, f.binding, f.cert, prefsOut(f.prefs)]);
+}
+
+export function rmPushSigned(f: Omit<RmPush, 'type' | 'signed' | 'signature'>): Uint8Array {
+  return packr.pack([f.pushId, f.time, f.binding, f.cert, prefsOut(f.prefs), f.ttl, f.cls]);
+}
 
 /** Bytes in a CHALLENGE token. */
 export const CHALLENGE_LEN = 16;
@@ -55,7 +75,12 @@ export function encode(msg: ControlMessage, auth: SendAuth | null): Buffer {
   const typeNo = MsgType[msg.type];
   const authenticated = !UNAUTHENTICATED_TYPES.has(typeNo);
   if (authenticated && auth === null) throw new Error(`${msg.type} needs a session`);
-  const body = packr.pack(bodyOf(msg));
+  let body = packr.pack(bodyOf(msg));
+  if (msg.type === 'rmQuery') {
+    // Padded so that no answer is larger than the query: the empty pad (2 bytes) grows to fill.
+    const short = RM_QUERY_MIN - HEADER_LEN - body.length;
+    if (short > 0) body = packr.pack([msg.signed, msg.signature, new Uint8Array(short < 254 ? short : short - 1)]);
+  }
   const len = HEADER_LEN + body.length + (authenticated ? MAC_LEN : 0);
   if (len > MAX_DATAGRAM) throw new RangeError(`${msg.type} is ${len} bytes, more than ${MAX_DATAGRAM}`);
   const out = Buffer.allocUnsafe(len);
@@ -129,6 +154,8 @@ export function requestIdOf(m: ControlMessage): number {
     case 'pushAck':
     case 'revoke':
     case 'groupPush':
+    case 'rmPush':
+    case 'rmPushAck':
       return m.pushId;
     case 'challenge':
     case 'challengeReply':
@@ -153,7 +180,7 @@ function bodyOf(m: ControlMessage): unknown[] {
     case 'lookup':
       return [m.reqId, m.hostId];
     case 'lookupReply':
-      return [m.reqId, m.hostId, m.ttl, m.binding, prefsOut(m.prefs), m.cert];
+      return m.endorsement ? [m.reqId, m.hostId, m.ttl, m.binding, prefsOut(m.prefs), m.cert, m.endorsement] : [m.reqId, m.hostId, m.ttl, m.binding, prefsOut(m.prefs), m.cert];
     case 'register':
       return [m.reqId, m.binding];
     case 'registerReply':
@@ -166,7 +193,7 @@ function bodyOf(m: ControlMessage): unknown[] {
     case 'unsubscribeReply':
       return [m.reqId];
     case 'push':
-      return [m.pushId, m.binding, m.ttl, prefsOut(m.prefs), m.cert];
+      return m.endorsement ? [m.pushId, m.binding, m.ttl, prefsOut(m.prefs), m.cert, m.endorsement] : [m.pushId, m.binding, m.ttl, prefsOut(m.prefs), m.cert];
     case 'pushAck':
       return [m.pushId];
     case 'revoke':
@@ -190,6 +217,24 @@ function bodyOf(m: ControlMessage): unknown[] {
       return [m.reqId, m.id, m.ttl, m.binding, m.present, m.hosts.map((h) => [h.binding, prefsOut(h.prefs), h.cert, h.ttl])];
     case 'groupPush':
       return [m.pushId, m.binding, m.present, m.ttl];
+    case 'rmQuery':
+      return [m.signed, m.signature, new Uint8Array(0)];
+    case 'rmAnswer':
+    case 'rmPush':
+      return [m.signed, m.signature];
+    case 'rmPushAck':
+      return [m.pushId];
+  }
+}
+
+/** The nested msgpack of an RM message's signed part; null when it is not an array. */
+function unpackSigned(x: unknown, max: number): unknown[] | null {
+  if (!(x instanceof Uint8Array) || x.length === 0 || x.length > max) return null;
+  try {
+    const a: unknown = unpackr.unpack(x);
+    return Array.isArray(a) ? a : null;
+  } catch {
+    return null;
   }
 }
 
@@ -225,12 +270,14 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       if (a.length !== 2 || !u32(a[0]) || !bin(a[1], 16)) return null;
       return { type, reqId: a[0], hostId: a[1] };
     case 'lookupReply': {
-      if (a.length !== 6 || !u32(a[0]) || !bin(a[1], 16) || !u32(a[2]) || !(a[3] === null || binMax(a[3], MAX_BINDING_LEN))) return null;
+      if (a.length === 7 && !bin(a[6], DELEGATION_LEN)) return null;
+      if ((a.length !== 6 && a.length !== 7) || !u32(a[0]) || !bin(a[1], 16) || !u32(a[2]) || !(a[3] === null || binMax(a[3], MAX_BINDING_LEN))) return null;
       // A binding comes with its host's certificate; a negative answer carries none.
       if (!optBin(a[5], CERT_LEN) || (a[3] === null) !== (a[5] === null)) return null;
       const prefs = prefsIn(a[4]);
       if (prefs === null) return null;
-      return { type, reqId: a[0], hostId: a[1], ttl: a[2], binding: a[3], prefs, cert: a[5] };
+      if (a.length === 7 && a[3] === null) return null;
+      return { type, reqId: a[0], hostId: a[1], ttl: a[2], binding: a[3], prefs, cert: a[5], ...(a.length === 7 ? { endorsement: a[6] as Uint8Array } : {}) };
     }
     case 'register':
       if (a.length !== 2 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN)) return null;
@@ -252,10 +299,11 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
       if (a.length !== 1 || !u32(a[0])) return null;
       return { type, reqId: a[0] };
     case 'push': {
-      if (a.length !== 5 || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN) || !u32(a[2]) || !bin(a[4], CERT_LEN)) return null;
+      if ((a.length !== 5 && a.length !== 6) || !u32(a[0]) || !binMax(a[1], MAX_BINDING_LEN) || !u32(a[2]) || !bin(a[4], CERT_LEN)) return null;
+      if (a.length === 6 && !bin(a[5], DELEGATION_LEN)) return null;
       const prefs = prefsIn(a[3]);
       if (prefs === null) return null;
-      return { type, pushId: a[0], binding: a[1], ttl: a[2], prefs, cert: a[4] };
+      return { type, pushId: a[0], binding: a[1], ttl: a[2], prefs, cert: a[4], ...(a.length === 6 ? { endorsement: a[5] as Uint8Array } : {}) };
     }
     case 'pushAck':
       if (a.length !== 1 || !u32(a[0])) return null;
@@ -300,6 +348,36 @@ function validate(type: MsgTypeName, a: unknown[]): ControlMessage | null {
     case 'groupPush':
       if (a.length !== 4 || !u32(a[0]) || !binMax(a[1], MAX_GROUP_LEN) || !flags(a[2]) || !u32(a[3])) return null;
       return { type, pushId: a[0], binding: a[1], present: a[2], ttl: a[3] };
+    case 'rmQuery': {
+      if (a.length !== 3 || !bin(a[1], 64) || !(a[2] instanceof Uint8Array)) return null;
+      const f = unpackSigned(a[0], MAX_DATAGRAM);
+      if (f === null || f.length !== 5 || !u32(f[0]) || !bin(f[1], 16) || !u32(f[2]) || (f[3] !== 0 && f[3] !== 1) || !Array.isArray(f[4])) return null;
+      const chain: unknown[] = f[4];
+      if (chain.length > MAX_CHAIN || !chain.every((x) => bin(x, DELEGATION_LEN))) return null;
+      return { type, reqId: f[0], id: f[1], time: f[2], follow: f[3] === 1, chain: chain as Uint8Array[], signed: a[0] as Uint8Array, signature: a[1] };
+    }
+    case 'rmAnswer': {
+      if (a.length !== 2 || !bin(a[1], 64)) return null;
+      const f = unpackSigned(a[0], MAX_DATAGRAM);
+      if (f === null || f.length !== 10 || !u32(f[0]) || !bin(f[1], 16) || !u8(f[2]) || f[2] > 2 || !u32(f[3]) || !u8(f[4]) || f[4] > 3 || (f[5] !== 0 && f[5] !== 1)) return null;
+      if (!optBin(f[6], DELEGATION_LEN) || !(f[7] === null || binMax(f[7], MAX_BINDING_LEN)) || !optBin(f[8], CERT_LEN)) return null;
+      // The fields present are exactly the kind's: a referral carries a delegation, a binding its certificate.
+      if ((f[2] === 1) !== (f[6] !== null) || (f[2] === 2) !== (f[7] !== null) || (f[7] === null) !== (f[8] === null)) return null;
+      const prefs = prefsIn(f[9]);
+      if (prefs === null) return null;
+      return { type, reqId: f[0], id: f[1], kind: f[2], ttl: f[3], cls: f[4], followed: f[5] === 1, referral: f[6], binding: f[7] as Uint8Array | null, cert: f[8], prefs, signed: a[0] as Uint8Array, signature: a[1] };
+    }
+    case 'rmPush': {
+      if (a.length !== 2 || !bin(a[1], 64)) return null;
+      const f = unpackSigned(a[0], MAX_DATAGRAM);
+      if (f === null || f.length !== 7 || !u32(f[0]) || !u32(f[1]) || !binMax(f[2], MAX_BINDING_LEN) || !bin(f[3], CERT_LEN) || !u32(f[5]) || !u8(f[6]) || f[6] > 3) return null;
+      const prefs = prefsIn(f[4]);
+      if (prefs === null) return null;
+      return { type, pushId: f[0], time: f[1], binding: f[2], cert: f[3], prefs, ttl: f[5], cls: f[6], signed: a[0] as Uint8Array, signature: a[1] };
+    }
+    case 'rmPushAck':
+      if (a.length !== 1 || !u32(a[0])) return null;
+      return { type, pushId: a[0] };
   }
 }
 

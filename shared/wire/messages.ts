@@ -45,11 +45,17 @@ export const MsgType = {
   serveReply: 43,
   groupReply: 44,
   groupPush: 45,
+  rmQuery: 50,
+  rmAnswer: 51,
+  rmPush: 52,
+  rmPushAck: 53,
 } as const;
 export type MsgTypeName = keyof typeof MsgType;
 
 /** Types sent without a session (sid 0, no MAC). Everything else needs a session and its MAC. */
-export const UNAUTHENTICATED_TYPES: ReadonlySet<number> = new Set([MsgType.hello, MsgType.welcome, MsgType.reject, MsgType.cookie]);
+export const UNAUTHENTICATED_TYPES: ReadonlySet<number> = new Set([MsgType.hello, MsgType.welcome, MsgType.reject, MsgType.cookie, MsgType.rmQuery, MsgType.rmAnswer, MsgType.rmPush, MsgType.rmPushAck]);
+/** RM ↔ RM messages (the hierarchy, docs/hierarchy.md): sessionless, each signed with the sender RM's Ed25519 key instead. */
+export const RM_TO_RM_TYPES: ReadonlySet<number> = new Set([MsgType.rmQuery, MsgType.rmAnswer, MsgType.rmPush, MsgType.rmPushAck]);
 
 /** A HELLO's proof that the host holds a join token (shared/membership.ts, docs/security.md). */
 export interface JoinProof {
@@ -160,6 +166,12 @@ export interface LookupReply {
   readonly prefs: readonly LocatorPref[];
   /** The membership certificate of the binding's host: present iff binding is (codec.ts checks it). */
   readonly cert: Uint8Array | null;
+  /**
+   * For a host of another realm (docs/hierarchy.md): a delegation signed by this RM naming the key
+   * that speaks for that realm's prefix, so the agent can check the foreign certificate. Absent
+   * (null) for this realm's own hosts; the field is then left off the wire.
+   */
+  readonly endorsement?: Uint8Array | null;
 }
 
 export interface Register {
@@ -236,6 +248,8 @@ export interface Push {
   readonly prefs: readonly LocatorPref[];
   /** The membership certificate of the binding's host. */
   readonly cert: Uint8Array;
+  /** As in LOOKUP-REPLY: for a host of another realm. */
+  readonly endorsement?: Uint8Array | null;
 }
 
 export interface PushAck {
@@ -374,7 +388,79 @@ export interface GroupPush {
   readonly ttl: number;
 }
 
+/** How a binding is kept across the hierarchy (docs/hierarchy.md): by its customer class. */
+export const CustomerClass = { none: 0, static: 1, nomadic: 2, mobile: 3 } as const;
+export type CustomerClassValue = (typeof CustomerClass)[keyof typeof CustomerClass];
+
+/**
+ * RM → RM: "who speaks for id?" (the hierarchy). The fields below are what the asking RM signs
+ * (signed: their msgpack form; signature: Ed25519 by the key that ends chain). Padded to
+ * RM_QUERY_MIN bytes so that no answer is larger than the query (no amplification towards a
+ * spoofed source), as QUIC pads its first datagram.
+ */
+export interface RmQuery {
+  readonly type: 'rmQuery';
+  readonly reqId: number;
+  readonly id: Uint8Array;
+  /** Unix seconds when signed: answering RMs refuse a query more than RM_QUERY_SKEW_S old. */
+  readonly time: number;
+  /** Ask the authoritative RM to push changes of id (it does for pushed classes). */
+  readonly follow: boolean;
+  /** The asking RM's delegation chain from the top RM's key (shared/delegation.ts). */
+  readonly chain: readonly Uint8Array[];
+  readonly signed: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+export const RmAnswerKind = { negative: 0, referral: 1, binding: 2 } as const;
+
+/** RM → RM: a referral, a binding, or a negative answer, signed by the answering RM's key. */
+export interface RmAnswer {
+  readonly type: 'rmAnswer';
+  readonly reqId: number;
+  readonly id: Uint8Array;
+  readonly kind: number;
+  /** Seconds the asker may cache it. */
+  readonly ttl: number;
+  /** The binding's customer class (CustomerClass); none for referrals and negative answers. */
+  readonly cls: number;
+  /** The answering RM pushes changes of id to the asker from now on. */
+  readonly followed: boolean;
+  /** kind referral: the delegation of the longest matching prefix, signed by the answering RM. */
+  readonly referral: Uint8Array | null;
+  /** kind binding: */
+  readonly binding: Uint8Array | null;
+  readonly cert: Uint8Array | null;
+  readonly prefs: readonly LocatorPref[];
+  readonly signed: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+/** RM → following RM: a new binding of a host it asked about with follow; acknowledged with RM-PUSH-ACK. */
+export interface RmPush {
+  readonly type: 'rmPush';
+  readonly pushId: number;
+  /** Unix seconds when signed (a replayed push with the same binding sequence is refused if older). */
+  readonly time: number;
+  readonly binding: Uint8Array;
+  readonly cert: Uint8Array;
+  readonly prefs: readonly LocatorPref[];
+  readonly ttl: number;
+  readonly cls: number;
+  readonly signed: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+export interface RmPushAck {
+  readonly type: 'rmPushAck';
+  readonly pushId: number;
+}
+
 export type ControlMessage =
+  | RmQuery
+  | RmAnswer
+  | RmPush
+  | RmPushAck
   | Publish
   | PublishReply
   | Serve

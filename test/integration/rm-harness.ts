@@ -42,11 +42,13 @@ export interface HarnessOptions {
   readonly openSocket?: OpenSocket;
   /** The RM's wall clock for certificates (default Date.now). */
   readonly wallClock?: () => number;
+  /** The RM's key (default: a fresh one), e.g. when other RMs must name it (the hierarchy). */
+  readonly key?: KeyPair;
 }
 
 export async function startHarness(extra: Record<string, unknown> = {}, clock: Clock = systemClock, opts: HarnessOptions = {}): Promise<Harness> {
   const config = testConfig(extra);
-  const rmKey = generateKeyPair();
+  const rmKey = opts.key ?? generateKeyPair();
   const makeStore = opts.store ?? ((o: StoreOptions) => new BindingStore(o));
   const store = makeStore({
     path: config.store.path,

@@ -47,7 +47,7 @@ function host(opts: { cert?: boolean; instanceId?: number; realmKey?: KeyPair } 
 }
 
 const nowS = () => Math.floor(Date.now() / 1000);
-const members = admitMembers([realm.publicKey], nowS);
+const members = admitMembers(() => [realm.publicKey], nowS);
 
 function hs(h: Host, clock: { now(): number } = { now: () => Date.now() }, admit: (p: PeerIdentity) => boolean = members): Handshaker {
   return new Handshaker(h.me, { now: () => clock.now(), admit });
