@@ -314,7 +314,8 @@ export async function startSlice2(tb: Testbed<typeof SLICE2>, files: Slice2Files
   }
 }
 
-const STATUS_SCRIPT = `
+/** Prints an agent's `status` (JSON) from its abstract control socket; argv[1] is @realmnet/NAME. */
+export const STATUS_SCRIPT = `
 const c = require('node:net').createConnection('\\0' + process.argv[1].slice(1));
 let b = '';
 c.setEncoding('utf8');
