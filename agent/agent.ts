@@ -387,6 +387,7 @@ class RealmnetAgent implements Agent {
         // Unauthenticated until the binding is known: at most UNKNOWN_PEER_FETCHES_PER_S lookups a
         // second, so a spray of made-up sender IDs costs the RM little.
         onUnknownPeer: (buf, off) => this.fetchUnknown(resolver, buf, off),
+        onStaleBinding: (id) => resolver.revalidate(HostId.fromBytes(id)),
         onPathFailed: (traffic, from, to, since) => {
           const f = this.flight;
           if (f === null) return 0;

@@ -16,7 +16,7 @@ import { Admission, publicKeyFromConfig } from './admission.ts';
 import { MemberTable, type Member, type MemberChanges } from './store/members.ts';
 import { HostId, Prefix } from '../shared/ids.ts';
 import { Outbox } from './tx.ts';
-import { Federation } from './hierarchy/federation.ts';
+import { Federation } from './federation.ts';
 import { openUdpSocket, type OnDatagram, type OnFault, type OpenSocket } from './udp.ts';
 
 /**

@@ -107,6 +107,8 @@ export interface PeerPathsDeps {
   readonly keepActive?: (mapKey: string) => boolean;
   /** A peer message from a host ID (at buf[off]) the map-cache does not hold: look it up (no packet waits). */
   readonly onUnknownPeer?: (buf: Uint8Array, off: number) => void;
+  /** A peer's probe or reply announced another version of its binding than the one cached: look it up again. */
+  readonly onStaleBinding?: (id: Uint8Array) => void;
 }
 
 /** What probing knows of one host (PeerPaths.health). */
@@ -117,9 +119,13 @@ export interface HostHealth {
   readonly rttMs: number | null;
 }
 
+const STALE_EVERY_MS = 2_000;
+
 export const PEER_COUNTERS = [
   'probesSent',
   'probesAnswered',
+  /** A probe or reply announced a binding version other than the cached one (a re-lookup asked, at most every 2 s a peer). */
+  'staleSignals',
   'repliesReceived',
   'updatesSent',
   'updatesReceived',
@@ -197,6 +203,9 @@ interface Peer {
 }
 
 export class PeerPaths {
+  /** Low 24 bits of this host's own binding sequence number, announced in probes and replies. */
+  private mapVersion = 0;
+  private readonly staleAt = new Map<string, number>();
   readonly counters: Record<PeerCounter, number> = Object.fromEntries(PEER_COUNTERS.map((k) => [k, 0])) as Record<PeerCounter, number>;
   private readonly peers = new Map<string, Peer>();
   private readonly channel: PeerChannel;
@@ -237,6 +246,7 @@ export class PeerPaths {
    * with traffic); the RM gets it through the RM link and pushes it to everyone else.
    */
   sendUpdate(b: Binding): void {
+    this.mapVersion = b.seq % 0x1000000;
     this.updates.send(b, this.peers.values(), this.deps.clock.now(), this.findPeer);
   }
 
@@ -302,11 +312,12 @@ export class PeerPaths {
     const msg = readPeer(buf, off, len, env);
     const mapKey = idKey(entry.id);
     const now = this.deps.clock.now();
+    if ((msg.type === PeerType.Probe || msg.type === PeerType.Reply) && msg.mapVersion !== undefined && msg.mapVersion !== 0 && msg.mapVersion !== entry.seq % 0x1000000) this.staleSignal(mapKey, entry.id, now);
     switch (msg.type) {
       case PeerType.Probe:
         if (!this.channel.fresh(mapKey, msg.counter)) return;
         this.counters.probesAnswered++;
-        this.channel.send(uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, { type: PeerType.Reply, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token }, key);
+        this.channel.send(uplink, srcAddrs.subarray(srcOff, srcOff + 16), port, { type: PeerType.Reply, instanceId: this.opts.instanceId, from: this.deps.myId, to: entry.id, token: msg.token, mapVersion: this.mapVersion }, key);
         return;
       case PeerType.Reply:
         return this.onReplyMsg(mapKey, uplink, msg.token, now);
@@ -320,6 +331,16 @@ export class PeerPaths {
       case PeerType.UpdateAck:
         return this.updates.onAck(mapKey, msg.token);
     }
+  }
+
+  /** The stale-binding signal: one re-lookup per peer every STALE_EVERY_MS at most (the RM may not have the new one yet). */
+  private staleSignal(mapKey: string, id: Uint8Array, now: number): void {
+    const last = this.staleAt.get(mapKey);
+    if (last !== undefined && now - last < STALE_EVERY_MS) return;
+    if (this.staleAt.size >= 4096) this.staleAt.clear();
+    this.staleAt.set(mapKey, now);
+    this.counters.staleSignals++;
+    this.deps.onStaleBinding?.(id);
   }
 
   private forget(mapKey: string): void {
@@ -588,7 +609,7 @@ export class PeerPaths {
     }
     path.outstanding.set(token, now);
     this.counters.probesSent++;
-    this.channel.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token }, key);
+    this.channel.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token, mapVersion: this.mapVersion }, key);
   }
 
   private onReplyMsg(mapKey: string, uplink: number, token: number, now: number): void {

@@ -6,6 +6,8 @@ import { MAX_BINDING_LEN } from '../../shared/binding.ts';
  * Messages between two agents, on the data port (UDP 4341), so that a probe takes exactly the path
  * the data takes: same socket, same source address, same policy route, same ISP.
  *
+ * Header bytes 1-3 (the data header's nonce) carry a probe's or reply's map version (below).
+ *
  *   0       8        9      10            26            42       50         58       60        60+n      +16
  *   | header | version | type | sender ID  | receiver ID | token  | counter  | bindLen | binding | MAC |
  *
@@ -49,15 +51,22 @@ export interface PeerMessage {
   readonly counter: number;
   /** Update only: the encoded signed binding. */
   readonly binding?: Uint8Array;
+  /**
+   * Probe and reply: the low 24 bits of the sender's own binding sequence number (LISP
+   * map-versioning's idea, docs/hierarchy.md): a receiver whose cached binding of the sender has
+   * another version knows it is stale and looks it up again. 0: no version (older agents).
+   */
+  readonly mapVersion?: number;
 }
 
 /** Writes msg at out[0..) and MACs it; returns the length. out must hold PEER_MAX_LEN bytes. */
 export function encodePeer(out: Buffer, msg: PeerMessage, key: MacKey): number {
   const bind = msg.binding ?? EMPTY;
   out[0] = PEER_FLAGS;
-  out[1] = 0;
-  out[2] = 0;
-  out[3] = 0;
+  const v = msg.mapVersion ?? 0;
+  out[1] = (v >>> 16) & 0xff;
+  out[2] = (v >>> 8) & 0xff;
+  out[3] = v & 0xff;
   out[4] = (msg.instanceId >>> 16) & 0xff;
   out[5] = (msg.instanceId >>> 8) & 0xff;
   out[6] = msg.instanceId & 0xff;
@@ -117,6 +126,7 @@ export function readPeer(buf: Uint8Array, off: number, len: number, env: PeerEnv
     token: read53(buf, off + O_TOKEN),
     counter: read53(buf, off + O_COUNTER),
     binding: bindLen > 0 ? Uint8Array.from(buf.subarray(off + O_BINDING, off + O_BINDING + bindLen)) : undefined,
+    mapVersion: (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3],
   };
 }
 

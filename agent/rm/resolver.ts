@@ -75,7 +75,7 @@ interface Waiting {
   readonly outside: { uplink: number; data: Buffer; src: Uint8Array; port: number }[];
 }
 
-export const RESOLVER_COUNTERS = ['lookups', 'groups', 'fetches', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'directApplied', 'expired', 'refreshed', 'negativeHits', 'backoffHits', 'busy', 'droppedAfterFailure', 'revoked', 'revokedHits', 'directKeyChanged', 'certExpired'] as const;
+export const RESOLVER_COUNTERS = ['lookups', 'groups', 'fetches', 'positive', 'negative', 'failed', 'queued', 'queueOverflow', 'pushesApplied', 'directApplied', 'expired', 'refreshed', 'negativeHits', 'backoffHits', 'busy', 'droppedAfterFailure', 'revoked', 'revokedHits', 'directKeyChanged', 'certExpired', 'staleSignals'] as const;
 export type ResolverCounter = (typeof RESOLVER_COUNTERS)[number];
 
 export class Resolver {
@@ -171,6 +171,15 @@ export class Resolver {
     }
     this.counters.fetches++;
     this.lookup(id, true);
+  }
+
+  /**
+   * A peer announced (in a probe or reply) another version of its binding than the cached one: ask
+   * the RM again now rather than at the TTL (docs/hierarchy.md, the stale-binding signal).
+   */
+  revalidate(id: HostId): void {
+    this.counters.staleSignals++;
+    this.fetch(id);
   }
 
   /** A pushed (verified) binding: replace the entry at once. */

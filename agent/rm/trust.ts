@@ -43,6 +43,8 @@ export class RealmTrust {
    * signed by a pinned realm key, docs/hierarchy.md): key hex + prefix → the endorsement. Bounded.
    */
   private readonly foreign = new Map<string, { prefix: Prefix; key: Uint8Array; notAfter: number }>();
+  /** Endorsements already verified (their bytes) → notAfter. */
+  private readonly endorsed = new Map<string, number>();
 
   constructor(o: RealmTrustOptions) {
     const keys: Uint8Array[] = [];
@@ -115,6 +117,9 @@ export class RealmTrust {
    */
   endorse(bytes: Uint8Array): DelegationRefusal | null {
     const nowS = this.nowS();
+    // The same endorsement comes with every answer of that realm: verified once.
+    const seen = this.endorsed.get(Buffer.from(bytes).toString('latin1'));
+    if (seen !== undefined && nowS < seen) return null;
     let last: DelegationRefusal = 'delegationIssuer';
     for (const k of this.realmKeys) {
       const v = verifyDelegation(bytes, k, nowS);
@@ -131,6 +136,8 @@ export class RealmTrust {
       }
       const held = this.foreign.get(id);
       if (held === undefined || held.notAfter < d.notAfter) this.foreign.set(id, { prefix: d.prefix, key: Uint8Array.from(d.subjectKey), notAfter: d.notAfter });
+      if (this.endorsed.size >= MAX_FOREIGN) this.endorsed.clear();
+      this.endorsed.set(Buffer.from(bytes).toString('latin1'), d.notAfter);
       return null;
     }
     return last;

@@ -1,11 +1,11 @@
 import { randomInt } from 'node:crypto';
-import { decodeBinding, verifyBinding } from '../../shared/binding.ts';
-import { signBytes, verifyBytes } from '../../shared/crypto/ed25519.ts';
-import { MAX_CHAIN, signDelegation, verifyDelegation, type RmAddress } from '../../shared/delegation.ts';
-import { idKey, Prefix } from '../../shared/ids.ts';
-import { certMatches, verifyCertificate } from '../../shared/membership.ts';
-import { encode, rmQuerySigned } from '../../shared/wire/codec.ts';
-import { RmAnswerKind, type LocatorPref, type RmAnswer, type RmPush } from '../../shared/wire/messages.ts';
+import { decodeBinding, verifyBinding } from '../shared/binding.ts';
+import { signBytes, verifyBytes } from '../shared/crypto/ed25519.ts';
+import { MAX_CHAIN, signDelegation, verifyDelegation, type RmAddress } from '../shared/delegation.ts';
+import { idKey, Prefix } from '../shared/ids.ts';
+import { certMatches, verifyCertificate } from '../shared/membership.ts';
+import { encode, rmQuerySigned } from '../shared/wire/codec.ts';
+import { RmAnswerKind, type LocatorPref, type RmAnswer, type RmPush } from '../shared/wire/messages.ts';
 import { className } from './classes.ts';
 import { keyFingerprint } from './authority.ts';
 import type { FederationParts, HierarchyCounters } from './federation.ts';
@@ -57,6 +57,10 @@ export interface ForeignEntry {
   readonly target: Target;
   readonly endorsement: Uint8Array;
   refreshing: boolean;
+  /** Clock ms when the authoritative RM gave it. */
+  readonly fetchedAt: number;
+  /** Sessions of this RM's hosts it was served to (bounded): one asking again suspects it is stale. */
+  readonly servedTo: Set<number>;
 }
 
 export type Resolution = { kind: 'binding'; entry: ForeignEntry } | { kind: 'negative'; ttlS: number };
@@ -78,6 +82,8 @@ const MAX_JOBS = 10_000;
 const MAX_WAITERS = 64;
 const MAX_REFERRALS = 4_096;
 const WARN_EVERY_MS = 60_000;
+/** An entry is asked again for a host that asks again no sooner than this after it was fetched. */
+const REVALIDATE_MS = 2_000;
 
 export class Recursor {
   private readonly referrals = new Map<string, { target: Target; expiresAt: number }>();
@@ -127,13 +133,27 @@ export class Recursor {
     return this.referrals.size;
   }
 
-  /** The binding for id from the cache, or resolved through the hierarchy; cb once, maybe synchronously. */
-  resolve(id: Uint8Array, cb: Waiter): void {
+  /**
+   * The binding for id from the cache, or resolved through the hierarchy; cb once, maybe
+   * synchronously. asker: the session asking. A host that asks again for a binding it was already
+   * given has a reason (its TTL ends, or its peer announced a newer version: the stale-binding
+   * signal): then the authoritative RM is asked again, at most every REVALIDATE_MS an entry.
+   */
+  resolve(id: Uint8Array, asker: number, cb: Waiter): void {
     const k = idKey(id);
     const now = this.p.clock.now();
     const e = this.cached(k, now);
     if (e !== null) {
+      if (e.servedTo.has(asker) && now - e.fetchedAt >= REVALIDATE_MS && !this.jobs.has(k)) {
+        this.c.revalidations++;
+        e.refreshing = true;
+        return this.start(id, k, false, (r) => {
+          if (r.kind === 'binding') r.entry.servedTo.add(asker);
+          cb(r.kind === 'negative' && this.cache.get(k) === e ? { kind: 'binding', entry: e } : r);
+        }, e.target);
+      }
       this.c.cacheHits++;
+      if (e.servedTo.size < 64) e.servedTo.add(asker);
       return cb({ kind: 'binding', entry: e });
     }
     const negUntil = this.negative.get(k);
@@ -145,17 +165,20 @@ export class Recursor {
       this.negative.delete(k);
     }
     this.c.cacheMisses++;
-    this.start(id, k, false, cb);
+    this.start(id, k, false, (r) => {
+      if (r.kind === 'binding') r.entry.servedTo.add(asker);
+      cb(r);
+    });
   }
 
-  private start(id: Uint8Array, k: string, self: boolean, cb: Waiter | null): void {
+  private start(id: Uint8Array, k: string, self: boolean, cb: Waiter | null, from: Target | null = null): void {
     const running = this.jobs.get(k);
     if (running !== undefined) {
       if (cb !== null && running.waiters.length < MAX_WAITERS) running.waiters.push(cb);
       else if (cb !== null) cb({ kind: 'negative', ttlS: 1 });
       return;
     }
-    const target = self ? this.root : this.firstTarget(id);
+    const target = self ? this.root : (from ?? this.firstTarget(id));
     if (target === null || this.jobs.size >= MAX_JOBS || this.stopped) {
       if (target !== null) this.c.busy++;
       else this.c.noRoute++;
@@ -331,6 +354,8 @@ export class Recursor {
       target: t,
       endorsement,
       refreshing: false,
+      fetchedAt: this.p.clock.now(),
+      servedTo: new Set(),
     };
   }
 

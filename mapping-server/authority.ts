@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { signBytes, verifyBytes } from '../../shared/crypto/ed25519.ts';
-import { decodeDelegation, signDelegation, verifyChain, type Delegation, type RmAddress } from '../../shared/delegation.ts';
-import { canonicalAddress } from '../../shared/address.ts';
-import { idKey, Prefix } from '../../shared/ids.ts';
-import { encode, rmAnswerSigned, rmPushSigned } from '../../shared/wire/codec.ts';
-import { CustomerClass, RmAnswerKind, type LocatorPref, type RmAnswer, type RmQuery } from '../../shared/wire/messages.ts';
-import { decidePush, pushBackoffMs } from '../push.ts';
-import type { ControlSocket } from '../sessions.ts';
+import { signBytes, verifyBytes } from '../shared/crypto/ed25519.ts';
+import { decodeDelegation, signDelegation, verifyChain, type Delegation, type RmAddress } from '../shared/delegation.ts';
+import { canonicalAddress } from '../shared/address.ts';
+import { idKey, Prefix } from '../shared/ids.ts';
+import { encode, rmAnswerSigned, rmPushSigned } from '../shared/wire/codec.ts';
+import { CustomerClass, RmAnswerKind, type LocatorPref, type RmAnswer, type RmQuery } from '../shared/wire/messages.ts';
+import { decidePush, pushBackoffMs } from './push.ts';
+import type { ControlSocket } from './sessions.ts';
 import { classValue } from './classes.ts';
 import type { FederationParts, HierarchyCounters } from './federation.ts';
 

@@ -1,5 +1,5 @@
-import { CustomerClass, type CustomerClassValue } from '../../shared/wire/messages.ts';
-import type { ClassName, Policy } from '../policy.ts';
+import { CustomerClass, type CustomerClassValue } from '../shared/wire/messages.ts';
+import type { ClassName, Policy } from './policy.ts';
 
 /**
  * Customer classes (docs/hierarchy.md): how the hierarchy keeps a host's binding, by how often the

@@ -1,20 +1,20 @@
 import { readFileSync } from 'node:fs';
-import type { Clock } from '../../shared/clock.ts';
-import type { KeyPair } from '../../shared/crypto/ed25519.ts';
-import { canonicalAddress, familyOf } from '../../shared/address.ts';
-import type { RmAddress } from '../../shared/delegation.ts';
-import { ConfigError } from '../../shared/errors.ts';
-import { idKey, parsePrefix } from '../../shared/ids.ts';
-import type { Logger } from '../../shared/log.ts';
-import type { ControlMessage, LookupReply } from '../../shared/wire/messages.ts';
-import { publicKeyFromText } from '../admission.ts';
-import type { RmConfig } from '../config.ts';
-import type { Policy } from '../policy.ts';
-import type { PushQueue, Subscriptions } from '../push.ts';
-import type { Realm } from '../realm.ts';
-import type { ControlSocket, Session } from '../sessions.ts';
-import type { BindingStore, StoredBinding } from '../store/bindings.ts';
-import type { Outbox } from '../tx.ts';
+import type { Clock } from '../shared/clock.ts';
+import type { KeyPair } from '../shared/crypto/ed25519.ts';
+import { canonicalAddress, familyOf } from '../shared/address.ts';
+import type { RmAddress } from '../shared/delegation.ts';
+import { ConfigError } from '../shared/errors.ts';
+import { idKey, parsePrefix } from '../shared/ids.ts';
+import type { Logger } from '../shared/log.ts';
+import type { ControlMessage, LookupReply } from '../shared/wire/messages.ts';
+import { publicKeyFromText } from './admission.ts';
+import type { RmConfig } from './config.ts';
+import type { Policy } from './policy.ts';
+import type { PushQueue, Subscriptions } from './push.ts';
+import type { Realm } from './realm.ts';
+import type { ControlSocket, Session } from './sessions.ts';
+import type { BindingStore, StoredBinding } from './store/bindings.ts';
+import type { Outbox } from './tx.ts';
 import { Authority, keyFingerprint } from './authority.ts';
 import { ClassBook } from './classes.ts';
 import { Recursor, type ForeignEntry, type Target } from './recursor.ts';
@@ -175,7 +175,7 @@ export class Federation {
   lookup(s: Session, reqId: number, id: Uint8Array): void {
     this.c.lookupsForHosts++;
     const idCopy = Uint8Array.from(id);
-    this.recursor.resolve(idCopy, (r) => {
+    this.recursor.resolve(idCopy, s.sid, (r) => {
       let ans: LookupReply;
       if (r.kind === 'binding') {
         const e = r.entry;
