@@ -153,6 +153,20 @@ describe('the realm hierarchy', () => {
     expect(t.b.server.counters()['hierarchy.follows']).toBe(1);
   });
 
+  it('a host asking again for a binding it holds (its peer announced a newer one) makes its RM re-ask the authoritative RM', async () => {
+    const t = await tree();
+    const a1 = await host(t.a, P.a);
+    const b1 = await host(t.b, P.b);
+    expect(((await a1.client.lookup(b1.id)) as BindingAnswer).binding.seq).toBe(1);
+    // A nomadic host: not pushed, so A's shared cache keeps seq 1 for its whole TTL...
+    expect((await b1.client.register(bindingFor(b1.key, 2, { prefix: P.b }))).ok).toBe(true);
+    expect(((await a1.client.lookup(b1.id)) as BindingAnswer).binding.seq).toBe(1);
+    // ...unless a host that already got the answer asks again after REVALIDATE_MS (2 s).
+    await new Promise((r) => setTimeout(r, 2100));
+    expect(((await a1.client.lookup(b1.id)) as BindingAnswer).binding.seq).toBe(2);
+    expect(t.a.server.counters()['hierarchy.revalidations']).toBe(1);
+  });
+
   it('a middle RM killed: cached referrals keep working until their TTL, then a clear negative answer', async () => {
     const t = await tree({ referralTtlS: 2 });
     const a1 = await host(t.a, P.a);
