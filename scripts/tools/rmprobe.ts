@@ -8,7 +8,7 @@
  *   rmprobe asker --rm ADDR --rm-key B64 --prefix P --keys OWN,PEER --targets ID,... --follow ID --gap-ms N
  *       Registers OWN and PEER (PEER: a host of its own realm, the same-realm reference); times a
  *       lookup of each target, --gap-ms apart (a first lookup: the referrals have lapsed), then each
- *       again at once (cached at its RM), then PEER's (same realm); then follows --follow and prints
+ *       again from PEER (another host of the site: its RM's shared cache), then OWN from PEER (same realm); then follows --follow and prints
  *       {"push","seq","t"} for every pushed binding until SIGTERM.
  * Times are wall-clock ms with sub-ms precision (performance.timeOrigin + now()): both ends run on
  * one machine, so their clocks are the same clock.
@@ -82,15 +82,18 @@ async function main(): Promise<void> {
       const r = await c.lookup(id);
       out({ first: now() - t0, kind: r.kind });
     }
+    // Another host of the same site asks: served from its RM's shared cache. (The first host asking
+    // again would make the RM re-ask: a host that asks for what it holds suspects it is stale.)
+    const other = clients[1];
     for (const id of targets) {
       const t0 = now();
-      const r = await c.lookup(id);
+      const r = await other.lookup(id);
       out({ cached: now() - t0, kind: r.kind });
     }
-    const peer = deriveHostId(prefix, keys[1].publicKey);
+    const own = deriveHostId(prefix, keys[0].publicKey);
     for (let i = 0; i < targets.length; i++) {
       const t0 = now();
-      const r = await c.lookup(peer);
+      const r = await other.lookup(own);
       out({ local: now() - t0, kind: r.kind });
     }
     const follow = parseHostId(arg('follow'));
