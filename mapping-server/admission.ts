@@ -211,16 +211,16 @@ export class Admission {
  * a host's key file can be copied without trusting the RM with its private half — or a file holding
  * just the base64 line).
  */
-export function publicKeyFromConfig(entry: string): Uint8Array {
+export function publicKeyFromConfig(entry: string, what = 'admission.keys', hint = 'list base64 Ed25519 public keys or key file paths'): Uint8Array {
   const b64 = /^[A-Za-z0-9+/]{43}=$/;
   if (b64.test(entry.trim())) return new Uint8Array(Buffer.from(entry.trim(), 'base64'));
   let text: string;
   try {
     text = readFileSync(entry, 'utf8');
   } catch (e) {
-    throw new ConfigError(`config error: admission.keys: "${entry}" is neither a base64 public key nor a readable file (${(e as NodeJS.ErrnoException).code ?? String(e)})`, 'list base64 Ed25519 public keys or key file paths');
+    throw new ConfigError(`config error: ${what}: "${entry}" is neither a base64 public key nor a readable file (${(e as NodeJS.ErrnoException).code ?? String(e)})`, hint);
   }
-  return publicKeyFromText(text, entry);
+  return publicKeyFromText(text, what === 'admission.keys' ? entry : `${what} (${entry})`);
 }
 
 /** A key file's publicKey, or a bare base64 public key; throws a one-line ConfigError naming `what`. */

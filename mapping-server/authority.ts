@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { signBytes, verifyBytes } from '../shared/crypto/ed25519.ts';
-import { decodeDelegation, signDelegation, verifyChain, type Delegation, type RmAddress } from '../shared/delegation.ts';
-import { canonicalAddress } from '../shared/address.ts';
+import { signDelegation, verifyChain, type Delegation, type RmAddress } from '../shared/delegation.ts';
+import { isSameAddress } from '../shared/address.ts';
 import { idKey, Prefix } from '../shared/ids.ts';
 import { encode, rmAnswerSigned, rmPushSigned } from '../shared/wire/codec.ts';
 import { CustomerClass, RmAnswerKind, type LocatorPref, type RmAnswer, type RmQuery } from '../shared/wire/messages.ts';
@@ -59,7 +59,8 @@ export class Authority {
   /** The top RM's only: its own prefix delegated to itself, the first link of every chain. */
   readonly selfDelegation: Delegation | null;
   readonly rootKey: Uint8Array;
-  private readonly chains = new Map<string, { realm: Prefix; key: Uint8Array; notAfter: number }>();
+  /** Verified asker chains: the realm and key they prove, and where pushes to that RM go (its first delegated address; the top RM's own has none). */
+  private readonly chains = new Map<string, { realm: Prefix; key: Uint8Array; notAfter: number; to: RmAddress | null }>();
   private readonly followers = new Map<string, Map<string, Follower>>();
   private readonly pushIds = new Map<number, { k: string; f: string }>();
   private nextPushId = 1;
@@ -156,20 +157,16 @@ export class Authority {
   private asker(m: RmQuery, nowS: number): { realm: Prefix; key: Uint8Array; to: RmAddress | null } | null {
     const id = Buffer.concat(m.chain.map((l) => Buffer.from(l))).toString('latin1');
     let known = this.chains.get(id);
-    let to: RmAddress | null = null;
     if (known === undefined || known.notAfter <= nowS) {
       const v = verifyChain(m.chain, this.rootKey, nowS);
       if (!v.ok) return null;
-      known = { realm: v.delegation.prefix, key: v.delegation.subjectKey, notAfter: v.delegation.notAfter };
+      const d = v.delegation;
+      known = { realm: d.prefix, key: d.subjectKey, notAfter: d.notAfter, to: d.rms.length > 0 ? d.rms[0] : null };
       if (this.chains.size >= MAX_CHAINS) this.chains.clear();
       this.chains.set(id, known);
     }
     if (!verifyBytes(known.key, m.signed, m.signature)) return null;
-    // Where pushes go: the asking RM's first address as its parent delegated it (the top RM's own has none).
-    const last = m.chain[m.chain.length - 1];
-    const rms = lastRms(last);
-    to = rms.length > 0 ? rms[0] : null;
-    return { realm: known.realm, key: known.key, to };
+    return known;
   }
 
   private follow(k: string, key: Uint8Array, realm: Prefix, to: RmAddress, until: number): boolean {
@@ -243,7 +240,7 @@ export class Authority {
   onPushAck(pushId: number, address: string, port: number): void {
     const ref = this.pushIds.get(pushId);
     const f = ref === undefined ? undefined : this.followers.get(ref.k)?.get(ref.f);
-    if (ref === undefined || f === undefined || f.push === null || f.push.pushId !== pushId || !sameAddress(f.to, address, port)) {
+    if (ref === undefined || f === undefined || f.push === null || f.push.pushId !== pushId || f.to.port !== port || !isSameAddress(address, f.to.address)) {
       this.c.pushAcksUnexpected++;
       return;
     }
@@ -303,23 +300,6 @@ export class Authority {
       return;
     }
     this.p.tx.sendOn(s, datagram, to.port, to.address);
-  }
-}
-
-function lastRms(delegationBytes: Uint8Array): readonly RmAddress[] {
-  const d = decodeDelegation(delegationBytes);
-  return d.ok ? d.delegation.rms : [];
-}
-
-function sameAddress(to: RmAddress, address: string, port: number): boolean {
-  if (to.port !== port) return false;
-  if (to.address === address) return true;
-  // A dual-stack socket reports IPv4 as ::ffff:a.b.c.d; the delegation spells addresses canonically.
-  const bare = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-  try {
-    return canonicalAddress(bare) === to.address;
-  } catch {
-    return false;
   }
 }
 

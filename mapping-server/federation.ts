@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Clock } from '../shared/clock.ts';
 import type { KeyPair } from '../shared/crypto/ed25519.ts';
 import { canonicalAddress, familyOf } from '../shared/address.ts';
@@ -7,7 +6,7 @@ import { ConfigError } from '../shared/errors.ts';
 import { idKey, parsePrefix } from '../shared/ids.ts';
 import type { Logger } from '../shared/log.ts';
 import type { ControlMessage, LookupReply } from '../shared/wire/messages.ts';
-import { publicKeyFromText } from './admission.ts';
+import { publicKeyFromConfig } from './admission.ts';
 import type { RmConfig } from './config.ts';
 import type { Policy } from './policy.ts';
 import type { PushQueue, Subscriptions } from './push.ts';
@@ -246,15 +245,7 @@ function rmAddress(a: { address: string; port: number }): RmAddress {
   return Object.freeze({ address: canonicalAddress(a.address), port: a.port });
 }
 
-/** A base64 Ed25519 public key, or a key file's public key; one clear line when neither. */
+/** Another RM's public key from the config: base64, or the path of a copy of its key file. */
 function rmPublicKey(entry: string, what: string): Uint8Array {
-  const t = entry.trim();
-  if (/^[A-Za-z0-9+/]{43}=$/.test(t)) return new Uint8Array(Buffer.from(t, 'base64'));
-  let text: string;
-  try {
-    text = readFileSync(t, 'utf8');
-  } catch (e) {
-    throw new ConfigError(`config error: ${what}: "${entry}" is neither a base64 public key nor a readable file (${(e as NodeJS.ErrnoException).code ?? String(e)})`, 'give the other RM\'s public key (the "publicKey" of its key file) or the path of a copy of its key file');
-  }
-  return publicKeyFromText(text, `${what} (${entry})`);
+  return publicKeyFromConfig(entry, what, 'give the other RM\'s public key (the "publicKey" of its key file) or the path of a copy of its key file');
 }

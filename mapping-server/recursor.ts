@@ -1,4 +1,5 @@
 import { randomInt } from 'node:crypto';
+import { isSameAddress } from '../shared/address.ts';
 import { decodeBinding, verifyBinding } from '../shared/binding.ts';
 import { signBytes, verifyBytes } from '../shared/crypto/ed25519.ts';
 import { MAX_CHAIN, signDelegation, verifyDelegation, type RmAddress } from '../shared/delegation.ts';
@@ -267,7 +268,7 @@ export class Recursor {
       return;
     }
     const t = job.target;
-    if (!verifyBytes(t.key, m.signed, m.signature) || !t.rms.some((r) => sameHost(r.address, address))) {
+    if (!verifyBytes(t.key, m.signed, m.signature) || !t.rms.some((r) => isSameAddress(address, r.address))) {
       c.answersForged++;
       return;
     }
@@ -458,9 +459,4 @@ export class Recursor {
     }
     return out;
   }
-}
-
-function sameHost(configured: string, address: string): boolean {
-  if (configured === address) return true;
-  return address.startsWith('::ffff:') && address.slice(7) === configured;
 }

@@ -125,3 +125,17 @@ export function canonicalAddress(address: string): string {
 export function locatorText(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
+
+/**
+ * True when a datagram's source address (as a socket reports it: IPv4 on a dual-stack socket as
+ * ::ffff:a.b.c.d) is the canonical address `expected` (canonicalAddress / bytesToAddress spelling).
+ */
+export function isSameAddress(source: string, expected: string): boolean {
+  if (source === expected) return true;
+  const bare = source.startsWith('::ffff:') && source.includes('.') ? source.slice(7) : source;
+  try {
+    return canonicalAddress(bare) === expected;
+  } catch {
+    return false;
+  }
+}
