@@ -1,8 +1,9 @@
 {
   # Built by `npm install` (scripts.install = node-gyp rebuild). Two small addons, one per I/O edge:
-  # inside (TUN) and outside (UDP), two tiny ones for the operating system: one runs `ip` without
+  # inside (TUN) and outside (UDP), three tiny ones for the operating system: one runs `ip` without
   # forking the agent on its event loop (shared/native/spawn.cc), one reads a unix socket peer's
-  # credentials for the agent's control socket; and the data plane's AEAD (shared/crypto/native/aead.cc).
+  # credentials for the agent's control socket, one sends systemd its notifications (sd_notify);
+  # and the data plane's AEAD (shared/crypto/native/aead.cc).
   # All use node-addon-api without C++ exceptions: errors are thrown as JS errors (carrying errno for a
   # failed system call), and the TypeScript wrappers turn them into typed errors.
   "target_defaults": {
@@ -30,6 +31,11 @@
     {
       "target_name": "realmnet_peercred",
       "sources": ["shared/native/peercred.cc"]
+    },
+    {
+      # systemd's notification protocol (shared/service.ts): Node has no unix datagram socket.
+      "target_name": "realmnet_notify",
+      "sources": ["shared/native/notify.cc"]
     },
     {
       # The data plane's AEAD (shared/crypto/aead.ts). OpenSSL is Node's own: its headers come first on

@@ -2,6 +2,7 @@ import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
 import { HostId, hostIdBytes, idKey, type Prefix } from '../shared/ids.ts';
 import { decodeGroup } from '../shared/group.ts';
+import { RealmnetError } from '../shared/errors.ts';
 import { privateSeed, type KeyPair } from '../shared/crypto/ed25519.ts';
 import type { AgentConfig } from './config.ts';
 import { chunksPerFrame, createInside, type InsideStats } from './dataplane/inside.ts';
@@ -21,7 +22,8 @@ import type { NetConfig } from '../shared/ip.ts';
 import type { TunDevice, TunOptions } from './tun/tun.ts';
 import type { UdpBatchHandler, UdpBatchSocket, UdpOptions } from '../shared/udp/socket.ts';
 import { UplinkSockets } from './uplinks/sockets.ts';
-import { UplinkTable, type UplinkSnapshot } from './uplinks/table.ts';
+import { UplinkTable, type Uplink, type UplinkSnapshot } from './uplinks/table.ts';
+import { planReload, type ReloadPlan } from './reload.ts';
 import type { UplinkFacts, WatchedUplink } from './uplinks/monitor/types.ts';
 import { COUNTER_BLOCK, counterStart, memoryHostState, type HostStateStore } from './hoststate.ts';
 import { EventLoopLag, type LagStats } from './lag.ts';
@@ -91,6 +93,8 @@ export interface AgentDeps {
   readonly hostState?: HostStateStore;
   /** Realm mode: the pinned realm keys and this host's certificate (sessions admit members by them). */
   readonly trust?: RealmTrust;
+  /** Every failover as path probing records it (the metrics' counter and histogram). */
+  readonly onFailover?: (r: FailoverRecord) => void;
 }
 
 export interface AgentStatus {
@@ -140,6 +144,12 @@ export interface Agent {
   reregister(): Promise<void>;
   /** Slice 2: hands an owner-signed user/data binding to the RM (`realmnet user|data ...` through the control socket). */
   publish(binding: Uint8Array): Promise<{ ok: boolean; id?: string; seq?: number; error?: string }>;
+  /**
+   * Applies what can change live from a config read again (reload.ts): uplinks added, removed or
+   * re-prioritised and static peers, without touching established flows. Returns the plan it applied;
+   * what needs a restart is in plan.restartNeeded and keeps its running value.
+   */
+  reload(next: AgentConfig): Promise<ReloadPlan>;
 }
 
 /** UDP payload limits: IPv4 65535 − 20 − 8; we size for the smaller so any uplink can carry any frame. */
@@ -179,6 +189,10 @@ interface Running {
   sessions: SessionManager | null;
   readonly timers: NodeJS.Timeout[];
   monitor: MonitorLike | null;
+  /** The data plane's sockets by uplink index (inside.ts reads this array; a reload appends to it). */
+  readonly insideSockets: UdpBatchSocket[];
+  /** Tells inside.ts that insideSockets grew. */
+  insideAdded: () => void;
 }
 
 class RealmnetAgent implements Agent {
@@ -196,9 +210,13 @@ class RealmnetAgent implements Agent {
   private running: Running | null = null;
   private unknownPeerWindow = -Infinity;
   private unknownPeerFetches = 0;
+  /** Static peers' keys (config peers[].publicKey), which sessions admit; a reload refills it. */
+  private readonly configuredKeys = new Map<string, Uint8Array>();
+  /** Serialises reloads: a second SIGHUP waits for the first. */
+  private reloading: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly config: AgentConfig,
+    private config: AgentConfig,
     private readonly deps: AgentDeps,
   ) {
     this.log = deps.log;
@@ -228,7 +246,7 @@ class RealmnetAgent implements Agent {
       }
       await sockets.start();
       const table = new UplinkTable(sockets.opened);
-      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), sessions: null, timers: [], monitor: null, served: [] };
+      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), sessions: null, timers: [], monitor: null, served: [], insideSockets: table.current.map((u) => u.socket), insideAdded: () => undefined };
       this.running = r;
       r.sessions = this.startSessions(r);
       this.loadStaticBindings(table.current);
@@ -286,6 +304,94 @@ class RealmnetAgent implements Agent {
     const r = await link.publish(binding);
     if (r.status === 'ok') return { ok: true, id: d.group.id.toString(), seq: r.seq };
     return { ok: false, id: d.group.id.toString(), seq: r.seq, error: `the Realm Manager refused it: ${r.status}${r.status === 'notInRealm' ? " (is the realm's slice2.userPrefix / dataPrefix set, and the binding made under it?)" : ''}` };
+  }
+
+  reload(next: AgentConfig): Promise<ReloadPlan> {
+    const run = this.reloading.then(() => this.applyReload(next));
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyReload(next: AgentConfig): Promise<ReloadPlan> {
+    const r = this.running;
+    if (r === null) throw new Error('reload before start');
+    const plan = planReload(this.config, next);
+    const setChanged = plan.addUplinks.length > 0 || plan.removeUplinks.length > 0;
+    // Removed first: an uplink whose locator changed is removed and added again under the same name.
+    for (const name of plan.removeUplinks) {
+      const u = r.table.byName(name);
+      if (u === undefined) continue;
+      // Path choice moves the flows on it to the remaining uplinks now, as for a failed link.
+      r.table.apply({ kind: 'retire', name });
+      await r.sockets.retire(u.index);
+      await r.rm?.link.closeClient(u.index);
+      this.log.info({ uplink: name, locator: u.locator }, 'reload: uplink removed');
+    }
+    const failed = new Set<string>();
+    for (const c of plan.addUplinks) {
+      const retired = r.table.current.find((u) => u.retired && u.name === c.name && u.locator === c.locator);
+      if (retired !== undefined) {
+        r.table.apply({ kind: 'restore', name: c.name, priority: c.priority, weight: c.weight });
+        await r.sockets.restore(retired.index);
+        r.rm?.link.openClient(retired.index);
+        this.log.info({ uplink: c.name, locator: c.locator }, 'reload: uplink back');
+        continue;
+      }
+      let opened;
+      try {
+        opened = await r.sockets.add(c);
+      } catch (e) {
+        // Left out of the running config, so that the next reload tries again.
+        failed.add(c.name);
+        this.log.error({ uplink: c.name, locator: c.locator, err: e instanceof RealmnetError ? e.oneLine() : String(e) }, 'reload: uplink not added');
+        continue;
+      }
+      r.table.apply({ kind: 'add', uplink: opened });
+      const u = r.table.current[r.table.current.length - 1];
+      r.insideSockets.push(u.socket);
+      r.insideAdded();
+      this.startOutside(r, u);
+      r.rm?.link.openClient();
+      this.log.info({ uplink: u.name, locator: u.locator }, 'reload: uplink added');
+    }
+    for (const p of plan.reprioritise) {
+      r.table.apply({ kind: 'policy', name: p.name, priority: p.priority, weight: p.weight });
+      this.log.info({ uplink: p.name, priority: p.priority, weight: p.weight }, 'reload: uplink preferences from the config');
+    }
+    const peersBefore = this.config.peers;
+    this.config = failed.size === 0 ? plan.effective : { ...plan.effective, uplinks: plan.effective.uplinks.filter((u) => !failed.has(u.name)) };
+    if (plan.peersChanged) this.reloadPeers(r, peersBefore);
+    if (setChanged) {
+      r.rm?.paths.uplinkSetChanged();
+      if (r.rm === null) repathEntries(this.cache, r.table.current);
+      await r.monitor?.stop();
+      r.monitor = null;
+      await this.startMonitor(r);
+    }
+    // A new set of locators, or new preferences, is news for the realm: a new signed binding (the
+    // realm's policy on uplinks is applied again from its answer).
+    if (r.rm !== null && (setChanged || plan.reprioritise.length > 0)) void r.rm.link.register();
+    return plan;
+  }
+
+  /** Static peers from the config again: gone ones leave the map-cache, new and changed ones enter it. */
+  private reloadPeers(r: Running, before: AgentConfig['peers']): void {
+    const unchanged = new Set(this.config.peers.filter((p) => before.some((b) => JSON.stringify(b) === JSON.stringify(p))).map((p) => p.hostId));
+    let removed = 0;
+    for (const e of this.cache.entries()) {
+      if (e.source === 'static' && !unchanged.has(e.hostId)) {
+        this.cache.delete(e.id);
+        removed++;
+      }
+    }
+    this.fillConfiguredKeys();
+    this.loadStaticBindings(r.table.current, (p) => !unchanged.has(p.hostId));
+    this.log.info({ peers: this.config.peers.length, replaced: removed, loaded: this.config.peers.length - unchanged.size }, 'reload: static peers');
+  }
+
+  private fillConfiguredKeys(): void {
+    this.configuredKeys.clear();
+    for (const p of this.config.peers) if (p.publicKey !== undefined) this.configuredKeys.set(idKey(hostIdBytes(p.hostId)), new Uint8Array(Buffer.from(p.publicKey, 'base64')));
   }
 
   status(): AgentStatus {
@@ -395,6 +501,7 @@ class RealmnetAgent implements Agent {
         },
       },
     );
+    if (deps.onFailover !== undefined) paths.onFailover(deps.onFailover);
     link.onPush((a) => resolver.applyPush(a));
     link.onRevoke((hostId, untilS) => resolver.revoke(hostId, untilS));
     link.onGroupPush((a) => groups.install(a, deps.clock.now()));
@@ -443,7 +550,8 @@ class RealmnetAgent implements Agent {
     if (config.dataplane.encryption !== 'on' || id === undefined) return null;
     const d = config.dataplane;
     const trust = deps.trust;
-    const configured = admitConfigured(new Map(config.peers.flatMap((p) => (p.publicKey === undefined ? [] : [[idKey(hostIdBytes(p.hostId)), new Uint8Array(Buffer.from(p.publicKey, 'base64'))] as const]))));
+    this.fillConfiguredKeys();
+    const configured = admitConfigured(this.configuredKeys);
     const member = trust === undefined ? () => false : admitMembers((pid) => trust.keysFor(pid), () => trust.nowS());
     // A configured static peer is trusted with its configured key; anyone else needs a membership
     // certificate, and no session for an ID the RM revoked.
@@ -522,45 +630,56 @@ class RealmnetAgent implements Agent {
     const paths = r.rm?.paths ?? null;
     const uplinks = r.table.current;
     const sealing = r.sessions ?? undefined;
+    this.sealing = sealing;
     const ins = createInside(
       { instanceId: config.realm.instanceId, offload: config.tun.offload, maxDatagram: MAX_DATAGRAM, batchSize: config.tun.batchSize, stride: r.tun.stride, headroom: r.tun.headroom, chunkPayload: chunkPayload(config.underlayMtu, sealing !== undefined) },
       {
         cache: this.cache,
-        sockets: uplinks.map((u) => u.socket),
+        sockets: r.insideSockets,
         drops: this.drops,
         onMiss: res === null ? undefined : (buf, off, len, idOff) => res.missInside(buf, off, len, idOff),
         flight: this.flight ?? undefined,
         sealing,
         grouping: r.rm?.groups,
         // The monitor is made after the data plane: read at the call, not now.
-        onSendError: (u, errno) => r.monitor?.sendError?.(uplinks[u].name, errno),
+        onSendError: (u, errno) => r.monitor?.sendError?.(r.table.current[u].name, errno),
       },
     );
     this.inside = ins.stats;
     this.inOnBatch = ins.onBatch;
     this.inKeepalive = ins.keepalive;
-    const maxInner = config.tun.offload ? MAX_DATAGRAM : config.tun.mtu;
-    for (const u of uplinks) {
-      const i = u.index;
-      const out = createOutside(
-        { instanceId: config.realm.instanceId, offload: config.tun.offload, maxInner, batchSize: config.tun.batchSize, stride: u.socket.stride, hostId: this.myId },
-        {
-          cache: this.cache,
-          tun: r.tun,
-          drops: this.drops,
-          onUnknownSource: res === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => res.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
-          onPeerMessage: paths === null ? undefined : (buf, off, len, addrs, srcOff, port) => paths.onMessage(i, buf, off, len, addrs, srcOff, port),
-          sealing,
-          grouping: r.rm?.groups,
-          onMismatch: (sealedHere, uplink, buf, off, len, addrs, srcOff, port) => this.onMismatch(r, sealedHere, uplink, buf, off, len, addrs, srcOff, port),
-          uplink: i,
-        },
-        this.outside, // all uplinks count into one outside: several doors, one house
-      );
-      this.outsideHandlers[i] = out.onBatch;
-      u.socket.start(out.onBatch);
-    }
+    r.insideAdded = ins.uplinksAdded;
+    for (const u of uplinks) this.startOutside(r, u);
     return ins.onBatch;
+  }
+
+  private sealing: SessionManager | undefined = undefined;
+
+  /** outside.ts for one uplink's socket (at start, and for an uplink a reload added). */
+  private startOutside(r: Running, u: Uplink): void {
+    const config = this.config;
+    const res = r.rm?.resolver ?? null;
+    const paths = r.rm?.paths ?? null;
+    const sealing = this.sealing;
+    const maxInner = config.tun.offload ? MAX_DATAGRAM : config.tun.mtu;
+    const i = u.index;
+    const out = createOutside(
+      { instanceId: config.realm.instanceId, offload: config.tun.offload, maxInner, batchSize: config.tun.batchSize, stride: u.socket.stride, hostId: this.myId },
+      {
+        cache: this.cache,
+        tun: r.tun,
+        drops: this.drops,
+        onUnknownSource: res === null ? undefined : (buf, off, len, addrs, srcOff, port, idOff) => res.missOutside(i, buf, off, len, addrs, srcOff, port, idOff),
+        onPeerMessage: paths === null ? undefined : (buf, off, len, addrs, srcOff, port) => paths.onMessage(i, buf, off, len, addrs, srcOff, port),
+        sealing,
+        grouping: r.rm?.groups,
+        onMismatch: (sealedHere, uplink, buf, off, len, addrs, srcOff, port) => this.onMismatch(r, sealedHere, uplink, buf, off, len, addrs, srcOff, port),
+        uplink: i,
+      },
+      this.outside, // all uplinks count into one outside: several doors, one house
+    );
+    this.outsideHandlers[i] = out.onBatch;
+    u.socket.start(out.onBatch);
   }
 
   private startTimers(r: Running): void {
@@ -579,9 +698,10 @@ class RealmnetAgent implements Agent {
     r.timers.push(t);
   }
 
-  private loadStaticBindings(uplinks: UplinkSnapshot): void {
+  private loadStaticBindings(uplinks: UplinkSnapshot, which: (p: AgentConfig['peers'][number]) => boolean = () => true): void {
     const now = this.deps.clock.now();
     for (const p of this.config.peers) {
+      if (!which(p)) continue;
       const locators: BoundLocator[] = p.locators.map((l) => boundLocator(l.address, l.port, l.priority, l.weight, true));
       const entry: MapEntry = Object.freeze({
         hostId: p.hostId,
@@ -635,8 +755,9 @@ class RealmnetAgent implements Agent {
     if (this.deps.makeMonitor === undefined) return;
     const watched: WatchedUplink[] = [];
     for (const u of r.table.current) {
-      if (u.interface === undefined) continue;
-      watched.push({ name: u.name, interface: u.interface, locator: u.locator, gateway: this.config.uplinks[u.index].gateway, table: r.sockets.tableOf(u.name) });
+      if (u.interface === undefined || u.retired) continue;
+      // By name: after a reload the config's order is not the uplinks' index order.
+      watched.push({ name: u.name, interface: u.interface, locator: u.locator, gateway: this.config.uplinks.find((c) => c.name === u.name)?.gateway, table: r.sockets.tableOf(u.name) });
     }
     if (watched.length === 0) return;
     const m = this.deps.makeMonitor(watched, { activity: r.sockets.trafficProbe() });

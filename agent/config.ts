@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MSG, isInterfaceName, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
+import { MSG, metricsConfigSchema, isInterfaceName, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
 import { DATA_PORT, MAX_INSTANCE_ID, SEALED_HEADER_LEN, TAG_LEN } from '../shared/wire/header.ts';
 import { DEFAULT_PATH_TIMING } from './paths/state.ts';
 import { parseToken } from '../shared/membership.ts';
@@ -186,6 +186,8 @@ export const AgentConfigSchema = z
         format: z.enum(['json', 'pretty']).default(DEFAULTS.log.format),
       })
       .prefault({}),
+    /** Prometheus endpoint (off by default): docs/operations.md lists the metrics. */
+    metrics: metricsConfigSchema,
     control: z
       .strictObject({
         socket: z.string().min(1).default(DEFAULTS.control.socket),

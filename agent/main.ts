@@ -20,7 +20,12 @@ import { stopOnSignals } from '../shared/lifecycle.ts';
 import { fileHostState, type HostStateStore } from './hoststate.ts';
 import { RealmTrust } from './rm/trust.ts';
 import { parseToken } from '../shared/membership.ts';
-import type { Logger } from '../shared/log.ts';
+import { setLogLevel, type Logger } from '../shared/log.ts';
+import { serviceNotifier, type ServiceNotifier } from '../shared/service.ts';
+import { startMetricsServer, type MetricsServer } from '../shared/prometheus.ts';
+import { agentMetrics } from './metrics.ts';
+import { VERSION } from '../shared/version.ts';
+import { isRealmnetError } from '../shared/errors.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */
 export async function runAgent(configPath: string, overrides: { logLevel?: string } = {}): Promise<void> {
@@ -30,6 +35,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   }
   const level = (overrides.logLevel ?? config.log.level) as typeof config.log.level;
   const log = createLogger({ level, format: config.log.format });
+  const service = serviceNotifier({ log });
   const identity = loadIdentity(config);
   const rm = config.rm;
   const hostState =
@@ -37,7 +43,13 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
       ? undefined
       : fileHostState(config.identity.state ?? `${config.identity.key}.state`, (e) => log.error({ err: e.message }, 'could not save the host state (sequence number, message counter, membership)'));
   const trust = identity === undefined || rm === undefined || hostState === undefined ? undefined : realmTrust(config, hostState, log);
+  // The metrics read the agent's status, made below; failovers are observed as they happen.
+  let statusOfAgent: () => AgentStatus = () => {
+    throw new Error('metrics scraped before the agent exists');
+  };
+  const metrics = config.metrics.listen === undefined ? null : agentMetrics(() => statusOfAgent(), VERSION);
   const agent = createAgent(config, {
+    onFailover: metrics?.failover,
     openTun,
     openUdp,
     net: createIpCommand(log),
@@ -66,24 +78,75 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
             });
           },
   });
+  statusOfAgent = () => agent.status();
   await agent.start();
   let control;
+  let metricsServer: MetricsServer | null = null;
   try {
     // The control socket's own counters travel with the status: it is untrusted local input too.
     const counters = newControlCounters();
     control = await startControlServer(config.control.socket, () => ({ ...agent.status(), control: { ...counters } }), counters, { group: config.control.group, publish: (b) => agent.publish(b) });
+    if (metrics !== null && config.metrics.listen !== undefined) metricsServer = await startMetricsServer(config.metrics.listen, metrics.registry, log, metrics.beforeScrape);
   } catch (e) {
+    control?.close();
     await agent.stop();
     throw e;
   }
+  // The agent forwards now: the TUN, its routes, the uplinks and their sockets are up.
+  service.ready(readyLine(agent.status()));
+  const stopWatchdog = service.startWatchdog();
 
   await stopOnSignals({
     log,
     stop: async () => {
+      service.stopping();
+      stopWatchdog();
       control.close();
+      await metricsServer?.close();
       await agent.stop();
     },
+    onHangup: () => void reloadAgent({ configPath, agent, log, service, logLevelFixed: overrides.logLevel !== undefined }),
   });
+}
+
+/** What `systemctl status` shows as the agent's STATUS= line. */
+function readyLine(st: AgentStatus): string {
+  const up = st.uplinks.filter((u) => u.up).length;
+  return `forwarding: host ID ${st.hostId}, ${up} of ${st.uplinks.length} uplinks up`;
+}
+
+/**
+ * SIGHUP: the config file is read again and what can change live is applied (agent/reload.ts); what
+ * needs a restart is named in one line. A config that does not load leaves the running one in effect.
+ */
+async function reloadAgent(o: { configPath: string; agent: ReturnType<typeof createAgent>; log: Logger; service: ServiceNotifier; logLevelFixed: boolean }): Promise<void> {
+  const { log, service } = o;
+  service.reloading();
+  const t0 = performance.now();
+  try {
+    const next = loadAgentConfig(o.configPath);
+    const plan = await o.agent.reload(next);
+    if (plan.logLevel !== null && !o.logLevelFixed) setLogLevel(log, plan.logLevel);
+    log.info(
+      {
+        tookMs: Math.round((performance.now() - t0) * 10) / 10,
+        uplinksAdded: plan.addUplinks.map((u) => u.name),
+        uplinksRemoved: plan.removeUplinks,
+        uplinksReprioritised: plan.reprioritise.map((u) => u.name),
+        peersChanged: plan.peersChanged,
+        logLevel: plan.logLevel ?? undefined,
+      },
+      'config reloaded',
+    );
+    if (plan.restartNeeded.length > 0) {
+      log.warn({ keys: plan.restartNeeded }, `config reloaded, but ${plan.restartNeeded.join(', ')} changed and need${plan.restartNeeded.length === 1 ? 's' : ''} a restart (systemctl restart realmnet-agent): the running values stay in effect until then`);
+    }
+  } catch (e) {
+    const why = isRealmnetError(e) ? e.oneLine() : e instanceof Error ? e.message : String(e);
+    log.error({ err: why }, 'reload failed: the running config stays in effect');
+  } finally {
+    service.ready(readyLine(o.agent.status()));
+  }
 }
 
 /**

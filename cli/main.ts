@@ -4,6 +4,7 @@ import { rmCommand } from '../mapping-server/main.ts';
 import { keygenCommand } from './keygen.ts';
 import { dataCommand, userCommand } from './user-data.ts';
 import { isRealmnetError } from '../shared/errors.ts';
+import { VERSION } from '../shared/version.ts';
 
 /**
  * `realmnet`: one binary, one subcommand per program. User mistakes (config, usage, privileges) print
@@ -16,7 +17,7 @@ export function buildProgram(): Command {
 
 Applications talk to stable host IDs (IPv6 addresses from the realm's prefix); the agent on each host maps them to the peer's current locators (the addresses of its uplinks) and carries the packets in UDP. When an uplink fails, traffic moves to another one: connections keep their IDs.`,
     )
-    .version('0.1.0')
+    .version(VERSION)
     .showSuggestionAfterError()
     // Lets `realmnet rm invite --config X` give --config to invite rather than to rm.
     .enablePositionalOptions()

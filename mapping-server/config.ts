@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MSG, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
+import { MSG, metricsConfigSchema, isIpAddress, isIpv6Address, isIpv6Prefix, loadConfigFile, parseConfigObject, type DeepReadonly } from '../shared/config.ts';
 import { MAX_ID_PREFIX_LEN, parsePrefix, type Prefix } from '../shared/ids.ts';
 
 /**
@@ -262,6 +262,8 @@ export const RmConfigSchema = z
         maxGroups: positive(DEFAULTS.slice2.maxGroups),
       })
       .prefault({}),
+    /** Prometheus endpoint (off by default): docs/operations.md lists the metrics. */
+    metrics: metricsConfigSchema,
     log: z
       .strictObject({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(DEFAULTS.log.level),

@@ -11,6 +11,11 @@ import { loadKeyPair, saveKeyPair } from '../shared/keyfile.ts';
 import { loadRmConfig, type RmConfig } from './config.ts';
 import { createMappingServer, type MappingServer } from './server.ts';
 import { stopOnSignals } from '../shared/lifecycle.ts';
+import { setLogLevel } from '../shared/log.ts';
+import { serviceNotifier, type ServiceNotifier } from '../shared/service.ts';
+import { startMetricsServer, type MetricsServer } from '../shared/prometheus.ts';
+import { rmMetrics } from './metrics.ts';
+import { VERSION } from '../shared/version.ts';
 
 /**
  * `realmnet rm --config FILE`: the composition root of the Realm Manager. Loads the config, the RM
@@ -58,12 +63,54 @@ export async function runRm(configPath: string, opts: RunRmOptions = {}): Promis
     log.info({ key: config.key }, 'created the RM key');
   }
   log.info({ rmPublicKey: Buffer.from(key.publicKey).toString('base64') }, 'RM key (clients may pin it)');
+  const service = opts.signals ? serviceNotifier({ log }) : null;
   const server = createMappingServer(config, { clock: systemClock, log, key });
   await server.start();
+  let metricsServer: MetricsServer | null = null;
+  if (config.metrics.listen !== undefined) {
+    const m = rmMetrics(() => server.counters(), { version: VERSION, realm: config.prefix });
+    try {
+      metricsServer = await startMetricsServer(config.metrics.listen, m.registry, log, m.beforeScrape);
+    } catch (e) {
+      await server.stop();
+      throw e;
+    }
+  }
+  // The RM answers now: its sockets are bound and its store is open.
+  const readyLine = () => `answering on ${server.addresses().map((a) => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`)).join(', ')}; ${server.bindingCount()} bindings`;
+  service?.ready(readyLine());
+  const stopWatchdog = service?.startWatchdog() ?? (() => undefined);
   let stopping: Promise<void> | null = null;
-  const stop = (): Promise<void> => (stopping ??= server.stop());
-  if (opts.signals) void stopOnSignals({ log, stop });
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      service?.stopping();
+      stopWatchdog();
+      await metricsServer?.close();
+      await server.stop();
+    })());
+  if (opts.signals) void stopOnSignals({ log, stop, onHangup: () => reloadRm(configPath, server, log, service, readyLine, opts.log !== undefined) });
   return { server, config, stop };
+}
+
+/**
+ * SIGHUP: the config is read again; the policy applies at once, the log level too (unless the caller
+ * gave its own logger); what else changed is named in one line and needs a restart.
+ */
+function reloadRm(configPath: string, server: MappingServer, log: Logger, service: ServiceNotifier | null, readyLine: () => string, logFixed: boolean): void {
+  service?.reloading();
+  try {
+    const next = loadResolvedRmConfig(configPath);
+    const r = server.reload(next);
+    if (!logFixed) setLogLevel(log, next.log.level);
+    log.info({ policyChanged: r.policyChanged, logLevel: next.log.level }, 'config reloaded');
+    if (r.restartNeeded.length > 0) {
+      log.warn({ keys: r.restartNeeded }, `config reloaded, but ${r.restartNeeded.join(', ')} changed and need${r.restartNeeded.length === 1 ? 's' : ''} a restart (systemctl restart realmnet-rm): the running values stay in effect until then`);
+    }
+  } catch (e) {
+    log.error({ err: isRealmnetError(e) ? e.oneLine() : e instanceof Error ? e.message : String(e) }, 'reload failed: the running config stays in effect');
+  } finally {
+    service?.ready(readyLine());
+  }
 }
 
 export function rmCommand(): Command {

@@ -75,6 +75,30 @@ export interface Policy {
   prefsFor(locators: readonly Locator[]): readonly LocatorPref[];
 }
 
+/**
+ * The policy the RM's parts hold: it forwards to the policy of the config in effect, which a reload
+ * (SIGHUP) replaces in one assignment. Sessions keep the view they were given at HELLO; the reload
+ * gives every live session its view under the new policy (SessionTable.refreshViews).
+ */
+export class ReloadablePolicy implements Policy {
+  constructor(private inner: Policy) {}
+  replace(next: Policy): void {
+    this.inner = next;
+  }
+  viewFor(asker: HostId): AskerView {
+    return this.inner.viewFor(asker);
+  }
+  viewForRealm(askerRealm: Prefix): AskerView {
+    return this.inner.viewForRealm(askerRealm);
+  }
+  classFor(raw: Uint8Array, key: string): ClassName | null {
+    return this.inner.classFor(raw, key);
+  }
+  prefsFor(locators: readonly Locator[]): readonly LocatorPref[] {
+    return this.inner.prefsFor(locators);
+  }
+}
+
 export const BACKUP_PRIORITY = 200;
 const NO_PREFS: readonly LocatorPref[] = Object.freeze([]);
 

@@ -5,7 +5,7 @@ import type { RmConfig } from './config.ts';
 import { flattenCounters, newCounters, type RmCounters } from './counters.ts';
 import { Dispatch } from './dispatch.ts';
 import { Handlers, describeBinding } from './handlers.ts';
-import { createPolicy, type Policy } from './policy.ts';
+import { ReloadablePolicy, createPolicy } from './policy.ts';
 import { PushQueue, PushTicker, Subscriptions } from './push.ts';
 import { RateLimiter } from './ratelimit.ts';
 import { Realm } from './realm.ts';
@@ -66,7 +66,21 @@ export interface MappingServer {
   revoke(id: HostId): Promise<boolean>;
   /** The member record of an ID (after start()), for tests and status. */
   member(id: HostId): Member | undefined;
+  /**
+   * A config read again (SIGHUP): the policy applies at once (to live sessions too); what else
+   * changed needs a restart, is named in the result, and keeps its running value.
+   */
+  reload(next: RmConfig): RmReloadResult;
 }
+
+export interface RmReloadResult {
+  readonly policyChanged: boolean;
+  /** Top-level keys that changed but take a restart (log.level is the caller's: it owns the logger). */
+  readonly restartNeeded: readonly string[];
+}
+
+/** Keys a reload applies: the policy here, the log level in main.ts. */
+const RM_LIVE_KEYS = new Set(['policy', 'log']);
 
 export function createMappingServer(config: RmConfig, deps: RmDeps): MappingServer {
   return new RealmManager(config, deps);
@@ -78,7 +92,7 @@ interface Shared {
   readonly clock: Clock;
   readonly log: Logger;
   readonly realm: Realm;
-  readonly policy: Policy;
+  readonly policy: ReloadablePolicy;
   readonly counters: RmCounters;
   readonly sessions: SessionTable;
   readonly subs: Subscriptions;
@@ -103,12 +117,15 @@ class RealmManager implements MappingServer {
   private readonly shared: Shared;
   private readonly pushTicker: PushTicker;
   private running: Running | null = null;
+  /** The config in effect (a reload replaces its live parts). */
+  private config: RmConfig;
 
   constructor(config: RmConfig, private readonly deps: RmDeps) {
+    this.config = config;
     const { clock } = deps;
     const log = deps.log.child({ module: 'rm' });
     const realm = Realm.fromConfig(config);
-    const policy = createPolicy(config.policy, realm);
+    const policy = new ReloadablePolicy(createPolicy(config.policy, realm));
     const counters = newCounters();
     const tx = new Outbox(counters);
     const p = config.push;
@@ -212,6 +229,24 @@ class RealmManager implements MappingServer {
     (r?.store ?? this.deps.store)?.close();
     this.shared.sessions.clear();
     this.shared.log.info('Realm Manager stopped');
+  }
+
+  reload(next: RmConfig): RmReloadResult {
+    const running = this.config;
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    const restartNeeded = [...new Set([...Object.keys(running), ...Object.keys(next)])]
+      .filter((k) => !RM_LIVE_KEYS.has(k) && !same(running[k as keyof RmConfig], next[k as keyof RmConfig]))
+      .sort();
+    if (running.log.format !== next.log.format) restartNeeded.push('log.format');
+    const policyChanged = !same(running.policy, next.policy);
+    if (policyChanged) {
+      // Built first: a policy the realm cannot take throws here and nothing changes.
+      const policy = createPolicy(next.policy, this.realm);
+      this.shared.policy.replace(policy);
+      this.shared.sessions.refreshViews();
+    }
+    this.config = { ...running, policy: next.policy, log: next.log };
+    return { policyChanged, restartNeeded };
   }
 
   counters(): Record<string, number> {

@@ -81,7 +81,8 @@ export class Session {
     readonly sid: number,
     readonly hostId: HostId,
     readonly keys: SessionKeys,
-    readonly view: AskerView,
+    /** What this host may learn; replaced when a reload changes the policy. */
+    public view: AskerView,
     /** Where answers and pushes go: the validated address, moved only by SessionTable.move(). */
     public socket: ControlSocket,
     public address: string,
@@ -151,6 +152,11 @@ export class SessionTable {
 
   get size(): number {
     return this.sessions.size;
+  }
+
+  /** A reload changed the policy: every live session sees by the new one from now on. */
+  refreshViews(): void {
+    for (const s of this.sessions.values()) s.view = this.policy.viewFor(s.hostId);
   }
 
   get(sid: number): Session | undefined {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { addressFamily } from './address.ts';
 import { ConfigError } from './errors.ts';
 
@@ -99,3 +99,29 @@ export const MSG = {
 export function isInterfaceName(s: string): boolean {
   return /^[^\s/:]{1,15}$/.test(s);
 }
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** "127.0.0.1:9721", "[::1]:9721" or "0.0.0.0:9721"; null if it is none of those. */
+export function parseListen(s: string): ListenAddress | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(s);
+  if (m === null) return null;
+  const host = m[1] ?? m[2];
+  const port = Number(m[3]);
+  if (addressFamily(host) === 0 || port < 1 || port > 65_535) return null;
+  return { host, port };
+}
+
+/** The `metrics` section of both configs (shared/prometheus.ts serves it). */
+export const metricsConfigSchema = z
+  .strictObject({
+    /** Where GET /metrics is served; absent: no endpoint. It shows counters only, never keys or IDs' locators, but bind it to a management address anyway. */
+    listen: z
+      .string()
+      .refine((s) => parseListen(s) !== null, { message: 'is not an address and port to listen on (e.g. 127.0.0.1:9721 or [::1]:9721)' })
+      .optional(),
+  })
+  .prefault({});

@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'RM_CLIENT_BUSY'
   | 'RM_CLIENT_STOPPED'
   | 'PUBLISH_FAILED'
+  | 'METRICS_LISTEN_FAILED'
   | 'INTERNAL';
 
 export class RealmnetError extends Error {

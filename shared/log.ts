@@ -16,12 +16,35 @@ export interface LogOptions {
  */
 export function createLogger(opts: LogOptions): Logger {
   const dest = opts.destination ?? process.stderr;
-  if (opts.format === 'pretty') {
-    // A small built-in formatter: `HH:MM:SS.mmm LEVEL module: msg key=value …`. pino-pretty would be
-    // another dependency for the same thing.
-    return pino({ level: opts.level, base: undefined, timestamp: pino.stdTimeFunctions.epochTime }, prettyStream(dest));
+  const children = new Set<WeakRef<Logger>>();
+  const onChild = (c: Logger): void => {
+    children.add(new WeakRef(c));
+    // Children made per session or request come and go: forget the collected ones now and then.
+    if (children.size % 1024 === 0) for (const ref of children) if (ref.deref() === undefined) children.delete(ref);
+  };
+  const root =
+    opts.format === 'pretty'
+      ? // A small built-in formatter: `HH:MM:SS.mmm LEVEL module: msg key=value …`. pino-pretty would be
+        // another dependency for the same thing.
+        pino({ level: opts.level, base: undefined, timestamp: pino.stdTimeFunctions.epochTime, onChild }, prettyStream(dest))
+      : pino({ level: opts.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime, onChild }, dest as pino.DestinationStream);
+  families.set(root, children);
+  return root;
+}
+
+/** Each root logger's children (and theirs), weakly: a child copies its level when it is made. */
+const families = new WeakMap<Logger, Set<WeakRef<Logger>>>();
+
+/** Sets the level of a root logger and of every child made from it (a reload's new log.level). */
+export function setLogLevel(root: Logger, level: LevelWithSilent): void {
+  root.level = level;
+  const children = families.get(root);
+  if (children === undefined) return;
+  for (const ref of children) {
+    const c = ref.deref();
+    if (c === undefined) children.delete(ref);
+    else c.level = level;
   }
-  return pino({ level: opts.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, dest as pino.DestinationStream);
 }
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };

@@ -120,9 +120,9 @@ describe('layout rules (STYLE.md)', () => {
       const name = f.split('/').at(-1) as string;
       byName.set(name, [...(byName.get(name) ?? []), relative(ROOT, f)]);
     }
-    // By design (STYLE.md): each program has one main.ts and one config.ts, and each I/O edge its
-    // in-memory double, memory.ts, beside the real device it stands in for.
-    const exempt = new Set(['main.ts', 'config.ts', 'memory.ts']);
+    // By design (STYLE.md): each program has one main.ts, one config.ts and one metrics.ts (its
+    // Prometheus names), and each I/O edge its in-memory double, memory.ts, beside the real device.
+    const exempt = new Set(['main.ts', 'config.ts', 'metrics.ts', 'memory.ts']);
     const shared = [...byName].filter(([n, fs]) => fs.length > 1 && !exempt.has(n)).map(([n, fs]) => `${n}: ${fs.join(', ')}`);
     expect(shared).toEqual([]);
   });

@@ -112,7 +112,7 @@ export function chunksPerFrame(offload: boolean, chunkPayload: number): number {
   return offload ? Math.ceil((65_535 + VNET_HDR_LEN) / chunkPayload) : 1;
 }
 
-export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: TunBatchHandler; stats: InsideStats; keepalive: (id: Uint8Array) => void } {
+export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: TunBatchHandler; stats: InsideStats; keepalive: (id: Uint8Array) => void; uplinksAdded: () => void } {
   const sealing = deps.sealing ?? null;
   const hdrLen = sealing === null ? HEADER_LEN : SEALED_HEADER_LEN;
   const tagLen = sealing === null ? 0 : TAG_LEN;
@@ -319,5 +319,9 @@ export function createInside(opts: InsideOptions, deps: InsideDeps): { onBatch: 
     kaPort[0] = entry.path.locator.port;
     sockets[entry.path.uplink].send(ka, kaOff, kaLen, kaAddr, kaPort, 1);
   }
-  return { onBatch, stats, keepalive };
+  /** A reload appended sockets to deps.sockets (the agent owns that array): a send queue for each. */
+  const uplinksAdded = (): void => {
+    while (queues.length < sockets.length) queues.push(new SendQueue(2 * opts.batchSize * maxChunks));
+  };
+  return { onBatch, stats, keepalive, uplinksAdded };
 }

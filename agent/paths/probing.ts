@@ -154,6 +154,8 @@ export const PEER_COUNTERS = [
   'probesBudgetSkipped',
   /** More remote addresses probed within 2 s than the budget table holds: one got a fresh budget early. */
   'probeBudgetEvictedEarly',
+  /** A path's state (unknown, up, suspect, down) changed: the metrics' realmnet_agent_path_state_changes_total. */
+  'pathStateChanges',
 ] as const;
 export type PeerCounter = (typeof PEER_COUNTERS)[number];
 
@@ -280,6 +282,13 @@ export class PeerPaths {
     this.tick();
   }
 
+  /** A reload added or retired uplinks: every peer's paths are built again over the uplinks now. */
+  uplinkSetChanged(): void {
+    const now = this.deps.clock.now();
+    for (const p of this.peers.values()) this.rebuildPaths(p, now);
+    this.uplinksChanged();
+  }
+
   /**
    * A peer message from the data port (outside.ts hands over anything with the peer flags). Called
    * from the data path: whatever the bytes, it counts and returns, it never throws.
@@ -388,6 +397,11 @@ export class PeerPaths {
     return this.log.list();
   }
 
+  /** Every failover as it is recorded (the metrics' counter and duration histogram). */
+  onFailover(cb: (r: FailoverRecord) => void): void {
+    this.log.onRecord(cb);
+  }
+
   // ---- inside the class ----
 
   /** Starts tracking peers that have traffic and a key. */
@@ -436,7 +450,7 @@ export class PeerPaths {
         if (a.kind === 'probe' && key !== null) this.probe(p, path, key, now);
         s = apply(s, a, now);
       }
-      path.state = s;
+      this.setState(path, s);
     }
     this.choose(p, now);
   }
@@ -453,7 +467,7 @@ export class PeerPaths {
     for (const loc of p.entry.locators) {
       if (!loc.up) continue;
       for (let u = 0; u < ups.length; u++) {
-        if (ups[u].family !== loc.family) continue;
+        if (ups[u].family !== loc.family || ups[u].retired) continue;
         const old = p.paths.find((x) => samePath(x, u, loc));
         if (old !== undefined) {
           next.push({ ...old, locator: loc });
@@ -545,7 +559,7 @@ export class PeerPaths {
       for (const x of p.paths) {
         if (!x.state.localUp || now - x.state.lastSentAt < PROBE_BURST_GAP_MS || left.some((l) => l.path === x)) continue;
         this.probe(p, x, key, now);
-        x.state = apply(x.state, { kind: 'probe' }, now);
+        this.setState(x, apply(x.state, { kind: 'probe' }, now));
       }
     }
     return resent;
@@ -612,6 +626,11 @@ export class PeerPaths {
     this.channel.send(path.uplink, path.locator.bytes, path.locator.port, { type: PeerType.Probe, instanceId: this.opts.instanceId, from: this.deps.myId, to: p.id, token, mapVersion: this.mapVersion }, key);
   }
 
+  private setState(path: { state: PathState }, s: PathState): void {
+    if (s.state !== path.state.state) this.counters.pathStateChanges++;
+    path.state = s;
+  }
+
   private onReplyMsg(mapKey: string, uplink: number, token: number, now: number): void {
     const p = this.peers.get(mapKey);
     const path = p?.paths.find((x) => x.outstanding.has(token));
@@ -619,7 +638,7 @@ export class PeerPaths {
     const sentAt = path.outstanding.get(token) as number;
     path.outstanding.delete(token);
     this.counters.repliesReceived++;
-    path.state = onReply(path.state, now, now - sentAt);
+    this.setState(path, onReply(path.state, now, now - sentAt));
     // Recovery and first answers are acted on now, not at the next tick.
     this.runPeer(p, now);
   }

@@ -34,12 +34,17 @@ export class FailoverLog {
   private readonly records: FailoverRecord[] = [];
   /** Why a peer lost its path when the cause was its binding (the record is written at the next choice). */
   private readonly pendingReason = new Map<string, { reason: string; since: number }>();
+  private readonly listeners: ((r: FailoverRecord) => void)[] = [];
 
   constructor(
     private readonly uplinks: () => UplinkSnapshot,
     private readonly wallClock: () => number,
     private readonly log: Logger,
   ) {}
+
+  onRecord(cb: (r: FailoverRecord) => void): void {
+    this.listeners.push(cb);
+  }
 
   list(): readonly FailoverRecord[] {
     return this.records.slice();
@@ -93,6 +98,7 @@ export class FailoverLog {
     };
     this.records.push(rec);
     if (this.records.length > MAX_RECORDS) this.records.shift();
+    for (const l of this.listeners) l(rec);
     this.log.warn({ peer: rec.peer, from: rec.from, to: rec.to, reason, tookMs: rec.tookMs, resentPackets }, to === null ? 'no usable path left to peer' : 'path changed');
   }
 

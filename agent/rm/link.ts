@@ -78,21 +78,35 @@ export class RmLink implements ResolverLookup {
   }
 
   start(): void {
-    this.deps.uplinks().forEach((_, i) => {
-      const c = this.deps.makeClient(i);
-      c.onPush((a) => {
-        for (const l of this.pushListeners) l(a);
-      });
-      c.onRevoke((id, until) => {
-        for (const l of this.revokeListeners) l(id, until);
-      });
-      c.onGroupPush((a) => {
-        for (const l of this.groupPushListeners) l(a);
-      });
-      this.clients.push(c);
-      c.start().catch((e: unknown) => this.noteError(e));
-    });
+    this.deps.uplinks().forEach(() => this.openClient());
     void this.register();
+  }
+
+  /**
+   * A client for uplink i (default: the next index, an uplink a reload added; a retired uplink that
+   * came back gets a new client in its old slot). The caller registers afterwards.
+   */
+  openClient(i = this.clients.length): void {
+    const c = this.deps.makeClient(i);
+    c.onPush((a) => {
+      for (const l of this.pushListeners) l(a);
+    });
+    c.onRevoke((id, until) => {
+      for (const l of this.revokeListeners) l(id, until);
+    });
+    c.onGroupPush((a) => {
+      for (const l of this.groupPushListeners) l(a);
+    });
+    this.clients[i] = c;
+    c.start().catch((e: unknown) => this.noteError(e));
+  }
+
+  /**
+   * A reload removed uplink i: its client stops (its session with the RM ends); the slot stays, so
+   * that client i keeps meaning uplink i. A retired uplink is never up, so nothing goes through it.
+   */
+  async closeClient(i: number): Promise<void> {
+    await this.clients[i]?.stop().catch(() => undefined);
   }
 
   async stop(): Promise<void> {
@@ -148,7 +162,8 @@ export class RmLink implements ResolverLookup {
   /** Signs a new binding (higher sequence number) from the uplinks' current state and registers it everywhere. */
   async register(floorSeq = 0): Promise<void> {
     const uplinks = this.deps.uplinks();
-    const locators: Locator[] = uplinks.map((u) => ({
+    // A retired uplink (removed by a reload) is no locator of this host any more.
+    const locators: Locator[] = uplinks.filter((u) => !u.retired).map((u) => ({
       address: u.locator,
       port: this.opts.listenPort,
       uplink: u.name,

@@ -14,6 +14,8 @@ export interface PolicyUplink {
 
 export interface PolicyRoute {
   readonly uplink: string;
+  /** The uplink's index (its table is tableBase + index). */
+  readonly index: number;
   readonly add: string[][];
   /** Run in order on stop; each may fail harmlessly if already gone. */
   readonly remove: string[][];
@@ -29,6 +31,7 @@ export function policyRoutes(uplinks: readonly PolicyUplink[], tableBase: number
     const rule = ['from', u.locator, 'table', table, 'priority', String(rulePriority + i)];
     out.push({
       uplink: u.name,
+      index: i,
       add: [
         [fam, 'route', 'replace', 'default', 'via', u.gateway, 'dev', u.interface, 'table', table],
         [fam, 'rule', 'add', ...rule],

@@ -36,14 +36,18 @@ export interface UplinksOptions {
 
 export class UplinkSockets {
   /** The opened uplinks in config order, all up: the uplink table starts from these. */
-  readonly opened: Omit<Uplink, 'index'>[] = [];
+  readonly opened: Omit<Uplink, 'index' | 'retired'>[] = [];
   private routes: PolicyRoute[] = [];
+  /** In index order: the config's uplinks, then those reloads added (removed ones keep their place). */
+  private readonly configs: UplinkConfig[];
 
   constructor(
-    private readonly configs: readonly UplinkConfig[],
+    configs: readonly UplinkConfig[],
     private readonly opts: UplinksOptions,
     private readonly deps: UplinksDeps,
-  ) {}
+  ) {
+    this.configs = [...configs];
+  }
 
   /** Opens every socket first (a port in use fails before anything is changed), then adds the routing. */
   async start(): Promise<void> {
@@ -65,9 +69,51 @@ export class UplinkSockets {
     }
   }
 
+  /**
+   * A reload added an uplink: its socket (index = the next position) and its policy routing. Returns
+   * what the uplink table takes in; throws, changing nothing, if the socket cannot be opened.
+   */
+  async add(c: UplinkConfig): Promise<Omit<Uplink, 'index' | 'retired'>> {
+    const socket = await this.deps.openUdp({ address: c.locator, port: this.opts.port, batchSize: this.opts.batchSize, maxDatagram: this.opts.maxDatagram });
+    const i = this.configs.length;
+    this.configs.push(c);
+    const u = { name: c.name, interface: c.interface, locator: c.locator, family: familyOf(c.locator), priority: c.priority, weight: c.weight, socket, up: true as const };
+    this.opened.push(u);
+    const r = policyRoutes(this.configs, this.opts.tableBase, this.opts.rulePriority).find((x) => x.index === i);
+    if (r !== undefined) await this.installRoute(r);
+    return u;
+  }
+
+  /**
+   * A reload removed an uplink (index i): its policy routing goes now; its socket stays open, unused,
+   * until the agent stops, so that a datagram the data plane already handed it is not sent on a
+   * closed descriptor, and the same uplink can come back into its old slot.
+   */
+  async retire(i: number): Promise<void> {
+    const r = this.routes.find((x) => x.index === i);
+    if (r === undefined) return;
+    this.routes = this.routes.filter((x) => x !== r);
+    await this.runQuietly(r.remove);
+  }
+
+  /** A retired uplink came back (index i): its policy routing again. */
+  async restore(i: number): Promise<void> {
+    const r = policyRoutes(this.configs, this.opts.tableBase, this.opts.rulePriority).find((x) => x.index === i);
+    if (r !== undefined && !this.routes.some((x) => x.index === i)) await this.installRoute(r);
+  }
+
+  private async installRoute(r: PolicyRoute): Promise<void> {
+    await this.runQuietly(r.remove);
+    for (const cmd of r.add) await this.deps.net.ip(cmd);
+    this.routes.push(r);
+    this.deps.log.info({ uplink: r.uplink }, 'source-policy routing installed');
+  }
+
   /** The routing table of an uplink's source-policy routing, if it has one. */
   tableOf(name: string): number | undefined {
-    const i = this.configs.findIndex((c) => c.name === name);
+    // The newest uplink of that name: a reload may have retired an older one of the same name.
+    let i = this.configs.length - 1;
+    while (i >= 0 && this.configs[i].name !== name) i--;
     const c = this.configs[i];
     return c?.interface !== undefined && c.gateway !== undefined ? this.opts.tableBase + i : undefined;
   }

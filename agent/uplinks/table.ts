@@ -26,6 +26,12 @@ export interface Uplink {
   readonly weight: number;
   /** Usable now: carrier, address and route (the monitor's verdict); true without a monitor. */
   readonly up: boolean;
+  /**
+   * Removed from the config by a reload: never up again, left out of the binding. Its index stays
+   * taken (the data plane's sockets and the paths are indexed by position), and a later reload that
+   * adds it back with the same locator brings the same slot back.
+   */
+  readonly retired: boolean;
   readonly socket: UdpBatchSocket;
 }
 
@@ -35,17 +41,33 @@ export type UplinkEvent =
   /** The monitor's verdict on an uplink. */
   | { readonly kind: 'link'; readonly name: string; readonly usable: boolean }
   /** The realm's preferences for an uplink (organisational control). */
-  | { readonly kind: 'policy'; readonly name: string; readonly priority: number; readonly weight: number };
+  | { readonly kind: 'policy'; readonly name: string; readonly priority: number; readonly weight: number }
+  /** A reload took the uplink out of the config. */
+  | { readonly kind: 'retire'; readonly name: string }
+  /** A reload put a retired uplink (same name and locator) back, with the config's preferences. */
+  | { readonly kind: 'restore'; readonly name: string; readonly priority: number; readonly weight: number }
+  /** A reload added an uplink (its socket is open): it takes the next index. */
+  | { readonly kind: 'add'; readonly uplink: Omit<Uplink, 'index' | 'retired'> };
 
 export type UplinkListener = (now: UplinkSnapshot, before: UplinkSnapshot) => void;
 
 /** Pure: the snapshot after `ev`; the same object when the event changes nothing (or names no uplink). */
 export function applyUplinkEvent(s: UplinkSnapshot, ev: UplinkEvent): UplinkSnapshot {
-  const i = s.findIndex((u) => u.name === ev.name);
+  if (ev.kind === 'add') {
+    if (s.some((u) => u.name === ev.uplink.name && !u.retired)) return s;
+    return Object.freeze([...s, Object.freeze({ ...ev.uplink, index: s.length, retired: false })]);
+  }
+  // A retired slot answers only to restore; everything else names the live uplink of that name.
+  const i = s.findIndex((u) => u.name === ev.name && u.retired === (ev.kind === 'restore'));
   if (i < 0) return s;
   const u = s[i];
   let next: Uplink;
-  if (ev.kind === 'link') {
+  if (ev.kind === 'retire') {
+    next = Object.freeze({ ...u, up: false, retired: true });
+  } else if (ev.kind === 'restore') {
+    // Up until the monitor says otherwise, as at start.
+    next = Object.freeze({ ...u, up: true, retired: false, priority: ev.priority, weight: ev.weight });
+  } else if (ev.kind === 'link') {
     if (u.up === ev.usable) return s;
     next = Object.freeze({ ...u, up: ev.usable });
   } else {
@@ -61,8 +83,8 @@ export class UplinkTable {
   private snapshot: UplinkSnapshot;
   private readonly listeners: UplinkListener[] = [];
 
-  constructor(uplinks: readonly Omit<Uplink, 'index'>[]) {
-    this.snapshot = Object.freeze(uplinks.map((u, index) => Object.freeze({ ...u, index })));
+  constructor(uplinks: readonly Omit<Uplink, 'index' | 'retired'>[]) {
+    this.snapshot = Object.freeze(uplinks.map((u, index) => Object.freeze({ ...u, index, retired: false })));
   }
 
   /** The uplinks now. Hold on to it as long as you like: it never changes. */
@@ -70,8 +92,9 @@ export class UplinkTable {
     return this.snapshot;
   }
 
+  /** The live (not retired) uplink of that name. */
   byName(name: string): Uplink | undefined {
-    return this.snapshot.find((u) => u.name === name);
+    return this.snapshot.find((u) => u.name === name && !u.retired);
   }
 
   /** Applies an event; true when the snapshot changed (the listeners have then run). */

@@ -87,6 +87,7 @@ export function fakeAgent(net: MemoryNet, rm: FakeAgentRm, realmPrefix: string, 
           status: () => inner.status(),
           reregister: () => inner.reregister(),
           publish: (b) => inner.publish(b),
+          reload: (c) => inner.reload(c),
         };
   return { agent, tun, id: hostId.toString(), key };
 }
