@@ -125,8 +125,9 @@ async function reloadAgent(o: { configPath: string; agent: ReturnType<typeof cre
   const t0 = performance.now();
   try {
     const next = loadAgentConfig(o.configPath);
+    // First, so that the reload's own steps are logged at the new level.
+    if (!o.logLevelFixed) setLogLevel(log, next.log.level);
     const plan = await o.agent.reload(next);
-    if (plan.logLevel !== null && !o.logLevelFixed) setLogLevel(log, plan.logLevel);
     log.info(
       {
         tookMs: Math.round((performance.now() - t0) * 10) / 10,

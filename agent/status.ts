@@ -62,7 +62,8 @@ export function statusOf(s: StatusSources): AgentStatus {
   return {
     hostId: s.hostId,
     tun: { name: s.tunName, mtu: config.tun.mtu, offload: config.tun.offload, coalesce: !config.tun.offload && config.tun.coalesce, callbackErrors: s.tunCallbackErrors, superPackets: s.tunSuperPackets, coalesced: s.tunCoalesced, splitSupers: s.tunSplitSupers, splitSegments: s.tunSplitSegments },
-    uplinks: s.uplinks.map((u) => ({
+    // Uplinks a reload removed keep their slot inside (status paths name them by index) but are gone for the operator.
+    uplinks: s.uplinks.filter((u) => !u.retired).map((u) => ({
       name: u.name,
       interface: u.interface ?? null,
       locator: u.locator,
