@@ -3,7 +3,7 @@ import { generateKeyPair } from '../../shared/crypto/ed25519.ts';
 import { parsePrefix } from '../../shared/ids.ts';
 import { decodeBinding } from '../../shared/binding.ts';
 import { RegisterStatus } from '../../shared/wire/messages.ts';
-import { bindingFor, rawSession, startHarness, type Harness } from './rm-harness.ts';
+import { bindingFor, rawSession, startHarness, testConfig, type Harness } from './rm-harness.ts';
 
 let h: Harness | null = null;
 afterEach(async () => {
@@ -113,6 +113,29 @@ describe('RM security', () => {
     await expect(stranger.next(300)).rejects.toThrow(/no answer/);
     expect(h.server.counters()['lookup.denied']).toBe(1);
     for (const s of [target, stranger, partner]) await s.close();
+  });
+
+  it('a reload (SIGHUP) applies a new policy to live sessions and names what needs a restart', async () => {
+    const deny = { lookup: { sameRealm: 'deny', rules: [] } };
+    h = await startHarness({ policy: deny });
+    const target = await rawSession(h);
+    target.send({ type: 'register', reqId: 1, binding: bindingFor(target.key, 1).bytes });
+    expect(await target.next()).toMatchObject({ status: RegisterStatus.ok });
+    const asker = await rawSession(h);
+    const ask = async (reqId: number) => {
+      asker.send({ type: 'lookup', reqId, hostId: target.hostId.toBytes() });
+      return asker.next();
+    };
+    expect(await ask(1)).toMatchObject({ binding: null });
+    const r = h.server.reload(testConfig({ policy: { lookup: { sameRealm: 'allow' } }, sessions: { max: 77 } }));
+    expect(r).toEqual({ policyChanged: true, restartNeeded: ['sessions'] });
+    // The same session, no new HELLO: the new policy lets it see the target now.
+    const a = await ask(2);
+    expect(a.type === 'lookupReply' && a.binding !== null).toBe(true);
+    // And back: denied again, still without a new session.
+    expect(h.server.reload(testConfig({ policy: deny }))).toEqual({ policyChanged: true, restartNeeded: [] });
+    expect(await ask(3)).toMatchObject({ type: 'lookupReply', binding: null });
+    for (const s of [target, asker]) await s.close();
   });
 
   it('a client refuses a WELCOME from an RM other than the pinned one', async () => {
