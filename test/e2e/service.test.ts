@@ -9,6 +9,7 @@ import { requireRoot, uniquePrefix } from '../helpers/netns.ts';
 import { REPO, controlStatus, startRealm, type Realm } from '../helpers/agents.ts';
 import { listenNotify, type NotifyListener } from '../helpers/notify.ts';
 import { waitFor } from '../helpers/failover.ts';
+import { pingGap as gapOf } from '../helpers/gap.ts';
 
 /**
  * What the systemd units rely on, tested without systemd (PID 1 here is not systemd): the agent and
@@ -71,19 +72,6 @@ function sample(text: string, name: string, labels = ''): number | null {
 async function scrape(node: 'mh' | 'rm', listen: string): Promise<string> {
   const r = await tb.exec(node, 'curl', ['-sS', '--max-time', '3', `http://${listen}/metrics`], { timeoutMs: 5_000 });
   return r.stdout;
-}
-
-/** Pings every 10 ms for `seconds` s while `during` runs; returns the longest gap between replies (ms) and the loss. */
-async function pingGap(dst: string, seconds: number, during: () => Promise<void>): Promise<{ gapMs: number; sent: number; received: number }> {
-  const count = Math.round(seconds * 100);
-  const p = tb.exec('mh', 'ping', ['-6', '-n', '-D', '-i', '0.01', '-c', String(count), '-W', '1', dst], { allowFail: true, timeoutMs: (seconds + 10) * 1000 });
-  await new Promise((r) => setTimeout(r, 500));
-  await during();
-  const out = (await p).stdout;
-  const times = [...out.matchAll(/^\[(\d+\.\d+)\].*bytes from/gm)].map((m) => Number(m[1]) * 1000);
-  let gap = 0;
-  for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i] - times[i - 1]);
-  return { gapMs: Math.round(gap), sent: count, received: times.length };
 }
 
 beforeAll(async () => {
@@ -172,7 +160,7 @@ describe('metrics (Prometheus endpoints, metrics.listen)', () => {
     expect(sample(before, 'realmnet_agent_uplink_up', '{uplink="ispa"}')).toBe(1);
     expect(sample(before, 'realmnet_agent_inside_packets_total')).toBeGreaterThan(0);
     // Carrier loss on mh's primary uplink while a ping stream runs.
-    const g = await pingGap(r.files.ids.ch, 3, async () => {
+    const g = await gapOf(tb, r.files.ids.ch, 3, async () => {
       await tb.linkDown('mh', tb.addr.dev.mh.ispa);
       await new Promise((res) => setTimeout(res, 1_000));
     });
@@ -210,7 +198,7 @@ describe('reload (SIGHUP, as systemctl reload sends it)', () => {
       (c.tun as Record<string, unknown>).mtu = 1380;
     });
     let t0 = 0;
-    const g = await pingGap(r.files.ids.ch, 3, async () => {
+    const g = await gapOf(tb, r.files.ids.ch, 3, async () => {
       t0 = Date.now();
       process.kill(r.mh.pid, 'SIGHUP');
       await (notify as NotifyListener).waitFor('RELOADING', '1', t0, 5_000);
