@@ -66,8 +66,8 @@ export interface AgentIdentity {
  *
  * Start order: TUN (fails first if we lack privileges), its addresses and routes, the uplink sockets
  * and their policy routing, the uplink table, the map-cache (static bindings), the Realm Manager link
- * (registration, lookups, pushes) and path probing, the data plane's handlers, the uplink monitor,
- * then the readers. Stop runs in reverse; closing the TUN fd makes the kernel remove the device and
+ * (registration, lookups, pushes) and path probing, the data plane's handlers, the readers, then the
+ * uplink monitor. Stop runs in reverse; closing the TUN fd makes the kernel remove the device and
  * with it our routes.
  *
  * Who tells whom (each event has one owner, and its listeners subscribe to it directly):
@@ -255,9 +255,12 @@ class RealmnetAgent implements Agent {
       r.rm?.link.start();
       r.rm?.groups.start(config.tun.offload, VNET_HDR_LEN);
       if (r.rm !== null) r.served = await startServing(config.serve, { net: this.deps.net, tunName: tun.name, router: r.rm.groups, link: r.rm.link, hostId: this.hostId, log: this.log.child({ module: 'slice2' }) });
-      await this.startMonitor(r);
+      // The readers before the monitor: traffic flows at once with every uplink taken as up (as at
+      // any start), while the monitor subscribes to netlink (~100 ms); its first facts then correct
+      // the table. An upgrade in place (agent/upgrade.ts) saves that much of its gap.
       tun.start(inside);
       r.rm?.paths.start();
+      await this.startMonitor(r);
       this.startTimers(r);
       this.lag.start();
       r.sessions?.start();

@@ -26,6 +26,7 @@ import { startMetricsServer, type MetricsServer } from '../shared/prometheus.ts'
 import { agentMetrics } from './metrics.ts';
 import { VERSION } from '../shared/version.ts';
 import { isRealmnetError } from '../shared/errors.ts';
+import { awaitRelease, isSuccessor, startSuccessor } from './upgrade.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */
 export async function runAgent(configPath: string, overrides: { logLevel?: string } = {}): Promise<void> {
@@ -79,6 +80,8 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
           },
   });
   statusOfAgent = () => agent.status();
+  // An upgrade in place: the previous agent still forwards; it stops once we have loaded.
+  if (isSuccessor()) await awaitRelease(log);
   await agent.start();
   let control;
   let metricsServer: MetricsServer | null = null;
@@ -95,6 +98,37 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   // The agent forwards now: the TUN, its routes, the uplinks and their sockets are up.
   service.ready(readyLine(agent.status()));
   const stopWatchdog = service.startWatchdog();
+
+  let upgrading = false;
+  process.on('SIGUSR2', () => {
+    if (upgrading) return;
+    upgrading = true;
+    void (async () => {
+      log.info('upgrade (SIGUSR2): starting the installed version; this agent forwards until it has loaded');
+      let successor;
+      try {
+        successor = await startSuccessor({ log, env: service.handoverEnv(), timeoutMs: 30_000 });
+      } catch (e) {
+        log.error({ err: e instanceof Error ? e.message : String(e) }, 'upgrade failed: the new version did not start; this agent keeps running');
+        upgrading = false;
+        return;
+      }
+      // The service manager follows the successor from now on (its READY=1 and WATCHDOG=1 count).
+      service.mainPid(successor.pid);
+      stopWatchdog();
+      const t0 = performance.now();
+      try {
+        control.close();
+        await metricsServer?.close();
+        await agent.stop();
+      } catch (e) {
+        log.error({ err: e instanceof Error ? e.message : String(e) }, 'upgrade: the clean stop failed; the new version starts anyway');
+      }
+      log.info({ successor: successor.pid, stopMs: Math.round(performance.now() - t0) }, 'upgrade: stopped; the new version takes over');
+      await successor.release();
+      process.exit(0);
+    })();
+  });
 
   await stopOnSignals({
     log,

@@ -21,6 +21,10 @@ export interface ServiceNotifier {
   reloading(): void;
   stopping(): void;
   status(text: string): void;
+  /** The service's main process is another one now (an upgrade in place hands over to its successor). */
+  mainPid(pid: number): void;
+  /** The variables a successor needs to speak to the service manager in our place. */
+  handoverEnv(): Record<string, string>;
   /** Starts the WATCHDOG=1 pings when the service manager asked for them; the returned function stops them. */
   startWatchdog(): () => void;
   /** The ping interval in ms, or null when no watchdog was asked for. */
@@ -68,6 +72,11 @@ export function serviceNotifier(o: NotifierOptions): ServiceNotifier {
     // MONOTONIC_USEC lets systemd >= 253 (Type=notify-reload) match the reload to its request.
     reloading: () => notify(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`),
     stopping: () => notify('STOPPING=1'),
+    mainPid: (p) => notify(`MAINPID=${p}`),
+    handoverEnv: () => ({
+      ...(socket === null ? {} : { NOTIFY_SOCKET: socket }),
+      ...(watchdogIntervalMs === null ? {} : { WATCHDOG_USEC: String(watchdogIntervalMs * 2000) }),
+    }),
     status: (text) => notify(`STATUS=${oneLine(text)}`),
     startWatchdog: () => {
       if (socket === null || watchdogIntervalMs === null) return () => undefined;

@@ -11,9 +11,14 @@
  *   reload_reprioritise_gap_ms     SIGHUP, ispb made the preferred uplink: traffic moves off ispa
  *   reload_remove_active_gap_ms    SIGHUP, ispa (carrying the traffic) removed from the config
  *   reload_add_gap_ms              SIGHUP, ispa added back (the preferred one again)
- *   failover_gap_ms                the reference for "failover-sized": ispa's link taken down
- *   restart_gap_ms                 the agent stopped (SIGTERM) and started again, same config
- *   restart_tcp_survives           an iperf3 TCP stream over host IDs across that restart completes
+ *   failover_gap_ms                reference for "failover-sized": ispa's link taken down (a link event)
+ *   silent_failover_gap_ms         reference too: ispa silently blackholed (found by probing)
+ *   restart_gap_ms                 the agent stopped (SIGTERM) and started again, same config:
+ *                                  `systemctl restart`
+ *   upgrade_gap_ms                 upgrade in place (SIGUSR2, agent/upgrade.ts): the new process
+ *                                  loads while the old one forwards, then takes over
+ *   restart_tcp_survives           an iperf3 TCP stream over host IDs across the restart completes
+ *   upgrade_tcp_survives           the same across the upgrade in place
  *
  * Prints a table and writes bench-results/operations.json with each key's median and samples.
  */
@@ -52,6 +57,26 @@ export async function run(argv: string[]): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'realmnet-ops-'));
   const samples: Record<string, GapResult[]> = {};
   const tcp: boolean[] = [];
+  const upgradeTcp: boolean[] = [];
+  // After an upgrade in place the agent is no child of ours (its successor is): stopped by pid.
+  let upgradedPid = 0;
+  const stopUpgraded = async () => {
+    if (upgradedPid === 0) return;
+    try {
+      process.kill(upgradedPid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    for (let i = 0; i < 50; i++) {
+      try {
+        process.kill(upgradedPid, 0);
+      } catch {
+        break;
+      }
+      await settle(100);
+    }
+    upgradedPid = 0;
+  };
   const add = (k: string, g: GapResult) => (samples[k] ??= []).push(g);
   try {
     realm = await startRealm(tb, { logLevel: 'info' });
@@ -59,7 +84,7 @@ export async function run(argv: string[]): Promise<number> {
     const ch = r.files.ids.ch;
     const original = await readFile(r.files.mh, 'utf8');
     const hup = async () => {
-      process.kill(r.mh.pid, 'SIGHUP');
+      process.kill(upgradedPid || r.mh.pid, 'SIGHUP');
       await settle(300);
     };
     await settle(2_000);
@@ -89,40 +114,75 @@ export async function run(argv: string[]): Promise<number> {
       );
       await tb.linkUp('mh', tb.addr.dev.mh.ispa);
       await settle(3_000);
-      // A restart: what `systemctl restart` (and so an upgrade) does.
-      const server = tb.spawn('ch', 'iperf3', ['-s', '-1', '-B', ch]);
-      await settle(500);
-      const client = tb.exec('mh', 'iperf3', ['-c', ch, '-t', '8', '-b', '20M', '-J'], { allowFail: true, timeoutMs: 40_000 });
       add(
-        'restart_gap_ms',
-        await pingGap(tb, ch, 6, async () => {
-          await r.restartAgent('mh');
-          await settle(500);
+        'silent_failover_gap_ms',
+        await pingGap(tb, ch, 3, async () => {
+          await tb.blackhole('ispa');
+          await settle(1_000);
         }),
       );
-      const out = await client;
-      await server.stop();
-      let ok = false;
-      try {
-        const j = JSON.parse(out.stdout) as { error?: string; end?: { sum_received?: { seconds: number } } };
-        ok = j.error === undefined && (j.end?.sum_received?.seconds ?? 0) > 7;
-      } catch {
-        ok = false;
-      }
-      tcp.push(ok);
+      await tb.clearBlackhole('ispa');
+      await settle(3_500);
+      // A restart (`systemctl restart`), then an upgrade in place (SIGUSR2), each under a TCP stream.
+      const withTcp = async (key: string, event: () => Promise<void>, survived: boolean[]) => {
+        const server = tb.spawn('ch', 'iperf3', ['-s', '-1', '-B', ch]);
+        await settle(500);
+        const client = tb.exec('mh', 'iperf3', ['-c', ch, '-t', '8', '-b', '20M', '-J'], { allowFail: true, timeoutMs: 40_000 });
+        add(key, await pingGap(tb, ch, 6, event));
+        const out = await client;
+        await server.stop();
+        let ok = false;
+        try {
+          const j = JSON.parse(out.stdout) as { error?: string; end?: { sum_received?: { seconds: number } } };
+          ok = j.error === undefined && (j.end?.sum_received?.seconds ?? 0) > 7;
+        } catch {
+          ok = false;
+        }
+        survived.push(ok);
+        await settle(3_000);
+      };
+      await withTcp(
+        'restart_gap_ms',
+        async () => {
+          await stopUpgraded();
+          await r.restartAgent('mh');
+          await settle(500);
+        },
+        tcp,
+      );
+      await withTcp(
+        'upgrade_gap_ms',
+        async () => {
+          const from = r.mh.stderrTail().length + r.mh.stdoutTail().length;
+          process.kill(upgradedPid || r.mh.pid, 'SIGUSR2');
+          const deadline = Date.now() + 15_000;
+          let pid = 0;
+          while (pid === 0 && Date.now() < deadline) {
+            await settle(100);
+            const m = [...(r.mh.stderrTail() + r.mh.stdoutTail()).slice(Math.max(0, from - 200)).matchAll(/"successor":(\d+)/g)];
+            pid = Number(m[m.length - 1]?.[1] ?? 0);
+          }
+          if (pid === 0) throw new BenchStopped(`the upgrade in place did not hand over within 15 s:\n${r.mh.stderrTail().slice(-2000)}`);
+          upgradedPid = pid;
+          await settle(500);
+        },
+        upgradeTcp,
+      );
       await settle(3_000);
     }
   } finally {
+    await stopUpgraded();
     await realm?.stop();
     await tb.down();
     await rm(dir, { recursive: true, force: true });
   }
-  const keys = ['baseline_gap_ms', 'reload_noop_gap_ms', 'reload_reprioritise_gap_ms', 'reload_remove_active_gap_ms', 'reload_add_gap_ms', 'failover_gap_ms', 'restart_gap_ms'];
+  const keys = ['baseline_gap_ms', 'reload_noop_gap_ms', 'reload_reprioritise_gap_ms', 'reload_remove_active_gap_ms', 'reload_add_gap_ms', 'failover_gap_ms', 'silent_failover_gap_ms', 'restart_gap_ms', 'upgrade_gap_ms'];
   const rows = keys.map((k) => {
     const s = samples[k] ?? [];
     return [k, fmt(median(s.map((x) => x.gapMs)), 0), s.map((x) => x.gapMs).join(' '), s.map((x) => x.sent - x.received).join(' ')];
   });
   rows.push(['restart_tcp_survives', tcp.every(Boolean) ? 'true' : 'false', tcp.join(' '), '']);
+  rows.push(['upgrade_tcp_survives', upgradeTcp.every(Boolean) ? 'true' : 'false', upgradeTcp.join(' '), '']);
   printTable(['measure', 'median', 'samples', 'pings lost'], rows);
   const json: Record<string, unknown> = { reps, at: new Date().toISOString() };
   for (const k of keys) {
@@ -131,6 +191,8 @@ export async function run(argv: string[]): Promise<number> {
   }
   json.restart_tcp_survives = tcp.every(Boolean);
   json.restart_tcp_samples = tcp;
+  json.upgrade_tcp_survives = upgradeTcp.every(Boolean);
+  json.upgrade_tcp_samples = upgradeTcp;
   console.log(`\nwrote ${await writeResults('operations', json)}`);
   return 0;
 }

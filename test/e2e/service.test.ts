@@ -88,11 +88,30 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
+  if (upgradedPid !== 0 && processAlive(upgradedPid)) process.kill(upgradedPid, 'SIGKILL');
   await realm?.stop();
   await notify?.close();
   await tb?.down();
   if (dir !== '') await rm(dir, { recursive: true, force: true });
 });
+
+/** The successor's pid, from the old agent's "upgrade: stopped" log line. */
+function successorPid(p: NsProcess): number {
+  const m = [...(p.stderrTail() + p.stdoutTail()).matchAll(/"successor":(\d+)/g)];
+  return Number(m[m.length - 1]?.[1] ?? 0);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An upgraded agent (not our child): stopped by pid in afterAll if a test fails before it is. */
+let upgradedPid = 0;
 
 describe('under a service manager (what the systemd units rely on)', () => {
   let pid = 0;
@@ -128,11 +147,36 @@ describe('under a service manager (what the systemd units rely on)', () => {
     await (notify as NotifyListener).waitFor('WATCHDOG', '1', to, 2_000);
   });
 
+  it('upgrades in place on SIGUSR2: the successor loads while the agent forwards, then takes over under the same service', async () => {
+    const r = realm as Realm;
+    const old = r.mh;
+    const t0 = Date.now();
+    const g = await gapOf(tb, r.files.ids.ch, 5, async () => {
+      process.kill(old.pid, 'SIGUSR2');
+      await (notify as NotifyListener).waitFor('READY', '1', t0, 15_000);
+    });
+    // The service manager was told the new main PID before the old process stopped, and the READY=1 came from it.
+    const main = await (notify as NotifyListener).waitFor('MAINPID', String(successorPid(old)), t0, 1_000);
+    const ready = await (notify as NotifyListener).waitFor('READY', '1', t0, 1_000);
+    expect(ready.fields.MAINPID).toBe(String(successorPid(old)));
+    expect(ready.at).toBeGreaterThanOrEqual(main.at);
+    expect((await old.exited).code).toBe(0);
+    upgradedPid = successorPid(old);
+    expect(processAlive(upgradedPid)).toBe(true);
+    const st = await status('mh');
+    expect(st.hostId).toBe(r.files.ids.mh);
+    // Traffic stood still for the stop and start of the data plane, not for a restart (the bench has the figure).
+    expect(g.gapMs, JSON.stringify(g)).toBeLessThan(1_500);
+    expect(old.stderrTail() + old.stdoutTail()).toContain('upgrade: stopped; the new version takes over');
+  });
+
   it('killed with SIGKILL and started again (Restart=on-failure), keeps its state: same ID, higher binding sequence, no duplicate rules', async () => {
     const r = realm as Realm;
     const rulesBefore = (await tb.exec('mh', 'ip', ['rule', 'show'])).stdout.split('\n').filter((l) => l.includes('lookup')).length;
-    r.mh.child.kill('SIGKILL');
-    await r.mh.exited;
+    // The upgraded agent is no child of ours: killed by its pid.
+    process.kill(upgradedPid, 'SIGKILL');
+    await waitFor(async () => (processAlive(upgradedPid) ? null : true), 5_000, 'the killed agent gone');
+    upgradedPid = 0;
     const t0 = Date.now();
     startServiceAgent();
     await (notify as NotifyListener).waitFor('READY', '1', t0, 20_000);
