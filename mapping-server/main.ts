@@ -4,7 +4,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { systemClock } from '../shared/clock.ts';
 import { UsageError, isRealmnetError } from '../shared/errors.ts';
-import { admit, formatMembers, invite, inviteHint, members, parseDuration, publicKeyArg, revoke, rmKeyOf } from './admin.ts';
+import { admit, backup, formatMembers, invite, inviteHint, members, parseDuration, publicKeyArg, revoke, rmKeyOf } from './admin.ts';
 import { createLogger, type Logger } from '../shared/log.ts';
 import { generateKeyPair, type KeyPair } from '../shared/crypto/ed25519.ts';
 import { loadKeyPair, saveKeyPair } from '../shared/keyfile.ts';
@@ -138,6 +138,7 @@ Examples:
   realmnet rm admit --config rm.yaml --key host.key      admit a host by its key (only publicKey is read)
   realmnet rm revoke --config rm.yaml --id fd00:1::8a3f:1c2d:9e0b:4a71
   realmnet rm members --config rm.yaml
+  realmnet rm backup --config rm.yaml --out /var/backups/realmnet/$(date +%F)
 
 Errors and fixes: docs/errors.md`,
     )
@@ -201,6 +202,19 @@ Errors and fixes: docs/errors.md`,
     .action((o: { config: string; json?: boolean }) => {
       const list = members(loadResolvedRmConfig(o.config));
       out(o.json ? JSON.stringify(list, null, 2) + '\n' : formatMembers(list));
+    });
+
+  rm.command('backup')
+    .summary("copy the RM's key and store, consistently, while it runs")
+    .description(
+      `Copy what the realm cannot lose into a new directory: the RM's key (its identity; every agent pins it) and its store (members, bindings, spent invites), through SQLite's online backup, so the copy is consistent even while the RM commits. Restore: stop the RM, put both files back where the config points, start it. See docs/operations.md.`,
+    )
+    .requiredOption(configOpt, configHelp)
+    .requiredOption('--out <dir>', 'a new directory for the copy (created, mode 0700)')
+    .option('--json', 'print what was copied as JSON')
+    .action(async (o: { config: string; out: string; json?: boolean }) => {
+      const r = await backup(loadResolvedRmConfig(o.config), o.out);
+      out(o.json ? JSON.stringify(r, null, 2) + '\n' : `backed up to ${r.dir}: ${r.key}, ${r.store} (${r.members} members, ${r.bindings} bindings)\n`);
     });
 
   rm.command('key')

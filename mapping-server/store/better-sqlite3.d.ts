@@ -26,6 +26,8 @@ declare module 'better-sqlite3' {
     pragma(source: string, options?: { simple?: boolean }): unknown;
     transaction<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R;
     close(): this;
+    /** SQLite's online backup to a new file (`realmnet rm backup`); resolves when it is complete. */
+    backup(destination: string): Promise<{ totalPages: number; remainingPages: number }>;
     readonly open: boolean;
     readonly inTransaction: boolean;
   }

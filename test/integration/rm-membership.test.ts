@@ -1,12 +1,12 @@
 import { createSocket, type Socket } from 'node:dgram';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateKeyPair, type KeyPair } from '../../shared/crypto/ed25519.ts';
 import { loadKeyPair, saveKeyPair } from '../../shared/keyfile.ts';
-import { deriveHostId, parsePrefix } from '../../shared/ids.ts';
+import { deriveHostId, parseHostId, parsePrefix } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/log.ts';
 import { mintToken, parseToken, type JoinToken } from '../../shared/membership.ts';
 import { decodeBody, decodeHeader, encode } from '../../shared/wire/codec.ts';
@@ -16,7 +16,7 @@ import { createRmClient, type RmClient } from '../../agent/rm/client.ts';
 import { RealmTrust } from '../../agent/rm/trust.ts';
 import type { BindingAnswer } from '../../agent/rm/answers.ts';
 import { runRm, loadResolvedRmConfig, type RunningRm } from '../../mapping-server/main.ts';
-import { admit, invite, members, revoke } from '../../mapping-server/admin.ts';
+import { admit, backup, invite, members, revoke } from '../../mapping-server/admin.ts';
 import { bound, ScriptedRm } from './rm-scripted.ts';
 import { REALM_PREFIX, bindingFor, startHarness, type Harness } from './rm-harness.ts';
 
@@ -172,6 +172,33 @@ describe('membership at the RM', () => {
     await until(() => third.counters()['hello.badToken'] >= 1);
     expect(third.counters()['sessions.established']).toBe(0);
     expect(rm.server.member(joiner.hostId)?.active).toBe(true);
+  });
+
+  it('rm backup copies the key and a consistent store while the RM runs; the copy serves after a restore', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rn-backup-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const cfg = writeRmConfig(dir);
+    let rm: RunningRm = await runRm(cfg, { log: silentLogger });
+    cleanup.push(() => rm.stop());
+    const config = loadResolvedRmConfig(cfg);
+    const k = generateKeyPair();
+    const id = admit(config, { publicKey: k.publicKey }).hostId;
+    const r = await backup(config, join(dir, 'bk'));
+    expect(r).toMatchObject({ members: 1 });
+    expect(statSync(join(dir, 'bk')).mode & 0o777).toBe(0o700);
+    expect(statSync(r.store).mode & 0o777).toBe(0o600);
+    expect(statSync(r.key).mode & 0o777).toBe(0o600);
+    await expect(backup(config, join(dir, 'bk'))).rejects.toThrow(/already holds a backup/);
+    // Disaster: the store and key are lost; restored from the copy, the RM knows its member and keeps its identity.
+    await rm.stop();
+    const before = readFileSync(config.key);
+    rmSync(config.store.path);
+    rmSync(config.key);
+    copyFileSync(r.store, config.store.path);
+    copyFileSync(r.key, config.key);
+    rm = await runRm(cfg, { log: silentLogger });
+    expect(readFileSync(config.key).equals(before)).toBe(true);
+    expect(rm.server.member(parseHostId(id))?.active).toBe(true);
   });
 
   it('refuses an expired token and a token for another realm prefix', async () => {
