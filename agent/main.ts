@@ -241,7 +241,11 @@ export function agentCommand(): Command {
 
 The agent creates a TUN device, gives it this host's ID (an IPv6 address) and routes the realm's ID prefixes into it - only those: the default route and all other traffic are left alone. Packets to a host ID are looked up in the map-cache, wrapped in an 8-byte LISP data header and sent in UDP (port ${DEFAULTS.listenPort}) from one of this host's uplinks to one of the peer's locators. Each uplink gets its own socket bound to its address, plus source-policy routing ("ip rule from LOCATOR table N") so it really leaves through its own interface.
 
-Stop it with Ctrl-C or SIGTERM: the TUN device, its routes and the policy rules are removed.`,
+Stop it with Ctrl-C or SIGTERM: the TUN device, its routes and the policy rules are removed.
+
+SIGHUP (systemctl reload) reads the config again: uplinks added, removed or re-prioritised, static peers and the log level apply at once, without touching established flows; anything else is named in one log line and needs a restart. SIGUSR2 upgrades in place: the version now installed loads while this one forwards, then takes over (docs/operations.md).
+
+Under systemd (Type=notify) it sends READY=1 once it forwards and WATCHDOG=1 from its event loop; with metrics.listen set it serves Prometheus metrics at GET /metrics.`,
     )
     .requiredOption('-c, --config <file>', 'YAML configuration file (see examples/agent.yaml)')
     .option('--log-level <level>', 'override log.level from the config: trace|debug|info|warn|error')

@@ -6,7 +6,9 @@ import type { Logger } from './log.ts';
  *   `deadlineMs`, then exits 0;
  * - a second signal exits at once with 130 (128 + SIGINT, as shells report an interrupted program);
  * - a clean stop that overruns the deadline, or fails, exits 1.
- * SIGHUP is logged and ignored: killing an overlay in use on a terminal hang-up helps nobody.
+ * SIGHUP reloads the config (onHangup: agent/main.ts, mapping-server/main.ts; docs/operations.md),
+ * as systemd's ExecReload sends it; without onHangup it is logged and ignored: killing an overlay in
+ * use on a terminal hang-up helps nobody.
  */
 export const EXIT = Object.freeze({ ok: 0, error: 1, usage: 2, interrupted: 130 });
 
