@@ -123,7 +123,9 @@ Hosts of the realm register signed bindings (host ID -> locators); agents look t
 
 Only members take part: the operator admits hosts with a one-time join token (rm invite) or by their public key (rm admit), and may revoke them (rm revoke). Members carry a certificate signed by the RM's key, which agents pin (rm key prints it). See docs/security.md.
 
-Control protocol: UDP port 4342 (IPv4 and IPv6), see docs/control-protocol.md.`,
+Control protocol: UDP port 4342 (IPv4 and IPv6), see docs/control-protocol.md.
+
+SIGHUP (systemctl reload) applies a changed policy (to live sessions too) and log level; anything else is named in one log line and needs a restart. Under systemd (Type=notify) it sends READY=1 once it answers and WATCHDOG=1 from its event loop; with metrics.listen set it serves Prometheus metrics at GET /metrics. See docs/operations.md.`,
     )
     // Options after a subcommand's name are that subcommand's (realmnet rm invite --config X).
     .enablePositionalOptions()
