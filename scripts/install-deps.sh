@@ -27,7 +27,9 @@ cd "$(dirname "$0")/.."
 #   coreutils      sha256sum (always there on Debian; named so a minimal image says what it lacks)
 #   g++ make python3  node-gyp builds the native TUN addon from source at npm install
 #   fonts-dejavu-core text in the PNG figures (eval:routing, failover plots) rendered by resvg
-PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula wireguard-go wireguard-tools tshark mptcpd mptcpize procps curl coreutils g++ make python3 fonts-dejavu-core)
+#   systemd        systemd-analyze, which checks the service units (test/e2e/install.test.ts); PID 1
+#                  need not be systemd
+PACKAGES=(iproute2 nftables iperf3 iputils-ping nebula wireguard-go wireguard-tools tshark mptcpd mptcpize procps curl coreutils g++ make python3 fonts-dejavu-core systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
