@@ -240,33 +240,53 @@ class RealmnetAgent implements Agent {
       { port: config.listenPort, batchSize: config.tun.batchSize, maxDatagram: MAX_DATAGRAM, tableBase: config.routing.tableBase, rulePriority: config.routing.rulePriority },
       { openUdp: this.deps.openUdp, net: this.deps.net, log: this.log },
     );
+    // How long each step of the start took (ms), in the "agent up" line: a restart's and an upgrade's gap is their sum.
+    const t0 = performance.now();
+    const phases: Record<string, number> = {};
+    let last = t0;
+    const phase = (name: string) => {
+      const now = performance.now();
+      phases[name] = Math.round((now - last) * 10) / 10;
+      last = now;
+    };
     try {
       for (const cmd of tunUpCommands({ name: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, hostId: this.hostId, prefixes: config.realm.prefixes })) {
         await this.deps.net.ip(cmd);
       }
+      phase('tun');
       await sockets.start();
+      phase('uplinks');
       const table = new UplinkTable(sockets.opened);
-      const r: Running = { tun, sockets, table, rm: this.startControlPlane(table, tun), sessions: null, timers: [], monitor: null, served: [], insideSockets: table.current.map((u) => u.socket), insideAdded: () => undefined };
+      const rmParts = this.startControlPlane(table, tun);
+      phase('controlPlane');
+      const r: Running = { tun, sockets, table, rm: rmParts, sessions: null, timers: [], monitor: null, served: [], insideSockets: table.current.map((u) => u.socket), insideAdded: () => undefined };
       this.running = r;
       r.sessions = this.startSessions(r);
+      phase('sessions');
       this.loadStaticBindings(table.current);
       this.wireUplinkEvents(r);
       const inside = this.startDataPlane(r);
+      phase('dataPlane');
       r.rm?.link.start();
       r.rm?.groups.start(config.tun.offload, VNET_HDR_LEN);
+      phase('rmLink');
       if (r.rm !== null) r.served = await startServing(config.serve, { net: this.deps.net, tunName: tun.name, router: r.rm.groups, link: r.rm.link, hostId: this.hostId, log: this.log.child({ module: 'slice2' }) });
-      // The readers before the monitor: traffic flows at once with every uplink taken as up (as at
-      // any start), while the monitor subscribes to netlink (~100 ms); its first facts then correct
-      // the table. An upgrade in place (agent/upgrade.ts) saves that much of its gap.
+      phase('serving');
+      // The readers (and everything traffic needs: probing, sessions) before the monitor: traffic
+      // flows at once with every uplink taken as up (as at any start), while the monitor subscribes to
+      // netlink (~100 ms); its first facts then correct the table. An upgrade in place
+      // (agent/upgrade.ts) saves that much of its gap.
       tun.start(inside);
       r.rm?.paths.start();
-      await this.startMonitor(r);
       this.startTimers(r);
       this.lag.start();
       r.sessions?.start();
+      phase('readers');
+      await this.startMonitor(r);
+      phase('monitor');
       if (!sealed) this.log.warn('dataplane.encryption is off: packets between hosts can be read, changed and forged on the path (for measurement only)');
       this.log.info(
-        { hostId: this.hostId, tun: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, encryption: sealed ? config.dataplane.cipher : 'off', uplinks: table.current.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: config.rm?.servers.map((s) => s.address).join(',') ?? 'none' },
+        { hostId: this.hostId, tun: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, encryption: sealed ? config.dataplane.cipher : 'off', uplinks: table.current.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: config.rm?.servers.map((s) => s.address).join(',') ?? 'none', startMs: Math.round(performance.now() - t0), phases },
         'agent up',
       );
     } catch (e) {
@@ -283,16 +303,24 @@ class RealmnetAgent implements Agent {
     this.running = null;
     this.lag.stop();
     if (r === null) return;
+    const t0 = performance.now();
+    const ms = (t: number) => Math.round((performance.now() - t) * 10) / 10;
     await r.monitor?.stop();
+    const monitorMs = ms(t0);
     for (const t of r.timers) clearInterval(t);
     r.rm?.paths.stop();
     r.rm?.groups.stop();
     r.rm?.resolver.stop();
+    const t1 = performance.now();
     await r.rm?.link.stop();
+    const rmMs = ms(t1);
+    const t2 = performance.now();
     r.tun.close();
     r.sessions?.stop();
+    const tunMs = ms(t2);
+    const t3 = performance.now();
     await r.sockets.stop();
-    this.log.info({ drops: this.drops.total(), insidePackets: this.inside.packets, outsidePackets: this.outside.packets }, 'agent stopped');
+    this.log.info({ drops: this.drops.total(), insidePackets: this.inside.packets, outsidePackets: this.outside.packets, stopMs: ms(t0), phases: { monitor: monitorMs, rm: rmMs, tun: tunMs, uplinks: ms(t3) } }, 'agent stopped');
   }
 
   async reregister(): Promise<void> {

@@ -26,7 +26,7 @@ import { startMetricsServer, type MetricsServer } from '../shared/prometheus.ts'
 import { agentMetrics } from './metrics.ts';
 import { VERSION } from '../shared/version.ts';
 import { isRealmnetError } from '../shared/errors.ts';
-import { awaitRelease, isSuccessor, startSuccessor } from './upgrade.ts';
+import { awaitRelease, isSuccessor, rehearse, startSuccessor } from './upgrade.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */
 export async function runAgent(configPath: string, overrides: { logLevel?: string } = {}): Promise<void> {
@@ -81,7 +81,10 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   });
   statusOfAgent = () => agent.status();
   // An upgrade in place: the previous agent still forwards; it stops once we have loaded.
-  if (isSuccessor()) await awaitRelease(log);
+  if (isSuccessor()) {
+    await rehearse(config, identity).catch((e: unknown) => log.debug({ err: e instanceof Error ? e.message : String(e) }, 'upgrade: the rehearsal failed (the real start does not depend on it)'));
+    await awaitRelease(log);
+  }
   await agent.start();
   let control;
   let metricsServer: MetricsServer | null = null;

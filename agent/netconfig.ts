@@ -36,14 +36,13 @@ export const TUN_TXQUEUELEN = 5000;
 export function tunUpCommands(t: TunSetup): string[][] {
   const cmds: string[][] = [
     // No link-local address: it would only bring router solicitations and MLD reports into the TUN.
+    // (Its own command, before `up`: set in the same message, the kernel may bring the link up first.)
     ['link', 'set', 'dev', t.name, 'addrgenmode', 'none'],
-    ['link', 'set', 'dev', t.name, 'mtu', String(t.mtu)],
-    // The kernel queues packets for our reader here; the default 500 overflows in a TCP burst while
-    // the reader hands a batch to JavaScript, and each overflow is a loss TCP backs off for.
-    ['link', 'set', 'dev', t.name, 'txqueuelen', String(TUN_TXQUEUELEN)],
+    // One command for the rest (each `ip` costs a few ms of a restart's gap). txqueuelen: the kernel
+    // queues packets for our reader here; the default 500 overflows in a TCP burst while the reader
+    // hands a batch to JavaScript, and each overflow is a loss TCP backs off for.
+    ['link', 'set', 'dev', t.name, 'mtu', String(t.mtu), 'txqueuelen', String(TUN_TXQUEUELEN), ...(t.offload ? ['gso_max_size', String(GSO_MAX_SIZE)] : []), 'up'],
   ];
-  if (t.offload) cmds.push(['link', 'set', 'dev', t.name, 'gso_max_size', String(GSO_MAX_SIZE)]);
-  cmds.push(['link', 'set', 'dev', t.name, 'up']);
   cmds.push(['-6', 'addr', 'add', `${t.hostId}/128`, 'dev', t.name, 'nodad']);
   for (const p of t.prefixes) cmds.push(['-6', 'route', 'replace', p, 'dev', t.name]);
   return cmds;

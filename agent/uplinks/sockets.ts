@@ -57,12 +57,19 @@ export class UplinkSockets {
         this.opened.push({ name: c.name, interface: c.interface, locator: c.locator, family: familyOf(c.locator), priority: c.priority, weight: c.weight, socket, up: true });
       }
       this.routes = policyRoutes(this.configs, this.opts.tableBase, this.opts.rulePriority);
-      for (const r of this.routes) {
-        // A crashed earlier run may have left the same rule: remove it first so rules never pile up.
-        await this.runQuietly(r.remove);
-        for (const cmd of r.add) await this.deps.net.ip(cmd);
-        this.deps.log.info({ uplink: r.uplink }, 'source-policy routing installed');
-      }
+      // The uplinks' tables and rules are independent: installed side by side (each `ip` is a few
+      // ms, and a restart's gap is their sum otherwise). All settle before a failure is reported,
+      // so stop() never races a command still in flight.
+      const done = await Promise.allSettled(
+        this.routes.map(async (r) => {
+          // A crashed earlier run may have left the same rule: remove it first so rules never pile up.
+          await this.runQuietly(r.remove);
+          for (const cmd of r.add) await this.deps.net.ip(cmd);
+          this.deps.log.info({ uplink: r.uplink }, 'source-policy routing installed');
+        }),
+      );
+      const failed = done.find((d) => d.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
     } catch (e) {
       await this.stop();
       throw e;
@@ -152,7 +159,8 @@ export class UplinkSockets {
   async stop(): Promise<void> {
     for (const u of this.opened) u.socket.close();
     this.opened.length = 0;
-    for (const r of this.routes) await this.runQuietly(r.remove);
+    // Independent per uplink, as at start: side by side.
+    await Promise.all(this.routes.map((r) => this.runQuietly(r.remove)));
     this.routes = [];
   }
 
