@@ -2,7 +2,7 @@ import type { Clock } from '../shared/clock.ts';
 import type { Logger } from '../shared/log.ts';
 import { HostId, hostIdBytes, idKey, type Prefix } from '../shared/ids.ts';
 import { decodeGroup } from '../shared/group.ts';
-import { RealmnetError } from '../shared/errors.ts';
+import { errorLine } from '../shared/errors.ts';
 import { privateSeed, type KeyPair } from '../shared/crypto/ed25519.ts';
 import type { AgentConfig } from './config.ts';
 import { chunksPerFrame, createInside, type InsideStats } from './dataplane/inside.ts';
@@ -374,7 +374,7 @@ class RealmnetAgent implements Agent {
       } catch (e) {
         // Left out of the running config, so that the next reload tries again.
         failed.add(c.name);
-        this.log.error({ uplink: c.name, locator: c.locator, err: e instanceof RealmnetError ? e.oneLine() : String(e) }, 'reload: uplink not added');
+        this.log.error({ uplink: c.name, locator: c.locator, err: errorLine(e) }, 'reload: uplink not added');
         continue;
       }
       r.table.apply({ kind: 'add', uplink: opened });

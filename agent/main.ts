@@ -1,9 +1,8 @@
 import { Command } from 'commander';
 import { systemClock } from '../shared/clock.ts';
-import { SystemError } from '../shared/errors.ts';
+import { ConfigError, SystemError, errorLine } from '../shared/errors.ts';
 import { createLogger } from '../shared/log.ts';
 import { createSocket } from 'node:dgram';
-import { ConfigError } from '../shared/errors.ts';
 import { deriveHostId, parseHostId, parsePrefix } from '../shared/ids.ts';
 import { loadKeyPair } from '../shared/keyfile.ts';
 import { createAgent, type AgentIdentity, type AgentStatus } from './agent.ts';
@@ -16,7 +15,7 @@ import { createIpCommand } from './netconfig.ts';
 import { openTun } from './tun/tun.ts';
 import { openUdp } from '../shared/udp/socket.ts';
 import { formatStatus } from './status-format.ts';
-import { stopOnSignals } from '../shared/lifecycle.ts';
+import { restartNeededLine, stopOnSignals } from '../shared/lifecycle.ts';
 import { fileHostState, type HostStateStore } from './hoststate.ts';
 import { RealmTrust } from './rm/trust.ts';
 import { parseToken } from '../shared/membership.ts';
@@ -25,7 +24,6 @@ import { serviceNotifier, type ServiceNotifier } from '../shared/service.ts';
 import { startMetricsServer, type MetricsServer } from '../shared/prometheus.ts';
 import { agentMetrics } from './metrics.ts';
 import { VERSION } from '../shared/version.ts';
-import { isRealmnetError } from '../shared/errors.ts';
 import { awaitRelease, isSuccessor, rehearse, startSuccessor } from './upgrade.ts';
 
 /** The agent's composition root: argv and config in, real devices wired, signals handled. */
@@ -82,7 +80,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
   statusOfAgent = () => agent.status();
   // An upgrade in place: the previous agent still forwards; it stops once we have loaded.
   if (isSuccessor()) {
-    await rehearse(config, identity).catch((e: unknown) => log.debug({ err: e instanceof Error ? e.message : String(e) }, 'upgrade: the rehearsal failed (the real start does not depend on it)'));
+    await rehearse(config, identity).catch((e: unknown) => log.debug({ err: errorLine(e) }, 'upgrade: the rehearsal failed (the real start does not depend on it)'));
     await awaitRelease(log);
   }
   await agent.start();
@@ -112,7 +110,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
       try {
         successor = await startSuccessor({ log, env: service.handoverEnv(), timeoutMs: 30_000 });
       } catch (e) {
-        log.error({ err: e instanceof Error ? e.message : String(e) }, 'upgrade failed: the new version did not start; this agent keeps running');
+        log.error({ err: errorLine(e) }, 'upgrade failed: the new version did not start; this agent keeps running');
         upgrading = false;
         return;
       }
@@ -125,7 +123,7 @@ export async function runAgent(configPath: string, overrides: { logLevel?: strin
         await metricsServer?.close();
         await agent.stop();
       } catch (e) {
-        log.error({ err: e instanceof Error ? e.message : String(e) }, 'upgrade: the clean stop failed; the new version starts anyway');
+        log.error({ err: errorLine(e) }, 'upgrade: the clean stop failed; the new version starts anyway');
       }
       log.info({ successor: successor.pid, stopMs: Math.round(performance.now() - t0) }, 'upgrade: stopped; the new version takes over');
       await successor.release();
@@ -177,11 +175,10 @@ async function reloadAgent(o: { configPath: string; agent: ReturnType<typeof cre
       'config reloaded',
     );
     if (plan.restartNeeded.length > 0) {
-      log.warn({ keys: plan.restartNeeded }, `config reloaded, but ${plan.restartNeeded.join(', ')} changed and need${plan.restartNeeded.length === 1 ? 's' : ''} a restart (systemctl restart realmnet-agent): the running values stay in effect until then`);
+      log.warn({ keys: plan.restartNeeded }, restartNeededLine(plan.restartNeeded, 'realmnet-agent'));
     }
   } catch (e) {
-    const why = isRealmnetError(e) ? e.oneLine() : e instanceof Error ? e.message : String(e);
-    log.error({ err: why }, 'reload failed: the running config stays in effect');
+    log.error({ err: errorLine(e) }, 'reload failed: the running config stays in effect');
   } finally {
     service.ready(readyLine(o.agent.status()));
   }

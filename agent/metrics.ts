@@ -35,7 +35,7 @@ export function agentMetrics(status: () => AgentStatus, version: string): AgentM
   readCounter(registry, 'realmnet_agent_outside_packets_total', 'Packets received from peers and written to the TUN device.', [], () => one(s().outside.packets));
   readCounter(registry, 'realmnet_agent_outside_bytes_total', 'Bytes received from peers and written to the TUN device.', [], () => one(s().outside.bytes));
   readCounter(registry, 'realmnet_agent_dropped_packets_total', 'Packets dropped, by reason (realmnet status lists the same names).', ['reason'], () =>
-    Object.entries(s().drops).map(([k, v]) => [{ reason: k.replace('.', '_').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase() }, v] as const),
+    Object.entries(s().drops).map(([k, v]) => [{ reason: snake(k) }, v] as const),
   );
   // Uplinks.
   const uplinks = <L extends string>(read: (u: AgentStatus['uplinks'][number]) => number) => () => s().uplinks.map((u) => [{ uplink: u.name } as Partial<Record<L, string>>, read(u)] as const);

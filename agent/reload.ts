@@ -1,3 +1,4 @@
+import { restartNeeded as keysNeedingRestart, sameConfig } from '../shared/config.ts';
 import type { AgentConfig } from './config.ts';
 
 /**
@@ -31,10 +32,6 @@ function sameSocket(a: Uplink, b: Uplink): boolean {
   return a.locator === b.locator && a.interface === b.interface && a.gateway === b.gateway;
 }
 
-function same(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
-
 export function planReload(running: AgentConfig, next: AgentConfig): ReloadPlan {
   const addUplinks: Uplink[] = [];
   const removeUplinks: string[] = [];
@@ -48,22 +45,16 @@ export function planReload(running: AgentConfig, next: AgentConfig): ReloadPlan 
     const u = running.uplinks.find((x) => x.name === n.name);
     if (u === undefined || !sameSocket(u, n)) addUplinks.push(n);
   }
-  const restartNeeded: string[] = [];
-  const keys = new Set([...Object.keys(running), ...Object.keys(next)]);
-  for (const k of keys) {
-    if (LIVE_KEYS.has(k)) continue;
-    if (!same(running[k as keyof AgentConfig], next[k as keyof AgentConfig])) restartNeeded.push(k);
-  }
-  if (running.log.format !== next.log.format) restartNeeded.push('log.format');
+  const restartNeeded = keysNeedingRestart(running, next, LIVE_KEYS);
   const logLevel = running.log.level !== next.log.level ? next.log.level : null;
-  const peersChanged = !same(running.peers, next.peers);
+  const peersChanged = !sameConfig(running.peers, next.peers);
   const effective: AgentConfig = {
     ...running,
     uplinks: next.uplinks,
     peers: next.peers,
     log: { ...running.log, level: next.log.level },
   };
-  return { addUplinks, removeUplinks, reprioritise, peersChanged, logLevel, restartNeeded: restartNeeded.sort(), effective };
+  return { addUplinks, removeUplinks, reprioritise, peersChanged, logLevel, restartNeeded, effective };
 }
 
 /** Whether the plan changes anything at all. */

@@ -3,19 +3,20 @@ import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { systemClock } from '../shared/clock.ts';
-import { UsageError, isRealmnetError } from '../shared/errors.ts';
+import { UsageError, errorLine, isRealmnetError } from '../shared/errors.ts';
 import { admit, backup, formatMembers, invite, inviteHint, members, parseDuration, publicKeyArg, revoke, rmKeyOf } from './admin.ts';
 import { createLogger, type Logger } from '../shared/log.ts';
 import { generateKeyPair, type KeyPair } from '../shared/crypto/ed25519.ts';
 import { loadKeyPair, saveKeyPair } from '../shared/keyfile.ts';
 import { loadRmConfig, type RmConfig } from './config.ts';
 import { createMappingServer, type MappingServer } from './server.ts';
-import { stopOnSignals } from '../shared/lifecycle.ts';
+import { restartNeededLine, stopOnSignals } from '../shared/lifecycle.ts';
 import { setLogLevel } from '../shared/log.ts';
 import { serviceNotifier, type ServiceNotifier } from '../shared/service.ts';
 import { startMetricsServer, type MetricsServer } from '../shared/prometheus.ts';
 import { rmMetrics } from './metrics.ts';
 import { VERSION } from '../shared/version.ts';
+import { locatorText } from '../shared/address.ts';
 
 /**
  * `realmnet rm --config FILE`: the composition root of the Realm Manager. Loads the config, the RM
@@ -77,7 +78,7 @@ export async function runRm(configPath: string, opts: RunRmOptions = {}): Promis
     }
   }
   // The RM answers now: its sockets are bound and its store is open.
-  const readyLine = () => `answering on ${server.addresses().map((a) => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`)).join(', ')}; ${server.bindingCount()} bindings`;
+  const readyLine = () => `answering on ${server.addresses().map((a) => locatorText(a.address, a.port)).join(', ')}; ${server.bindingCount()} bindings`;
   service?.ready(readyLine());
   const stopWatchdog = service?.startWatchdog() ?? (() => undefined);
   let stopping: Promise<void> | null = null;
@@ -104,10 +105,10 @@ function reloadRm(configPath: string, server: MappingServer, log: Logger, servic
     if (!logFixed) setLogLevel(log, next.log.level);
     log.info({ policyChanged: r.policyChanged, logLevel: next.log.level }, 'config reloaded');
     if (r.restartNeeded.length > 0) {
-      log.warn({ keys: r.restartNeeded }, `config reloaded, but ${r.restartNeeded.join(', ')} changed and need${r.restartNeeded.length === 1 ? 's' : ''} a restart (systemctl restart realmnet-rm): the running values stay in effect until then`);
+      log.warn({ keys: r.restartNeeded }, restartNeededLine(r.restartNeeded, 'realmnet-rm'));
     }
   } catch (e) {
-    log.error({ err: isRealmnetError(e) ? e.oneLine() : e instanceof Error ? e.message : String(e) }, 'reload failed: the running config stays in effect');
+    log.error({ err: errorLine(e) }, 'reload failed: the running config stays in effect');
   } finally {
     service?.ready(readyLine());
   }

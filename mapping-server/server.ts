@@ -6,6 +6,7 @@ import { flattenCounters, newCounters, type RmCounters } from './counters.ts';
 import { Dispatch } from './dispatch.ts';
 import { Handlers, describeBinding } from './handlers.ts';
 import { ReloadablePolicy, createPolicy } from './policy.ts';
+import { restartNeeded as keysNeedingRestart, sameConfig } from '../shared/config.ts';
 import { PushQueue, PushTicker, Subscriptions } from './push.ts';
 import { RateLimiter } from './ratelimit.ts';
 import { Realm } from './realm.ts';
@@ -233,19 +234,16 @@ class RealmManager implements MappingServer {
 
   reload(next: RmConfig): RmReloadResult {
     const running = this.config;
-    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-    const restartNeeded = [...new Set([...Object.keys(running), ...Object.keys(next)])]
-      .filter((k) => !RM_LIVE_KEYS.has(k) && !same(running[k as keyof RmConfig], next[k as keyof RmConfig]))
-      .sort();
-    if (running.log.format !== next.log.format) restartNeeded.push('log.format');
-    const policyChanged = !same(running.policy, next.policy);
+    const restartNeeded = keysNeedingRestart(running, next, RM_LIVE_KEYS);
+    const policyChanged = !sameConfig(running.policy, next.policy);
     if (policyChanged) {
       // Built first: a policy the realm cannot take throws here and nothing changes.
       const policy = createPolicy(next.policy, this.realm);
       this.shared.policy.replace(policy);
       this.shared.sessions.refreshViews();
     }
-    this.config = { ...running, policy: next.policy, log: next.log };
+    // The format stays the running logger's until a restart (restartNeeded names it).
+    this.config = { ...running, policy: next.policy, log: { ...running.log, level: next.log.level } };
     return { policyChanged, restartNeeded };
   }
 

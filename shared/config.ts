@@ -125,3 +125,22 @@ export const metricsConfigSchema = z
       .optional(),
   })
   .prefault({});
+
+/** Two values of one schema's config compare equal (zod writes keys in the schema's order). */
+export function sameConfig(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * What a reload (SIGHUP) cannot apply, for both programs: the top-level keys whose values changed,
+ * other than the `live` ones, and log.format (the log level is live; the format is the logger's
+ * own). Sorted, for one stable log line.
+ */
+export function restartNeeded<T extends { readonly log: { readonly format: string } }>(running: T, next: T, live: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (const k of new Set([...Object.keys(running), ...Object.keys(next)])) {
+    if (!live.has(k) && !sameConfig(running[k as keyof T], next[k as keyof T])) out.push(k);
+  }
+  if (running.log.format !== next.log.format) out.push('log.format');
+  return out.sort();
+}

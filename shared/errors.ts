@@ -70,3 +70,8 @@ export class SystemError extends RealmnetError {}
 export function isRealmnetError(e: unknown): e is RealmnetError {
   return e instanceof RealmnetError;
 }
+
+/** One line for a log field: a realmnet error with its hint, any other error's message, or the value. */
+export function errorLine(e: unknown): string {
+  return isRealmnetError(e) ? e.oneLine() : e instanceof Error ? e.message : String(e);
+}

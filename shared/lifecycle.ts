@@ -59,3 +59,8 @@ export function stopOnSignals(o: SignalOptions): Promise<void> {
     process.on('SIGHUP', o.onHangup ?? (() => o.log.info('SIGHUP ignored (restart to reload the config)')));
   });
 }
+
+/** The one warning line a reload gives for what it could not apply (docs/operations.md, "Reload"). */
+export function restartNeededLine(keys: readonly string[], unit: string): string {
+  return `config reloaded, but ${keys.join(', ')} changed and need${keys.length === 1 ? 's' : ''} a restart (systemctl restart ${unit}): the running values stay in effect until then`;
+}

@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { parseListen, type ListenAddress } from './config.ts';
-import { ConfigError, SystemError } from './errors.ts';
+import { ConfigError, SystemError, errorLine } from './errors.ts';
 import type { Logger } from './log.ts';
 
 export { Histogram, Registry } from 'prom-client';
@@ -76,7 +76,7 @@ export async function startMetricsServer(listen: string, registry: Registry, log
     registry.metrics().then(
       (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
       (e: unknown) => {
-        log.error({ err: e instanceof Error ? e.message : String(e) }, 'metrics: a collector failed (a bug)');
+        log.error({ err: errorLine(e) }, 'metrics: a collector failed (a bug)');
         res.writeHead(500, { 'content-type': 'text/plain' }).end('collector failed\n');
       },
     );

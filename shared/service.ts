@@ -48,6 +48,7 @@ export function serviceNotifier(o: NotifierOptions): ServiceNotifier {
   const pid = o.pid ?? process.pid;
   const socket = env.NOTIFY_SOCKET !== undefined && env.NOTIFY_SOCKET !== '' ? env.NOTIFY_SOCKET : null;
   const watchdogIntervalMs = watchdogInterval(env.WATCHDOG_USEC, env.WATCHDOG_PID, pid);
+  const watchdogUsec = watchdogIntervalMs === null ? null : (env.WATCHDOG_USEC ?? null);
   delete env.NOTIFY_SOCKET;
   delete env.WATCHDOG_USEC;
   delete env.WATCHDOG_PID;
@@ -75,7 +76,7 @@ export function serviceNotifier(o: NotifierOptions): ServiceNotifier {
     mainPid: (p) => notify(`MAINPID=${p}`),
     handoverEnv: () => ({
       ...(socket === null ? {} : { NOTIFY_SOCKET: socket }),
-      ...(watchdogIntervalMs === null ? {} : { WATCHDOG_USEC: String(watchdogIntervalMs * 2000) }),
+      ...(watchdogUsec === null ? {} : { WATCHDOG_USEC: watchdogUsec }),
     }),
     status: (text) => notify(`STATUS=${oneLine(text)}`),
     startWatchdog: () => {

@@ -56,18 +56,10 @@ export class UplinkSockets {
         const socket = await this.deps.openUdp({ address: c.locator, port: this.opts.port, batchSize: this.opts.batchSize, maxDatagram: this.opts.maxDatagram });
         this.opened.push({ name: c.name, interface: c.interface, locator: c.locator, family: familyOf(c.locator), priority: c.priority, weight: c.weight, socket, up: true });
       }
-      this.routes = policyRoutes(this.configs, this.opts.tableBase, this.opts.rulePriority);
       // The uplinks' tables and rules are independent: installed side by side (each `ip` is a few
       // ms, and a restart's gap is their sum otherwise). All settle before a failure is reported,
       // so stop() never races a command still in flight.
-      const done = await Promise.allSettled(
-        this.routes.map(async (r) => {
-          // A crashed earlier run may have left the same rule: remove it first so rules never pile up.
-          await this.runQuietly(r.remove);
-          for (const cmd of r.add) await this.deps.net.ip(cmd);
-          this.deps.log.info({ uplink: r.uplink }, 'source-policy routing installed');
-        }),
-      );
+      const done = await Promise.allSettled(policyRoutes(this.configs, this.opts.tableBase, this.opts.rulePriority).map((r) => this.installRoute(r)));
       const failed = done.find((d) => d.status === 'rejected');
       if (failed !== undefined) throw failed.reason;
     } catch (e) {
@@ -109,10 +101,12 @@ export class UplinkSockets {
     if (r !== undefined && !this.routes.some((x) => x.index === i)) await this.installRoute(r);
   }
 
+  /** Held (so stop() removes it) before it is added: a half-added route is undone too. */
   private async installRoute(r: PolicyRoute): Promise<void> {
+    this.routes.push(r);
+    // A crashed earlier run may have left the same rule: remove it first so rules never pile up.
     await this.runQuietly(r.remove);
     for (const cmd of r.add) await this.deps.net.ip(cmd);
-    this.routes.push(r);
     this.deps.log.info({ uplink: r.uplink }, 'source-policy routing installed');
   }
 

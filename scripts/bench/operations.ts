@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse, stringify } from 'yaml';
-import { startRealm, type Realm } from '../../test/helpers/agents.ts';
+import { processAlive, startRealm, successorPid, type Realm } from '../../test/helpers/agents.ts';
 import { pingGap, type GapResult } from '../../test/helpers/gap.ts';
 import { execHost, up, type Testbed } from '../testbed/topology.ts';
 import { BenchStopped, fmt, median, printTable, UsageProblem, writeResults } from './table.ts';
@@ -67,14 +67,7 @@ export async function run(argv: string[]): Promise<number> {
     } catch {
       // already gone
     }
-    for (let i = 0; i < 50; i++) {
-      try {
-        process.kill(upgradedPid, 0);
-      } catch {
-        break;
-      }
-      await settle(100);
-    }
+    for (let i = 0; i < 50 && processAlive(upgradedPid); i++) await settle(100);
     upgradedPid = 0;
   };
   const add = (k: string, g: GapResult) => (samples[k] ??= []).push(g);
@@ -153,14 +146,15 @@ export async function run(argv: string[]): Promise<number> {
       await withTcp(
         'upgrade_gap_ms',
         async () => {
-          const from = r.mh.stderrTail().length + r.mh.stdoutTail().length;
+          // The successor's line, not an earlier upgrade's.
+          const before = successorPid(r.mh);
           process.kill(upgradedPid || r.mh.pid, 'SIGUSR2');
           const deadline = Date.now() + 15_000;
           let pid = 0;
           while (pid === 0 && Date.now() < deadline) {
             await settle(100);
-            const m = [...(r.mh.stderrTail() + r.mh.stdoutTail()).slice(Math.max(0, from - 200)).matchAll(/"successor":(\d+)/g)];
-            pid = Number(m[m.length - 1]?.[1] ?? 0);
+            const now = successorPid(r.mh);
+            if (now !== before) pid = now;
           }
           if (pid === 0) throw new BenchStopped(`the upgrade in place did not hand over within 15 s:\n${r.mh.stderrTail().slice(-2000)}`);
           upgradedPid = pid;

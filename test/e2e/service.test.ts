@@ -6,7 +6,7 @@ import { parse, stringify } from 'yaml';
 import { z } from 'zod';
 import { TESTBED, up, type NsProcess, type Testbed } from '../../scripts/testbed/topology.ts';
 import { requireRoot, uniquePrefix } from '../helpers/netns.ts';
-import { REPO, controlStatus, startRealm, type Realm } from '../helpers/agents.ts';
+import { REPO, controlStatus, processAlive, startRealm, successorPid, type Realm } from '../helpers/agents.ts';
 import { listenNotify, type NotifyListener } from '../helpers/notify.ts';
 import { waitFor } from '../helpers/failover.ts';
 import { pingGap as gapOf } from '../helpers/gap.ts';
@@ -94,21 +94,6 @@ afterAll(async () => {
   await tb?.down();
   if (dir !== '') await rm(dir, { recursive: true, force: true });
 });
-
-/** The successor's pid, from the old agent's "upgrade: stopped" log line. */
-function successorPid(p: NsProcess): number {
-  const m = [...(p.stderrTail() + p.stdoutTail()).matchAll(/"successor":(\d+)/g)];
-  return Number(m[m.length - 1]?.[1] ?? 0);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** An upgraded agent (not our child): stopped by pid in afterAll if a test fails before it is. */
 let upgradedPid = 0;

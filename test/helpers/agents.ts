@@ -176,3 +176,22 @@ export async function waitRegistered(tb: Testbed, deadline = Date.now() + 20_000
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+/**
+ * After an upgrade in place (SIGUSR2), the pid of the agent that took over, from the old one's
+ * "upgrade: stopped" log line (its successor writes to the same output); 0 before there is one.
+ */
+export function successorPid(p: NsProcess): number {
+  const m = [...(p.stderrTail() + p.stdoutTail()).matchAll(/"successor":(\d+)/g)];
+  return Number(m[m.length - 1]?.[1] ?? 0);
+}
+
+/** Whether a process (one that is not our child, e.g. an upgraded agent) still runs. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
