@@ -80,7 +80,7 @@ class SpawnWorker : public Napi::AsyncWorker {
       CloseAll(in, out, err);
       return;
     }
-    Pump(pid, hasInput_ ? in[1] : -1, out[0], err[0]);
+    Pump(pid, in[1], out[0], err[0]);
     CloseAll(in, out, err);
   }
 
@@ -108,8 +108,11 @@ class SpawnWorker : public Napi::AsyncWorker {
   }
 
   // Feeds stdin, drains stdout and stderr until both close, then reaps the child; kills it at the
-  // deadline or when the output grows past maxBytes.
-  void Pump(pid_t pid, int inFd, int& outFd, int& errFd) {
+  // deadline or when the output grows past maxBytes. Every fd is taken by reference and set to -1
+  // where it is closed, so that CloseAll never closes one twice: between the two closes another
+  // thread may have been given the same number (a UDP socket, another command's pipe), and closing
+  // it would take it away from under its owner.
+  void Pump(pid_t pid, int& inFd, int& outFd, int& errFd) {
     size_t written = 0;
     if (inFd >= 0) fcntl(inFd, F_SETFL, fcntl(inFd, F_GETFL) | O_NONBLOCK);
     const int64_t deadline = NowMs() + timeoutMs_;
@@ -139,8 +142,14 @@ class SpawnWorker : public Napi::AsyncWorker {
         inFd = -1;
       }
       for (int which : {iOut, iErr}) {
-        if (which < 0 || !(fds[which].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        if (which < 0) continue;
         int& fd = which == iOut ? outFd : errFd;
+        // Not an open fd (a bug elsewhere closed it): stop reading it rather than spin on poll().
+        if (fds[which].revents & POLLNVAL) {
+          fd = -1;
+          continue;
+        }
+        if (!(fds[which].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         std::string& sink = which == iOut ? stdout_ : stderr_;
         ssize_t r = read(fd, buf, sizeof buf);
         if (r > 0) {
@@ -157,6 +166,7 @@ class SpawnWorker : public Napi::AsyncWorker {
       }
     }
     if (inFd >= 0) close(inFd);
+    inFd = -1;
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
