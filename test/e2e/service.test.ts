@@ -6,7 +6,7 @@ import { parse, stringify } from 'yaml';
 import { z } from 'zod';
 import { TESTBED, up, type NsProcess, type Testbed } from '../../scripts/testbed/topology.ts';
 import { requireRoot, uniquePrefix } from '../helpers/netns.ts';
-import { REPO, controlStatus, processAlive, startRealm, successorPid, type Realm } from '../helpers/agents.ts';
+import { REPO, controlStatus, hangReport, processAlive, startRealm, successorPid, type Realm } from '../helpers/agents.ts';
 import { listenNotify, type NotifyListener } from '../helpers/notify.ts';
 import { waitFor } from '../helpers/failover.ts';
 import { pingGap as gapOf } from '../helpers/gap.ts';
@@ -298,7 +298,7 @@ describe('stop (SIGTERM, as systemctl stop sends it)', () => {
     const t0 = Date.now();
     r.mh.child.kill('SIGTERM');
     const exit = await Promise.race([r.mh.exited, new Promise<null>((res) => setTimeout(() => res(null), 10_000))]);
-    expect(exit, `the agent did not exit within 10 s of SIGTERM:\n${r.mh.stderrTail().slice(-3000)}`).not.toBeNull();
+    if (exit === null) expect.fail(`the agent did not exit within 10 s of SIGTERM:\n${r.mh.stderrTail().slice(-3000)}\n${await hangReport(r.mh.pid)}`);
     await (notify as NotifyListener).waitFor('STOPPING', '1', t0, 2_000);
     expect(exit?.code).toBe(0);
     const link = await tb.exec('mh', 'ip', ['link', 'show', 'rn0'], { allowFail: true });

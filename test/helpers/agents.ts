@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -194,4 +195,28 @@ export function processAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * What a process that should have exited is doing, for a failure message: each thread's state and
+ * kernel wait channel, its children, its open fds and, when gdb is there, every thread's user-space
+ * stack. (This is how the `ip` runner's double close was found: shared/native/spawn.cc.)
+ */
+export async function hangReport(pid: number): Promise<string> {
+  const text = (f: string) => readFile(f, 'utf8').then((s) => s.replace(/\0/g, ' ').trim(), () => '?');
+  const state = async (f: string) => (await text(f)).split(') ')[1]?.split(' ')[0] ?? '?';
+  const lines: string[] = [];
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const t of tids) lines.push(`thread ${t} state=${await state(`/proc/${pid}/task/${t}/stat`)} wchan=${await text(`/proc/${pid}/task/${t}/wchan`)}`);
+  for (const t of tids) {
+    for (const k of (await text(`/proc/${pid}/task/${t}/children`)).split(/\s+/).filter((x) => /^\d+$/.test(x))) {
+      lines.push(`child ${k} state=${await state(`/proc/${k}/stat`)}: ${await text(`/proc/${k}/cmdline`)}`);
+    }
+  }
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+  lines.push(`fds: ${(await Promise.all(fds.map(async (fd) => `${fd}=${await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '?')}`))).join(' ')}`);
+  const gdb = await new Promise<string>((res) => {
+    execFile('gdb', ['-p', String(pid), '-batch', '-nx', '-ex', 'thread apply all bt 12'], { timeout: 20_000, maxBuffer: 4 << 20 }, (err, out) => res(err !== null && out === '' ? `gdb: ${err.message}` : out));
+  });
+  return `${lines.join('\n')}\n${gdb.split('\n').filter((l) => /^(Thread|#|gdb:)/.test(l)).join('\n')}`;
 }
