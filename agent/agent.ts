@@ -389,6 +389,12 @@ class RealmnetAgent implements Agent {
       r.table.apply({ kind: 'policy', name: p.name, priority: p.priority, weight: p.weight });
       this.log.info({ uplink: p.name, priority: p.priority, weight: p.weight }, 'reload: uplink preferences from the config');
     }
+    // A new set of locators, or new preferences, is news for the realm: a new signed binding (the
+    // realm's policy on uplinks is applied again from its answer). Signed now, with no await since
+    // the table changed: the answer to a lookup made for an earlier binding (one the retire above
+    // registered) must find a newer sequence number and be ignored, or it would put the old
+    // preferences back (applyOwnPolicy).
+    if (r.rm !== null && (setChanged || plan.reprioritise.length > 0)) void r.rm.link.register();
     const peersBefore = this.config.peers;
     this.config = failed.size === 0 ? plan.effective : { ...plan.effective, uplinks: plan.effective.uplinks.filter((u) => !failed.has(u.name)) };
     if (plan.peersChanged) this.reloadPeers(r, peersBefore);
@@ -399,9 +405,6 @@ class RealmnetAgent implements Agent {
       r.monitor = null;
       await this.startMonitor(r);
     }
-    // A new set of locators, or new preferences, is news for the realm: a new signed binding (the
-    // realm's policy on uplinks is applied again from its answer).
-    if (r.rm !== null && (setChanged || plan.reprioritise.length > 0)) void r.rm.link.register();
     return plan;
   }
 
