@@ -1,5 +1,6 @@
 {
-  # Built by `npm install` (scripts.install = node-gyp rebuild). Two small addons, one per I/O edge:
+  # Built by `npm install` (scripts.install = node-gyp rebuild -j max: one job per core).
+  # Two small addons, one per I/O edge:
   # inside (TUN) and outside (UDP), three tiny ones for the operating system: one runs `ip` without
   # forking the agent on its event loop (shared/native/spawn.cc), one reads a unix socket peer's
   # credentials for the agent's control socket, one sends systemd its notifications (sd_notify);

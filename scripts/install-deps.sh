@@ -55,6 +55,8 @@ if [[ "${1:-}" == "--no-npm" ]]; then
   exit 0
 fi
 
+# node-gyp (our addons, better-sqlite3) compiles with one job unless told otherwise.
+export JOBS="${JOBS:-max}"
 if [[ -f package-lock.json ]]; then
   npm ci --no-audit --no-fund --loglevel=error
 else

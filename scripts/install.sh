@@ -103,6 +103,9 @@ if [[ -z "${npm_config_nodedir:-}" && -f "$node_prefix/include/node/common.gypi"
   fi
 fi
 
+# node-gyp compiles with one job unless told otherwise; the build is most of an install's time.
+export JOBS="${JOBS:-max}"
+
 # --- One install at a time ----------------------------------------------------------------------
 base="$ROOT/opt/realmnet"
 releases="$base/releases"
