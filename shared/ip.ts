@@ -25,7 +25,8 @@ export interface IpOptions {
   readonly explain?: (stderr: string) => string | undefined;
 }
 
-interface SpawnResult {
+/** What the native runner (shared/native/spawn.cc) resolves with. */
+export interface SpawnResult {
   readonly code: number;
   readonly signal: number;
   readonly errno: number;
@@ -33,7 +34,7 @@ interface SpawnResult {
   readonly stderr: Buffer;
 }
 
-interface SpawnBinding {
+export interface SpawnBinding {
   run(file: string, args: readonly string[], input: string | null, timeoutMs: number, maxBytes: number): Promise<SpawnResult>;
 }
 

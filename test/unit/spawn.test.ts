@@ -1,18 +1,10 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import type { SpawnBinding } from '../../shared/ip.ts';
 import { loadNative } from '../../shared/native.ts';
 
 /** The native command runner behind shared/ip.ts (shared/native/spawn.cc), run with other commands. */
-interface SpawnResult {
-  readonly code: number;
-  readonly signal: number;
-  readonly errno: number;
-  readonly stdout: Buffer;
-  readonly stderr: Buffer;
-}
-const spawner = loadNative('realmnet_spawn') as {
-  run(file: string, args: readonly string[], input: string | null, timeoutMs: number, maxBytes: number): Promise<SpawnResult>;
-};
+const spawner = loadNative('realmnet_spawn') as SpawnBinding;
 
 describe('native command runner (shared/native/spawn.cc)', () => {
   it('feeds stdin, collects stdout and stderr, and reports the exit code', async () => {
