@@ -240,15 +240,8 @@ class RealmnetAgent implements Agent {
       { port: config.listenPort, batchSize: config.tun.batchSize, maxDatagram: MAX_DATAGRAM, tableBase: config.routing.tableBase, rulePriority: config.routing.rulePriority },
       { openUdp: this.deps.openUdp, net: this.deps.net, log: this.log },
     );
-    // How long each step of the start took (ms), in the "agent up" line: a restart's and an upgrade's gap is their sum.
-    const t0 = performance.now();
-    const phases: Record<string, number> = {};
-    let last = t0;
-    const phase = (name: string) => {
-      const now = performance.now();
-      phases[name] = Math.round((now - last) * 10) / 10;
-      last = now;
-    };
+    // How long each step of the start took, in the "agent up" line: a restart's and an upgrade's gap is their sum.
+    const { phase, phases, totalMs } = phaseTimer();
     try {
       for (const cmd of tunUpCommands({ name: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, hostId: this.hostId, prefixes: config.realm.prefixes })) {
         await this.deps.net.ip(cmd);
@@ -286,7 +279,7 @@ class RealmnetAgent implements Agent {
       phase('monitor');
       if (!sealed) this.log.warn('dataplane.encryption is off: packets between hosts can be read, changed and forged on the path (for measurement only)');
       this.log.info(
-        { hostId: this.hostId, tun: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, encryption: sealed ? config.dataplane.cipher : 'off', uplinks: table.current.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: config.rm?.servers.map((s) => s.address).join(',') ?? 'none', startMs: Math.round(performance.now() - t0), phases },
+        { hostId: this.hostId, tun: tun.name, mtu: config.tun.mtu, offload: config.tun.offload, encryption: sealed ? config.dataplane.cipher : 'off', uplinks: table.current.map((u) => `${u.name}=${u.locator}`).join(','), staticPeers: config.peers.length, rm: config.rm?.servers.map((s) => s.address).join(',') ?? 'none', startMs: totalMs(), phases },
         'agent up',
       );
     } catch (e) {
@@ -303,24 +296,21 @@ class RealmnetAgent implements Agent {
     this.running = null;
     this.lag.stop();
     if (r === null) return;
-    const t0 = performance.now();
-    const ms = (t: number) => Math.round((performance.now() - t) * 10) / 10;
+    const { phase, phases, totalMs } = phaseTimer();
     await r.monitor?.stop();
-    const monitorMs = ms(t0);
+    phase('monitor');
     for (const t of r.timers) clearInterval(t);
     r.rm?.paths.stop();
     r.rm?.groups.stop();
     r.rm?.resolver.stop();
-    const t1 = performance.now();
     await r.rm?.link.stop();
-    const rmMs = ms(t1);
-    const t2 = performance.now();
+    phase('rm');
     r.tun.close();
     r.sessions?.stop();
-    const tunMs = ms(t2);
-    const t3 = performance.now();
+    phase('tun');
     await r.sockets.stop();
-    this.log.info({ drops: this.drops.total(), insidePackets: this.inside.packets, outsidePackets: this.outside.packets, stopMs: ms(t0), phases: { monitor: monitorMs, rm: rmMs, tun: tunMs, uplinks: ms(t3) } }, 'agent stopped');
+    phase('uplinks');
+    this.log.info({ drops: this.drops.total(), insidePackets: this.inside.packets, outsidePackets: this.outside.packets, stopMs: totalMs(), phases }, 'agent stopped');
   }
 
   async reregister(): Promise<void> {
@@ -821,4 +811,23 @@ export function pathTiming(config: AgentConfig): PathTiming {
     holdDownMs: f.holdDownMs,
     upAfterReplies: f.upAfterReplies,
   });
+}
+
+/**
+ * Times the steps of a start or a stop for its log line: phase(name) records the ms (0.1 ms
+ * resolution) since the previous phase, or since the timer was made.
+ */
+function phaseTimer(): { phase: (name: string) => void; phases: Record<string, number>; totalMs: () => number } {
+  const t0 = performance.now();
+  const phases: Record<string, number> = {};
+  let last = t0;
+  return {
+    phases,
+    phase: (name) => {
+      const now = performance.now();
+      phases[name] = Math.round((now - last) * 10) / 10;
+      last = now;
+    },
+    totalMs: () => Math.round(performance.now() - t0),
+  };
 }
