@@ -25,8 +25,7 @@ export interface IpOptions {
   readonly explain?: (stderr: string) => string | undefined;
 }
 
-/** What the native runner (shared/native/spawn.cc) resolves with. */
-export interface SpawnResult {
+interface SpawnResult {
   readonly code: number;
   readonly signal: number;
   readonly errno: number;
@@ -34,13 +33,14 @@ export interface SpawnResult {
   readonly stderr: Buffer;
 }
 
-export interface SpawnBinding {
+interface SpawnBinding {
   run(file: string, args: readonly string[], input: string | null, timeoutMs: number, maxBytes: number): Promise<SpawnResult>;
 }
 
 let binding: SpawnBinding | null = null;
 
-function spawner(): SpawnBinding {
+/** The native command runner (shared/native/spawn.cc): any command, as runIp runs `ip`. */
+export function spawner(): SpawnBinding {
   if (binding !== null) return binding;
   const b = loadNative('realmnet_spawn');
   if (typeof b !== 'object' || b === null || typeof (b as { run?: unknown }).run !== 'function') {

@@ -1,14 +1,13 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { SpawnBinding } from '../../shared/ip.ts';
-import { loadNative } from '../../shared/native.ts';
+import { spawner } from '../../shared/ip.ts';
 
 /** The native command runner behind shared/ip.ts (shared/native/spawn.cc), run with other commands. */
-const spawner = loadNative('realmnet_spawn') as SpawnBinding;
+const runner = spawner();
 
 describe('native command runner (shared/native/spawn.cc)', () => {
   it('feeds stdin, collects stdout and stderr, and reports the exit code', async () => {
-    const r = await spawner.run('sh', ['-c', 'cat; echo oops >&2; exit 3'], 'line 1\nline 2\n', 5_000, 1 << 20);
+    const r = await runner.run('sh', ['-c', 'cat; echo oops >&2; exit 3'], 'line 1\nline 2\n', 5_000, 1 << 20);
     expect(r.errno).toBe(0);
     expect(r.code).toBe(3);
     expect(r.stdout.toString()).toBe('line 1\nline 2\n');
@@ -16,13 +15,13 @@ describe('native command runner (shared/native/spawn.cc)', () => {
   });
 
   it('kills a command at its deadline', async () => {
-    const r = await spawner.run('sleep', ['10'], null, 200, 1 << 20);
+    const r = await runner.run('sleep', ['10'], null, 200, 1 << 20);
     expect(r.code).toBe(-1);
     expect(r.signal).toBe(9);
   });
 
   it('says ENOENT for a command that does not exist', async () => {
-    const r = await spawner.run('realmnet-no-such-command', [], null, 1_000, 1 << 20);
+    const r = await runner.run('realmnet-no-such-command', [], null, 1_000, 1 << 20);
     expect(r.errno).toBe(2);
   });
 
@@ -33,7 +32,7 @@ describe('native command runner (shared/native/spawn.cc)', () => {
   // get the lowest free numbers, that one among them, and must all still be open afterwards.
   it('closes each of its fds once: what the process opens meanwhile stays open', async () => {
     for (let round = 0; round < 5; round++) {
-      const runs = Array.from({ length: 3 }, () => spawner.run('sh', ['-c', 'sleep 0.2; cat'], 'x'.repeat(100), 5_000, 1 << 20));
+      const runs = Array.from({ length: 3 }, () => runner.run('sh', ['-c', 'sleep 0.2; cat'], 'x'.repeat(100), 5_000, 1 << 20));
       await new Promise((r) => setTimeout(r, 100));
       const fds = Array.from({ length: 8 }, () => openSync('/dev/null', 'r'));
       const results = await Promise.all(runs);
