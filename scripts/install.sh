@@ -181,12 +181,14 @@ partial=""
 
 # --- Switch ------------------------------------------------------------------------------------
 # Atomic: a new symlink under a temporary name, renamed over the old one (rename(2) replaces it).
-ln -sfn "releases/$name" "$base/current.tmp"
-mv -T "$base/current.tmp" "$base/current"
+switch_link() {
+  ln -sfn "$1" "$2.tmp"
+  mv -T "$2.tmp" "$2"
+}
+switch_link "releases/$name" "$base/current"
 mkdir -p "$ROOT/usr/local/bin"
 # Relative, so that the same tree works under DESTDIR (and if /opt is mounted elsewhere).
-ln -sfn ../../../opt/realmnet/current/bin/realmnet.js "$ROOT/usr/local/bin/realmnet.tmp"
-mv -T "$ROOT/usr/local/bin/realmnet.tmp" "$ROOT/usr/local/bin/realmnet"
+switch_link ../../../opt/realmnet/current/bin/realmnet.js "$ROOT/usr/local/bin/realmnet"
 
 # Keep the three newest releases, by their UTC stamp (the name's last field; a version may itself
 # contain "-"). The one just installed is the newest; hidden (partial) ones are not releases.
